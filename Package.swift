@@ -1,0 +1,61 @@
+// swift-tools-version: 6.1
+// Parley: a WebRTC edge for voice AI (relay + transceiver). See README.md and docs/architecture.md.
+
+import PackageDescription
+
+/// Debian's C libraries, found through pkg-config. Only `ParleyMedia` (and test-only peers) import them.
+func systemLibrary(_ name: String, pkgConfig: String, apt: String) -> Target {
+    .systemLibrary(name: name, pkgConfig: pkgConfig, providers: [.apt([apt])])
+}
+
+let package = Package(
+    name: "Parley",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "parley", targets: ["parley"]),
+        .library(name: "ParleyWire", targets: ["ParleyWire"]),
+        .library(name: "ParleyMedia", targets: ["ParleyMedia"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+    ],
+    targets: [
+        // C libraries from Debian (see docs/architecture.md for the apt packages).
+        systemLibrary("COpenSSL", pkgConfig: "openssl", apt: "libssl-dev"),
+        systemLibrary("CSRTP", pkgConfig: "libsrtp2", apt: "libsrtp2-dev"),
+        systemLibrary("COpus", pkgConfig: "opus", apt: "libopus-dev"),
+        systemLibrary("CUsrSCTP", pkgConfig: "usrsctp", apt: "libusrsctp-dev"),
+        // Plain-C wrappers for the macros and variadic calls Swift cannot import.
+        .target(name: "CParleyShims", dependencies: ["COpenSSL", "COpus"]),
+
+        // Wire formats: STUN, SDP, demultiplexing, routing token, tunnel header. Pure Swift, no I/O.
+        .target(
+            name: "ParleyWire",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // DTLS, SRTP, Opus: the one Swift module that imports the C libraries.
+        .target(
+            name: "ParleyMedia",
+            dependencies: ["ParleyWire", "COpenSSL", "CSRTP", "COpus", "CParleyShims"]
+        ),
+        .executableTarget(
+            name: "parley",
+            dependencies: [
+                "ParleyWire", "ParleyMedia",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(
+            name: "ParleyWireTests",
+            dependencies: ["ParleyWire"],
+            exclude: ["Fixtures"]
+        ),
+        .testTarget(
+            name: "ParleyMediaTests",
+            // usrsctp is linked only here, as an independent peer for tests.
+            dependencies: ["ParleyMedia", "CParleyShims", "CUsrSCTP"]
+        ),
+    ]
+)

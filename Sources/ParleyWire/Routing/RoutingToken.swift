@@ -1,0 +1,221 @@
+/// What the server ICE ufrag tells a relay: where the session lives. The client copies the ufrag
+/// into every STUN check (`USERNAME = serverUfrag:clientUfrag`), so the first packet of a flow
+/// carries its own route. The format is in docs/protocol.md; in short:
+///
+///     header (1, clear) | body (15 or 27, encrypted) | tag (8)  → base64, 32 or 48 characters
+///
+/// The tag is SipHash-2-4 over header and plaintext body under the key's MAC key; the body is
+/// XORed with a keystream of SipHash-2-4(encryption key, tag ‖ block index), so the tag doubles as
+/// a synthetic IV (the SIV construction): equal plaintexts would give equal tokens, which the
+/// 48-bit per-session nonce rules out. Verification decrypts, recomputes and compares the tag.
+public struct RoutingToken: Hashable, Sendable {
+    /// The format version this code writes and reads.
+    public static let version: UInt8 = 1
+    /// Characters of a token whose worker has an IPv4 / IPv6 address.
+    public static let ipv4Length = 32
+    public static let ipv6Length = 48
+    public static let maximumLength = ipv6Length
+    static let tagLength = 8
+    static let nonceMask: UInt64 = 0xFFFF_FFFF_FFFF
+
+    /// Which key of the keyring sealed the token (0–15), so keys rotate without breaking live calls.
+    public var keyID: UInt8
+    /// The cluster that owns the session (Global Relay forwards by it).
+    public var clusterID: UInt16
+    /// The transceiver worker's internal UDP endpoint.
+    public var worker: TransportAddress
+    /// Per-session randomness (48 bits): ICE wants ≥ 24 random bits in a ufrag, and it keeps
+    /// every token distinct.
+    public var nonce: UInt64
+
+    public init(keyID: UInt8, clusterID: UInt16, worker: TransportAddress, nonce: UInt64) {
+        precondition(keyID < 16, "key ids are 0–15")
+        self.keyID = keyID
+        self.clusterID = clusterID
+        self.worker = worker
+        self.nonce = nonce & RoutingToken.nonceMask
+    }
+
+    /// A token with a fresh random nonce.
+    public static func random<G: RandomNumberGenerator>(
+        keyID: UInt8, clusterID: UInt16, worker: TransportAddress, using generator: inout G
+    ) -> RoutingToken {
+        RoutingToken(keyID: keyID, clusterID: clusterID, worker: worker, nonce: generator.next())
+    }
+
+    /// Characters this token encodes to.
+    public var encodedLength: Int { worker.isIPv6 ? RoutingToken.ipv6Length : RoutingToken.ipv4Length }
+
+    var binaryLength: Int { encodedLength / 4 * 3 }
+}
+
+/// Why a ufrag is not a token this relay or transceiver accepts. Typed, so rejecting never allocates.
+public enum RoutingTokenError: Error, Equatable, Sendable {
+    /// Not 32 or 48 characters.
+    case wrongLength
+    /// A character outside the ICE ufrag alphabet.
+    case invalidCharacter
+    case unsupportedVersion(UInt8)
+    /// The key id names no key in this keyring (retired, or never configured).
+    case unknownKey(UInt8)
+    /// The tag does not match: forged, corrupted, or sealed with another secret.
+    case badTag
+    /// The tag matched but the body is not a v1 body (reserved bits set, or family and length disagree).
+    case malformedBody
+}
+
+/// One key of a keyring: a MAC key and an encryption key, both 128-bit SipHash keys.
+public struct RoutingKey: Sendable, Hashable {
+    public var id: UInt8
+    public var macKey: SipHashKey
+    public var encryptionKey: SipHashKey
+
+    /// A key from 32 secret bytes: the first 16 are the MAC key, the last 16 the encryption key.
+    public init(id: UInt8, secret: some Collection<UInt8>) {
+        precondition(id < 16, "key ids are 0–15")
+        precondition(secret.count == 32, "a routing key secret has 32 bytes")
+        self.id = id
+        macKey = SipHashKey(bytes: secret.prefix(16))
+        encryptionKey = SipHashKey(bytes: secret.dropFirst(16))
+    }
+
+    /// A key from 64 hexadecimal characters, as configuration gives it; nil if malformed.
+    public init?(id: UInt8, hexSecret: String) {
+        guard id < 16, hexSecret.utf8.count == 64 else { return nil }
+        var bytes: [UInt8] = []
+        var index = hexSecret.startIndex
+        while index < hexSecret.endIndex {
+            let next = hexSecret.index(index, offsetBy: 2)
+            guard let byte = UInt8(hexSecret[index..<next], radix: 16) else { return nil }
+            bytes.append(byte)
+            index = next
+        }
+        self.init(id: id, secret: bytes)
+    }
+}
+
+/// The keys a relay or transceiver accepts, and the one it seals new tokens with. Relays and
+/// transceivers of a cluster share it; to rotate, add the new key everywhere, then make it current,
+/// then drop the old one once its calls have ended.
+public struct RoutingKeyring: Sendable {
+    private var keys: [RoutingKey?]
+    public private(set) var currentKeyID: UInt8
+
+    public init(current: RoutingKey, others: [RoutingKey] = []) {
+        keys = Array(repeating: nil, count: 16)
+        for key in others { keys[Int(key.id)] = key }
+        keys[Int(current.id)] = current
+        currentKeyID = current.id
+    }
+
+    public func key(id: UInt8) -> RoutingKey? { id < 16 ? keys[Int(id)] : nil }
+
+    /// Writes `token`'s text into `output` (at least `token.encodedLength` bytes) and returns its length.
+    /// The token's key id must be in the ring.
+    @discardableResult
+    public func seal(_ token: RoutingToken, into output: UnsafeMutableRawBufferPointer) -> Int {
+        guard let key = key(id: token.keyID) else { preconditionFailure("key \(token.keyID) is not in the keyring") }
+        precondition(output.count >= token.encodedLength, "the output is shorter than the token")
+        return withUnsafeTemporaryAllocation(byteCount: RoutingToken.maximumLength / 4 * 3, alignment: 8) { binary in
+            let length = token.binaryLength
+            let body = length - RoutingToken.tagLength
+            binary[0] = RoutingToken.version << 4 | token.keyID
+            binary[1] = token.worker.isIPv6 ? 1 : 0
+            binary.store(token.clusterID, at: 2)
+            var offset = 4
+            switch token.worker {
+            case .v4(let address, let port):
+                binary.store(address.bits, at: offset)
+                binary.store(port, at: offset + 4)
+                offset += 6
+            case .v6(let address, let port):
+                binary.store(address.high, at: offset)
+                binary.store(address.low, at: offset + 8)
+                binary.store(port, at: offset + 16)
+                offset += 18
+            }
+            for index in 0..<6 { binary[offset + index] = UInt8(truncatingIfNeeded: token.nonce >> UInt64(40 - 8 * index)) }
+            let tag = SipHash.hash(UnsafeRawBufferPointer(rebasing: binary[0..<body]), key: key.macKey)
+            binary.store(tag, at: body)
+            Self.applyKeystream(to: UnsafeMutableRawBufferPointer(rebasing: binary[1..<body]), tag: tag, key: key.encryptionKey)
+            UfragBase64.encode(UnsafeRawBufferPointer(rebasing: binary[0..<length]), into: output)
+            return token.encodedLength
+        }
+    }
+
+    /// The token as text, for SDP.
+    public func seal(_ token: RoutingToken) -> String {
+        String(unsafeUninitializedCapacity: token.encodedLength) { buffer in
+            seal(token, into: UnsafeMutableRawBufferPointer(buffer))
+        }
+    }
+
+    /// Decodes and authenticates a token from ufrag text (only the token: cut a STUN USERNAME at
+    /// its `:` first). Forged, malformed or unknown-key tokens throw; nothing allocates.
+    public func open(_ text: UnsafeRawBufferPointer) throws(RoutingTokenError) -> RoutingToken {
+        guard text.count == RoutingToken.ipv4Length || text.count == RoutingToken.ipv6Length else {
+            throw .wrongLength
+        }
+        let result: Result<RoutingToken, RoutingTokenError> = withUnsafeTemporaryAllocation(
+            byteCount: RoutingToken.maximumLength / 4 * 3, alignment: 8
+        ) { binary in
+            let length = text.count / 4 * 3
+            let body = length - RoutingToken.tagLength
+            guard UfragBase64.decode(text, into: binary) else { return .failure(.invalidCharacter) }
+            let version = binary[0] >> 4
+            guard version == RoutingToken.version else { return .failure(.unsupportedVersion(version)) }
+            let keyID = binary[0] & 0x0F
+            guard let key = key(id: keyID) else { return .failure(.unknownKey(keyID)) }
+            let received = UnsafeRawBufferPointer(binary).uint64(at: body)
+            Self.applyKeystream(to: UnsafeMutableRawBufferPointer(rebasing: binary[1..<body]), tag: received, key: key.encryptionKey)
+            let expected = SipHash.hash(UnsafeRawBufferPointer(rebasing: binary[0..<body]), key: key.macKey)
+            guard expected ^ received == 0 else { return .failure(.badTag) }
+
+            let bytes = UnsafeRawBufferPointer(binary)
+            let isIPv6 = length == RoutingToken.ipv6Length / 4 * 3
+            guard binary[1] == (isIPv6 ? 1 : 0) else { return .failure(.malformedBody) }
+            let clusterID = bytes.uint16(at: 2)
+            let worker: TransportAddress
+            let nonceOffset: Int
+            if isIPv6 {
+                worker = .v6(IPv6Address(high: bytes.uint64(at: 4), low: bytes.uint64(at: 12)), port: bytes.uint16(at: 20))
+                nonceOffset = 22
+            } else {
+                worker = .v4(IPv4Address(bits: bytes.uint32(at: 4)), port: bytes.uint16(at: 8))
+                nonceOffset = 10
+            }
+            var nonce: UInt64 = 0
+            for index in 0..<6 { nonce = nonce << 8 | UInt64(bytes[nonceOffset + index]) }
+            return .success(RoutingToken(keyID: keyID, clusterID: clusterID, worker: worker, nonce: nonce))
+        }
+        return try result.get()
+    }
+
+    public func open(_ text: some ContiguousBytesLike) throws(RoutingTokenError) -> RoutingToken {
+        try text.withRawBytes { (raw) throws(RoutingTokenError) in try open(raw) }
+    }
+
+    public func open(_ text: String) throws(RoutingTokenError) -> RoutingToken {
+        try open(Array(text.utf8))
+    }
+
+    /// XORs `body` with SipHash-2-4(key, tag ‖ block) for blocks 0, 1, … (8 bytes each).
+    private static func applyKeystream(to body: UnsafeMutableRawBufferPointer, tag: UInt64, key: SipHashKey) {
+        withUnsafeTemporaryAllocation(byteCount: 9, alignment: 8) { input in
+            input.store(tag, at: 0)
+            var block: UInt8 = 0
+            var offset = 0
+            while offset < body.count {
+                input[8] = block
+                let stream = SipHash.hash(UnsafeRawBufferPointer(input), key: key)
+                var index = 0
+                while index < 8, offset + index < body.count {
+                    body[offset + index] ^= UInt8(truncatingIfNeeded: stream >> UInt64(56 - 8 * index))
+                    index += 1
+                }
+                offset += 8
+                block += 1
+            }
+        }
+    }
+}

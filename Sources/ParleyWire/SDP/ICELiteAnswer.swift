@@ -1,0 +1,165 @@
+/// What the answering side brings to an answer: its ICE credentials, certificate, candidates and
+/// the stream it will send on.
+public struct AnswerParameters: Sendable {
+    public var iceUfrag: String
+    public var icePassword: String
+    public var fingerprint: CertificateFingerprint
+    /// Where the client should send: the relay (or transceiver) addresses, most preferred first.
+    public var candidates: [ICECandidate]
+    public var sessionID: UInt64
+    /// The SSRC and CNAME of the audio Parley sends.
+    public var audioSSRC: UInt32
+    public var cname: String
+    /// Opus parameters Parley asks for (RFC 7587 §7).
+    public var opusParameters: String
+    /// The largest data-channel message Parley accepts (RFC 8841 §6).
+    public var maxMessageSize: Int
+    public var sctpPort: Int
+
+    public init(iceUfrag: String, icePassword: String, fingerprint: CertificateFingerprint, candidates: [ICECandidate],
+                sessionID: UInt64, audioSSRC: UInt32, cname: String, opusParameters: String = "minptime=10;useinbandfec=1",
+                maxMessageSize: Int = 262_144, sctpPort: Int = 5000) {
+        self.iceUfrag = iceUfrag
+        self.icePassword = icePassword
+        self.fingerprint = fingerprint
+        self.candidates = candidates
+        self.sessionID = sessionID
+        self.audioSSRC = audioSSRC
+        self.cname = cname
+        self.opusParameters = opusParameters
+        self.maxMessageSize = maxMessageSize
+        self.sctpPort = sctpPort
+    }
+}
+
+/// Why an offer cannot be answered. Each case reads as a reason a client developer can act on.
+public enum OfferRejection: Error, Equatable, Sendable, CustomStringConvertible {
+    case noAudio
+    case noOpus
+    case noFingerprint
+    case noICECredentials
+    case rtcpMuxRequired
+    case unsupportedTransport(String)
+    case missingMid
+
+    public var description: String {
+        switch self {
+        case .noAudio: "the offer has no audio section"
+        case .noOpus: "the offer's audio does not include Opus at 48000 Hz"
+        case .noFingerprint: "the offer has no DTLS certificate fingerprint"
+        case .noICECredentials: "the offer has no ice-ufrag/ice-pwd"
+        case .rtcpMuxRequired: "the offer's audio does not offer rtcp-mux"
+        case .unsupportedTransport(let proto): "the offer's audio uses \(proto), not UDP/TLS/RTP/SAVPF"
+        case .missingMid: "the offer's accepted sections have no a=mid"
+        }
+    }
+}
+
+/// The negotiated result: the answer and what was agreed, for the session to act on.
+public struct NegotiatedSession: Sendable {
+    public var answer: SessionDescription
+    /// The client's ICE credentials.
+    public var remoteUfrag: String
+    public var remotePassword: String
+    public var remoteFingerprints: [CertificateFingerprint]
+    /// Our DTLS role: `.passive` (the client connects) unless the client insisted on being passive.
+    public var localSetup: DTLSSetupRole
+    public var audioMid: String
+    /// The client's Opus codec (its payload type is the one both sides use).
+    public var opus: RTPCodec
+    /// The client's audio SSRC when it declared one.
+    public var remoteAudioSSRC: UInt32?
+    public var audioDirection: MediaDirection
+    /// The data-channel section's mid, when the client offered one and it was accepted.
+    public var dataChannelMid: String?
+    public var remoteSCTPPort: Int?
+    /// The client's `max-message-size`: 0 means no limit (RFC 8841 §6), nil means the default 64 KiB.
+    public var remoteMaxMessageSize: Int?
+}
+
+extension SessionDescription {
+    /// Answers a WebRTC offer as an ICE-lite endpoint (RFC 8445 §2.5, RFC 9429 §5.3): accepts the
+    /// first audio section with Opus and the first data-channel section, rejects every other
+    /// section (port 0), and bundles what it accepts on one transport.
+    public static func iceLiteAnswer(
+        to offer: SessionDescription, parameters: AnswerParameters
+    ) throws(OfferRejection) -> NegotiatedSession {
+        guard let audioIndex = offer.media.firstIndex(where: { $0.kind == "audio" && !$0.isRejected }) else {
+            throw .noAudio
+        }
+        let audioOffer = offer.media[audioIndex]
+        guard audioOffer.proto.uppercased() == "UDP/TLS/RTP/SAVPF" || audioOffer.proto.uppercased() == "UDP/TLS/RTP/SAVP" else {
+            throw .unsupportedTransport(audioOffer.proto)
+        }
+        guard let opus = audioOffer.codecs.first(where: \.isOpus) else { throw .noOpus }
+        guard let credentials = offer.iceCredentials(for: audioOffer) else { throw .noICECredentials }
+        let remoteFingerprints = offer.fingerprints(for: audioOffer)
+        guard !remoteFingerprints.isEmpty else { throw .noFingerprint }
+        guard audioOffer.rtcpMux else { throw .rtcpMuxRequired }
+        guard let audioMid = audioOffer.mid else { throw .missingMid }
+
+        let localSetup: DTLSSetupRole = offer.setup(for: audioOffer) == .passive ? .active : .passive
+        let dataIndex = offer.media.firstIndex {
+            $0.isDataChannel && !$0.isRejected && $0.mid != nil && offer.iceCredentials(for: $0)?.ufrag == credentials.ufrag
+        }
+        let defaultCandidate = parameters.candidates.first { $0.component == 1 }
+        let connection = defaultCandidate.map { "IN \($0.address.contains(":") ? "IP6" : "IP4") \($0.address)" } ?? "IN IP4 0.0.0.0"
+        let port = defaultCandidate?.port ?? 9
+
+        func transport(_ section: inout MediaDescription) {
+            section.connection = connection
+            section.iceUfrag = parameters.iceUfrag
+            section.icePassword = parameters.icePassword
+            section.fingerprints = [parameters.fingerprint]
+            section.setup = localSetup
+            section.candidates = parameters.candidates
+            section.endOfCandidates = true
+        }
+
+        var answer = SessionDescription(
+            origin: .init(sessionID: String(parameters.sessionID), sessionVersion: 2),
+            iceLite: true
+        )
+        var accepted: [String] = []
+        for (index, section) in offer.media.enumerated() {
+            if index == audioIndex {
+                var audio = MediaDescription(
+                    kind: "audio", port: port, proto: audioOffer.proto, formats: [String(opus.payloadType)],
+                    mid: audioMid, direction: offer.direction(for: audioOffer).answer, rtcpMux: true,
+                    rtcpReducedSize: audioOffer.rtcpReducedSize,
+                    codecs: [RTPCodec(payloadType: opus.payloadType, name: opus.name, clockRate: 48000, channels: 2,
+                                      parameters: parameters.opusParameters)],
+                    ssrcs: [SSRCAttribute(ssrc: parameters.audioSSRC, name: "cname", value: parameters.cname)]
+                )
+                transport(&audio)
+                answer.media.append(audio)
+                accepted.append(audioMid)
+            } else if index == dataIndex, let mid = section.mid {
+                var data = MediaDescription(
+                    kind: "application", port: port, proto: section.proto, formats: section.formats, mid: mid,
+                    sctpPort: parameters.sctpPort, maxMessageSize: parameters.maxMessageSize
+                )
+                transport(&data)
+                answer.media.append(data)
+                accepted.append(mid)
+            } else {
+                // A rejected section keeps its kind, protocol and mid, with port 0 (RFC 8843 §7.3.3).
+                answer.media.append(MediaDescription(
+                    kind: section.kind, port: 0, proto: section.proto, formats: Array(section.formats.prefix(1)),
+                    mid: section.mid
+                ))
+            }
+        }
+        if offer.groups.contains(where: { $0.semantics == "BUNDLE" }) {
+            answer.groups = [MediaGroup(semantics: "BUNDLE", mids: accepted)]
+        }
+        let dataOffer = dataIndex.map { offer.media[$0] }
+        return NegotiatedSession(
+            answer: answer, remoteUfrag: credentials.ufrag, remotePassword: credentials.password,
+            remoteFingerprints: remoteFingerprints, localSetup: localSetup, audioMid: audioMid, opus: opus,
+            remoteAudioSSRC: audioOffer.primarySSRC, audioDirection: offer.direction(for: audioOffer).answer,
+            dataChannelMid: dataOffer?.mid, remoteSCTPPort: dataOffer?.sctpPort,
+            remoteMaxMessageSize: dataOffer?.maxMessageSize
+        )
+    }
+}

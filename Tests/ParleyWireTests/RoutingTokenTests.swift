@@ -1,0 +1,122 @@
+import Testing
+@testable import ParleyWire
+
+@Suite struct RoutingTokenTests {
+    /// The documented test key (docs/protocol.md): secret bytes 0x00, 0x01, …, 0x1f.
+    static let secret = (0..<32).map { UInt8($0) }
+    static let keyring = RoutingKeyring(current: RoutingKey(id: 1, secret: secret))
+    static let ipv4Token = RoutingToken(
+        keyID: 1, clusterID: 0x0102, worker: .v4(IPv4Address(10, 1, 2, 3), port: 40000), nonce: 0xA1B2_C3D4_E5F6)
+    static let ipv6Token = RoutingToken(
+        keyID: 1, clusterID: 7, worker: .v6(IPv6Address("fd00::1:2")!, port: 50001), nonce: 0x0000_0000_0001)
+
+    @Test func vectorsMatchTheProtocolDocument() throws {
+        // The same strings are in docs/protocol.md; a change to the format must change both.
+        #expect(Self.keyring.seal(Self.ipv4Token) == "EQus8CkkUTHbqoAcbt+Y5xd6dG7KVNv5")
+        #expect(Self.keyring.seal(Self.ipv6Token) == "ESU0PG/xfyCBU+b74+Qq+zHhRU3UrNJkGcZa9iNVPiKYEFeb")
+        #expect(try Self.keyring.open("EQus8CkkUTHbqoAcbt+Y5xd6dG7KVNv5") == Self.ipv4Token)
+    }
+
+    @Test(arguments: [ipv4Token, ipv6Token])
+    func sealOpenRoundTrips(token: RoutingToken) throws {
+        let text = Self.keyring.seal(token)
+        #expect(text.utf8.count == token.encodedLength)
+        #expect(text.utf8.allSatisfy { UfragBase64.decodeTable[Int($0)] != 0xFF }, "only ICE ufrag characters")
+        #expect(try Self.keyring.open(text) == token)
+    }
+
+    @Test func tokensAreOpaque() {
+        // Neither the worker's address nor its port appears in the text or in its base64 decoding.
+        let text = Self.keyring.seal(Self.ipv4Token)
+        #expect(!text.contains("10.1.2.3"))
+        let decoded = decodeBase64(text)
+        let needle: [UInt8] = [10, 1, 2, 3]
+        #expect(!decoded.indices.contains { decoded[$0...].starts(with: needle) })
+        // Two tokens for the same worker differ in every byte position's likelihood: at least most bytes differ.
+        var other = Self.ipv4Token
+        other.nonce = 0xA1B2_C3D4_E5F7
+        let a = Array(text.utf8), b = Array(Self.keyring.seal(other).utf8)
+        #expect(zip(a, b).filter { $0 != $1 }.count > 20)
+    }
+
+    @Test func everySingleCharacterChangeIsRejected() {
+        let text = Array(Self.keyring.seal(Self.ipv4Token).utf8)
+        let alphabet = UfragBase64.alphabet
+        for index in text.indices {
+            for replacement in [alphabet[(alphabet.firstIndex(of: text[index])! + 1) % 64], alphabet[(alphabet.firstIndex(of: text[index])! + 37) % 64]] {
+                var forged = text
+                forged[index] = replacement
+                #expect(throws: RoutingTokenError.self) { try Self.keyring.open(forged) }
+            }
+        }
+    }
+
+    @Test func otherSecretsAndUnknownKeysAreRejected() {
+        let text = Self.keyring.seal(Self.ipv4Token)
+        let stranger = RoutingKeyring(current: RoutingKey(id: 1, secret: (0..<32).map { UInt8(31 - $0) }))
+        #expect(throws: RoutingTokenError.badTag) { try stranger.open(text) }
+        let otherID = RoutingKeyring(current: RoutingKey(id: 2, secret: Self.secret))
+        #expect(throws: RoutingTokenError.unknownKey(1)) { try otherID.open(text) }
+    }
+
+    @Test func malformedTextIsRejectedWithItsReason() {
+        #expect(throws: RoutingTokenError.wrongLength) { try Self.keyring.open("") }
+        #expect(throws: RoutingTokenError.wrongLength) { try Self.keyring.open("xOn5") }
+        #expect(throws: RoutingTokenError.wrongLength) { try Self.keyring.open(String(repeating: "A", count: 33)) }
+        #expect(throws: RoutingTokenError.invalidCharacter) { try Self.keyring.open(String(repeating: "-", count: 32)) }
+        #expect(throws: RoutingTokenError.invalidCharacter) { try Self.keyring.open("EQus8CkkUTHbqoAcbt+Y5xd6dG7KVNv:") }
+        // Version 2 in the clear header byte.
+        #expect(throws: RoutingTokenError.unsupportedVersion(2)) { try Self.keyring.open("IQus8CkkUTHbqoAcbt+Y5xd6dG7KVNv5") }
+    }
+
+    @Test func keyRotationKeepsOldTokensValid() throws {
+        let old = RoutingKey(id: 1, secret: Self.secret)
+        let new = RoutingKey(id: 2, secret: (0..<32).map { UInt8($0 * 3) })
+        let rotated = RoutingKeyring(current: new, others: [old])
+        #expect(rotated.currentKeyID == 2)
+        #expect(try rotated.open(Self.keyring.seal(Self.ipv4Token)) == Self.ipv4Token)
+        var fresh = Self.ipv4Token
+        fresh.keyID = rotated.currentKeyID
+        #expect(try rotated.open(rotated.seal(fresh)) == fresh)
+        #expect(throws: RoutingTokenError.unknownKey(2)) { try Self.keyring.open(rotated.seal(fresh)) }
+    }
+
+    @Test func hexSecretsParse() {
+        let hexSecret = Self.secret.map { String(format: "%02x", $0) }.joined()
+        #expect(RoutingKey(id: 1, hexSecret: hexSecret) == RoutingKey(id: 1, secret: Self.secret))
+        #expect(RoutingKey(id: 1, hexSecret: "00") == nil)
+        #expect(RoutingKey(id: 1, hexSecret: String(repeating: "zz", count: 32)) == nil)
+        #expect(RoutingKey(id: 16, hexSecret: hexSecret) == nil)
+    }
+
+    @Test func randomTokensAreDistinct() throws {
+        var generator = SplitMix64(seed: 42)
+        var seen = Set<String>()
+        for _ in 0..<1000 {
+            let token = RoutingToken.random(keyID: 1, clusterID: 1, worker: Self.ipv4Token.worker, using: &generator)
+            let text = Self.keyring.seal(token)
+            seen.insert(text)
+            #expect(try Self.keyring.open(text) == token)
+        }
+        #expect(seen.count == 1000)
+    }
+
+    /// Random ufrags of the right shape are all rejected (2^-64 chance per try of a false accept).
+    @Test func randomUfragsAreRejected() {
+        var generator = SplitMix64(seed: 7)
+        for round in 0..<20_000 {
+            let length = round % 2 == 0 ? RoutingToken.ipv4Length : RoutingToken.ipv6Length
+            let ufrag = (0..<length).map { _ in UfragBase64.alphabet[Int(generator.next() % 64)] }
+            #expect(throws: RoutingTokenError.self) { try Self.keyring.open(ufrag) }
+        }
+    }
+
+    func decodeBase64(_ text: String) -> [UInt8] {
+        let input = Array(text.utf8)
+        var output = [UInt8](repeating: 0, count: input.count / 4 * 3)
+        input.withUnsafeBytes { raw in
+            output.withUnsafeMutableBytes { _ = UfragBase64.decode(raw, into: $0) }
+        }
+        return output
+    }
+}
