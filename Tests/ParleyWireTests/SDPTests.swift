@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ParleyWire
 
@@ -240,5 +241,21 @@ import Testing
         let text = try Fixtures.offer("chrome").replacingOccurrences(of: find, with: replace)
         let offer = try SessionDescription(parsing: text)
         #expect(throws: rejection) { try SessionDescription.iceLiteAnswer(to: offer, parameters: Self.parameters) }
+    }
+}
+
+/// Inputs the fuzzers found (scripts/fuzz.sh), kept so they stay fixed.
+@Suite struct FuzzRegressionTests {
+    static let directory = Fixtures.directory.appendingPathComponent("fuzz-regressions")
+    static let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()) ?? []
+
+    @Test func regressionsArePresent() { #expect(!Self.names.isEmpty) }
+
+    @Test(arguments: names.filter { $0.hasPrefix("sdp-") })
+    func sdpSerializesToTextThatParsesBack(name: String) throws {
+        let bytes = Array(try Data(contentsOf: Self.directory.appendingPathComponent(name)))
+        guard let description = try? SessionDescription(parsing: bytes) else { return }
+        let again = try SessionDescription(parsing: description.text)
+        #expect(again == description)
     }
 }

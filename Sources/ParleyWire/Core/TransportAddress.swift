@@ -56,30 +56,18 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
     /// Parses RFC 4291 text, including `::` compression and an embedded IPv4 tail; nil otherwise.
     public init?(_ text: Substring) {
         guard !text.isEmpty, text.count <= 45 else { return nil }
-        var head: [UInt16] = []
-        var tail: [UInt16] = []
-        var sawCompression = false
-        let pieces: [Substring]
-        if let range = text.range(of: "::") {
-            sawCompression = true
-            let before = text[text.startIndex..<range.lowerBound]
-            let after = text[range.upperBound...]
-            if after.contains("::") { return nil }
-            guard let h = IPv6Address.groups(before, allowIPv4Tail: false),
-                  let t = IPv6Address.groups(after, allowIPv4Tail: true) else { return nil }
-            head = h
-            tail = t
-            pieces = []
+        var groups: [UInt16]
+        if let gap = text.firstRange(of: "::") {
+            let after = text[gap.upperBound...]
+            guard after.firstRange(of: "::") == nil,
+                  let head = IPv6Address.groups(text[..<gap.lowerBound], allowIPv4Tail: false),
+                  let tail = IPv6Address.groups(after, allowIPv4Tail: true),
+                  head.count + tail.count <= 7 else { return nil }
+            groups = head + Array(repeating: 0, count: 8 - head.count - tail.count) + tail
         } else {
-            pieces = [text]
+            guard let all = IPv6Address.groups(text, allowIPv4Tail: true), all.count == 8 else { return nil }
+            groups = all
         }
-        if !sawCompression {
-            guard let all = IPv6Address.groups(pieces[0], allowIPv4Tail: true), all.count == 8 else { return nil }
-            head = all
-        } else if head.count + tail.count > 7 {
-            return nil
-        }
-        let groups = head + Array(repeating: 0, count: 8 - head.count - tail.count) + tail
         var high: UInt64 = 0
         var low: UInt64 = 0
         for (index, group) in groups.enumerated() {

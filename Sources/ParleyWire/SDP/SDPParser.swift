@@ -310,7 +310,10 @@ private struct SDPParser {
     /// Orders codecs as the m-line lists them, and fills in the static types 0 (PCMU) and 8 (PCMA)
     /// that may appear without `a=rtpmap`. Payload types with no known encoding are dropped.
     func finishCodecs(_ media: inout MediaDescription, formats: [String]) {
-        guard media.isRTP else { return }
+        guard media.isRTP else {
+            media.codecs = []  // rtpmap/fmtp lines mean nothing outside RTP.
+            return
+        }
         var ordered: [RTPCodec] = []
         for format in formats {
             guard let payloadType = UInt8(format), !ordered.contains(where: { $0.payloadType == payloadType }) else {

@@ -1,3 +1,6 @@
+// The one file of ParleyWire that needs swift-crypto. The guard lets the fuzz harnesses
+// (Fuzz/, built with plain swiftc) compile the parsers without it.
+#if canImport(Crypto)
 import Crypto
 import Foundation  // DataProtocol conformance of UnsafeRawBufferPointer, which swift-crypto's HMAC takes.
 
@@ -60,8 +63,15 @@ extension STUNMessage {
     public func hasValidMessageIntegrity(in bytes: some ContiguousBytesLike, key: STUNIntegrityKey) -> Bool {
         bytes.withRawBytes { hasValidMessageIntegrity(in: $0, key: key) }
     }
+}
 
-    public func hasValidFingerprint(in bytes: some ContiguousBytesLike) -> Bool {
-        bytes.withRawBytes { hasValidFingerprint(in: $0) }
+extension STUNWriter {
+    /// MESSAGE-INTEGRITY over everything written so far. Only FINGERPRINT may follow.
+    public mutating func appendMessageIntegrity(key: STUNIntegrityKey) throws(STUNBuildError) {
+        let offset = try reserve(.messageIntegrity, length: 20)
+        hasIntegrity = true
+        let prefix = UnsafeRawBufferPointer(rebasing: buffer[0..<(offset - 4)])
+        key.authenticate(prefix, lengthField: UInt16(count - stunHeaderLength), into: buffer, at: offset)
     }
 }
+#endif

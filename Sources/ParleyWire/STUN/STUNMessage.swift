@@ -149,6 +149,10 @@ public struct STUNMessage: Sendable, Equatable {
             == bytes.uint32(at: offset + 4)
     }
 
+    public func hasValidFingerprint(in bytes: some ContiguousBytesLike) -> Bool {
+        bytes.withRawBytes { hasValidFingerprint(in: $0) }
+    }
+
     /// CRC-32 of the message up to the FINGERPRINT attribute, XORed with 0x5354554E (RFC 8489 §14.7).
     /// The header's length must already count the FINGERPRINT attribute, as on the wire.
     static func fingerprint(of prefix: UnsafeRawBufferPointer) -> UInt32 {

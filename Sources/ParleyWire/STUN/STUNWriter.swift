@@ -8,7 +8,7 @@ public struct STUNWriter {
     /// The byte used to pad attribute values to 4 bytes. RFC 8489 says the value is ignored;
     /// RFC 5769's vectors use 0x20, so the tests set it to reproduce them byte for byte.
     public var paddingByte: UInt8 = 0
-    private var hasIntegrity = false
+    var hasIntegrity = false
     private var hasFingerprint = false
 
     public init(
@@ -28,7 +28,7 @@ public struct STUNWriter {
 
     /// Reserves an attribute of `length` value bytes, writes its header and padding, updates the
     /// message length, and returns where the value goes.
-    private mutating func reserve(_ type: STUNAttributeType, length: Int) throws(STUNBuildError) -> Int {
+    mutating func reserve(_ type: STUNAttributeType, length: Int) throws(STUNBuildError) -> Int {
         guard !hasFingerprint, !hasIntegrity || type == .fingerprint else { throw .attributeAfterIntegrity }
         guard length <= 0xFFFF - 4 else { throw .valueTooLong(type) }
         let padded = (length + 3) & ~3
@@ -130,14 +130,6 @@ public struct STUNWriter {
     public mutating func appendUnknownAttributes(_ types: [STUNAttributeType]) throws(STUNBuildError) {
         let offset = try reserve(.unknownAttributes, length: 2 * types.count)
         for (index, type) in types.enumerated() { buffer.store(type.rawValue, at: offset + 2 * index) }
-    }
-
-    /// MESSAGE-INTEGRITY over everything written so far. Only FINGERPRINT may follow.
-    public mutating func appendMessageIntegrity(key: STUNIntegrityKey) throws(STUNBuildError) {
-        let offset = try reserve(.messageIntegrity, length: 20)
-        hasIntegrity = true
-        let prefix = UnsafeRawBufferPointer(rebasing: buffer[0..<(offset - 4)])
-        key.authenticate(prefix, lengthField: UInt16(count - stunHeaderLength), into: buffer, at: offset)
     }
 
     /// FINGERPRINT over everything written so far; it must be the last attribute.

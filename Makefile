@@ -1,0 +1,36 @@
+# Parley's entry points. `make dev` runs Parley; `make test` runs the whole test suite.
+# Each installs what it needs first (scripts/install-deps.sh), so both work on a fresh Debian 12.
+
+SWIFT ?= swift
+ARGS ?=
+FUZZ_SECONDS ?= 30
+
+.PHONY: dev test build fuzz bench clean
+
+## Run Parley in one process (relay + transceiver + demo page) with in-memory defaults.
+dev:
+	@scripts/install-deps.sh build
+	$(SWIFT) run parley dev $(ARGS)
+
+## Build, then run every test target.
+test:
+	@scripts/install-deps.sh test
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --disable-xctest  # every test uses Swift Testing; skip the empty XCTest pass
+
+build:
+	@scripts/install-deps.sh build
+	$(SWIFT) build
+
+## Run each ParleyWire parser under libFuzzer for FUZZ_SECONDS seconds.
+fuzz:
+	@scripts/install-deps.sh test
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+## Micro-benchmarks (ordo-one/benchmark): time and allocations per operation on the hot paths.
+bench:
+	@scripts/install-deps.sh build
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark --no-progress
+
+clean:
+	rm -rf .build Benchmarks/.build Fuzz/bin
