@@ -22,6 +22,16 @@ void parley_openssl_free(void *pointer);
 EVP_PKEY *parley_generate_p256_key(void);
 const char *parley_openssl_version(void);
 
+/// Receives each datagram a DTLS connection writes, one call per datagram, so record boundaries
+/// survive (a BIO_s_mem would glue a whole flight into one blob).
+typedef void (*parley_datagram_sink)(void *context, const uint8_t *bytes, size_t length);
+/// A write-only BIO that hands every write to `sink`; the BIO owns nothing of `context`.
+BIO *parley_bio_datagram_writer_new(parley_datagram_sink sink, void *context);
+/// Sets the DTLS retransmission schedule of one connection: `initial_us`, doubling up to `max_us`.
+int parley_dtls_set_retransmit_schedule(SSL *ssl, unsigned int initial_us, unsigned int max_us);
+/// BIO_set_mem_eof_return: what reading an empty memory BIO returns (-1 = "retry later").
+long parley_bio_set_mem_eof_return(BIO *bio, int value);
+
 // libopus
 int parley_opus_encoder_set_bitrate(OpusEncoder *encoder, int32_t bitsPerSecond);
 int parley_opus_encoder_set_inband_fec(OpusEncoder *encoder, int enabled);

@@ -1,0 +1,256 @@
+import COpenSSL
+import CParleyShims
+import ParleyWire
+
+/// Settings shared by every DTLS connection of a process.
+public struct DTLSConfiguration: Sendable {
+    /// First retransmission delay of a lost flight; doubles per retry up to `maximumRetransmitDelay`.
+    /// Shorter than OpenSSL's 1 s default: call setup time is what a voice agent is judged on.
+    public var initialRetransmitDelay: Duration = .milliseconds(400)
+    public var maximumRetransmitDelay: Duration = .seconds(8)
+    /// Largest datagram DTLS writes (1200 fits any path WebRTC is used on, tunnel header included).
+    public var mtu = 1200
+    /// SRTP profiles in preference order: the server's order decides (RFC 5764 §4.1.2).
+    public var srtpProfiles: [SRTPProfile] = [.aeadAES128GCM, .aes128CMHMACSHA1_80]
+
+    public init() {}
+}
+
+/// An SSL_CTX with Parley's certificate and DTLS 1.2 settings; makes one `DTLSConnection` per session.
+/// OpenSSL allows concurrent SSL_new on one context, so every worker thread shares it.
+public final class DTLSContext: @unchecked Sendable {
+    let context: OpaquePointer
+    public let certificate: DTLSCertificate
+    public let configuration: DTLSConfiguration
+
+    public init(certificate: DTLSCertificate, configuration: DTLSConfiguration = .init()) throws(DTLSError) {
+        guard let context = SSL_CTX_new(DTLS_method()) else { throw .setup("SSL_CTX_new: \(openSSLErrorDescription())") }
+        self.context = context
+        self.certificate = certificate
+        self.configuration = configuration
+        let profiles = configuration.srtpProfiles.map(\.openSSLName).joined(separator: ":")
+        guard parley_ssl_ctx_set_min_proto_dtls12(context) == 1,
+              parley_ssl_ctx_set_max_proto_dtls12(context) == 1,
+              SSL_CTX_use_certificate(context, certificate.certificate) == 1,
+              SSL_CTX_use_PrivateKey(context, certificate.privateKey) == 1,
+              SSL_CTX_check_private_key(context) == 1,
+              SSL_CTX_set_tlsext_use_srtp(context, profiles) == 0 else {
+            SSL_CTX_free(context)
+            throw .setup("SSL_CTX configuration: \(openSSLErrorDescription())")
+        }
+        _ = SSL_CTX_set_options(context, parley_ssl_op_no_query_mtu())
+        // WebRTC certificates are self-signed: accept any chain here, then compare the peer's
+        // certificate with the fingerprint from its SDP once the handshake completes.
+        SSL_CTX_set_verify(context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT) { _, _ in 1 }
+    }
+
+    deinit { SSL_CTX_free(context) }
+}
+
+/// One DTLS 1.2 connection over datagrams, sans-IO: feed it received records with `receive`, send
+/// what `takeOutgoing` returns, and call `handleTimeout` when `retransmitDelay` has passed.
+/// Confined to one thread (the session's worker).
+public final class DTLSConnection {
+    public enum Role: Sendable { case client, server }
+
+    public enum State: Equatable, Sendable {
+        case handshaking
+        case connected
+        case failed(DTLSError)
+        /// The peer sent close_notify, or `close()` was called.
+        case closed
+    }
+
+    public let role: Role
+    public private(set) var state: State = .handshaking
+    /// The SRTP keys, once connected.
+    public private(set) var srtpKeys: SRTPKeyMaterial?
+    public private(set) var handshakeRetransmissions = 0
+
+    private let ssl: OpaquePointer
+    private let readBIO: OpaquePointer
+    private let remoteFingerprints: [CertificateFingerprint]
+    private var outgoing: [[UInt8]] = []
+    private var applicationData: [[UInt8]] = []
+
+    public init(context: DTLSContext, role: Role, remoteFingerprints: [CertificateFingerprint]) throws(DTLSError) {
+        guard let ssl = SSL_new(context.context) else { throw .setup("SSL_new: \(openSSLErrorDescription())") }
+        guard let readBIO = BIO_new(BIO_s_mem()) else {
+            SSL_free(ssl)
+            throw .setup("BIO_new")
+        }
+        self.ssl = ssl
+        self.readBIO = readBIO
+        self.role = role
+        self.remoteFingerprints = remoteFingerprints
+        _ = parley_bio_set_mem_eof_return(readBIO, -1)
+        let sink: parley_datagram_sink = { context, bytes, length in
+            guard let context, let bytes else { return }
+            let connection = Unmanaged<DTLSConnection>.fromOpaque(context).takeUnretainedValue()
+            connection.outgoing.append(Array(UnsafeBufferPointer(start: bytes, count: length)))
+        }
+        // The BIO holds an unretained pointer to self; it lives inside `ssl`, which self frees in deinit.
+        guard let writeBIO = parley_bio_datagram_writer_new(sink, Unmanaged.passUnretained(self).toOpaque()) else {
+            BIO_free(readBIO)
+            SSL_free(ssl)
+            throw .setup("datagram BIO")
+        }
+        SSL_set_bio(ssl, readBIO, writeBIO)
+        _ = parley_dtls_set_link_mtu(ssl, context.configuration.mtu)
+        _ = parley_dtls_set_retransmit_schedule(
+            ssl, UInt32(context.configuration.initialRetransmitDelay.microseconds),
+            UInt32(context.configuration.maximumRetransmitDelay.microseconds))
+        switch role {
+        case .client: SSL_set_connect_state(ssl)
+        case .server: SSL_set_accept_state(ssl)
+        }
+    }
+
+    deinit { SSL_free(ssl) }
+
+    /// Starts the handshake. A client writes its ClientHello; a server waits for one.
+    public func start() {
+        if role == .client { advanceHandshake() }
+    }
+
+    /// Takes one received DTLS datagram. Application data it carries (SCTP, later) is returned by
+    /// `takeApplicationData`.
+    public func receive(_ datagram: UnsafeRawBufferPointer) {
+        guard state == .handshaking || state == .connected, let base = datagram.baseAddress, !datagram.isEmpty else { return }
+        _ = BIO_write(readBIO, base, Int32(datagram.count))
+        if state == .handshaking { advanceHandshake() }
+        if state == .connected { readApplicationData() }
+        // Whatever the handshake or reads left unread (a stray or undecryptable record) is dropped,
+        // so the next datagram starts on a record boundary.
+        _ = BIO_ctrl(readBIO, BIO_CTRL_RESET, 0, nil)
+    }
+
+    /// Time until OpenSSL wants `handleTimeout` (a flight to retransmit), or nil when no timer runs.
+    ///
+    /// OpenSSL 3.0 measures this on its own clock, the one piece of the session that does not run
+    /// on the caller's clock; see docs/architecture.md.
+    public var retransmitDelay: Duration? {
+        guard state == .handshaking else { return nil }
+        let milliseconds = parley_dtls_timeout_ms(ssl)
+        return milliseconds < 0 ? nil : .milliseconds(milliseconds)
+    }
+
+    /// Retransmits the last flight if its timer has expired.
+    public func handleTimeout() {
+        guard state == .handshaking else { return }
+        ERR_clear_error()
+        let result = parley_dtls_handle_timeout(ssl)
+        if result > 0 {
+            handshakeRetransmissions += 1
+        } else if result < 0 {
+            state = .failed(.handshake("retransmission: \(openSSLErrorDescription())"))
+        }
+    }
+
+    /// Datagrams to send, in order; the queue is emptied.
+    public func takeOutgoing() -> [[UInt8]] {
+        defer { outgoing.removeAll(keepingCapacity: true) }
+        return outgoing
+    }
+
+    /// Application data received since the last call, one element per record.
+    public func takeApplicationData() -> [[UInt8]] {
+        defer { applicationData.removeAll(keepingCapacity: true) }
+        return applicationData
+    }
+
+    /// Sends application data (one record) once connected.
+    public func send(_ data: UnsafeRawBufferPointer) -> Bool {
+        guard state == .connected, let base = data.baseAddress else { return false }
+        ERR_clear_error()
+        return SSL_write(ssl, base, Int32(data.count)) == Int32(data.count)
+    }
+
+    /// Sends close_notify and stops.
+    public func close() {
+        guard state == .connected || state == .handshaking else { return }
+        ERR_clear_error()
+        _ = SSL_shutdown(ssl)
+        state = .closed
+    }
+
+    private func advanceHandshake() {
+        ERR_clear_error()
+        let result = SSL_do_handshake(ssl)
+        if result == 1 {
+            finishHandshake()
+            return
+        }
+        switch SSL_get_error(ssl, result) {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE: break
+        case SSL_ERROR_ZERO_RETURN: state = .closed
+        default: state = .failed(.handshake(openSSLErrorDescription()))
+        }
+    }
+
+    private func finishHandshake() {
+        guard let peer = SSL_get1_peer_certificate(ssl) else {
+            fail(.noPeerCertificate)
+            return
+        }
+        defer { X509_free(peer) }
+        let matches = remoteFingerprints.contains { fingerprint in
+            DTLSCertificate.digest(of: peer, algorithm: fingerprint.algorithm) == fingerprint.digest
+        }
+        guard matches else {
+            fail(.fingerprintMismatch)
+            return
+        }
+        guard let selected = SSL_get_selected_srtp_profile(ssl),
+              let profile = SRTPProfile(openSSLID: UInt(selected.pointee.id)) else {
+            fail(.noSRTPProfile)
+            return
+        }
+        let keyLength = profile.keyLength, saltLength = profile.saltLength
+        var material = [UInt8](repeating: 0, count: 2 * (keyLength + saltLength))
+        let label = "EXTRACTOR-dtls_srtp"
+        guard SSL_export_keying_material(ssl, &material, material.count, label, label.utf8.count, nil, 0, 0) == 1 else {
+            fail(.handshake("keying material export: \(openSSLErrorDescription())"))
+            return
+        }
+        // RFC 5764 §4.2: client key ‖ server key ‖ client salt ‖ server salt.
+        let clientKey = material[0..<keyLength] + material[(2 * keyLength)..<(2 * keyLength + saltLength)]
+        let serverKey = material[keyLength..<(2 * keyLength)] + material[(2 * keyLength + saltLength)...]
+        srtpKeys = SRTPKeyMaterial(
+            profile: profile,
+            localKeyAndSalt: Array(role == .client ? clientKey : serverKey),
+            remoteKeyAndSalt: Array(role == .client ? serverKey : clientKey))
+        state = .connected
+    }
+
+    private func fail(_ error: DTLSError) {
+        state = .failed(error)
+        // Tell the peer at once instead of letting it retransmit into silence.
+        _ = SSL_shutdown(ssl)
+    }
+
+    private func readApplicationData() {
+        var buffer = [UInt8](repeating: 0, count: 16_384)
+        while true {
+            ERR_clear_error()
+            let read = SSL_read(ssl, &buffer, Int32(buffer.count))
+            if read > 0 {
+                applicationData.append(Array(buffer[0..<Int(read)]))
+                continue
+            }
+            switch SSL_get_error(ssl, read) {
+            case SSL_ERROR_ZERO_RETURN: state = .closed
+            case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE: break
+            default: break  // A record that does not authenticate is dropped; the connection lives on.
+            }
+            return
+        }
+    }
+}
+
+extension Duration {
+    var microseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+    }
+}

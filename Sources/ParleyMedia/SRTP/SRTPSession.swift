@@ -1,0 +1,115 @@
+import CSRTP
+
+/// An SRTP protection profile negotiated by DTLS-SRTP (RFC 5764, RFC 7714).
+public enum SRTPProfile: Sendable, Equatable {
+    case aeadAES128GCM
+    case aes128CMHMACSHA1_80
+
+    var openSSLName: String {
+        switch self {
+        case .aeadAES128GCM: "SRTP_AEAD_AES_128_GCM"
+        case .aes128CMHMACSHA1_80: "SRTP_AES128_CM_SHA1_80"
+        }
+    }
+
+    init?(openSSLID: UInt) {
+        switch openSSLID {
+        case 0x0007: self = .aeadAES128GCM
+        case 0x0001: self = .aes128CMHMACSHA1_80
+        default: return nil
+        }
+    }
+
+    public var keyLength: Int { 16 }
+    public var saltLength: Int { self == .aeadAES128GCM ? 12 : 14 }
+}
+
+/// Keys from the DTLS handshake: ours protect what we send, the peer's unprotect what we receive.
+public struct SRTPKeyMaterial: Sendable, Equatable {
+    public var profile: SRTPProfile
+    public var localKeyAndSalt: [UInt8]
+    public var remoteKeyAndSalt: [UInt8]
+
+    public init(profile: SRTPProfile, localKeyAndSalt: [UInt8], remoteKeyAndSalt: [UInt8]) {
+        self.profile = profile
+        self.localKeyAndSalt = localKeyAndSalt
+        self.remoteKeyAndSalt = remoteKeyAndSalt
+    }
+}
+
+public enum SRTPError: Error, Equatable, Sendable {
+    case initialization(Int)
+    /// libsrtp refused the packet (authentication failure, replay, malformed): its status code.
+    case rejected(Int)
+    case bufferTooSmall
+}
+
+/// libsrtp2's process-wide initialization: `srtp_init` may run only once (a second call fails).
+private let srtpLibraryStatus: srtp_err_status_t = srtp_init()
+
+/// One direction's SRTP and SRTCP state (libsrtp2), for every SSRC of a session.
+/// Confined to one thread.
+public final class SRTPContext {
+    /// Bytes that protection may add to a packet (auth tag or AEAD tag, plus SRTCP index).
+    public static let maximumOverhead = Int(SRTP_MAX_TRAILER_LEN)
+
+    public enum Direction: Sendable { case outbound, inbound }
+
+    private var session: srtp_t?
+
+    public init(profile: SRTPProfile, keyAndSalt: [UInt8], direction: Direction) throws(SRTPError) {
+        guard srtpLibraryStatus == srtp_err_status_ok else { throw .initialization(Int(srtpLibraryStatus.rawValue)) }
+        var policy = srtp_policy_t()
+        switch profile {
+        case .aeadAES128GCM:
+            srtp_crypto_policy_set_aes_gcm_128_16_auth(&policy.rtp)
+            srtp_crypto_policy_set_aes_gcm_128_16_auth(&policy.rtcp)
+        case .aes128CMHMACSHA1_80:
+            srtp_crypto_policy_set_rtp_default(&policy.rtp)
+            srtp_crypto_policy_set_rtcp_default(&policy.rtcp)
+        }
+        policy.ssrc.type = direction == .outbound ? ssrc_any_outbound : ssrc_any_inbound
+        policy.window_size = 1024
+        policy.allow_repeat_tx = 1
+        var key = keyAndSalt
+        var created: srtp_t?
+        let status = key.withUnsafeMutableBufferPointer { key in
+            policy.key = key.baseAddress
+            return srtp_create(&created, &policy)
+        }
+        guard status == srtp_err_status_ok else { throw .initialization(Int(status.rawValue)) }
+        session = created
+    }
+
+    deinit { if let session { srtp_dealloc(session) } }
+
+    /// Protects the RTP packet in `buffer[0..<length]` in place; returns the new length.
+    /// `buffer` must have `maximumOverhead` spare bytes after the packet.
+    public func protectRTP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
+        try run(buffer, length: length, grows: true) { srtp_protect(session, $0, $1) }
+    }
+
+    public func unprotectRTP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
+        try run(buffer, length: length, grows: false) { srtp_unprotect(session, $0, $1) }
+    }
+
+    public func protectRTCP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
+        try run(buffer, length: length, grows: true) { srtp_protect_rtcp(session, $0, $1) }
+    }
+
+    public func unprotectRTCP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
+        try run(buffer, length: length, grows: false) { srtp_unprotect_rtcp(session, $0, $1) }
+    }
+
+    private func run(
+        _ buffer: UnsafeMutableRawBufferPointer, length: Int, grows: Bool,
+        _ call: (UnsafeMutableRawPointer, UnsafeMutablePointer<Int32>) -> srtp_err_status_t
+    ) throws(SRTPError) -> Int {
+        guard let base = buffer.baseAddress, length <= buffer.count,
+              !grows || length + Self.maximumOverhead <= buffer.count else { throw .bufferTooSmall }
+        var newLength = Int32(length)
+        let status = call(base, &newLength)
+        guard status == srtp_err_status_ok else { throw .rejected(Int(status.rawValue)) }
+        return Int(newLength)
+    }
+}
