@@ -39,6 +39,11 @@ let package = Package(
             name: "ParleyMedia",
             dependencies: ["ParleyWire", "COpenSSL", "CSRTP", "COpus", "CParleyShims"]
         ),
+        // WebRTC sessions (sans-IO), workers, signaling, agent bridge.
+        .target(
+            name: "ParleyTransceiver",
+            dependencies: ["ParleyWire", "ParleyMedia"]
+        ),
         .executableTarget(
             name: "parley",
             dependencies: [
@@ -56,6 +61,10 @@ let package = Package(
             name: "ParleyMediaTests",
             // usrsctp is linked only here, as an independent peer for tests.
             dependencies: ["ParleyMedia", "CParleyShims", "CUsrSCTP"]
+        ),
+        .testTarget(
+            name: "ParleyTransceiverTests",
+            dependencies: ["ParleyTransceiver"]
         ),
     ]
 )

@@ -1,0 +1,137 @@
+import ParleyMedia
+import ParleyWire
+
+/// Where a session's client is, and how to reach it: directly, or through a relay's tunnel.
+public struct PeerPath: Hashable, Sendable, CustomStringConvertible {
+    /// The client's address as seen by whoever received its datagram (the relay, when relayed).
+    public var client: TransportAddress
+    /// The relay the datagram came through, when it did.
+    public var relay: RelayHop?
+
+    public init(client: TransportAddress, relay: RelayHop? = nil) {
+        self.client = client
+        self.relay = relay
+    }
+
+    public var description: String {
+        relay.map { "\(client) via \($0.address)#\($0.ingressID)" } ?? "\(client)"
+    }
+}
+
+/// A relay in front of a path: where to send tunnel datagrams, and the header fields to put on them.
+public struct RelayHop: Hashable, Sendable {
+    public var address: TransportAddress
+    public var ingressID: UInt16
+    public var transport: TunnelHeader.Transport
+
+    public init(address: TransportAddress, ingressID: UInt16, transport: TunnelHeader.Transport) {
+        self.address = address
+        self.ingressID = ingressID
+        self.transport = transport
+    }
+}
+
+/// A datagram the session wants sent to its client along `path`.
+public struct Transmit: Sendable {
+    public var path: PeerPath
+    public var bytes: [UInt8]
+}
+
+/// Why a session ended.
+public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
+    /// No authenticated ICE check arrived in time.
+    case iceTimeout
+    /// Consent freshness (RFC 7675): no authenticated check for the consent timeout.
+    case consentExpired
+    case dtlsFailed(DTLSError)
+    case dtlsTimeout
+    /// The client closed DTLS (close_notify).
+    case peerClosed
+    /// Ended through signaling (DELETE or hangup).
+    case hangup
+    /// The process is shutting down.
+    case shutdown
+    /// The agent ended the call.
+    case agent(String)
+
+    public var description: String {
+        switch self {
+        case .iceTimeout: "ice_timeout"
+        case .consentExpired: "consent_expired"
+        case .dtlsFailed(let error): "dtls_failed: \(error)"
+        case .dtlsTimeout: "dtls_timeout"
+        case .peerClosed: "peer_closed"
+        case .hangup: "hangup"
+        case .shutdown: "shutdown"
+        case .agent(let reason): "agent: \(reason)"
+        }
+    }
+
+    /// A short label for metrics.
+    public var label: String {
+        switch self {
+        case .dtlsFailed: "dtls_failed"
+        case .agent: "agent"
+        default: description
+        }
+    }
+}
+
+/// What a session reports to its owner.
+public enum SessionEvent: Sendable, Equatable {
+    /// The first authenticated, nominated ICE check: media can flow on `path`.
+    case iceConnected(PeerPath)
+    /// A nominated check from another address moved the session (e.g. Wi-Fi to cellular).
+    case pathChanged(from: PeerPath, to: PeerPath)
+    case dtlsConnected(SRTPProfile)
+    /// An Opus frame from the client (decrypted): its RTP timestamp, marker, and payload.
+    case audio(timestamp: UInt32, sequenceNumber: UInt16, marker: Bool, payload: [UInt8])
+    /// Data-channel bytes arrived over DTLS (SCTP is handled by a later layer).
+    case applicationData([UInt8])
+    case closed(CloseReason)
+}
+
+/// Why a datagram was dropped; counted per reason.
+public enum DropReason: String, CaseIterable, Sendable {
+    case malformedSTUN = "malformed_stun"
+    case unauthenticatedSTUN = "unauthenticated_stun"
+    case badFingerprint = "bad_fingerprint"
+    case unexpectedSTUN = "unexpected_stun"
+    /// DTLS or media from an address no authenticated check came from.
+    case unvalidatedSource = "unvalidated_source"
+    case mediaBeforeDTLS = "media_before_dtls"
+    case srtpRejected = "srtp_rejected"
+    case malformedRTP = "malformed_rtp"
+    case malformedRTCP = "malformed_rtcp"
+    case unknownPayloadType = "unknown_payload_type"
+    case unknownProtocol = "unknown_protocol"
+    case closed = "session_closed"
+}
+
+/// Timeouts of a session's lifecycle.
+public struct SessionTimeouts: Sendable {
+    /// From creation to the first authenticated check.
+    public var ice: Duration = .seconds(30)
+    /// RFC 7675: without an authenticated check for this long, consent is lost.
+    public var consent: Duration = .seconds(30)
+    /// From the first authenticated check to DTLS connected.
+    public var dtls: Duration = .seconds(30)
+
+    public init() {}
+}
+
+/// Counters a session keeps about itself (read by metrics and stats).
+public struct SessionCounters: Sendable {
+    public var datagramsReceived = 0
+    public var datagramsSent = 0
+    public var rtpReceived = 0
+    public var rtpSent = 0
+    public var rtcpReceived = 0
+    public var rtcpSent = 0
+    public var checksAnswered = 0
+    public var drops: [DropReason: Int] = [:]
+    /// Round-trip time from the client's last receiver report about our stream.
+    public var roundTripTime: Duration?
+
+    public init() {}
+}

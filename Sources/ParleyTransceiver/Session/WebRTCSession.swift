@@ -1,0 +1,438 @@
+import ParleyMedia
+import ParleyWire
+
+/// What a session needs to exist: its identity, what signaling negotiated, and its settings.
+public struct SessionParameters: Sendable {
+    public var id: String
+    /// Our ICE credentials (the ufrag is the routing token).
+    public var localUfrag: String
+    public var localPassword: String
+    public var negotiated: NegotiatedSession
+    public var localAudioSSRC: UInt32
+    public var cname: String
+    public var timeouts = SessionTimeouts()
+    public var rtcpInterval: Duration = .seconds(1)
+    /// NTP time (RFC 3550 §4: seconds since 1900, 32.32 fixed point) at `Instant.zero`, for sender reports.
+    public var ntpAtInstantZero: UInt64 = 0
+
+    public init(id: String, localUfrag: String, localPassword: String, negotiated: NegotiatedSession,
+                localAudioSSRC: UInt32, cname: String) {
+        self.id = id
+        self.localUfrag = localUfrag
+        self.localPassword = localPassword
+        self.negotiated = negotiated
+        self.localAudioSSRC = localAudioSSRC
+        self.cname = cname
+    }
+}
+
+/// One WebRTC session, sans-IO: ICE lite, DTLS-SRTP, RTP/RTCP. Feed it datagrams and the time;
+/// it answers with datagrams to send (`takeTransmits`), events (`takeEvents`) and when it wants to
+/// be woken (`nextWakeup`). It owns no socket, thread or clock, and is confined to one thread.
+public final class WebRTCSession {
+    public enum State: Equatable, Sendable {
+        /// Waiting for the first authenticated ICE check.
+        case waitingForICE
+        /// ICE done, DTLS in progress.
+        case connecting
+        case connected
+        case closed(CloseReason)
+    }
+
+    public let parameters: SessionParameters
+    public private(set) var state: State = .waitingForICE
+    /// The nominated path media flows on.
+    public private(set) var selectedPath: PeerPath?
+    public private(set) var counters = SessionCounters()
+    public private(set) var receiveStatistics = RTPReceiveStatistics(clockRate: 48000)
+
+    private let createdAt: Instant
+    private var lastNow: Instant
+    private let integrityKey: STUNIntegrityKey
+    private let expectedUsername: [UInt8]
+    private let dtls: DTLSConnection
+    private var dtlsStartedAt: Instant?
+    private var outboundSRTP: SRTPContext?
+    private var inboundSRTP: SRTPContext?
+    /// Authenticated paths and when each last passed a check (a few at most: RFC 7675 consent).
+    private var consent: [PeerPath: Instant] = [:]
+    private static let maximumPaths = 8
+
+    private var sequenceNumber: UInt16
+    private var packetsSent: UInt32 = 0
+    private var octetsSent: UInt32 = 0
+    private var lastSentTimestamp: UInt32 = 0
+    private var nextRTCP: Instant?
+    private var lastSenderReport: (compactNTP: UInt32, arrival: Instant)?
+
+    private var transmits: [Transmit] = []
+    private var events: [SessionEvent] = []
+    /// Scratch space for decrypting and building packets, reused for every packet.
+    private var scratch = [UInt8](repeating: 0, count: 1500 + SRTPContext.maximumOverhead)
+
+    public init(parameters: SessionParameters, dtlsContext: DTLSContext, now: Instant) throws(DTLSError) {
+        self.parameters = parameters
+        createdAt = now
+        lastNow = now
+        integrityKey = STUNIntegrityKey(shortTermPassword: parameters.localPassword)
+        // Checks from the client carry "<our ufrag>:<its ufrag>" (RFC 8445 §7.2.2).
+        expectedUsername = Array("\(parameters.localUfrag):\(parameters.negotiated.remoteUfrag)".utf8)
+        dtls = try DTLSConnection(
+            context: dtlsContext, role: parameters.negotiated.localSetup == .active ? .client : .server,
+            remoteFingerprints: parameters.negotiated.remoteFingerprints)
+        var generator = SystemRandomNumberGenerator()
+        sequenceNumber = UInt16.random(in: 0...UInt16.max, using: &generator)
+    }
+
+    public var isClosed: Bool {
+        if case .closed = state { return true }
+        return false
+    }
+
+    // MARK: Input
+
+    /// Takes one datagram that arrived from `path`.
+    public func receive(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
+        lastNow = now
+        counters.datagramsReceived += 1
+        guard !isClosed else { return drop(.closed) }
+        switch PacketKind.classify(datagram) {
+        case .stun: receiveSTUN(datagram, from: path, now: now)
+        case .dtls: receiveDTLS(datagram, from: path, now: now)
+        case .rtp: receiveRTP(datagram, from: path, now: now)
+        case .rtcp: receiveRTCP(datagram, from: path, now: now)
+        default: drop(.unknownProtocol)
+        }
+    }
+
+    /// Runs timers whose time has come.
+    public func handleTimeout(now: Instant) {
+        lastNow = now
+        guard !isClosed else { return }
+        if selectedPath == nil, consent.isEmpty, now - createdAt >= parameters.timeouts.ice {
+            return close(.iceTimeout, now: now)
+        }
+        if let path = selectedPath, let last = consent[path], now - last >= parameters.timeouts.consent {
+            return close(.consentExpired, now: now)
+        }
+        if state == .connecting {
+            if let started = dtlsStartedAt, now - started >= parameters.timeouts.dtls {
+                return close(.dtlsTimeout, now: now)
+            }
+            if let delay = dtls.retransmitDelay, delay <= .zero {
+                dtls.handleTimeout()
+                flushDTLS(now: now)
+            }
+        }
+        if state == .connected, let due = nextRTCP, now >= due {
+            sendReport(now: now)
+            nextRTCP = now + parameters.rtcpInterval
+        }
+    }
+
+    /// When `handleTimeout` should next run, or nil once closed.
+    public var nextWakeup: Instant? {
+        guard !isClosed else { return nil }
+        var wake: Instant?
+        func consider(_ instant: Instant?) {
+            guard let instant else { return }
+            if wake == nil || instant < wake! { wake = instant }
+        }
+        if selectedPath == nil, consent.isEmpty { consider(createdAt + parameters.timeouts.ice) }
+        if let path = selectedPath, let last = consent[path] { consider(last + parameters.timeouts.consent) }
+        if state == .connecting {
+            consider(dtlsStartedAt.map { $0 + parameters.timeouts.dtls })
+            consider(dtls.retransmitDelay.map { lastNow + $0 })
+        }
+        if state == .connected { consider(nextRTCP) }
+        return wake
+    }
+
+    // MARK: Output
+
+    public func takeTransmits() -> [Transmit] {
+        defer { transmits.removeAll(keepingCapacity: true) }
+        return transmits
+    }
+
+    public func takeEvents() -> [SessionEvent] {
+        defer { events.removeAll(keepingCapacity: true) }
+        return events
+    }
+
+    /// Sends one Opus frame to the client on Parley's own SSRC and sequence numbers.
+    /// Returns false when the session cannot send media yet (or any more).
+    @discardableResult
+    public func sendAudio(_ payload: UnsafeRawBufferPointer, timestamp: UInt32, marker: Bool, now: Instant) -> Bool {
+        guard state == .connected, let path = selectedPath, let outboundSRTP,
+              payload.count + RTPHeader.fixedLength <= 1500 else { return false }
+        let length = scratch.withUnsafeMutableBytes { buffer -> Int? in
+            RTPHeader.write(marker: marker, payloadType: parameters.negotiated.opus.payloadType,
+                            sequenceNumber: sequenceNumber, timestamp: timestamp, ssrc: parameters.localAudioSSRC,
+                            into: buffer)
+            if let base = payload.baseAddress { (buffer.baseAddress! + RTPHeader.fixedLength).copyMemory(from: base, byteCount: payload.count) }
+            return try? outboundSRTP.protectRTP(buffer, length: RTPHeader.fixedLength + payload.count)
+        }
+        guard let length else { return false }
+        sequenceNumber &+= 1
+        packetsSent &+= 1
+        octetsSent &+= UInt32(payload.count)
+        lastSentTimestamp = timestamp
+        counters.rtpSent += 1
+        emit(Array(scratch[0..<length]), to: path)
+        return true
+    }
+
+    @discardableResult
+    public func sendAudio(_ payload: [UInt8], timestamp: UInt32, marker: Bool, now: Instant) -> Bool {
+        payload.withUnsafeBytes { sendAudio($0, timestamp: timestamp, marker: marker, now: now) }
+    }
+
+    /// Sends application data (SCTP) over DTLS.
+    public func sendApplicationData(_ data: [UInt8], now: Instant) -> Bool {
+        guard state == .connected, let path = selectedPath else { return false }
+        let sent = data.withUnsafeBytes { dtls.send($0) }
+        for datagram in dtls.takeOutgoing() { emit(datagram, to: path) }
+        return sent
+    }
+
+    /// Ends the session: a BYE and DTLS close_notify to the client when connected.
+    public func close(_ reason: CloseReason, now: Instant) {
+        guard !isClosed else { return }
+        if state == .connected, let path = selectedPath, let outboundSRTP {
+            let length = scratch.withUnsafeMutableBytes { buffer -> Int? in
+                let written = RTCPCompound.writeGoodbye(ssrc: parameters.localAudioSSRC, into: buffer)
+                return try? outboundSRTP.protectRTCP(buffer, length: written)
+            }
+            if let length { emit(Array(scratch[0..<length]), to: path) }
+        }
+        if reason != .peerClosed, state == .connected || state == .connecting {
+            dtls.close()
+            if let path = selectedPath { for datagram in dtls.takeOutgoing() { emit(datagram, to: path) } }
+        }
+        state = .closed(reason)
+        events.append(.closed(reason))
+    }
+
+    // MARK: ICE
+
+    private func receiveSTUN(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
+        guard let message = try? STUNMessage.parse(datagram) else { return drop(.malformedSTUN) }
+        if message.fingerprintOffset != nil, !message.hasValidFingerprint(in: datagram) { return drop(.badFingerprint) }
+        // A lite agent sends no checks, so it expects requests only (RFC 8445 §2.5).
+        guard message.type == .bindingRequest else {
+            if message.type != .bindingIndication { drop(.unexpectedSTUN) }
+            return
+        }
+        guard let username = message.username, message.messageIntegrityOffset != nil else {
+            return answerError(message, code: STUNErrorCode.badRequest, reason: "Bad Request", to: path)
+        }
+        let usernameMatches = expectedUsername.withUnsafeBytes { expected in
+            UnsafeRawBufferPointer(rebasing: datagram[username]).elementsEqual(expected)
+        }
+        guard usernameMatches, message.hasValidMessageIntegrity(in: datagram, key: integrityKey) else {
+            drop(.unauthenticatedSTUN)
+            return answerError(message, code: STUNErrorCode.unauthorized, reason: "Unauthorized", to: path)
+        }
+        if message.unknownRequiredAttributes.count > 0 {
+            return answerUnknownAttributes(message, to: path)
+        }
+        answerSuccess(message, to: path)
+        counters.checksAnswered += 1
+        if consent[path] == nil, consent.count >= Self.maximumPaths,
+           let stalest = consent.filter({ $0.key != selectedPath }).min(by: { $0.value < $1.value })?.key {
+            consent[stalest] = nil
+        }
+        consent[path] = now
+
+        if message.useCandidate || selectedPath == nil {
+            select(path, nominated: message.useCandidate, now: now)
+        }
+    }
+
+    private func select(_ path: PeerPath, nominated: Bool, now: Instant) {
+        guard path != selectedPath else { return }
+        let previous = selectedPath
+        // Without nomination, the first authenticated path serves until one is nominated.
+        if previous != nil, !nominated { return }
+        selectedPath = path
+        if let previous {
+            events.append(.pathChanged(from: previous, to: path))
+        } else {
+            events.append(.iceConnected(path))
+            state = .connecting
+            dtlsStartedAt = now
+            dtls.start()
+            flushDTLS(now: now)
+        }
+    }
+
+    private func answerSuccess(_ request: STUNMessage, to path: PeerPath) {
+        let length = scratch.withUnsafeMutableBytes { buffer -> Int? in
+            guard var writer = try? STUNWriter(into: buffer, type: .bindingSuccess, transactionID: request.transactionID),
+                  (try? writer.appendXORMappedAddress(path.client)) != nil,
+                  (try? writer.appendMessageIntegrity(key: integrityKey)) != nil,
+                  (try? writer.appendFingerprint()) != nil else { return nil }
+            return writer.count
+        }
+        if let length { emit(Array(scratch[0..<length]), to: path) }
+    }
+
+    private func answerError(_ request: STUNMessage, code: Int, reason: String, to path: PeerPath) {
+        let bytes = try? STUNWriter.build(type: .bindingError, transactionID: request.transactionID) { writer throws(STUNBuildError) in
+            try writer.appendErrorCode(code, reason: reason)
+            try writer.appendFingerprint()
+        }
+        if let bytes { emit(bytes, to: path) }
+    }
+
+    private func answerUnknownAttributes(_ request: STUNMessage, to path: PeerPath) {
+        let bytes = try? STUNWriter.build(type: .bindingError, transactionID: request.transactionID) { writer throws(STUNBuildError) in
+            try writer.appendErrorCode(STUNErrorCode.unknownAttribute, reason: "Unknown Attribute")
+            try writer.appendUnknownAttributes(request.unknownRequiredAttributes.types)
+            try writer.appendMessageIntegrity(key: integrityKey)
+            try writer.appendFingerprint()
+        }
+        if let bytes { emit(bytes, to: path) }
+    }
+
+    // MARK: DTLS
+
+    private func receiveDTLS(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
+        guard consent[path] != nil else { return drop(.unvalidatedSource) }
+        dtls.receive(datagram)
+        flushDTLS(now: now, replyTo: path)
+        for data in dtls.takeApplicationData() { events.append(.applicationData(data)) }
+    }
+
+    private func flushDTLS(now: Instant, replyTo path: PeerPath? = nil) {
+        if let destination = path ?? selectedPath {
+            for datagram in dtls.takeOutgoing() { emit(datagram, to: destination) }
+        }
+        switch dtls.state {
+        case .connected where state == .connecting:
+            guard let keys = dtls.srtpKeys else { return close(.dtlsFailed(.noSRTPProfile), now: now) }
+            do {
+                outboundSRTP = try SRTPContext(profile: keys.profile, keyAndSalt: keys.localKeyAndSalt, direction: .outbound)
+                inboundSRTP = try SRTPContext(profile: keys.profile, keyAndSalt: keys.remoteKeyAndSalt, direction: .inbound)
+            } catch {
+                return close(.dtlsFailed(.noSRTPProfile), now: now)
+            }
+            state = .connected
+            nextRTCP = now + parameters.rtcpInterval
+            events.append(.dtlsConnected(keys.profile))
+        case .failed(let error):
+            close(.dtlsFailed(error), now: now)
+        case .closed where state == .connected || state == .connecting:
+            close(.peerClosed, now: now)
+        default:
+            break
+        }
+    }
+
+    // MARK: RTP and RTCP
+
+    /// Copies an SRTP datagram into the scratch buffer and decrypts it there.
+    private func unprotect(_ datagram: UnsafeRawBufferPointer, rtcp: Bool) -> Int? {
+        guard let inboundSRTP, datagram.count <= scratch.count else { return nil }
+        return scratch.withUnsafeMutableBytes { buffer -> Int? in
+            buffer.baseAddress!.copyMemory(from: datagram.baseAddress!, byteCount: datagram.count)
+            return rtcp ? try? inboundSRTP.unprotectRTCP(buffer, length: datagram.count)
+                : try? inboundSRTP.unprotectRTP(buffer, length: datagram.count)
+        }
+    }
+
+    private func receiveRTP(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
+        guard consent[path] != nil else { return drop(.unvalidatedSource) }
+        guard state == .connected else { return drop(.mediaBeforeDTLS) }
+        guard let length = unprotect(datagram, rtcp: false) else { return drop(.srtpRejected) }
+        let event: SessionEvent? = scratch.withUnsafeBytes { buffer in
+            let packet = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
+            guard let header = try? RTPHeader.parse(packet) else {
+                drop(.malformedRTP)
+                return nil
+            }
+            guard header.payloadType == parameters.negotiated.opus.payloadType else {
+                drop(.unknownPayloadType)
+                return nil
+            }
+            counters.rtpReceived += 1
+            receiveStatistics.record(sequence: header.sequenceNumber, timestamp: header.timestamp, ssrc: header.ssrc,
+                                     arrival: now - .zero)
+            return .audio(timestamp: header.timestamp, sequenceNumber: header.sequenceNumber, marker: header.marker,
+                          payload: Array(packet[header.payload]))
+        }
+        if let event { events.append(event) }
+    }
+
+    private func receiveRTCP(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
+        guard consent[path] != nil else { return drop(.unvalidatedSource) }
+        guard state == .connected else { return drop(.mediaBeforeDTLS) }
+        guard let length = unprotect(datagram, rtcp: true) else { return drop(.srtpRejected) }
+        let packets = scratch.withUnsafeBytes { buffer in
+            try? RTCPCompound.parse(UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
+        }
+        guard let packets else { return drop(.malformedRTCP) }
+        counters.rtcpReceived += 1
+        for packet in packets {
+            switch packet {
+            case .senderReport(let info, let blocks):
+                lastSenderReport = (info.compactNTP, now)
+                readReportBlocks(blocks, now: now)
+            case .receiverReport(_, let blocks):
+                readReportBlocks(blocks, now: now)
+            default:
+                break
+            }
+        }
+    }
+
+    /// RTT from a report block about our stream: now − LSR − DLSR, in NTP short format (RFC 3550 §6.4.1).
+    private func readReportBlocks(_ blocks: [RTCPReportBlock], now: Instant) {
+        for block in blocks where block.ssrc == parameters.localAudioSSRC && block.lastSenderReport != 0 {
+            let nowCompact = UInt32(truncatingIfNeeded: ntp(at: now) >> 16)
+            let rtt = nowCompact &- block.lastSenderReport &- block.delaySinceLastSenderReport
+            if rtt < 0x8000_0000 { counters.roundTripTime = .nanoseconds(Int64(rtt) * 1_000_000_000 / 65536) }
+        }
+    }
+
+    private func ntp(at instant: Instant) -> UInt64 {
+        let nanoseconds = UInt64(max(0, instant.nanoseconds))
+        let seconds = nanoseconds / 1_000_000_000
+        let fraction = (nanoseconds % 1_000_000_000) << 32 / 1_000_000_000
+        return parameters.ntpAtInstantZero &+ (seconds << 32 | fraction)
+    }
+
+    /// A compound SR (or RR before we have sent anything) with a block about the client's stream.
+    private func sendReport(now: Instant) {
+        guard let path = selectedPath, let outboundSRTP else { return }
+        var blocks: [RTCPReportBlock] = []
+        let delay = lastSenderReport.map { UInt32(clamping: (now - $0.arrival).nanoseconds * 65536 / 1_000_000_000) } ?? 0
+        if let block = receiveStatistics.makeReportBlock(lastSenderReport: lastSenderReport?.compactNTP ?? 0,
+                                                         delaySinceLastSenderReport: delay) {
+            blocks.append(block)
+        }
+        let sender = packetsSent == 0 ? nil : RTCPSenderInfo(
+            ssrc: parameters.localAudioSSRC, ntpTimestamp: ntp(at: now), rtpTimestamp: lastSentTimestamp,
+            packetCount: packetsSent, octetCount: octetsSent)
+        let length = scratch.withUnsafeMutableBytes { buffer -> Int? in
+            let written = RTCPCompound.writeReport(ssrc: parameters.localAudioSSRC, sender: sender, blocks: blocks,
+                                                   cname: parameters.cname, into: buffer)
+            return try? outboundSRTP.protectRTCP(buffer, length: written)
+        }
+        guard let length else { return }
+        counters.rtcpSent += 1
+        emit(Array(scratch[0..<length]), to: path)
+    }
+
+    // MARK: Helpers
+
+    private func emit(_ bytes: [UInt8], to path: PeerPath) {
+        counters.datagramsSent += 1
+        transmits.append(Transmit(path: path, bytes: bytes))
+    }
+
+    private func drop(_ reason: DropReason) {
+        counters.drops[reason, default: 0] += 1
+    }
+}

@@ -1,0 +1,247 @@
+import Foundation
+import ParleyMedia
+import ParleyWire
+import Testing
+@testable import ParleyTransceiver
+
+/// Whole calls between the session core and a client made of the same pieces, in memory, on a
+/// virtual clock: ICE, DTLS-SRTP, echo, RTCP, lost flights, path changes, consent.
+@Suite struct SessionTests {
+    static let serverCertificate = try! DTLSCertificate(commonName: "parley")
+    static let clientCertificate = try! DTLSCertificate(commonName: "client")
+
+    static func context(_ certificate: DTLSCertificate, retransmit: Duration = .milliseconds(400)) -> DTLSContext {
+        var configuration = DTLSConfiguration()
+        configuration.initialRetransmitDelay = retransmit
+        return try! DTLSContext(certificate: certificate, configuration: configuration)
+    }
+
+    /// Client, session and the network between them.
+    final class Call {
+        let client: TestClient
+        let session: WebRTCSession
+        let echo = EchoAgent()
+        var now = Instant(nanoseconds: 1_000_000_000)
+        var events: [SessionEvent] = []
+        /// Return true to lose a datagram (fromClient, bytes).
+        var lose: (Bool, [UInt8]) -> Bool = { _, _ in false }
+        var serverDatagramsTo: [TransportAddress] = []
+
+        init(serverContext: DTLSContext = SessionTests.context(SessionTests.serverCertificate),
+             clientContext: DTLSContext = SessionTests.context(SessionTests.clientCertificate),
+             tamperOffer: (String) -> String = { $0 }) throws {
+            client = TestClient(address: .v4(IPv4Address(192, 0, 2, 10), port: 50000), certificate: SessionTests.clientCertificate)
+            let offer = try SessionDescription(parsing: tamperOffer(client.offer))
+            let keyring = RoutingKeyring(current: RoutingKey(id: 1, secret: (0..<32).map { UInt8($0) }))
+            let ufrag = keyring.seal(RoutingToken(keyID: 1, clusterID: 1, worker: .v4(IPv4Address(127, 0, 0, 1), port: 3478), nonce: 7))
+            let negotiated = try SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
+                iceUfrag: ufrag, icePassword: "serverpassword1234567890", fingerprint: serverContext.certificate.fingerprint,
+                candidates: [ICECandidate(foundation: "1", priority: 2_130_706_431, address: "127.0.0.1", port: 3478)],
+                sessionID: 1, audioSSRC: 0xABCD_0001, cname: "parley"))
+            var parameters = SessionParameters(id: "call-1", localUfrag: ufrag, localPassword: "serverpassword1234567890",
+                                               negotiated: negotiated, localAudioSSRC: 0xABCD_0001, cname: "parley")
+            parameters.ntpAtInstantZero = 0xE000_0000 << 32
+            session = try WebRTCSession(parameters: parameters, dtlsContext: serverContext, now: now)
+            try client.accept(answer: negotiated.answer, context: clientContext)
+        }
+
+        /// Delivers datagrams both ways until both sides are quiet.
+        func deliver(fromClient initial: [[UInt8]]) {
+            var toServer = initial
+            repeat {
+                for datagram in toServer where !lose(true, datagram) {
+                    datagram.withUnsafeBytes { session.receive($0, from: PeerPath(client: client.address), now: now) }
+                }
+                toServer = []
+                collectEvents()
+                for transmit in session.takeTransmits() {
+                    serverDatagramsTo.append(transmit.path.client)
+                    guard transmit.path.client == client.address, !lose(false, transmit.bytes) else { continue }
+                    toServer += client.receive(transmit.bytes)
+                }
+            } while !toServer.isEmpty
+        }
+
+        func collectEvents() {
+            var pending = session.takeEvents()
+            while !pending.isEmpty {
+                for event in pending {
+                    events.append(event)
+                    echo.handle(event, session: session, now: now)
+                }
+                pending = session.takeEvents()
+            }
+        }
+
+        /// Advances the virtual clock to `instant`, running the session's timers on the way.
+        func advance(to instant: Instant) {
+            while let wake = session.nextWakeup, wake <= instant {
+                now = max(now, wake)
+                session.handleTimeout(now: now)
+                deliver(fromClient: [])
+            }
+            now = instant
+        }
+
+        func advance(by duration: Duration) { advance(to: now + duration) }
+
+        func connect() {
+            deliver(fromClient: [client.check(useCandidate: true)])
+            deliver(fromClient: client.startDTLS())
+        }
+    }
+
+    @Test func fullCallEchoesAudioAndReportsRTT() throws {
+        let call = try Call()
+        call.connect()
+        #expect(call.client.successResponses.count == 1)
+        #expect(call.client.mappedAddresses == [call.client.address], "XOR-MAPPED-ADDRESS is the client's address")
+        #expect(call.session.state == .connected)
+        #expect(call.client.isConnected)
+        #expect(call.events.contains(.iceConnected(PeerPath(client: call.client.address))))
+        #expect(call.events.contains(.dtlsConnected(.aeadAES128GCM)))
+
+        // 2 seconds of 20 ms Opus frames.
+        for frame in 0..<100 {
+            let payload = (0..<60).map { UInt8(truncatingIfNeeded: frame &+ $0) }
+            call.deliver(fromClient: [call.client.audioPacket(timestamp: UInt32(frame * 960), payload: payload)])
+            call.advance(by: .milliseconds(20))
+        }
+        #expect(call.client.audio.count == 100)
+        #expect(call.client.audio.allSatisfy { $0.ssrc == 0xABCD_0001 }, "echoed on Parley's SSRC")
+        #expect(call.client.audio.enumerated().allSatisfy { index, packet in
+            packet.payload == (0..<60).map { UInt8(truncatingIfNeeded: index &+ $0) } })
+        let sequences = call.client.audio.map(\.sequence)
+        #expect(zip(sequences, sequences.dropFirst()).allSatisfy { $1 == $0 &+ 1 }, "contiguous sequence numbers")
+        let timestamps = call.client.audio.map(\.timestamp)
+        #expect(zip(timestamps, timestamps.dropFirst()).allSatisfy { $1 &- $0 == 960 }, "the client's timing is kept")
+        #expect(call.session.counters.rtpReceived == 100)
+
+        // Sender reports reached the client, with a report block about its stream.
+        let reports = call.client.rtcp.compactMap { packet -> (RTCPSenderInfo, [RTCPReportBlock])? in
+            if case .senderReport(let info, let blocks) = packet { return (info, blocks) }
+            return nil
+        }
+        let (info, blocks) = try #require(reports.last)
+        #expect(reports.count >= 1)
+        #expect(info.ssrc == 0xABCD_0001)
+        #expect(info.packetCount > 0)
+        let block = try #require(blocks.first)
+        #expect(block.ssrc == call.client.ssrc)
+        #expect(block.cumulativeLost == 0)
+        #expect(block.extendedHighestSequence & 0xFFFF == UInt32((1000 + call.session.counters.rtpReceived - 1) & 0xFFFF))
+
+        // The client answers 50 ms later with a receiver report: the session measures the RTT.
+        call.advance(by: .milliseconds(30))
+        let rr = call.client.receiverReport(about: RTCPReportBlock(
+            ssrc: 0xABCD_0001, fractionLost: 0, cumulativeLost: 0, extendedHighestSequence: 0, jitter: 0,
+            lastSenderReport: info.compactNTP, delaySinceLastSenderReport: 65536 / 100))  // held 10 ms
+        call.deliver(fromClient: [rr])
+        let rtt = try #require(call.session.counters.roundTripTime)
+        #expect(rtt > .milliseconds(15) && rtt < .milliseconds(60))
+    }
+
+    @Test func lostDTLSFlightIsRetransmitted() throws {
+        let call = try Call(serverContext: Self.context(Self.serverCertificate, retransmit: .milliseconds(20)))
+        // Lose every DTLS datagram from the server until the test says otherwise: its first flight is gone.
+        call.lose = { fromClient, bytes in !fromClient && bytes.first.map { (20...63).contains($0) } == true }
+        call.connect()
+        #expect(call.session.state == .connecting)
+        // Real time has to pass for OpenSSL's timer; the virtual clock drives the wake-up.
+        Thread.sleep(forTimeInterval: 0.03)
+        call.lose = { _, _ in false }
+        call.advance(by: .milliseconds(30))
+        #expect(call.session.state == .connected)
+        #expect(call.client.isConnected)
+        #expect(call.session.counters.datagramsSent > 3)
+    }
+
+    @Test func nominatedCheckFromANewAddressMovesTheCall() throws {
+        let call = try Call()
+        call.connect()
+        let old = call.client.address
+        call.deliver(fromClient: [call.client.audioPacket(timestamp: 0, payload: [1, 2, 3])])
+        #expect(call.client.audio.count == 1)
+
+        // Wi-Fi to cellular: same client, new address. Media from there is refused until a check passes.
+        call.client.address = .v4(IPv4Address(198, 51, 100, 7), port: 61000)
+        call.deliver(fromClient: [call.client.audioPacket(timestamp: 960, payload: [4, 5, 6])])
+        #expect(call.session.counters.drops[.unvalidatedSource] == 1)
+        #expect(call.client.audio.count == 1)
+
+        call.deliver(fromClient: [call.client.check(useCandidate: true)])
+        #expect(call.events.contains(.pathChanged(from: PeerPath(client: old), to: PeerPath(client: call.client.address))))
+        call.deliver(fromClient: [call.client.audioPacket(timestamp: 1920, payload: [7, 8, 9])])
+        #expect(call.client.audio.last?.payload == [7, 8, 9])
+        #expect(call.serverDatagramsTo.last == call.client.address)
+    }
+
+    @Test func consentExpiresWithoutChecksAndHoldsWithThem() throws {
+        let call = try Call()
+        call.connect()
+        // Checks every 5 s keep the call for a minute.
+        for _ in 0..<12 {
+            call.advance(by: .seconds(5))
+            call.deliver(fromClient: [call.client.check(useCandidate: false)])
+        }
+        #expect(call.session.state == .connected)
+        // Then silence: 30 s later consent is gone.
+        call.advance(by: .seconds(29))
+        #expect(call.session.state == .connected)
+        call.advance(by: .seconds(2))
+        #expect(call.session.state == .closed(.consentExpired))
+        #expect(call.events.last == .closed(.consentExpired))
+        #expect(call.session.nextWakeup == nil)
+    }
+
+    @Test func noCheckMeansICETimeout() throws {
+        let call = try Call()
+        call.advance(by: .seconds(31))
+        #expect(call.session.state == .closed(.iceTimeout))
+    }
+
+    @Test func checksWithTheWrongPasswordAreRefused() throws {
+        let call = try Call()
+        call.deliver(fromClient: [call.client.check(useCandidate: true, password: "not-the-server-password!")])
+        #expect(call.client.errorCodes == [401])
+        #expect(call.session.state == .waitingForICE)
+        #expect(call.session.counters.drops[.unauthenticatedSTUN] == 1)
+        // DTLS from the unauthenticated address is dropped too.
+        call.deliver(fromClient: call.client.startDTLS())
+        #expect(call.session.counters.drops[.unvalidatedSource] == 1)
+        #expect(call.session.state == .waitingForICE)
+    }
+
+    @Test func garbageIsDroppedAndCounted() throws {
+        let call = try Call()
+        call.connect()
+        let garbage: [[UInt8]] = [[], [0xFF, 1, 2], [0x00, 0x01, 0x00], [0x80, 111, 0, 1], [0x80, 200, 0, 1, 2, 3, 4, 5]]
+        call.deliver(fromClient: garbage)
+        #expect(call.session.state == .connected)
+        #expect(call.session.counters.drops[.unknownProtocol] == 2)
+        #expect(call.session.counters.drops[.malformedSTUN] == 1)
+        #expect(call.session.counters.drops[.srtpRejected] == 2)
+    }
+
+    @Test func wrongCertificateFailsTheCall() throws {
+        let call = try Call(tamperOffer: { offer in
+            offer.replacingOccurrences(of: SessionTests.clientCertificate.fingerprint.description,
+                                       with: SessionTests.serverCertificate.fingerprint.description)
+        })
+        call.connect()
+        #expect(call.session.state == .closed(.dtlsFailed(.fingerprintMismatch)))
+    }
+
+    @Test func hangupSendsByeAndCloseNotify() throws {
+        let call = try Call()
+        call.connect()
+        call.session.close(.hangup, now: call.now)
+        let transmits = call.session.takeTransmits()
+        #expect(transmits.count == 2)
+        _ = call.client.receive(transmits[0].bytes)
+        #expect(call.client.rtcp.contains(.goodbye(ssrcs: [0xABCD_0001])))
+        _ = call.client.receive(transmits[1].bytes)
+        #expect(call.client.dtls.state == .closed)
+        #expect(call.session.state == .closed(.hangup))
+    }
+}

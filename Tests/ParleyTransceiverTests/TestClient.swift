@@ -1,0 +1,154 @@
+import ParleyMedia
+import Testing
+import ParleyWire
+@testable import ParleyTransceiver
+
+/// A WebRTC client made of Parley's own pieces (ICE controlling agent, DTLS client, SRTP), sans-IO
+/// like the session, so a whole call runs in memory on a virtual clock.
+final class TestClient {
+    let ufrag = "tcli"
+    let password = "testclientpassword123456"
+    let ssrc: UInt32 = 0x0C11_E47
+    let certificate: DTLSCertificate
+    var address: TransportAddress
+    var serverUfrag = ""
+    var serverPassword = ""
+    private(set) var dtls: DTLSConnection!
+    private var outboundSRTP: SRTPContext?
+    private var inboundSRTP: SRTPContext?
+    private var sequence: UInt16 = 1000
+    private(set) var successResponses: [STUNMessage] = []
+    private(set) var errorCodes: [Int] = []
+    private(set) var mappedAddresses: [TransportAddress] = []
+    private(set) var audio: [(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: [UInt8])] = []
+    private(set) var rtcp: [RTCPPacket] = []
+
+    init(address: TransportAddress, certificate: DTLSCertificate) {
+        self.address = address
+        self.certificate = certificate
+    }
+
+    /// An offer in the shape browsers send: Opus PT 111, BUNDLE audio and data, rtcp-mux.
+    var offer: String {
+        """
+        v=0\r
+        o=- 1 2 IN IP4 127.0.0.1\r
+        s=-\r
+        t=0 0\r
+        a=group:BUNDLE 0 1\r
+        m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r
+        c=IN IP4 0.0.0.0\r
+        a=ice-ufrag:\(ufrag)\r
+        a=ice-pwd:\(password)\r
+        a=fingerprint:\(certificate.fingerprint)\r
+        a=setup:actpass\r
+        a=mid:0\r
+        a=sendrecv\r
+        a=rtcp-mux\r
+        a=rtpmap:111 opus/48000/2\r
+        a=fmtp:111 minptime=10;useinbandfec=1\r
+        a=ssrc:\(ssrc) cname:testclient\r
+        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r
+        c=IN IP4 0.0.0.0\r
+        a=ice-ufrag:\(ufrag)\r
+        a=ice-pwd:\(password)\r
+        a=fingerprint:\(certificate.fingerprint)\r
+        a=setup:actpass\r
+        a=mid:1\r
+        a=sctp-port:5000\r
+        a=max-message-size:262144\r
+
+        """
+    }
+
+    /// Reads the answer: the server's credentials and fingerprint; prepares the DTLS client.
+    func accept(answer: SessionDescription, context: DTLSContext) throws {
+        let audio = answer.media[0]
+        serverUfrag = try #require(audio.iceUfrag)
+        serverPassword = try #require(audio.icePassword)
+        dtls = try DTLSConnection(context: context, role: .client, remoteFingerprints: audio.fingerprints)
+    }
+
+    /// An ICE connectivity check as a controlling agent sends it.
+    func check(useCandidate: Bool, password: String? = nil) -> [UInt8] {
+        try! STUNWriter.build(type: .bindingRequest, transactionID: .random()) { writer throws(STUNBuildError) in
+            try writer.appendUsername("\(serverUfrag):\(ufrag)")
+            try writer.appendPriority(1_853_824_767)
+            try writer.appendICEControlling(tieBreaker: 0x1234_5678_9ABC_DEF0)
+            if useCandidate { try writer.appendUseCandidate() }
+            try writer.appendMessageIntegrity(key: STUNIntegrityKey(shortTermPassword: password ?? serverPassword))
+            try writer.appendFingerprint()
+        }
+    }
+
+    func startDTLS() -> [[UInt8]] {
+        dtls.start()
+        return dtls.takeOutgoing()
+    }
+
+    /// Takes a datagram from the server; returns datagrams to send back.
+    func receive(_ bytes: [UInt8]) -> [[UInt8]] {
+        bytes.withUnsafeBytes { datagram -> [[UInt8]] in
+            switch PacketKind.classify(datagram) {
+            case .stun:
+                guard let message = try? STUNMessage.parse(datagram) else { return [] }
+                if message.type == .bindingSuccess {
+                    precondition(message.hasValidMessageIntegrity(in: datagram, key: STUNIntegrityKey(shortTermPassword: serverPassword)))
+                    precondition(message.hasValidFingerprint(in: datagram))
+                    successResponses.append(message)
+                    if let mapped = message.xorMappedAddress { mappedAddresses.append(mapped) }
+                } else if message.type == .bindingError, let code = message.errorCode?.code {
+                    errorCodes.append(code)
+                }
+                return []
+            case .dtls:
+                dtls.receive(datagram)
+                if dtls.state == .connected, outboundSRTP == nil, let keys = dtls.srtpKeys {
+                    outboundSRTP = try? SRTPContext(profile: keys.profile, keyAndSalt: keys.localKeyAndSalt, direction: .outbound)
+                    inboundSRTP = try? SRTPContext(profile: keys.profile, keyAndSalt: keys.remoteKeyAndSalt, direction: .inbound)
+                }
+                return dtls.takeOutgoing()
+            case .rtp:
+                var buffer = Array(datagram)
+                guard let length = try? buffer.withUnsafeMutableBytes({ try inboundSRTP?.unprotectRTP($0, length: datagram.count) }),
+                      let header = try? buffer.withUnsafeBytes({ try RTPHeader.parse(UnsafeRawBufferPointer(rebasing: $0[0..<length])) })
+                else { return [] }
+                audio.append((header.ssrc, header.sequenceNumber, header.timestamp, Array(buffer[header.payload])))
+                return []
+            case .rtcp:
+                var buffer = Array(datagram)
+                guard let length = try? buffer.withUnsafeMutableBytes({ try inboundSRTP?.unprotectRTCP($0, length: datagram.count) }),
+                      let packets = try? buffer.withUnsafeBytes({ try RTCPCompound.parse(UnsafeRawBufferPointer(rebasing: $0[0..<length])) })
+                else { return [] }
+                rtcp += packets
+                return []
+            default:
+                return []
+            }
+        }
+    }
+
+    var isConnected: Bool { outboundSRTP != nil }
+
+    /// An SRTP-protected Opus packet.
+    func audioPacket(timestamp: UInt32, payload: [UInt8]) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 12 + payload.count + SRTPContext.maximumOverhead)
+        let length = buffer.withUnsafeMutableBytes { raw -> Int in
+            RTPHeader.write(marker: false, payloadType: 111, sequenceNumber: sequence, timestamp: timestamp, ssrc: ssrc, into: raw)
+            for (index, byte) in payload.enumerated() { raw[12 + index] = byte }
+            return try! outboundSRTP!.protectRTP(raw, length: 12 + payload.count)
+        }
+        sequence &+= 1
+        return Array(buffer[0..<length])
+    }
+
+    /// An SRTCP receiver report about the server's stream.
+    func receiverReport(about block: RTCPReportBlock) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 200)
+        let length = buffer.withUnsafeMutableBytes { raw -> Int in
+            let written = RTCPCompound.writeReport(ssrc: ssrc, sender: nil, blocks: [block], cname: "testclient", into: raw)
+            return try! outboundSRTP!.protectRTCP(raw, length: written)
+        }
+        return Array(buffer[0..<length])
+    }
+}
