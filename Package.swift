@@ -19,6 +19,12 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // C libraries from Debian (see docs/architecture.md for the apt packages).
@@ -42,13 +48,23 @@ let package = Package(
         // WebRTC sessions (sans-IO), workers, signaling, agent bridge.
         .target(
             name: "ParleyTransceiver",
-            dependencies: ["ParleyWire", "ParleyMedia"]
+            dependencies: [
+                "ParleyWire", "ParleyMedia",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
         ),
         .executableTarget(
             name: "parley",
             dependencies: [
-                "ParleyWire", "ParleyMedia",
+                "ParleyWire", "ParleyMedia", "ParleyTransceiver",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
 
@@ -64,7 +80,12 @@ let package = Package(
         ),
         .testTarget(
             name: "ParleyTransceiverTests",
-            dependencies: ["ParleyTransceiver"]
+            dependencies: [
+                "ParleyTransceiver",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
         ),
     ]
 )

@@ -1,28 +1,100 @@
 import ArgumentParser
 import Foundation
+import Hummingbird
+import Logging
+import Metrics
 import ParleyMedia
+import ParleyTransceiver
 import ParleyWire
+import Prometheus
 
 @main
-struct Parley: ParsableCommand {
+struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
         abstract: "A WebRTC edge for voice AI: a relay on one public port, transceivers that own the sessions.",
-        subcommands: [Dev.self, Relay.self, Transceiver.self, Version.self]
+        subcommands: [Dev.self, Relay.self, TransceiverCommand.self, Version.self]
     )
 }
 
 /// Exit code for a subcommand whose implementation has not landed yet (EX_UNAVAILABLE).
 let notImplementedExitCode: Int32 = 69
 
-struct Dev: ParsableCommand {
+/// Options every serving command shares.
+struct ServingOptions: ParsableArguments {
+    @Option(help: "Address the signaling API (and demo page) listens on.")
+    var httpHost = "127.0.0.1"
+    @Option(help: "Port of the signaling API.")
+    var httpPort = 8080
+    @Option(help: "Address the media workers bind.")
+    var mediaHost = "127.0.0.1"
+    @Option(help: "UDP port of the first media worker; worker i binds port + i.")
+    var mediaPort = 3478
+    @Option(help: "Media worker threads (one UDP port each).")
+    var workers = 1
+    @Option(name: .customLong("advertise"),
+            help: "Address put in SDP answers as a candidate, e.g. 203.0.113.5:3478 (repeat for several; default: the worker's own).")
+    var advertised: [String] = []
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard (1...256).contains(workers) else { throw ValidationError("--workers must be 1…256") }
+        guard IPv4Address(mediaHost) != nil else { throw ValidationError("--media-host must be an IPv4 address") }
+        for address in advertised where TransportAddress(address) == nil {
+            throw ValidationError("--advertise \(address): expected host:port")
+        }
+    }
+
+    func configuration(keyring: RoutingKeyring) -> TransceiverConfiguration {
+        var configuration = TransceiverConfiguration(keyring: keyring)
+        configuration.httpHost = httpHost
+        configuration.httpPort = httpPort
+        configuration.mediaHost = mediaHost
+        configuration.mediaPort = mediaPort
+        configuration.workers = workers
+        configuration.advertisedAddresses = advertised.compactMap(TransportAddress.init)
+        return configuration
+    }
+}
+
+struct Dev: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Relay, transceiver, built-in agent and demo page in one process, with in-memory defaults."
+        abstract: "Transceiver, built-in echo agent and demo page in one process, with in-memory defaults."
     )
 
-    func run() throws {
-        printNotImplemented("dev", issue: "the transceiver and relay issues")
-        throw ExitCode(notImplementedExitCode)
+    @OptionGroup var serving: ServingOptions
+
+    func run() async throws {
+        let logger = bootstrapObservability(level: serving.logLevel)
+        let configuration = serving.configuration(keyring: TransceiverConfiguration.randomKeyring())
+        try await serve(configuration, logger: logger)
+    }
+}
+
+struct TransceiverCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "transceiver",
+        abstract: "Signaling API and WebRTC sessions (ICE lite, DTLS-SRTP) bridged to the agent."
+    )
+
+    @OptionGroup var serving: ServingOptions
+    @Option(help: "Routing key: 64 hex characters shared with the relays (or env PARLEY_ROUTING_KEY).")
+    var routingKey: String?
+    @Option(help: "Id (0–15) of the routing key.")
+    var routingKeyID: UInt8 = 0
+    @Option(help: "Cluster id written into routing tokens.")
+    var clusterID: UInt16 = 0
+
+    func run() async throws {
+        let logger = bootstrapObservability(level: serving.logLevel)
+        guard let hex = routingKey ?? ProcessInfo.processInfo.environment["PARLEY_ROUTING_KEY"],
+              let key = RoutingKey(id: routingKeyID, hexSecret: hex) else {
+            throw ValidationError("a routing key is required: --routing-key or PARLEY_ROUTING_KEY, 64 hex characters")
+        }
+        var configuration = serving.configuration(keyring: RoutingKeyring(current: key))
+        configuration.clusterID = clusterID
+        try await serve(configuration, logger: logger)
     }
 }
 
@@ -32,18 +104,7 @@ struct Relay: ParsableCommand {
     )
 
     func run() throws {
-        printNotImplemented("relay", issue: "the relay issue")
-        throw ExitCode(notImplementedExitCode)
-    }
-}
-
-struct Transceiver: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Signaling API and WebRTC sessions (ICE lite, DTLS-SRTP, data channels) bridged to the agent."
-    )
-
-    func run() throws {
-        printNotImplemented("transceiver", issue: "the transceiver issue")
+        FileHandle.standardError.write(Data("parley relay: not yet implemented (lands with the relay issue).\n".utf8))
         throw ExitCode(notImplementedExitCode)
     }
 }
@@ -59,6 +120,35 @@ struct Version: ParsableCommand {
 
 let parleyVersion = "0.1.0-dev"
 
-func printNotImplemented(_ command: String, issue: String) {
-    FileHandle.standardError.write(Data("parley \(command): not yet implemented (lands with \(issue)).\n".utf8))
+/// Sets up swift-log (to standard error) and swift-metrics (Prometheus) for the process.
+func bootstrapObservability(level: String) -> Logger {
+    let logLevel = Logger.Level(rawValue: level) ?? .info
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = logLevel
+        return handler
+    }
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: prometheusRegistry))
+    return Logger(label: "parley")
+}
+
+let prometheusRegistry = PrometheusCollectorRegistry()
+
+/// Runs a transceiver and its signaling API until SIGINT or SIGTERM, then ends every call.
+func serve(_ configuration: TransceiverConfiguration, logger: Logger) async throws {
+    let transceiver = try Transceiver(configuration: configuration, logger: logger)
+    try await transceiver.start()
+    let api = SignalingAPI(transceiver: transceiver, prometheus: prometheusRegistry)
+    let app = Application(
+        router: api.makeRouter(),
+        configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "parley"),
+        logger: logger)
+    logger.info("signaling API and demo page", metadata: ["url": "http://\(configuration.httpHost):\(configuration.httpPort)/"])
+    do {
+        try await app.runService()
+    } catch {
+        await transceiver.shutdown()
+        throw error
+    }
+    await transceiver.shutdown()
 }

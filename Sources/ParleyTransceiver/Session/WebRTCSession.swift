@@ -84,6 +84,9 @@ public final class WebRTCSession {
         sequenceNumber = UInt16.random(in: 0...UInt16.max, using: &generator)
     }
 
+    /// Whether an authenticated check came from `path` (media is accepted only from such paths).
+    public func hasConsent(from path: PeerPath) -> Bool { consent[path] != nil }
+
     public var isClosed: Bool {
         if case .closed = state { return true }
         return false

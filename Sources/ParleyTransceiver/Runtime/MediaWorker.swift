@@ -1,0 +1,320 @@
+import Logging
+import Metrics
+import NIOCore
+import NIOPosix
+import ParleyMedia
+import ParleyWire
+
+/// One event loop's share of the sessions, with its own UDP socket. The routing token names the
+/// worker, so every datagram of a session reaches the thread that owns it: no locks, no hand-offs.
+/// All state is touched only on `eventLoop`.
+final class MediaWorker: @unchecked Sendable {
+    let index: Int
+    let eventLoop: EventLoop
+    /// The address written into this worker's routing tokens (where relays send its sessions' traffic).
+    let endpoint: TransportAddress
+    private let keyring: RoutingKeyring
+    private let registry: CallRegistry
+    private let metrics: TransceiverMetrics
+    private let logger: Logger
+    private var channel: Channel?
+    private var tick: RepeatedTask?
+
+    private struct Entry {
+        let session: WebRTCSession
+        let agent: EchoAgent
+        let logger: Logger
+        let createdAt: Instant
+        var paths: Set<PeerPath> = []
+        var reported = SessionCounters()
+    }
+
+    private var sessions: [UInt64: Entry] = [:]
+    private var byPath: [PeerPath: UInt64] = [:]
+    private var workerDrops: [WorkerDropReason: Int] = [:]
+    private var pendingWrites = false
+
+    init(index: Int, eventLoop: EventLoop, endpoint: TransportAddress, keyring: RoutingKeyring,
+         registry: CallRegistry, metrics: TransceiverMetrics, logger: Logger) {
+        self.index = index
+        self.eventLoop = eventLoop
+        self.endpoint = endpoint
+        self.keyring = keyring
+        self.registry = registry
+        self.metrics = metrics
+        var logger = logger
+        logger[metadataKey: "worker"] = "\(index)"
+        self.logger = logger
+    }
+
+    /// Binds the worker's socket and starts its timer tick.
+    func start(bindHost: String, port: Int, receiveBufferBytes: Int) async throws {
+        let bootstrap = DatagramBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBufferBytes))
+            .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(receiveBufferBytes))
+            .channelOption(.datagramVectorReadMessageCount, value: 32)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(MediaChannelHandler(worker: self))
+                }
+            }
+        let channel = try await bootstrap.bind(host: bindHost, port: port).get()
+        try await eventLoop.submit {
+            self.channel = channel
+            self.tick = self.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(10)) { _ in
+                self.runTimers()
+            }
+        }.get()
+    }
+
+    /// The port the socket is bound to (the OS picks one when asked for port 0).
+    var boundPort: Int? { channel?.localAddress?.port }
+
+    func stop() async {
+        let closed: EventLoopFuture<Void>? = try? await eventLoop.submit { () -> EventLoopFuture<Void>? in
+            self.tick?.cancel()
+            let now = monotonicNow()
+            for (key, _) in self.sessions { self.close(key: key, reason: .shutdown, now: now) }
+            self.flush()
+            return self.channel?.close()
+        }.get()
+        try? await closed?.get()
+    }
+
+    // MARK: Sessions
+
+    /// Creates a session on this worker (on its event loop).
+    func createSession(key: UInt64, parameters: SessionParameters, dtlsContext: DTLSContext) throws {
+        eventLoop.preconditionInEventLoop()
+        let now = monotonicNow()
+        var parameters = parameters
+        parameters.ntpAtInstantZero = currentNTPTime() &- UInt64(now.nanoseconds / 1_000_000_000) << 32
+        let session = try WebRTCSession(parameters: parameters, dtlsContext: dtlsContext, now: now)
+        var sessionLogger = logger
+        sessionLogger[metadataKey: "call"] = "\(parameters.id)"
+        sessions[key] = Entry(session: session, agent: EchoAgent(), logger: sessionLogger, createdAt: now)
+        metrics.sessionsCreated.increment()
+        metrics.sessionsActive.increment()
+        sessionLogger.info("session created", metadata: ["remote_ufrag": "\(parameters.negotiated.remoteUfrag)"])
+    }
+
+    func closeSession(key: UInt64, reason: CloseReason) {
+        eventLoop.preconditionInEventLoop()
+        close(key: key, reason: reason, now: monotonicNow())
+        flush()
+    }
+
+    /// A snapshot of a session for the signaling API.
+    func describeSession(key: UInt64) -> SessionSnapshot? {
+        eventLoop.preconditionInEventLoop()
+        guard let entry = sessions[key] else { return nil }
+        let session = entry.session
+        return SessionSnapshot(
+            id: session.parameters.id, state: "\(session.state)", client: session.selectedPath?.description,
+            counters: session.counters)
+    }
+
+    var sessionCount: Int { sessions.count }
+
+    private func close(key: UInt64, reason: CloseReason, now: Instant) {
+        guard let entry = sessions[key] else { return }
+        entry.session.close(reason, now: now)
+        drain(key: key, now: now)
+    }
+
+    // MARK: Datagrams
+
+    func receive(_ buffer: ByteBuffer, from source: SocketAddress) {
+        guard let sourceAddress = TransportAddress(source) else { return }
+        buffer.withUnsafeReadableBytes { bytes in
+            var datagram = bytes
+            var path = PeerPath(client: sourceAddress)
+            if TunnelHeader.isTunnelDatagram(bytes) {
+                guard let (header, length) = try? TunnelHeader.decode(bytes), header.direction == .fromClient else {
+                    return dropped(.malformedTunnel)
+                }
+                path = PeerPath(client: header.client, relay: RelayHop(address: sourceAddress, ingressID: header.ingressID,
+                                                                          transport: header.transport))
+                datagram = UnsafeRawBufferPointer(rebasing: bytes[length...])
+            }
+            route(datagram, from: path)
+        }
+    }
+
+    private func route(_ datagram: UnsafeRawBufferPointer, from path: PeerPath) {
+        let now = monotonicNow()
+        var key = byPath[path]
+        // A check names its session in its USERNAME: the routing token's nonce is the key.
+        if PacketKind.classify(datagram) == .stun, let message = try? STUNMessage.parse(datagram),
+           let ufrag = message.usernameRecipientPart(in: datagram) {
+            guard let token = try? keyring.open(UnsafeRawBufferPointer(rebasing: datagram[ufrag])) else {
+                return dropped(.badToken)
+            }
+            key = token.nonce
+        }
+        guard let key else { return dropped(.noRoute) }
+        deliver(datagram, from: path, key: key, now: now)
+    }
+
+    private func deliver(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, key: UInt64, now: Instant) {
+        guard let entry = sessions[key] else { return dropped(.unknownSession) }
+        entry.session.receive(datagram, from: path, now: now)
+        if entry.session.hasConsent(from: path), !entry.paths.contains(path) {
+            sessions[key]?.paths.insert(path)
+            byPath[path] = key
+        }
+        drain(key: key, now: now)
+    }
+
+    /// Runs the session's events through its agent, then sends what the session queued.
+    private func drain(key: UInt64, now: Instant) {
+        guard let entry = sessions[key] else { return }
+        let session = entry.session
+        var events = session.takeEvents()
+        while !events.isEmpty {
+            for event in events {
+                switch event {
+                case .audio:
+                    break
+                case .iceConnected(let path):
+                    entry.logger.info("ICE connected", metadata: ["client": "\(path)"])
+                case .pathChanged(let from, let to):
+                    entry.logger.info("client moved", metadata: ["from": "\(from)", "to": "\(to)"])
+                case .dtlsConnected(let profile):
+                    metrics.dtlsHandshakes.increment()
+                    metrics.setupSeconds.recordNanoseconds((now - entry.createdAt).nanoseconds)
+                    entry.logger.info("DTLS connected", metadata: ["srtp": "\(profile)"])
+                case .applicationData:
+                    break
+                case .closed(let reason):
+                    entry.logger.info("session closed", metadata: ["reason": "\(reason)"])
+                }
+                entry.agent.handle(event, session: session, now: now)
+            }
+            events = session.takeEvents()
+        }
+        for transmit in session.takeTransmits() { send(transmit) }
+        if session.isClosed { remove(key: key) }
+    }
+
+    private func remove(key: UInt64) {
+        guard let entry = sessions.removeValue(forKey: key) else { return }
+        for path in entry.paths where byPath[path] == key { byPath[path] = nil }
+        registry.remove(entry.session.parameters.id)
+        report(entry.session.counters, since: entry.reported)
+        metrics.sessionsActive.decrement()
+        if case .closed(let reason) = entry.session.state { metrics.sessionClosed(reason) }
+    }
+
+    private func send(_ transmit: Transmit) {
+        guard let channel else { return }
+        let header = transmit.path.relay.map {
+            TunnelHeader(transport: $0.transport, direction: .toClient, ingressID: $0.ingressID, client: transmit.path.client)
+        }
+        var buffer = channel.allocator.buffer(capacity: (header?.encodedLength ?? 0) + transmit.bytes.count)
+        if let header {
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: header.encodedLength) { bytes in
+                (try? header.encode(into: bytes)) ?? 0
+            }
+        }
+        buffer.writeBytes(transmit.bytes)
+        let destination = transmit.path.relay?.address ?? transmit.path.client
+        channel.write(AddressedEnvelope(remoteAddress: destination.socketAddress, data: buffer), promise: nil)
+        pendingWrites = true
+    }
+
+    func flush() {
+        guard pendingWrites else { return }
+        pendingWrites = false
+        channel?.flush()
+    }
+
+    private func dropped(_ reason: WorkerDropReason) {
+        workerDrops[reason, default: 0] += 1
+    }
+
+    // MARK: Timers
+
+    private func runTimers() {
+        let now = monotonicNow()
+        for (key, entry) in sessions {
+            if let wake = entry.session.nextWakeup, wake <= now {
+                entry.session.handleTimeout(now: now)
+                drain(key: key, now: now)
+            }
+        }
+        flush()
+        reportMetrics()
+    }
+
+    private var lastMetricsReport = monotonicNow()
+
+    /// Adds what the sessions counted since the last report to the shared metrics, once a second.
+    private func reportMetrics() {
+        let now = monotonicNow()
+        guard now - lastMetricsReport >= .seconds(1) else { return }
+        lastMetricsReport = now
+        for key in sessions.keys {
+            guard let entry = sessions[key] else { continue }
+            report(entry.session.counters, since: entry.reported)
+            sessions[key]?.reported = entry.session.counters
+        }
+        for (reason, count) in workerDrops where count > 0 { metrics.workerDrops[reason]?.increment(by: count) }
+        workerDrops.removeAll(keepingCapacity: true)
+    }
+
+    private func report(_ counters: SessionCounters, since previous: SessionCounters) {
+        func add(_ counter: Counter, _ value: Int, _ old: Int) { if value > old { counter.increment(by: value - old) } }
+        add(metrics.datagramsReceived, counters.datagramsReceived, previous.datagramsReceived)
+        add(metrics.datagramsSent, counters.datagramsSent, previous.datagramsSent)
+        add(metrics.rtpReceived, counters.rtpReceived, previous.rtpReceived)
+        add(metrics.rtpSent, counters.rtpSent, previous.rtpSent)
+        for (reason, count) in counters.drops {
+            if let counter = metrics.drops[reason] { add(counter, count, previous.drops[reason] ?? 0) }
+        }
+    }
+}
+
+/// What the signaling API shows about a call.
+struct SessionSnapshot: Sendable, Codable {
+    var id: String
+    var state: String
+    var client: String?
+    var rtpReceived: Int
+    var rtpSent: Int
+    var roundTripTimeMilliseconds: Double?
+    var drops: [String: Int]
+
+    init(id: String, state: String, client: String?, counters: SessionCounters) {
+        self.id = id
+        self.state = state
+        self.client = client
+        rtpReceived = counters.rtpReceived
+        rtpSent = counters.rtpSent
+        roundTripTimeMilliseconds = counters.roundTripTime.map { Double($0.nanoseconds) / 1e6 }
+        drops = Dictionary(uniqueKeysWithValues: counters.drops.map { ($0.key.rawValue, $0.value) })
+    }
+}
+
+/// Hands each datagram batch to the worker and flushes its writes once per batch.
+final class MediaChannelHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    private let worker: MediaWorker
+
+    init(worker: MediaWorker) { self.worker = worker }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        worker.receive(envelope.data, from: envelope.remoteAddress)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        worker.flush()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // ICMP port unreachable and the like surface here on a UDP socket; they end nothing.
+    }
+}

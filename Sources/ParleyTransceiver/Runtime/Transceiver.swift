@@ -1,0 +1,158 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ParleyMedia
+import ParleyWire
+import Synchronization
+
+/// Why signaling could not create a call; each maps to an HTTP status with the reason as text.
+public enum CallSetupError: Error, Equatable, Sendable, CustomStringConvertible {
+    case malformedOffer(String)
+    case unsupportedOffer(String)
+    case atCapacity
+    case internalError(String)
+
+    public var description: String {
+        switch self {
+        case .malformedOffer(let reason): "malformed SDP offer: \(reason)"
+        case .unsupportedOffer(let reason): "unsupported SDP offer: \(reason)"
+        case .atCapacity: "this transceiver is at its session limit"
+        case .internalError(let reason): "internal error: \(reason)"
+        }
+    }
+}
+
+/// A transceiver: media workers (one event loop and one UDP port each) and the calls they own.
+/// Signaling creates and ends calls through it from any thread.
+public final class Transceiver: Sendable {
+    public let configuration: TransceiverConfiguration
+    public let certificate: DTLSCertificate
+    let dtlsContext: DTLSContext
+    let registry: CallRegistry
+    let metrics: TransceiverMetrics
+    private let group: MultiThreadedEventLoopGroup
+    private let workers: [MediaWorker]
+    private let logger: Logger
+    private let nextWorker = AtomicCounter()
+
+    public init(configuration: TransceiverConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        certificate = try DTLSCertificate(commonName: "parley")
+        dtlsContext = try DTLSContext(certificate: certificate, configuration: configuration.dtls)
+        let registry = CallRegistry()
+        let metrics = TransceiverMetrics()
+        self.registry = registry
+        self.metrics = metrics
+        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.workers))
+        let loops = Array(group.makeIterator())
+        let host = configuration.workerEndpointHost ?? IPv4Address(configuration.mediaHost) ?? IPv4Address(127, 0, 0, 1)
+        workers = loops.enumerated().map { index, loop in
+            MediaWorker(index: index, eventLoop: loop,
+                        endpoint: .v4(host, port: UInt16(configuration.mediaPort + index)),
+                        keyring: configuration.keyring, registry: registry, metrics: metrics,
+                        logger: logger)
+        }
+    }
+
+    /// Binds every worker's socket.
+    public func start() async throws {
+        for worker in workers {
+            try await worker.start(bindHost: configuration.mediaHost, port: configuration.mediaPort + worker.index,
+                                   receiveBufferBytes: configuration.socketBufferBytes)
+        }
+        logger.info("media workers listening", metadata: [
+            "workers": "\(workers.count)", "address": "\(configuration.mediaHost):\(configuration.mediaPort)",
+            "fingerprint": "\(certificate.fingerprint)",
+        ])
+    }
+
+    /// Ends every call (DTLS close_notify, RTCP BYE) and stops the workers.
+    public func shutdown() async {
+        for worker in workers { await worker.stop() }
+        try? await group.shutdownGracefully()
+    }
+
+    public var activeCalls: Int { registry.count }
+
+    /// Creates a call from an SDP offer; returns its id and the SDP answer.
+    public func createCall(offer text: String) async throws(CallSetupError) -> (id: String, answer: String) {
+        let offer: SessionDescription
+        do { offer = try SessionDescription(parsing: text) } catch { throw .malformedOffer(error.description) }
+        guard registry.count < configuration.maximumSessions else { throw .atCapacity }
+
+        var generator = SystemRandomNumberGenerator()
+        let worker = workers[nextWorker.next() % workers.count]
+        let token = RoutingToken.random(keyID: configuration.keyring.currentKeyID, clusterID: configuration.clusterID,
+                                        worker: worker.endpoint, using: &generator)
+        let ufrag = configuration.keyring.seal(token)
+        let password = ICECredentials.randomString(length: 24, using: &generator)
+        let callID = "rtc_" + (0..<16).map { _ in String(UInt8.random(in: 0...15, using: &generator), radix: 16) }.joined()
+        let ssrc = UInt32.random(in: 1...UInt32.max, using: &generator)
+        let candidates = advertisedCandidates(for: worker)
+
+        let negotiated: NegotiatedSession
+        do {
+            negotiated = try SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
+                iceUfrag: ufrag, icePassword: password, fingerprint: certificate.fingerprint, candidates: candidates,
+                sessionID: UInt64.random(in: 1...UInt64(Int64.max), using: &generator), audioSSRC: ssrc, cname: "parley"))
+        } catch {
+            throw .unsupportedOffer(error.description)
+        }
+        var parameters = SessionParameters(id: callID, localUfrag: ufrag, localPassword: password, negotiated: negotiated,
+                                           localAudioSSRC: ssrc, cname: "parley")
+        parameters.timeouts = configuration.timeouts
+        let dtlsContext = self.dtlsContext
+        let sessionParameters = parameters
+        do {
+            try await worker.eventLoop.submit {
+                try worker.createSession(key: token.nonce, parameters: sessionParameters, dtlsContext: dtlsContext)
+            }.get()
+        } catch {
+            throw .internalError("\(error)")
+        }
+        registry.insert(callID, .init(worker: worker.index, sessionKey: token.nonce))
+        return (callID, negotiated.answer.text)
+    }
+
+    /// Ends a call; false when no such call exists (any more).
+    public func endCall(id: String, reason: CloseReason = .hangup) async -> Bool {
+        guard let entry = registry.lookup(id) else { return false }
+        let worker = workers[entry.worker]
+        try? await worker.eventLoop.submit { worker.closeSession(key: entry.sessionKey, reason: reason) }.get()
+        registry.remove(id)
+        return true
+    }
+
+    /// A call's state and counters, or nil when no such call exists.
+    func describeCall(id: String) async -> SessionSnapshot? {
+        guard let entry = registry.lookup(id) else { return nil }
+        let worker = workers[entry.worker]
+        return try? await worker.eventLoop.submit { worker.describeSession(key: entry.sessionKey) }.get()
+    }
+
+    /// One host candidate per advertised address (or the worker's own address), most preferred first.
+    private func advertisedCandidates(for worker: MediaWorker) -> [ICECandidate] {
+        let addresses = configuration.advertisedAddresses.isEmpty
+            ? [TransportAddress.v4(IPv4Address(configuration.mediaHost) ?? IPv4Address(127, 0, 0, 1),
+                                   port: UInt16(configuration.mediaPort + worker.index))]
+            : configuration.advertisedAddresses
+        return addresses.enumerated().map { index, address in
+            let host: String
+            switch address {
+            case .v4(let ip, _): host = ip.description
+            case .v6(let ip, _): host = ip.description
+            }
+            return ICECandidate(
+                foundation: "\(index + 1)", component: 1, transport: "udp",
+                priority: ICECandidate.priority(typePreference: 126, localPreference: UInt32(65535 - index), component: 1),
+                address: host, port: address.port, kind: .host)
+        }
+    }
+}
+
+/// A counter for round-robin choices across threads.
+final class AtomicCounter: Sendable {
+    private let value = Mutex(0)
+    func next() -> Int { value.withLock { current in defer { current &+= 1 }; return current } }
+}

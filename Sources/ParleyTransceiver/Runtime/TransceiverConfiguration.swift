@@ -1,0 +1,40 @@
+import ParleyMedia
+import ParleyWire
+
+/// Everything a transceiver process is told at start (command-line options or environment).
+public struct TransceiverConfiguration: Sendable {
+    /// Where the signaling API listens.
+    public var httpHost = "127.0.0.1"
+    public var httpPort = 8080
+    /// Where the media workers bind; worker `i` binds `mediaPort + i`.
+    public var mediaHost = "127.0.0.1"
+    public var mediaPort = 3478
+    public var workers = 1
+    /// Addresses put in answers as ICE candidates, most preferred first. Empty: each worker's own
+    /// bound address (direct mode, as `parley dev` runs).
+    public var advertisedAddresses: [TransportAddress] = []
+    /// The address written into routing tokens for worker 0 (others add their index to the port).
+    /// Nil: the bound media address.
+    public var workerEndpointHost: IPv4Address?
+    public var keyring: RoutingKeyring
+    public var clusterID: UInt16 = 0
+    public var dtls = DTLSConfiguration()
+    public var timeouts = SessionTimeouts()
+    /// Per-socket kernel buffers: hundreds of calls share a socket, and the default (~200 KiB)
+    /// drops packets in bursts long before the CPU is busy.
+    public var socketBufferBytes = 4 * 1024 * 1024
+    /// Refuse new calls beyond this many (503).
+    public var maximumSessions = 10_000
+
+    public init(keyring: RoutingKeyring) {
+        self.keyring = keyring
+    }
+
+    /// A keyring with one fresh random key: for a single process (`parley dev`), where nothing else
+    /// needs to open its tokens.
+    public static func randomKeyring() -> RoutingKeyring {
+        var generator = SystemRandomNumberGenerator()
+        let secret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        return RoutingKeyring(current: RoutingKey(id: 0, secret: secret))
+    }
+}

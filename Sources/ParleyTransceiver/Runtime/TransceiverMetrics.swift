@@ -1,0 +1,46 @@
+import Metrics
+
+/// The transceiver's metrics (swift-metrics; exported in Prometheus format at /metrics).
+/// Workers count locally per packet and add to these once per tick, so the packet path touches
+/// no shared atomics.
+struct TransceiverMetrics: Sendable {
+    let sessionsCreated = Counter(label: "parley_sessions_created_total")
+    let sessionsActive = Meter(label: "parley_sessions_active")
+    let dtlsHandshakes = Counter(label: "parley_dtls_handshakes_total")
+    let setupSeconds = Timer(label: "parley_setup_seconds", preferredDisplayUnit: .seconds)
+    let datagramsReceived = Counter(label: "parley_datagrams_received_total")
+    let datagramsSent = Counter(label: "parley_datagrams_sent_total")
+    let rtpReceived = Counter(label: "parley_rtp_received_total")
+    let rtpSent = Counter(label: "parley_rtp_sent_total")
+    let drops: [DropReason: Counter]
+    let workerDrops: [WorkerDropReason: Counter]
+
+    init() {
+        var drops: [DropReason: Counter] = [:]
+        for reason in DropReason.allCases {
+            drops[reason] = Counter(label: "parley_drops_total", dimensions: [("reason", reason.rawValue)])
+        }
+        self.drops = drops
+        var workerDrops: [WorkerDropReason: Counter] = [:]
+        for reason in WorkerDropReason.allCases {
+            workerDrops[reason] = Counter(label: "parley_drops_total", dimensions: [("reason", reason.rawValue)])
+        }
+        self.workerDrops = workerDrops
+    }
+
+    func sessionClosed(_ reason: CloseReason) {
+        Counter(label: "parley_sessions_closed_total", dimensions: [("reason", reason.label)]).increment()
+    }
+
+    func signalingRequest(status: Int) {
+        Counter(label: "parley_signaling_requests_total", dimensions: [("status", String(status))]).increment()
+    }
+}
+
+/// Drops decided by a worker before any session sees the datagram.
+enum WorkerDropReason: String, CaseIterable, Sendable {
+    case unknownSession = "unknown_session"
+    case badToken = "bad_token"
+    case malformedTunnel = "malformed_tunnel"
+    case noRoute = "no_route"
+}

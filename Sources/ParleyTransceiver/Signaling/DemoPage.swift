@@ -1,0 +1,144 @@
+/// The demo page `parley dev` serves at `/`: calls the API with the microphone, plays what comes
+/// back, and shows the connection's state, setup timeline and live stats. `?autostart=1` calls at
+/// once (the headless browser tests use it); `window.parley` exposes the state to them.
+enum DemoPage {
+    static let html = #"""
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Parley</title>
+<style>
+  :root { --bg:#0f1115; --panel:#171a21; --line:#262b36; --text:#e6e8ee; --muted:#8b93a7; --accent:#5b8cff; --ok:#3ecf8e; --bad:#ff6b6b; }
+  * { box-sizing: border-box; }
+  body { margin:0; font:15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; background:var(--bg); color:var(--text); }
+  main { max-width: 760px; margin: 40px auto; padding: 0 20px; }
+  h1 { font-size: 22px; margin: 0 0 4px; } .sub { color: var(--muted); margin: 0 0 24px; }
+  .panel { background: var(--panel); border: 1px solid var(--line); border-radius: 10px; padding: 18px; margin-bottom: 16px; }
+  button { font: inherit; border: 0; border-radius: 8px; padding: 10px 18px; cursor: pointer; background: var(--accent); color: white; }
+  button.secondary { background: var(--line); color: var(--text); } button:disabled { opacity: .5; cursor: default; }
+  .row { display: flex; gap: 12px; align-items: center; flex-wrap: wrap; }
+  .state { font-weight: 600; } .state.connected { color: var(--ok); } .state.failed, .state.closed { color: var(--bad); }
+  table { width: 100%; border-collapse: collapse; } td { padding: 4px 0; border-bottom: 1px solid var(--line); }
+  td:last-child { text-align: right; font-variant-numeric: tabular-nums; color: var(--muted); }
+  .stats { display: grid; grid-template-columns: repeat(4, 1fr); gap: 12px; }
+  .stat { background: var(--bg); border-radius: 8px; padding: 10px; } .stat b { display:block; font-size: 20px; font-variant-numeric: tabular-nums; }
+  .stat span { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+  #error { color: var(--bad); }
+</style>
+</head>
+<body>
+<main>
+  <h1>Parley</h1>
+  <p class="sub">WebRTC edge for voice AI — this page calls the built-in <b>echo</b> agent with your microphone.</p>
+  <div class="panel row">
+    <button id="call">Call</button>
+    <button id="hangup" class="secondary" disabled>Hang up</button>
+    <span>State: <span id="state" class="state">idle</span></span>
+    <span id="error"></span>
+  </div>
+  <div class="panel">
+    <table id="timeline">
+      <tr><td>Offer created</td><td id="t-offer">—</td></tr>
+      <tr><td>Answer received</td><td id="t-answer">—</td></tr>
+      <tr><td>ICE connected</td><td id="t-ice">—</td></tr>
+      <tr><td>DTLS connected</td><td id="t-dtls">—</td></tr>
+      <tr><td>First echoed audio</td><td id="t-audio">—</td></tr>
+    </table>
+  </div>
+  <div class="panel stats">
+    <div class="stat"><span>Round trip</span><b id="s-rtt">—</b></div>
+    <div class="stat"><span>Jitter</span><b id="s-jitter">—</b></div>
+    <div class="stat"><span>Packets lost</span><b id="s-lost">—</b></div>
+    <div class="stat"><span>Packets received</span><b id="s-received">—</b></div>
+  </div>
+  <audio id="remote" autoplay></audio>
+</main>
+<script>
+const $ = (id) => document.getElementById(id);
+const parley = window.parley = { state: "idle", callId: null, timings: {}, stats: {}, error: null };
+let pc = null, statsTimer = null, started = 0;
+
+function mark(name, cell) {
+  if (parley.timings[name] !== undefined) return;
+  parley.timings[name] = Math.round(performance.now() - started);
+  $(cell).textContent = parley.timings[name] + " ms";
+}
+function setState(state) {
+  parley.state = state;
+  $("state").textContent = state;
+  $("state").className = "state " + state;
+}
+
+async function call() {
+  $("call").disabled = true; $("error").textContent = ""; parley.error = null;
+  started = performance.now(); parley.timings = {};
+  for (const id of ["t-offer", "t-answer", "t-ice", "t-dtls", "t-audio"]) $(id).textContent = "—";
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    pc = new RTCPeerConnection({ iceServers: [] });
+    stream.getTracks().forEach((track) => pc.addTrack(track, stream));
+    pc.ontrack = (event) => { $("remote").srcObject = event.streams[0] || new MediaStream([event.track]); };
+    pc.oniceconnectionstatechange = () => { if (["connected", "completed"].includes(pc.iceConnectionState)) mark("ice", "t-ice"); };
+    pc.onconnectionstatechange = () => {
+      setState(pc.connectionState);
+      if (pc.connectionState === "connected") mark("dtls", "t-dtls");
+    };
+    setState("connecting");
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") return resolve();
+      pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
+      setTimeout(resolve, 2000);
+    });
+    mark("offer", "t-offer");
+    const response = await fetch("/v1/realtime/calls", {
+      method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+    if (!response.ok) throw new Error("signaling: " + response.status + " " + (await response.text()));
+    parley.callId = (response.headers.get("Location") || "").split("/").pop();
+    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+    mark("answer", "t-answer");
+    $("hangup").disabled = false;
+    statsTimer = setInterval(readStats, 500);
+  } catch (error) {
+    parley.error = String(error); $("error").textContent = parley.error; setState("failed");
+    $("call").disabled = false;
+  }
+}
+
+async function readStats() {
+  if (!pc) return;
+  const report = await pc.getStats();
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      parley.stats.packetsReceived = s.packetsReceived; parley.stats.packetsLost = s.packetsLost;
+      parley.stats.jitter = s.jitter; parley.stats.bytesReceived = s.bytesReceived;
+      if (s.packetsReceived > 0) mark("audio", "t-audio");
+    }
+    if (s.type === "remote-inbound-rtp" && s.kind === "audio" && s.roundTripTime !== undefined) parley.stats.roundTripTime = s.roundTripTime;
+    if (s.type === "outbound-rtp" && s.kind === "audio") parley.stats.packetsSent = s.packetsSent;
+  });
+  const st = parley.stats;
+  $("s-rtt").textContent = st.roundTripTime !== undefined ? (st.roundTripTime * 1000).toFixed(1) + " ms" : "—";
+  $("s-jitter").textContent = st.jitter !== undefined ? (st.jitter * 1000).toFixed(1) + " ms" : "—";
+  $("s-lost").textContent = st.packetsLost ?? "—";
+  $("s-received").textContent = st.packetsReceived ?? "—";
+}
+
+async function hangup() {
+  clearInterval(statsTimer);
+  if (parley.callId) await fetch("/v1/realtime/calls/" + parley.callId, { method: "DELETE" }).catch(() => {});
+  if (pc) pc.close();
+  pc = null; setState("closed");
+  $("call").disabled = false; $("hangup").disabled = true;
+}
+
+$("call").onclick = call;
+$("hangup").onclick = hangup;
+if (new URLSearchParams(location.search).get("autostart") === "1") call();
+</script>
+</body>
+</html>
+"""#
+}

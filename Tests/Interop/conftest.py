@@ -1,0 +1,74 @@
+"""Fixtures for the interop tests: a real `parley dev` process on free loopback ports.
+
+These tests run inside a loopback-only network namespace (scripts/interop.sh creates it), so
+neither Parley nor the browsers can reach anything but 127.0.0.1.
+"""
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PARLEY = os.environ.get("PARLEY_BIN", os.path.join(ROOT, ".build", "debug", "parley"))
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ParleyProcess:
+    def __init__(self, http_port, media_port, log_path):
+        self.http_port = http_port
+        self.media_port = media_port
+        self.base = f"http://127.0.0.1:{http_port}"
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [PARLEY, "dev", "--http-port", str(http_port), "--media-port", str(media_port), "--log-level", "debug"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("parley dev did not start:\n" + open(log_path).read())
+
+    def get_json(self, path):
+        import json
+        with urllib.request.urlopen(self.base + path, timeout=5) as response:
+            return json.loads(response.read())
+
+    def post_offer(self, sdp):
+        request = urllib.request.Request(self.base + "/v1/realtime/calls", data=sdp.encode(), method="POST",
+                                         headers={"Content-Type": "application/sdp"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers.get("Location"), response.read().decode()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()
+
+    def logs(self):
+        return open(self.log_path).read()
+
+
+@pytest.fixture
+def parley(tmp_path):
+    process = ParleyProcess(free_port(), free_port(socket.SOCK_DGRAM), tmp_path / "parley.log")
+    yield process
+    process.stop()
+    print(process.logs()[-4000:])

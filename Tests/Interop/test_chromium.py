@@ -1,0 +1,71 @@
+"""Headless Chromium calls `parley dev` through its own demo page and hears the echo."""
+import os
+import shutil
+import time
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+ARTIFACTS = os.environ.get("PARLEY_ARTIFACTS", "/tmp/parley-interop")
+
+
+def chromium():
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream",
+                 "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
+                 "--autoplay-policy=no-user-gesture-required", "--window-size=900,900",
+                 "--disable-features=WebRtcHideLocalIpsWithMdns"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
+
+
+def wait_for(driver, condition, timeout, what):
+    deadline = time.time() + timeout
+    state = None
+    while time.time() < deadline:
+        state = driver.execute_script("return window.parley")
+        if state and condition(state):
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; page state: {state}")
+
+
+def test_chromium_call_echoes_audio(parley):
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    driver = chromium()
+    try:
+        driver.get(parley.base + "/?autostart=1")
+        state = wait_for(driver, lambda s: s["state"] == "connected", 20, "connection state 'connected'")
+        assert state["error"] is None
+        call_id = state["callId"]
+        assert call_id and call_id.startswith("rtc_")
+
+        # At least 4 s of echoed audio (50 packets/s), none lost.
+        state = wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) >= 200, 20, "4 s of echoed audio")
+        first = state["stats"]["packetsReceived"]
+        time.sleep(1.5)
+        state = driver.execute_script("return window.parley")
+        assert state["stats"]["packetsReceived"] > first, "inbound-rtp packetsReceived keeps growing"
+        assert state["stats"]["packetsLost"] == 0
+        for step in ("offer", "answer", "ice", "dtls", "audio"):
+            assert step in state["timings"], f"timeline has {step}"
+
+        # The server sees the same call, connected, from the browser's real address.
+        call = parley.get_json(f"/v1/realtime/calls/{call_id}")
+        assert call["state"] == "connected"
+        assert call["client"].startswith("127.0.0.1:")
+        assert call["rtpReceived"] >= 200 and call["rtpSent"] >= 200
+
+        # Round-trip time from RTCP reaches the browser's stats.
+        state = wait_for(driver, lambda s: s["stats"].get("roundTripTime") is not None, 10, "RTCP round-trip time")
+
+        driver.save_screenshot(os.path.join(ARTIFACTS, "chromium-call.png"))
+        driver.execute_script("document.getElementById('hangup').click()")
+        wait_for(driver, lambda s: s["state"] == "closed", 5, "hang up")
+        time.sleep(0.5)
+        with pytest.raises(Exception):
+            parley.get_json(f"/v1/realtime/calls/{call_id}")
+    finally:
+        driver.quit()

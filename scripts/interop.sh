@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the interop tests (Tests/Interop: headless Chromium, aiortc) against a built `parley`,
+# inside a fresh network namespace that has only loopback, so no browser or client can reach out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+namespace="parley-interop-$$"
+ip netns add "$namespace"
+trap 'ip netns delete "$namespace" 2>/dev/null || true' EXIT
+ip netns exec "$namespace" ip link set lo up
+ip netns exec "$namespace" env HOME="${HOME:-/root}" python3 -m pytest -q -p no:cacheprovider Tests/Interop "$@"
