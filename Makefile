@@ -12,11 +12,13 @@ dev:
 	@scripts/install-deps.sh build
 	$(SWIFT) run parley dev $(ARGS)
 
-## Build, then run every test target.
+## Build, run every Swift test target, then the interop tests (real Chromium and aiortc calling
+## `parley dev`, inside a loopback-only network namespace).
 test:
 	@scripts/install-deps.sh test
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --disable-xctest  # every test uses Swift Testing; skip the empty XCTest pass
+	scripts/interop.sh
 
 build:
 	@scripts/install-deps.sh build

@@ -2,14 +2,15 @@
 # Installs what Parley needs on Debian 12 and is not there yet. Idempotent: a second run
 # installs nothing. Usage: scripts/install-deps.sh [build|test]
 #   build  the C libraries Parley links (OpenSSL, libsrtp2, libopus) and pkg-config
-#   test   build, plus what the test suite runs against (usrsctp as an SCTP peer, python3)
+#   test   build, plus what the test suite runs against: usrsctp (an SCTP peer), Chromium and
+#          chromedriver, iproute2 (network namespaces), and from PyPI selenium, aiortc and pytest
 set -euo pipefail
 profile=${1:-build}
 
 packages=(pkg-config libssl-dev libsrtp2-dev libopus-dev)
 case $profile in
     build) ;;
-    test) packages+=(libusrsctp-dev python3) ;;
+    test) packages+=(libusrsctp-dev chromium chromium-driver iproute2 fonts-dejavu-core) ;;
     *) echo "usage: $0 [build|test]" >&2; exit 2 ;;
 esac
 
@@ -18,14 +19,20 @@ if ! command -v swift >/dev/null 2>&1; then
     exit 1
 fi
 
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "Installing: ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
-echo "Installing: ${missing[*]}"
-sudo=()
-[ "$(id -u)" -eq 0 ] || sudo=(sudo)
-"${sudo[@]}" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ "$profile" = test ] && ! python3 -c "import selenium, aiortc, pytest" 2>/dev/null; then
+    echo "Installing from PyPI: selenium aiortc pytest"
+    python3 -m pip install -q --disable-pip-version-check selenium aiortc pytest
+fi

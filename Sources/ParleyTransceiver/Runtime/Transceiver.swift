@@ -76,9 +76,9 @@ public final class Transceiver: Sendable {
     public var activeCalls: Int { registry.count }
 
     /// Creates a call from an SDP offer; returns its id and the SDP answer.
-    public func createCall(offer text: String) async throws(CallSetupError) -> (id: String, answer: String) {
+    public func createCall(offer bytes: [UInt8]) async throws(CallSetupError) -> (id: String, answer: String) {
         let offer: SessionDescription
-        do { offer = try SessionDescription(parsing: text) } catch { throw .malformedOffer(error.description) }
+        do { offer = try SessionDescription(parsing: bytes) } catch { throw .malformedOffer(error.description) }
         guard registry.count < configuration.maximumSessions else { throw .atCapacity }
 
         var generator = SystemRandomNumberGenerator()

@@ -55,7 +55,7 @@ public struct SignalingAPI: Sendable {
             transceiver.metrics.signalingRequest(status: 413)
             throw HTTPError(.contentTooLarge, message: "the offer is larger than \(Self.maximumOfferBytes) bytes")
         }
-        let offer = String(buffer: body)
+        let offer = Array(body.readableBytesView)
         do {
             let (id, answer) = try await transceiver.createCall(offer: offer)
             transceiver.metrics.signalingRequest(status: 201)

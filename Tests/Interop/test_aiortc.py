@@ -1,0 +1,79 @@
+"""aiortc (a third, independent WebRTC stack: aioice, pyOpenSSL DTLS, pylibsrtp) calls `parley dev`
+and receives its own audio frames back."""
+import asyncio
+import fractions
+import math
+
+import aioice.ice
+import numpy
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
+from av import AudioFrame
+
+# aioice leaves loopback out of its host candidates; the test namespace has nothing else.
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+
+
+class Tone(AudioStreamTrack):
+    """A 440 Hz tone in 20 ms frames at 48 kHz."""
+
+    def __init__(self):
+        super().__init__()
+        self.samples = 0
+
+    async def recv(self):
+        await asyncio.sleep(0.02)
+        t = (numpy.arange(960) + self.samples) / 48000
+        pcm = (numpy.sin(2 * math.pi * 440 * t) * 8000).astype(numpy.int16).reshape(1, -1)
+        frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = 48000
+        frame.pts = self.samples
+        frame.time_base = fractions.Fraction(1, 48000)
+        self.samples += 960
+        return frame
+
+
+async def echo_call(parley, seconds):
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTrack(Tone())
+    received = {"frames": 0}
+    connected = asyncio.Event()
+    done = asyncio.get_running_loop().create_future()
+
+    @pc.on("connectionstatechange")
+    def on_state():
+        if pc.connectionState == "connected":
+            connected.set()
+
+    @pc.on("track")
+    def on_track(track):
+        async def consume():
+            try:
+                while True:
+                    frame = await track.recv()
+                    if frame.samples > 0:
+                        received["frames"] += 1
+            except MediaStreamError:
+                pass
+        asyncio.ensure_future(consume())
+
+    await pc.setLocalDescription(await pc.createOffer())
+    status, location, answer = await asyncio.get_running_loop().run_in_executor(
+        None, parley.post_offer, pc.localDescription.sdp)
+    assert status == 201
+    assert location.startswith("/v1/realtime/calls/rtc_")
+    assert "a=ice-lite" in answer
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await asyncio.wait_for(connected.wait(), 15)
+    await asyncio.sleep(seconds)
+    call = parley.get_json(location)
+    await pc.close()
+    return received["frames"], call
+
+
+def test_aiortc_call_receives_echoed_audio(parley):
+    frames, call = asyncio.run(echo_call(parley, 3))
+    assert call["state"] == "connected"
+    assert call["rtpReceived"] >= 100
+    # aiortc's jitter buffer holds back a few frames; nearly all 3 s must come back.
+    assert frames >= 120, f"only {frames} echoed frames decoded in 3 s"

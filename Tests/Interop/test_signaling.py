@@ -1,0 +1,70 @@
+"""Signaling against the real process: bad offers get a 4xx with a reason and create nothing."""
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "ParleyWireTests", "Fixtures")
+CHROME = open(os.path.join(FIXTURES, "chrome.sdp")).read()
+
+
+def post(parley, body, content_type="application/sdp"):
+    request = urllib.request.Request(parley.base + "/v1/realtime/calls", data=body if isinstance(body, bytes) else body.encode(),
+                                     method="POST", headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def sessions_created(parley):
+    with urllib.request.urlopen(parley.base + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(r"^parley_sessions_created_total(?:\{\})? (\d+)", text, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+@pytest.mark.parametrize("body, content_type, status, reason", [
+    pytest.param(*case, id=name) for name, case in [
+    ("garbage", ("garbage", "application/sdp", 400, "does not start with v=0")),
+    ("empty", ("", "application/sdp", 400, "empty")),
+    ("no-audio", (CHROME.replace("m=audio", "m=video"), "application/sdp", 400, "no audio")),
+    ("no-opus", (CHROME.replace("opus/48000/2", "speex/48000/2"), "application/sdp", 400, "Opus")),
+    ("no-fingerprint", (CHROME.replace("a=fingerprint:", "a=x-fingerprint:"), "application/sdp", 400, "fingerprint")),
+    ("no-ice-pwd", (CHROME.replace("a=ice-pwd:", "a=x-ice-pwd:"), "application/sdp", 400, "ice-ufrag/ice-pwd")),
+    ("wrong-content-type", (CHROME, "text/plain", 415, "application/sdp")),
+    ("too-large", ("v=0\r\n" + "a=x\r\n" * 20000, "application/sdp", 413, "larger than")),
+    ("not-utf8", (b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=\xff\xfe\r\n", "application/sdp", 400, "not valid SDP text")),
+]])
+def test_bad_offers_get_a_4xx_with_a_reason_and_create_nothing(parley, body, content_type, status, reason):
+    code, text = post(parley, body, content_type)
+    assert code == status, text
+    assert reason in json.loads(text)["error"]["message"]
+    assert sessions_created(parley) == 0
+
+
+def test_good_offer_creates_exactly_one_call_and_delete_ends_it(parley):
+    code, answer = post(parley, CHROME)
+    assert code == 201
+    assert sessions_created(parley) == 1
+    assert "a=ice-lite" in answer and "a=setup:passive" in answer
+
+
+def test_unknown_call_is_404(parley):
+    request = urllib.request.Request(parley.base + "/v1/realtime/calls/rtc_nope", method="DELETE")
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=5)
+    assert error.value.code == 404
+
+
+def test_cors_preflight_allows_another_origin(parley):
+    request = urllib.request.Request(parley.base + "/v1/realtime/calls", method="OPTIONS", headers={
+        "Origin": "http://example.test", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.headers.get("Access-Control-Allow-Origin") == "*"
+        assert "POST" in response.headers.get("Access-Control-Allow-Methods")
