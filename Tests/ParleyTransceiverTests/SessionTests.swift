@@ -33,7 +33,7 @@ import Testing
             client = TestClient(address: .v4(IPv4Address(192, 0, 2, 10), port: 50000), certificate: SessionTests.clientCertificate)
             let offer = try SessionDescription(parsing: tamperOffer(client.offer))
             let keyring = RoutingKeyring(current: RoutingKey(id: 1, secret: (0..<32).map { UInt8($0) }))
-            let ufrag = keyring.seal(RoutingToken(keyID: 1, clusterID: 1, worker: .v4(IPv4Address(127, 0, 0, 1), port: 3478), nonce: 7))
+            let ufrag = keyring.seal(RoutingToken(keyID: 1, clusterID: 1, worker: .v4(IPv4Address(127, 0, 0, 1), port: 3478), issuedHour: 1, nonce: 7))
             let negotiated = try SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
                 iceUfrag: ufrag, icePassword: "serverpassword1234567890", fingerprint: serverContext.certificate.fingerprint,
                 candidates: [ICECandidate(foundation: "1", priority: 2_130_706_431, address: "127.0.0.1", port: 3478)],

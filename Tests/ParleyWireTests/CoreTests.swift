@@ -59,3 +59,19 @@ import Testing
         #expect(TransportAddress("127.0.0.1:70000") == nil)
     }
 }
+
+@Suite struct NetworkTests {
+    @Test func prefixesParseAndMatch() throws {
+        let network = try #require(IPv4Network("10.1.0.0/16"))
+        #expect(network.contains(IPv4Address(10, 1, 200, 3)))
+        #expect(!network.contains(IPv4Address(10, 2, 0, 1)))
+        #expect(network.contains(TransportAddress.v4(IPv4Address(10, 1, 0, 9), port: 1)))
+        #expect(!network.contains(TransportAddress.v6(IPv6Address(high: 0, low: 1), port: 1)))
+        #expect(IPv4Network("10.1.2.3/8")?.description == "10.0.0.0/8")
+        #expect(IPv4Network("0.0.0.0/0")?.contains(IPv4Address(1, 2, 3, 4)) == true)
+        #expect(IPv4Network("127.0.0.1")?.prefixLength == 32)
+        #expect(IPv4Network("10.0.0.0/33") == nil)
+        #expect(IPv4Network("10.0.0/8") == nil)
+        #expect(IPv4Network("10.0.0.0/8/1") == nil)
+    }
+}

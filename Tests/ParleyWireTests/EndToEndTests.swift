@@ -7,7 +7,7 @@ import Testing
     @Test func tokenUfragTravelsFromAnswerThroughAStunCheckToTheRelay() throws {
         let keyring = RoutingKeyring(current: RoutingKey(id: 3, secret: (0..<32).map { UInt8($0 ^ 0x5A) }))
         var generator = SplitMix64(seed: 99)
-        let token = RoutingToken.random(keyID: 3, clusterID: 12, worker: .v4(IPv4Address(10, 0, 0, 9), port: 41000),
+        let token = RoutingToken.random(keyID: 3, clusterID: 12, worker: .v4(IPv4Address(10, 0, 0, 9), port: 41000), issuedHour: 100,
                                         using: &generator)
         let serverUfrag = keyring.seal(token)
         let serverPassword = "k2rv8XdQyJ0Bbq1nWm4Hs7Zt"

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ParleyWire
 
@@ -6,15 +7,57 @@ import Testing
     static let secret = (0..<32).map { UInt8($0) }
     static let keyring = RoutingKeyring(current: RoutingKey(id: 1, secret: secret))
     static let ipv4Token = RoutingToken(
-        keyID: 1, clusterID: 0x0102, worker: .v4(IPv4Address(10, 1, 2, 3), port: 40000), nonce: 0xA1B2_C3D4_E5F6)
+        keyID: 1, clusterID: 0x0102, worker: .v4(IPv4Address(10, 1, 2, 3), port: 40000), issuedHour: 0x0B2C,
+        nonce: 0xA1B2_C3D4)
     static let ipv6Token = RoutingToken(
-        keyID: 1, clusterID: 7, worker: .v6(IPv6Address("fd00::1:2")!, port: 50001), nonce: 0x0000_0000_0001)
+        keyID: 1, clusterID: 7, worker: .v6(IPv6Address("fd00::1:2")!, port: 50001), issuedHour: 0x0B2C, nonce: 1)
 
-    @Test func vectorsMatchTheProtocolDocument() throws {
-        // The same strings are in docs/protocol.md; a change to the format must change both.
-        #expect(Self.keyring.seal(Self.ipv4Token) == "EQus8CkkUTHbqoAcbt+Y5xd6dG7KVNv5")
-        #expect(Self.keyring.seal(Self.ipv6Token) == "ESU0PG/xfyCBU+b74+Qq+zHhRU3UrNJkGcZa9iNVPiKYEFeb")
-        #expect(try Self.keyring.open("EQus8CkkUTHbqoAcbt+Y5xd6dG7KVNv5") == Self.ipv4Token)
+    static let ipv4Vector = "EQECIZJQfwHzZcdue7vKl5TlEROPVXbv"
+    static let ipv6Vector = "EQAHxV97OE6rl4W0LEQSW5Skb9eAUNKnpP1BshkbE0emeXIG"
+
+    @Test func vectorsSealAndOpen() throws {
+        #expect(Self.keyring.seal(Self.ipv4Token) == Self.ipv4Vector)
+        #expect(Self.keyring.seal(Self.ipv6Token) == Self.ipv6Vector)
+        #expect(try Self.keyring.open(Self.ipv4Vector) == Self.ipv4Token)
+        #expect(try Self.keyring.open(Self.ipv6Vector) == Self.ipv6Token)
+    }
+
+    @Test func vectorsAreTheOnesInTheProtocolDocument() throws {
+        let document = try String(contentsOf: Fixtures.directory.appendingPathComponent("../../../docs/protocol.md"), encoding: .utf8)
+        #expect(document.contains("`\(Self.ipv4Vector)`"))
+        #expect(document.contains("`\(Self.ipv6Vector)`"))
+    }
+
+    /// An implementation written from docs/protocol.md alone (scripts/routing-token-reference.py)
+    /// produces the same tokens.
+    @Test func independentReferenceImplementationAgrees() throws {
+        let script = Fixtures.directory.appendingPathComponent("../../../scripts/routing-token-reference.py").standardized
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script.path]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        process.waitUntilExit()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 0)
+        #expect(text == "ipv4 \(Self.ipv4Vector)\nipv6 \(Self.ipv6Vector)\n")
+    }
+
+    @Test func clusterIDIsReadableWithoutTheKey() {
+        let text = Array(Self.ipv4Vector.utf8)
+        #expect(text.withUnsafeBytes { RoutingKeyring.clusterID(of: $0) } == 0x0102)
+        #expect(Array("short".utf8).withUnsafeBytes { RoutingKeyring.clusterID(of: $0) } == nil)
+    }
+
+    @Test func oldAndFutureTokensExpire() throws {
+        let issued = Self.ipv4Token.issuedHour
+        let text = Self.ipv4Vector
+        #expect(try Self.keyring.open(text, currentHour: issued) == Self.ipv4Token)
+        #expect(try Self.keyring.open(text, currentHour: issued + 48) == Self.ipv4Token)
+        #expect(throws: RoutingTokenError.expired) { try Self.keyring.open(text, currentHour: issued + 49) }
+        #expect(try Self.keyring.open(text, currentHour: issued - 1) == Self.ipv4Token, "an hour of clock skew is fine")
+        #expect(throws: RoutingTokenError.expired) { try Self.keyring.open(text, currentHour: issued - 2) }
     }
 
     @Test(arguments: [ipv4Token, ipv6Token])
@@ -26,15 +69,15 @@ import Testing
     }
 
     @Test func tokensAreOpaque() {
-        // Neither the worker's address nor its port appears in the text or in its base64 decoding.
+        // Neither the worker's address nor its port appears in the token's bytes.
         let text = Self.keyring.seal(Self.ipv4Token)
-        #expect(!text.contains("10.1.2.3"))
         let decoded = decodeBase64(text)
-        let needle: [UInt8] = [10, 1, 2, 3]
-        #expect(!decoded.indices.contains { decoded[$0...].starts(with: needle) })
+        for needle: [UInt8] in [[10, 1, 2, 3], [0x9C, 0x40]] {
+            #expect(!decoded.indices.contains { decoded[$0...].starts(with: needle) })
+        }
         // Two tokens for the same worker differ in every byte position's likelihood: at least most bytes differ.
         var other = Self.ipv4Token
-        other.nonce = 0xA1B2_C3D4_E5F7
+        other.nonce = 0xA1B2_C3D5
         let a = Array(text.utf8), b = Array(Self.keyring.seal(other).utf8)
         #expect(zip(a, b).filter { $0 != $1 }.count > 20)
     }
@@ -64,9 +107,9 @@ import Testing
         #expect(throws: RoutingTokenError.wrongLength) { try Self.keyring.open("xOn5") }
         #expect(throws: RoutingTokenError.wrongLength) { try Self.keyring.open(String(repeating: "A", count: 33)) }
         #expect(throws: RoutingTokenError.invalidCharacter) { try Self.keyring.open(String(repeating: "-", count: 32)) }
-        #expect(throws: RoutingTokenError.invalidCharacter) { try Self.keyring.open("EQus8CkkUTHbqoAcbt+Y5xd6dG7KVNv:") }
+        #expect(throws: RoutingTokenError.invalidCharacter) { try Self.keyring.open("EQECIZJQfwHzZcdue7vKl5TlEROPVXb:") }
         // Version 2 in the clear header byte.
-        #expect(throws: RoutingTokenError.unsupportedVersion(2)) { try Self.keyring.open("IQus8CkkUTHbqoAcbt+Y5xd6dG7KVNv5") }
+        #expect(throws: RoutingTokenError.unsupportedVersion(2)) { try Self.keyring.open("IQECIZJQfwHzZcdue7vKl5TlEROPVXbv") }
     }
 
     @Test func keyRotationKeepsOldTokensValid() throws {
@@ -87,13 +130,16 @@ import Testing
         #expect(RoutingKey(id: 1, hexSecret: "00") == nil)
         #expect(RoutingKey(id: 1, hexSecret: String(repeating: "zz", count: 32)) == nil)
         #expect(RoutingKey(id: 16, hexSecret: hexSecret) == nil)
+        // 64 UTF-8 bytes that are not 64 hex digits.
+        #expect(RoutingKey(id: 1, hexSecret: "é" + String(repeating: "0", count: 62)) == nil)
+        #expect(RoutingKey(id: 1, hexSecret: "+f" + String(repeating: "0", count: 62)) == nil)
     }
 
     @Test func randomTokensAreDistinct() throws {
         var generator = SplitMix64(seed: 42)
         var seen = Set<String>()
         for _ in 0..<1000 {
-            let token = RoutingToken.random(keyID: 1, clusterID: 1, worker: Self.ipv4Token.worker, using: &generator)
+            let token = RoutingToken.random(keyID: 1, clusterID: 1, worker: Self.ipv4Token.worker, issuedHour: 9, using: &generator)
             let text = Self.keyring.seal(token)
             seen.insert(text)
             #expect(try Self.keyring.open(text) == token)

@@ -127,7 +127,10 @@ import Testing
         let huge = "v=0\r\n" + String(repeating: "a=x\r\n", count: 20_000)
         #expect(throws: SDPParseError(line: 0, reason: .tooLarge)) { try SessionDescription(parsing: huge) }
         let manySections = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n" + String(repeating: "m=audio 9 RTP/AVP 0\r\n", count: 100)
-        #expect(throws: SDPParseError.self) { try SessionDescription(parsing: manySections) }
+        #expect(throws: SDPParseError(line: 67, reason: .tooLarge)) { try SessionDescription(parsing: manySections) }
+        let manyLines = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n" + String(repeating: "a=x\r\n", count: 5000)
+        #expect(manyLines.utf8.count < SDPLimits.maximumBytes)
+        #expect(throws: SDPParseError(line: 0, reason: .tooLarge)) { try SessionDescription(parsing: manyLines) }
         #expect(throws: SDPParseError(line: 0, reason: .invalidText)) { try SessionDescription(parsing: [0xff, 0xfe, 0x00]) }
     }
 
@@ -136,6 +139,7 @@ import Testing
         let original = Array(try Fixtures.offer("chrome").utf8)
         var generator = SplitMix64(seed: 11)
         let interesting = Array("=: /\r\n0123456789abcxyzAm".utf8)
+        var parsedCount = 0
         for _ in 0..<3_000 {
             var bytes = original
             for _ in 0...(Int(generator.next() % 8)) {
@@ -147,16 +151,18 @@ import Testing
                 }
             }
             if let parsed = try? SessionDescription(parsing: bytes) {
-                _ = parsed.text
+                parsedCount += 1
+                _ = try SessionDescription(parsing: parsed.text)
             }
         }
+        #expect(parsedCount > 100, "mutations that keep the offer valid are exercised too")
     }
 }
 
 @Suite struct SDPAnswerTests {
     static let fingerprint = CertificateFingerprint(algorithm: "sha-256", digest: (0..<32).map { UInt8($0) })
     static let parameters = AnswerParameters(
-        iceUfrag: "EQus8CkkUTHbqoAcbt+Y5xd6dG7KVNv5", icePassword: "abcdefghijklmnopqrstuvwx",
+        iceUfrag: "EQECIZJQfwHzZcdue7vKl5TlEROPVXbv", icePassword: "abcdefghijklmnopqrstuvwx",
         fingerprint: fingerprint,
         candidates: [ICECandidate(foundation: "1", priority: 2_130_706_431, address: "127.0.0.1", port: 3478)],
         sessionID: 42, audioSSRC: 0x1234_5678, cname: "parley")
@@ -215,6 +221,48 @@ import Testing
         #expect(answer.bundleMids == ["0", "1"])
     }
 
+    @Test func offerWithoutBundleGetsAudioOnly() throws {
+        let text = try Fixtures.offer("chrome").replacingOccurrences(of: "a=group:BUNDLE 0 1\r\n", with: "")
+        let answer = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: text), parameters: Self.parameters).answer
+        #expect(answer.groups.isEmpty)
+        #expect(!answer.media[0].isRejected)
+        #expect(answer.media[1].isRejected, "data channels share the audio transport, so only when bundled")
+    }
+
+    @Test func dataOutsideTheAudioBundleIsRejected() throws {
+        let text = try Fixtures.offer("chrome").replacingOccurrences(of: "a=group:BUNDLE 0 1", with: "a=group:BUNDLE 0")
+        let negotiated = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: text), parameters: Self.parameters)
+        #expect(negotiated.answer.bundleMids == ["0"])
+        #expect(negotiated.answer.media[1].isRejected)
+        #expect(negotiated.dataChannelMid == nil)
+    }
+
+    @Test func bundleOnlySectionsAreLive() throws {
+        var text = try Fixtures.offer("chrome")
+        text = text.replacingOccurrences(of: "m=application 33669", with: "m=application 0")
+        text = text.replacingOccurrences(of: "a=mid:1\r\n", with: "a=mid:1\r\na=bundle-only\r\n")
+        let negotiated = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: text), parameters: Self.parameters)
+        #expect(negotiated.dataChannelMid == "1")
+        #expect(negotiated.answer.bundleMids == ["0", "1"])
+    }
+
+    @Test func rejectedSectionsCarryAConnectionLine() throws {
+        let text = try Fixtures.offer("chrome").replacingOccurrences(of: "a=group:BUNDLE 0 1", with: "a=group:BUNDLE 0")
+        let answer = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: text), parameters: Self.parameters).answer
+        #expect(answer.media[1].connection == "IN IP4 0.0.0.0")
+    }
+
+    @Test func recvonlyOfferGetsSendonlyAnswer() throws {
+        let text = try Fixtures.offer("chrome").replacingOccurrences(of: "a=sendrecv", with: "a=recvonly")
+        let negotiated = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: text), parameters: Self.parameters)
+        #expect(negotiated.answer.media[0].direction == .sendonly)
+    }
+
+    @Test func fmtpWithEmptyItemsDoesNotTrap() {
+        let codec = RTPCodec(payloadType: 111, name: "opus", clockRate: 48000, parameters: "=;;useinbandfec=1;=x; stereo")
+        #expect(codec.parameterMap == ["useinbandfec": "1", "stereo": ""])
+    }
+
     @Test func clientThatInsistsOnPassiveMakesUsActive() throws {
         let text = try Fixtures.offer("chrome").replacingOccurrences(of: "a=setup:actpass", with: "a=setup:passive")
         let negotiated = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: text), parameters: Self.parameters)
@@ -254,7 +302,7 @@ import Testing
     @Test(arguments: names.filter { $0.hasPrefix("sdp-") })
     func sdpSerializesToTextThatParsesBack(name: String) throws {
         let bytes = Array(try Data(contentsOf: Self.directory.appendingPathComponent(name)))
-        guard let description = try? SessionDescription(parsing: bytes) else { return }
+        let description = try SessionDescription(parsing: bytes)
         let again = try SessionDescription(parsing: description.text)
         #expect(again == description)
     }

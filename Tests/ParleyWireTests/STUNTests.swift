@@ -42,6 +42,37 @@ import Testing
         #expect(message.length == bytes.count)
     }
 
+    /// A check inside a tunnel datagram: parsed from a rebased buffer, its ranges index that buffer.
+    @Test func messageInsideATunnelDatagramParsesFromARebasedBuffer() throws {
+        let check = try iceCheck(username: "srv1:cli1")
+        let header = TunnelHeader(transport: .udp, direction: .fromClient, ingressID: 1, client: .v4(IPv4Address(1, 2, 3, 4), port: 5))
+        let datagram = header.bytes + check
+        try datagram.withUnsafeBytes { raw in
+            let payload = UnsafeRawBufferPointer(rebasing: raw[header.encodedLength...])
+            let message = try STUNMessage.parse(payload)
+            let username = try #require(message.username)
+            #expect(String(decoding: payload[username], as: UTF8.self) == "srv1:cli1")
+            #expect(message.hasValidMessageIntegrity(in: payload, key: key))
+            #expect(message.hasValidFingerprint(in: payload))
+        }
+    }
+
+    @Test func longUsernamesParseUpTo763BytesAndBuildUpTo508() throws {
+        let built = try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(1, 1, 1)) { writer throws(STUNBuildError) in
+            try writer.appendUsername(String(repeating: "u", count: 508))
+        }
+        #expect(try STUNMessage.parse(built).username?.count == 508)
+        #expect(throws: STUNBuildError.valueTooLong(.username)) {
+            _ = try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(1, 1, 1)) { writer throws(STUNBuildError) in
+                try writer.appendUsername(String(repeating: "u", count: 509))
+            }
+        }
+        let long = try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(1, 1, 1)) { writer throws(STUNBuildError) in
+            try writer.append(.username, value: Array(repeating: UInt8(ascii: "u"), count: 763))
+        }
+        #expect(try STUNMessage.parse(long).username?.count == 763)
+    }
+
     @Test func errorResponseCarriesCodeAndReason() throws {
         let bytes = try STUNWriter.build(type: .bindingError, transactionID: STUNTransactionID(9, 9, 9)) { writer throws(STUNBuildError) in
             try writer.appendErrorCode(487, reason: "Role Conflict")

@@ -6,7 +6,7 @@ import ParleyWire
 // well under 1 µs. Baseline figures are in docs/benchmarks.md.
 
 let keyring = RoutingKeyring(current: RoutingKey(id: 1, secret: (0..<32).map { UInt8($0) }))
-let token = RoutingToken(keyID: 1, clusterID: 1, worker: .v4(IPv4Address(10, 0, 0, 1), port: 40000), nonce: 0xABCDEF)
+let token = RoutingToken(keyID: 1, clusterID: 1, worker: .v4(IPv4Address(10, 0, 0, 1), port: 40000), issuedHour: 1, nonce: 0xABCDEF)
 let tokenText = Array(keyring.seal(token).utf8)
 let password = "k2rv8XdQyJ0Bbq1nWm4Hs7Zt"
 let integrityKey = STUNIntegrityKey(shortTermPassword: password)

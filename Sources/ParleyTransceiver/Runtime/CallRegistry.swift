@@ -4,7 +4,7 @@ import Synchronization
 final class CallRegistry: Sendable {
     struct Entry: Sendable {
         var worker: Int
-        var sessionKey: UInt64
+        var sessionKey: UInt32
     }
 
     private let calls = Mutex<[String: Entry]>([:])

@@ -5,6 +5,10 @@ import NIOPosix
 import ParleyMedia
 import ParleyWire
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One event loop's share of the sessions, with its own UDP socket. The routing token names the
 /// worker, so every datagram of a session reaches the thread that owns it: no locks, no hand-offs.
 /// All state is touched only on `eventLoop`.
@@ -14,6 +18,7 @@ final class MediaWorker: @unchecked Sendable {
     /// The address written into this worker's routing tokens (where relays send its sessions' traffic).
     let endpoint: TransportAddress
     private let keyring: RoutingKeyring
+    private let relayNetworks: [IPv4Network]
     private let registry: CallRegistry
     private let metrics: TransceiverMetrics
     private let logger: Logger
@@ -29,13 +34,16 @@ final class MediaWorker: @unchecked Sendable {
         var reported = SessionCounters()
     }
 
-    private var sessions: [UInt64: Entry] = [:]
-    private var byPath: [PeerPath: UInt64] = [:]
+    private var sessions: [UInt32: Entry] = [:]
+    private var byPath: [PeerPath: UInt32] = [:]
     private var workerDrops: [WorkerDropReason: Int] = [:]
     private var pendingWrites = false
+    /// The token clock, refreshed by the timer tick.
+    private var currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
 
-    init(index: Int, eventLoop: EventLoop, endpoint: TransportAddress, keyring: RoutingKeyring,
+    init(index: Int, eventLoop: EventLoop, endpoint: TransportAddress, keyring: RoutingKeyring, relayNetworks: [IPv4Network],
          registry: CallRegistry, metrics: TransceiverMetrics, logger: Logger) {
+        self.relayNetworks = relayNetworks
         self.index = index
         self.eventLoop = eventLoop
         self.endpoint = endpoint
@@ -86,8 +94,9 @@ final class MediaWorker: @unchecked Sendable {
     // MARK: Sessions
 
     /// Creates a session on this worker (on its event loop).
-    func createSession(key: UInt64, parameters: SessionParameters, dtlsContext: DTLSContext) throws {
+    func createSession(key: UInt32, parameters: SessionParameters, dtlsContext: DTLSContext) throws {
         eventLoop.preconditionInEventLoop()
+        guard sessions[key] == nil else { throw SessionKeyInUse() }
         let now = monotonicNow()
         var parameters = parameters
         parameters.ntpAtInstantZero = currentNTPTime() &- UInt64(now.nanoseconds / 1_000_000_000) << 32
@@ -100,14 +109,14 @@ final class MediaWorker: @unchecked Sendable {
         sessionLogger.info("session created", metadata: ["remote_ufrag": "\(parameters.negotiated.remoteUfrag)"])
     }
 
-    func closeSession(key: UInt64, reason: CloseReason) {
+    func closeSession(key: UInt32, reason: CloseReason) {
         eventLoop.preconditionInEventLoop()
         close(key: key, reason: reason, now: monotonicNow())
         flush()
     }
 
     /// A snapshot of a session for the signaling API.
-    func describeSession(key: UInt64) -> SessionSnapshot? {
+    func describeSession(key: UInt32) -> SessionSnapshot? {
         eventLoop.preconditionInEventLoop()
         guard let entry = sessions[key] else { return nil }
         let session = entry.session
@@ -118,7 +127,7 @@ final class MediaWorker: @unchecked Sendable {
 
     var sessionCount: Int { sessions.count }
 
-    private func close(key: UInt64, reason: CloseReason, now: Instant) {
+    private func close(key: UInt32, reason: CloseReason, now: Instant) {
         guard let entry = sessions[key] else { return }
         entry.session.close(reason, now: now)
         drain(key: key, now: now)
@@ -132,6 +141,7 @@ final class MediaWorker: @unchecked Sendable {
             var datagram = bytes
             var path = PeerPath(client: sourceAddress)
             if TunnelHeader.isTunnelDatagram(bytes) {
+                guard relayNetworks.contains(where: { $0.contains(sourceAddress) }) else { return dropped(.untrustedTunnel) }
                 guard let (header, length) = try? TunnelHeader.decode(bytes), header.direction == .fromClient else {
                     return dropped(.malformedTunnel)
                 }
@@ -149,7 +159,8 @@ final class MediaWorker: @unchecked Sendable {
         // A check names its session in its USERNAME: the routing token's nonce is the key.
         if PacketKind.classify(datagram) == .stun, let message = try? STUNMessage.parse(datagram),
            let ufrag = message.usernameRecipientPart(in: datagram) {
-            guard let token = try? keyring.open(UnsafeRawBufferPointer(rebasing: datagram[ufrag])) else {
+            guard let token = try? keyring.open(UnsafeRawBufferPointer(rebasing: datagram[ufrag]), currentHour: currentHour),
+                  token.worker == endpoint else {
                 return dropped(.badToken)
             }
             key = token.nonce
@@ -158,7 +169,7 @@ final class MediaWorker: @unchecked Sendable {
         deliver(datagram, from: path, key: key, now: now)
     }
 
-    private func deliver(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, key: UInt64, now: Instant) {
+    private func deliver(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, key: UInt32, now: Instant) {
         guard let entry = sessions[key] else { return dropped(.unknownSession) }
         entry.session.receive(datagram, from: path, now: now)
         if entry.session.hasConsent(from: path), !entry.paths.contains(path) {
@@ -169,7 +180,7 @@ final class MediaWorker: @unchecked Sendable {
     }
 
     /// Runs the session's events through its agent, then sends what the session queued.
-    private func drain(key: UInt64, now: Instant) {
+    private func drain(key: UInt32, now: Instant) {
         guard let entry = sessions[key] else { return }
         let session = entry.session
         var events = session.takeEvents()
@@ -199,7 +210,7 @@ final class MediaWorker: @unchecked Sendable {
         if session.isClosed { remove(key: key) }
     }
 
-    private func remove(key: UInt64) {
+    private func remove(key: UInt32) {
         guard let entry = sessions.removeValue(forKey: key) else { return }
         for path in entry.paths where byPath[path] == key { byPath[path] = nil }
         registry.remove(entry.session.parameters.id)
@@ -239,6 +250,7 @@ final class MediaWorker: @unchecked Sendable {
 
     private func runTimers() {
         let now = monotonicNow()
+        currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
         for (key, entry) in sessions {
             if let wake = entry.session.nextWakeup, wake <= now {
                 entry.session.handleTimeout(now: now)
@@ -276,6 +288,9 @@ final class MediaWorker: @unchecked Sendable {
         }
     }
 }
+
+/// A new session's routing nonce is already taken on its worker (1 in 2³² per live session): draw again.
+struct SessionKeyInUse: Error {}
 
 /// What the signaling API shows about a call.
 struct SessionSnapshot: Sendable, Codable {

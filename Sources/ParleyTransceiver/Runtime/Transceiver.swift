@@ -3,6 +3,10 @@ import NIOCore
 import NIOPosix
 import ParleyMedia
 import ParleyWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 
 /// Why signaling could not create a call; each maps to an HTTP status with the reason as text.
@@ -50,7 +54,8 @@ public final class Transceiver: Sendable {
         workers = loops.enumerated().map { index, loop in
             MediaWorker(index: index, eventLoop: loop,
                         endpoint: .v4(host, port: UInt16(configuration.mediaPort + index)),
-                        keyring: configuration.keyring, registry: registry, metrics: metrics,
+                        keyring: configuration.keyring, relayNetworks: configuration.relayNetworks,
+                        registry: registry, metrics: metrics,
                         logger: logger)
         }
     }
@@ -83,36 +88,43 @@ public final class Transceiver: Sendable {
 
         var generator = SystemRandomNumberGenerator()
         let worker = workers[nextWorker.next() % workers.count]
-        let token = RoutingToken.random(keyID: configuration.keyring.currentKeyID, clusterID: configuration.clusterID,
-                                        worker: worker.endpoint, using: &generator)
-        let ufrag = configuration.keyring.seal(token)
         let password = ICECredentials.randomString(length: 24, using: &generator)
         let callID = "rtc_" + (0..<16).map { _ in String(UInt8.random(in: 0...15, using: &generator), radix: 16) }.joined()
         let ssrc = UInt32.random(in: 1...UInt32.max, using: &generator)
         let candidates = advertisedCandidates(for: worker)
-
-        let negotiated: NegotiatedSession
-        do {
-            negotiated = try SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
-                iceUfrag: ufrag, icePassword: password, fingerprint: certificate.fingerprint, candidates: candidates,
-                sessionID: UInt64.random(in: 1...UInt64(Int64.max), using: &generator), audioSSRC: ssrc, cname: "parley"))
-        } catch {
-            throw .unsupportedOffer(error.description)
-        }
-        var parameters = SessionParameters(id: callID, localUfrag: ufrag, localPassword: password, negotiated: negotiated,
-                                           localAudioSSRC: ssrc, cname: "parley")
-        parameters.timeouts = configuration.timeouts
         let dtlsContext = self.dtlsContext
-        let sessionParameters = parameters
-        do {
-            try await worker.eventLoop.submit {
-                try worker.createSession(key: token.nonce, parameters: sessionParameters, dtlsContext: dtlsContext)
-            }.get()
-        } catch {
-            throw .internalError("\(error)")
+        let issued = RoutingToken.hour(unixSeconds: Int64(time(nil)))
+
+        // The token's nonce keys the session on its worker; on the rare collision, draw another.
+        for _ in 0..<4 {
+            let token = RoutingToken.random(keyID: configuration.keyring.currentKeyID, clusterID: configuration.clusterID,
+                                            worker: worker.endpoint, issuedHour: issued, using: &generator)
+            let ufrag = configuration.keyring.seal(token)
+            let negotiated: NegotiatedSession
+            do {
+                negotiated = try SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
+                    iceUfrag: ufrag, icePassword: password, fingerprint: certificate.fingerprint, candidates: candidates,
+                    sessionID: UInt64.random(in: 1...UInt64(Int64.max), using: &generator), audioSSRC: ssrc, cname: "parley"))
+            } catch {
+                throw .unsupportedOffer(error.description)
+            }
+            var parameters = SessionParameters(id: callID, localUfrag: ufrag, localPassword: password, negotiated: negotiated,
+                                               localAudioSSRC: ssrc, cname: "parley")
+            parameters.timeouts = configuration.timeouts
+            let sessionParameters = parameters
+            do {
+                try await worker.eventLoop.submit {
+                    try worker.createSession(key: token.nonce, parameters: sessionParameters, dtlsContext: dtlsContext)
+                }.get()
+            } catch is SessionKeyInUse {
+                continue
+            } catch {
+                throw .internalError("\(error)")
+            }
+            registry.insert(callID, .init(worker: worker.index, sessionKey: token.nonce))
+            return (callID, negotiated.answer.text)
         }
-        registry.insert(callID, .init(worker: worker.index, sessionKey: token.nonce))
-        return (callID, negotiated.answer.text)
+        throw .internalError("no free session key")
     }
 
     /// Ends a call; false when no such call exists (any more).

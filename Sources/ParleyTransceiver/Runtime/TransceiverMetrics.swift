@@ -42,5 +42,6 @@ enum WorkerDropReason: String, CaseIterable, Sendable {
     case unknownSession = "unknown_session"
     case badToken = "bad_token"
     case malformedTunnel = "malformed_tunnel"
+    case untrustedTunnel = "untrusted_tunnel"
     case noRoute = "no_route"
 }

@@ -30,23 +30,15 @@ public enum PacketKind: Sendable, Equatable {
     }
 }
 
-/// Byte containers whose contents can be read in place, so the parsers take arrays,
-/// slices and raw buffers alike without copying.
+/// Byte containers whose contents can be read in place, so the parsers take arrays and raw
+/// buffers alike without copying. Ranges a parser returns are offsets from the start of the
+/// buffer it was given, so slices are deliberately not among them (their indices do not start
+/// at 0): rebase a slice into an `UnsafeRawBufferPointer` first.
 public protocol ContiguousBytesLike {
     func withRawBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R
 }
 
 extension Array: ContiguousBytesLike where Element == UInt8 {
-    @inlinable
-    public func withRawBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
-        let result: Result<R, E> = withUnsafeBytes { raw in
-            do throws(E) { return .success(try body(raw)) } catch { return .failure(error) }
-        }
-        return try result.get()
-    }
-}
-
-extension ArraySlice: ContiguousBytesLike where Element == UInt8 {
     @inlinable
     public func withRawBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
         let result: Result<R, E> = withUnsafeBytes { raw in

@@ -176,3 +176,40 @@ public enum TransportAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 }
+
+/// An IPv4 prefix such as `10.0.0.0/8`, for allow-lists (relay sources, worker networks).
+public struct IPv4Network: Hashable, Sendable, CustomStringConvertible {
+    public var address: IPv4Address
+    public var prefixLength: Int
+
+    public init(address: IPv4Address, prefixLength: Int) {
+        precondition((0...32).contains(prefixLength))
+        self.prefixLength = prefixLength
+        self.address = IPv4Address(bits: address.bits & IPv4Network.mask(prefixLength))
+    }
+
+    /// Parses `a.b.c.d/n` (or a bare address, as /32).
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let address = IPv4Address(parts[0]) else { return nil }
+        var length = 32
+        if parts.count == 2 {
+            guard let parsed = Int(parts[1]), (0...32).contains(parsed) else { return nil }
+            length = parsed
+        }
+        self.init(address: address, prefixLength: length)
+    }
+
+    public func contains(_ other: IPv4Address) -> Bool {
+        other.bits & IPv4Network.mask(prefixLength) == address.bits
+    }
+
+    public func contains(_ transport: TransportAddress) -> Bool {
+        if case .v4(let ip, _) = transport { return contains(ip) }
+        return false
+    }
+
+    static func mask(_ length: Int) -> UInt32 { length == 0 ? 0 : UInt32.max << UInt32(32 - length) }
+
+    public var description: String { "\(address)/\(prefixLength)" }
+}

@@ -2,12 +2,14 @@
 /// into every STUN check (`USERNAME = serverUfrag:clientUfrag`), so the first packet of a flow
 /// carries its own route. The format is in docs/protocol.md; in short:
 ///
-///     header (1, clear) | body (15 or 27, encrypted) | tag (8)  → base64, 32 or 48 characters
+///     header (3, clear: version, key, cluster) | body (13 or 25, encrypted) | tag (8)
+///       → base64, 32 or 48 characters
 ///
 /// The tag is SipHash-2-4 over header and plaintext body under the key's MAC key; the body is
 /// XORed with a keystream of SipHash-2-4(encryption key, tag ‖ block index), so the tag doubles as
-/// a synthetic IV (the SIV construction): equal plaintexts would give equal tokens, which the
-/// 48-bit per-session nonce rules out. Verification decrypts, recomputes and compares the tag.
+/// a synthetic IV (the SIV construction). Verification decrypts, recomputes and compares the tag.
+/// The cluster id stays in the clear (but authenticated) so a Global Relay edge can forward by it
+/// without holding the owning cluster's key.
 public struct RoutingToken: Hashable, Sendable {
     /// The format version this code writes and reads.
     public static let version: UInt8 = 1
@@ -15,32 +17,40 @@ public struct RoutingToken: Hashable, Sendable {
     public static let ipv4Length = 32
     public static let ipv6Length = 48
     public static let maximumLength = ipv6Length
+    static let headerLength = 3
     static let tagLength = 8
-    static let nonceMask: UInt64 = 0xFFFF_FFFF_FFFF
 
     /// Which key of the keyring sealed the token (0–15), so keys rotate without breaking live calls.
-    public var keyID: UInt8
+    public var keyID: UInt8 { didSet { keyID &= 0x0F } }
     /// The cluster that owns the session (Global Relay forwards by it).
     public var clusterID: UInt16
     /// The transceiver worker's internal UDP endpoint.
     public var worker: TransportAddress
-    /// Per-session randomness (48 bits): ICE wants ≥ 24 random bits in a ufrag, and it keeps
-    /// every token distinct.
-    public var nonce: UInt64
+    /// When the token was issued, in hours since 2024-01-01 00:00 UTC (modulo 2¹⁶, about 7.5
+    /// years), so a relay can refuse tokens older than any call lasts.
+    public var issuedHour: UInt16
+    /// Per-session randomness: ICE wants ≥ 24 random bits in a ufrag; the transceiver also keys
+    /// its sessions by it.
+    public var nonce: UInt32
 
-    public init(keyID: UInt8, clusterID: UInt16, worker: TransportAddress, nonce: UInt64) {
-        precondition(keyID < 16, "key ids are 0–15")
-        self.keyID = keyID
+    public init(keyID: UInt8, clusterID: UInt16, worker: TransportAddress, issuedHour: UInt16, nonce: UInt32) {
+        self.keyID = keyID & 0x0F
         self.clusterID = clusterID
         self.worker = worker
-        self.nonce = nonce & RoutingToken.nonceMask
+        self.issuedHour = issuedHour
+        self.nonce = nonce
     }
 
     /// A token with a fresh random nonce.
     public static func random<G: RandomNumberGenerator>(
-        keyID: UInt8, clusterID: UInt16, worker: TransportAddress, using generator: inout G
+        keyID: UInt8, clusterID: UInt16, worker: TransportAddress, issuedHour: UInt16, using generator: inout G
     ) -> RoutingToken {
-        RoutingToken(keyID: keyID, clusterID: clusterID, worker: worker, nonce: generator.next())
+        RoutingToken(keyID: keyID, clusterID: clusterID, worker: worker, issuedHour: issuedHour, nonce: generator.next())
+    }
+
+    /// Hours since 2024-01-01 00:00 UTC, modulo 2¹⁶, for `issuedHour`.
+    public static func hour(unixSeconds: Int64) -> UInt16 {
+        UInt16(truncatingIfNeeded: (unixSeconds - 1_704_067_200) / 3600)
     }
 
     /// Characters this token encodes to.
@@ -62,13 +72,15 @@ public enum RoutingTokenError: Error, Equatable, Sendable {
     case badTag
     /// The tag matched but the body is not a v1 body (reserved bits set, or family and length disagree).
     case malformedBody
+    /// Issued longer ago than the maximum age (or more than an hour in the future).
+    case expired
 }
 
 /// One key of a keyring: a MAC key and an encryption key, both 128-bit SipHash keys.
 public struct RoutingKey: Sendable, Hashable {
-    public var id: UInt8
-    public var macKey: SipHashKey
-    public var encryptionKey: SipHashKey
+    public let id: UInt8
+    public let macKey: SipHashKey
+    public let encryptionKey: SipHashKey
 
     /// A key from 32 secret bytes: the first 16 are the MAC key, the last 16 the encryption key.
     public init(id: UInt8, secret: some Collection<UInt8>) {
@@ -81,16 +93,23 @@ public struct RoutingKey: Sendable, Hashable {
 
     /// A key from 64 hexadecimal characters, as configuration gives it; nil if malformed.
     public init?(id: UInt8, hexSecret: String) {
-        guard id < 16, hexSecret.utf8.count == 64 else { return nil }
+        let characters = Array(hexSecret.utf8)
+        guard id < 16, characters.count == 64 else { return nil }
         var bytes: [UInt8] = []
-        var index = hexSecret.startIndex
-        while index < hexSecret.endIndex {
-            let next = hexSecret.index(index, offsetBy: 2)
-            guard let byte = UInt8(hexSecret[index..<next], radix: 16) else { return nil }
-            bytes.append(byte)
-            index = next
+        for index in stride(from: 0, to: 64, by: 2) {
+            guard let high = Self.hexValue(characters[index]), let low = Self.hexValue(characters[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
         }
         self.init(id: id, secret: bytes)
+    }
+
+    private static func hexValue(_ character: UInt8) -> UInt8? {
+        switch character {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): character - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): character - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): character - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }
 
@@ -100,6 +119,8 @@ public struct RoutingKey: Sendable, Hashable {
 public struct RoutingKeyring: Sendable {
     private var keys: [RoutingKey?]
     public private(set) var currentKeyID: UInt8
+    /// Tokens older than this are refused when `open` is given the current hour.
+    public var maximumAgeHours: UInt16 = 48
 
     public init(current: RoutingKey, others: [RoutingKey] = []) {
         keys = Array(repeating: nil, count: 16)
@@ -120,8 +141,8 @@ public struct RoutingKeyring: Sendable {
             let length = token.binaryLength
             let body = length - RoutingToken.tagLength
             binary[0] = RoutingToken.version << 4 | token.keyID
-            binary[1] = token.worker.isIPv6 ? 1 : 0
-            binary.store(token.clusterID, at: 2)
+            binary.store(token.clusterID, at: 1)
+            binary[3] = token.worker.isIPv6 ? 1 : 0
             var offset = 4
             switch token.worker {
             case .v4(let address, let port):
@@ -134,10 +155,12 @@ public struct RoutingKeyring: Sendable {
                 binary.store(port, at: offset + 16)
                 offset += 18
             }
-            for index in 0..<6 { binary[offset + index] = UInt8(truncatingIfNeeded: token.nonce >> UInt64(40 - 8 * index)) }
+            binary.store(token.issuedHour, at: offset)
+            binary.store(token.nonce, at: offset + 2)
             let tag = SipHash.hash(UnsafeRawBufferPointer(rebasing: binary[0..<body]), key: key.macKey)
             binary.store(tag, at: body)
-            Self.applyKeystream(to: UnsafeMutableRawBufferPointer(rebasing: binary[1..<body]), tag: tag, key: key.encryptionKey)
+            Self.applyKeystream(to: UnsafeMutableRawBufferPointer(rebasing: binary[RoutingToken.headerLength..<body]),
+                                tag: tag, key: key.encryptionKey)
             UfragBase64.encode(UnsafeRawBufferPointer(rebasing: binary[0..<length]), into: output)
             return token.encodedLength
         }
@@ -150,9 +173,21 @@ public struct RoutingKeyring: Sendable {
         }
     }
 
+    /// Reads the clear cluster id of a token without authenticating it (what a Global Relay edge
+    /// forwards by; the owning cluster authenticates). Nil when the text cannot be a token.
+    public static func clusterID(of text: UnsafeRawBufferPointer) -> UInt16? {
+        guard text.count == RoutingToken.ipv4Length || text.count == RoutingToken.ipv6Length else { return nil }
+        return withUnsafeTemporaryAllocation(byteCount: 3, alignment: 4) { header in
+            guard UfragBase64.decode(UnsafeRawBufferPointer(rebasing: text[0..<4]), into: header),
+                  header[0] >> 4 == RoutingToken.version else { return nil }
+            return UnsafeRawBufferPointer(header).uint16(at: 1)
+        }
+    }
+
     /// Decodes and authenticates a token from ufrag text (only the token: cut a STUN USERNAME at
-    /// its `:` first). Forged, malformed or unknown-key tokens throw; nothing allocates.
-    public func open(_ text: UnsafeRawBufferPointer) throws(RoutingTokenError) -> RoutingToken {
+    /// its `:` first). With `currentHour`, tokens older than `maximumAgeHours` (or issued more than
+    /// an hour ahead) are refused. Forged, malformed or unknown-key tokens throw; nothing allocates.
+    public func open(_ text: UnsafeRawBufferPointer, currentHour: UInt16? = nil) throws(RoutingTokenError) -> RoutingToken {
         guard text.count == RoutingToken.ipv4Length || text.count == RoutingToken.ipv6Length else {
             throw .wrongLength
         }
@@ -167,36 +202,41 @@ public struct RoutingKeyring: Sendable {
             let keyID = binary[0] & 0x0F
             guard let key = key(id: keyID) else { return .failure(.unknownKey(keyID)) }
             let received = UnsafeRawBufferPointer(binary).uint64(at: body)
-            Self.applyKeystream(to: UnsafeMutableRawBufferPointer(rebasing: binary[1..<body]), tag: received, key: key.encryptionKey)
+            Self.applyKeystream(to: UnsafeMutableRawBufferPointer(rebasing: binary[RoutingToken.headerLength..<body]),
+                                tag: received, key: key.encryptionKey)
             let expected = SipHash.hash(UnsafeRawBufferPointer(rebasing: binary[0..<body]), key: key.macKey)
             guard expected ^ received == 0 else { return .failure(.badTag) }
 
             let bytes = UnsafeRawBufferPointer(binary)
             let isIPv6 = length == RoutingToken.ipv6Length / 4 * 3
-            guard binary[1] == (isIPv6 ? 1 : 0) else { return .failure(.malformedBody) }
-            let clusterID = bytes.uint16(at: 2)
+            guard binary[3] == (isIPv6 ? 1 : 0) else { return .failure(.malformedBody) }
             let worker: TransportAddress
-            let nonceOffset: Int
+            let offset: Int
             if isIPv6 {
                 worker = .v6(IPv6Address(high: bytes.uint64(at: 4), low: bytes.uint64(at: 12)), port: bytes.uint16(at: 20))
-                nonceOffset = 22
+                offset = 22
             } else {
                 worker = .v4(IPv4Address(bits: bytes.uint32(at: 4)), port: bytes.uint16(at: 8))
-                nonceOffset = 10
+                offset = 10
             }
-            var nonce: UInt64 = 0
-            for index in 0..<6 { nonce = nonce << 8 | UInt64(bytes[nonceOffset + index]) }
-            return .success(RoutingToken(keyID: keyID, clusterID: clusterID, worker: worker, nonce: nonce))
+            let issued = bytes.uint16(at: offset)
+            if let currentHour {
+                let age = currentHour &- issued
+                let ahead = issued &- currentHour
+                guard age <= maximumAgeHours || ahead <= 1 else { return .failure(.expired) }
+            }
+            return .success(RoutingToken(keyID: keyID, clusterID: bytes.uint16(at: 1), worker: worker,
+                                         issuedHour: issued, nonce: bytes.uint32(at: offset + 2)))
         }
         return try result.get()
     }
 
-    public func open(_ text: some ContiguousBytesLike) throws(RoutingTokenError) -> RoutingToken {
-        try text.withRawBytes { (raw) throws(RoutingTokenError) in try open(raw) }
+    public func open(_ text: some ContiguousBytesLike, currentHour: UInt16? = nil) throws(RoutingTokenError) -> RoutingToken {
+        try text.withRawBytes { (raw) throws(RoutingTokenError) in try open(raw, currentHour: currentHour) }
     }
 
-    public func open(_ text: String) throws(RoutingTokenError) -> RoutingToken {
-        try open(Array(text.utf8))
+    public func open(_ text: String, currentHour: UInt16? = nil) throws(RoutingTokenError) -> RoutingToken {
+        try open(Array(text.utf8), currentHour: currentHour)
     }
 
     /// XORs `body` with SipHash-2-4(key, tag ‖ block) for blocks 0, 1, … (8 bytes each).

@@ -84,7 +84,14 @@ extension SessionDescription {
     public static func iceLiteAnswer(
         to offer: SessionDescription, parameters: AnswerParameters
     ) throws(OfferRejection) -> NegotiatedSession {
-        guard let audioIndex = offer.media.firstIndex(where: { $0.kind == "audio" && !$0.isRejected }) else {
+        let bundle = offer.groups.first { $0.semantics == "BUNDLE" }
+        /// A section is live unless port 0 rejects it; `a=bundle-only` sections inside the offered
+        /// BUNDLE group carry port 0 and are live all the same (RFC 8843 §6).
+        func isLive(_ section: MediaDescription) -> Bool {
+            !section.isRejected || (section.otherAttributes.contains { $0.name == "bundle-only" }
+                && section.mid.map { bundle?.mids.contains($0) ?? false } == true)
+        }
+        guard let audioIndex = offer.media.firstIndex(where: { $0.kind == "audio" && isLive($0) }) else {
             throw .noAudio
         }
         let audioOffer = offer.media[audioIndex]
@@ -98,9 +105,16 @@ extension SessionDescription {
         guard audioOffer.rtcpMux else { throw .rtcpMuxRequired }
         guard let audioMid = audioOffer.mid else { throw .missingMid }
 
+        // RFC 9429 suggests the answerer take `active`; Parley answers `passive` so the client's
+        // ClientHello leaves with its first ICE check (no extra round trip, and the client, which
+        // knows when its path is ready, starts DTLS). It goes active only when the client insists.
         let localSetup: DTLSSetupRole = offer.setup(for: audioOffer) == .passive ? .active : .passive
+        // Data channels share the audio's transport, so they are accepted only when the offer bundles
+        // them with the audio; an answer may only bundle what the offer's group contains.
+        let bundledWithAudio = bundle?.mids.contains(audioMid) == true ? bundle?.mids ?? [] : []
         let dataIndex = offer.media.firstIndex {
-            $0.isDataChannel && !$0.isRejected && $0.mid != nil && offer.iceCredentials(for: $0)?.ufrag == credentials.ufrag
+            $0.isDataChannel && isLive($0) && $0.mid.map(bundledWithAudio.contains) == true
+                && offer.iceCredentials(for: $0)?.ufrag == credentials.ufrag
         }
         let defaultCandidate = parameters.candidates.first { $0.component == 1 }
         let connection = defaultCandidate.map { "IN \($0.address.contains(":") ? "IP6" : "IP4") \($0.address)" } ?? "IN IP4 0.0.0.0"
@@ -146,12 +160,13 @@ extension SessionDescription {
                 // A rejected section keeps its kind, protocol and mid, with port 0 (RFC 8843 §7.3.3).
                 answer.media.append(MediaDescription(
                     kind: section.kind, port: 0, proto: section.proto, formats: Array(section.formats.prefix(1)),
-                    mid: section.mid
+                    connection: "IN IP4 0.0.0.0", mid: section.mid
                 ))
             }
         }
-        if offer.groups.contains(where: { $0.semantics == "BUNDLE" }) {
-            answer.groups = [MediaGroup(semantics: "BUNDLE", mids: accepted)]
+        let answerBundle = accepted.filter(bundledWithAudio.contains)
+        if !answerBundle.isEmpty {
+            answer.groups = [MediaGroup(semantics: "BUNDLE", mids: answerBundle)]
         }
         let dataOffer = dataIndex.map { offer.media[$0] }
         return NegotiatedSession(

@@ -87,8 +87,9 @@ public struct RTPCodec: Sendable, Equatable {
     public var parameterMap: [String: String] {
         var map: [String: String] = [:]
         for item in (parameters ?? "").split(separator: ";") {
-            let pair = item.split(separator: "=", maxSplits: 1)
+            let pair = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = pair[0].trimmingSpaces.lowercased()
+            guard !key.isEmpty else { continue }
             map[key] = pair.count > 1 ? String(pair[1].trimmingSpaces) : ""
         }
         return map
@@ -200,7 +201,7 @@ public struct ICECandidate: Sendable, Equatable, CustomStringConvertible {
 
     /// ICE's recommended priority (RFC 8445 §5.1.2.1).
     public static func priority(typePreference: UInt32, localPreference: UInt32, component: UInt32) -> UInt32 {
-        (typePreference << 24) + (localPreference << 8) + (256 - component)
+        (min(typePreference, 126) << 24) | (min(localPreference, 65535) << 8) | (256 - min(max(component, 1), 256))
     }
 
     public var description: String {

@@ -66,7 +66,7 @@ public struct STUNMessage: Sendable, Equatable {
     ) throws(STUNParseError) {
         switch type {
         case .username:
-            guard value.count <= 513 else { throw .malformedAttribute(type) }
+            guard value.count <= 763 else { throw .malformedAttribute(type) }
             if username == nil { username = value }
         case .realm:
             guard value.count <= 763 else { throw .malformedAttribute(type) }

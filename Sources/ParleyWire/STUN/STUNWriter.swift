@@ -57,7 +57,7 @@ public struct STUNWriter {
     }
 
     public mutating func appendUsername(_ value: some ContiguousBytesLike) throws(STUNBuildError) {
-        let tooLong = value.withRawBytes { $0.count > 513 }
+        let tooLong = value.withRawBytes { $0.count > 508 }  // RFC 8489 §14.3: fewer than 509 bytes
         if tooLong { throw .valueTooLong(.username) }
         try append(.username, value: value)
     }
@@ -118,7 +118,8 @@ public struct STUNWriter {
     /// ERROR-CODE with a reason phrase (RFC 8489 §14.8).
     public mutating func appendErrorCode(_ code: Int, reason: String) throws(STUNBuildError) {
         precondition((300...699).contains(code), "STUN error codes are 300–699")
-        let phrase = Array(reason.utf8.prefix(763))
+        // RFC 8489 §14.8: fewer than 128 characters; cut on a character boundary.
+        let phrase = Array(String(reason.prefix(127)).utf8)
         let offset = try reserve(.errorCode, length: 4 + phrase.count)
         buffer.store(UInt16(0), at: offset)
         buffer[offset + 2] = UInt8(code / 100)
