@@ -65,6 +65,7 @@ let package = Package(
                 "ParleyWire", "ParleyMedia", "ParleyTransceiver",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
 

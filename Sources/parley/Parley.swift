@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 import Metrics
 import ParleyMedia
 import ParleyTransceiver
@@ -30,8 +31,8 @@ struct ServingOptions: ParsableArguments {
     var mediaHost = "127.0.0.1"
     @Option(help: "UDP port of the first media worker; worker i binds port + i.")
     var mediaPort = 3478
-    @Option(help: "Media worker threads (one UDP port each).")
-    var workers = 1
+    @Option(help: "Media worker threads, one UDP port each (default: one per core).")
+    var workers = System.coreCount
     @Option(name: .customLong("advertise"),
             help: "Address put in SDP answers as a candidate, e.g. 203.0.113.5:3478 (repeat for several; default: the worker's own).")
     var advertised: [String] = []

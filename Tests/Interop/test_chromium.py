@@ -61,6 +61,19 @@ def test_chromium_call_echoes_audio(parley):
         # Round-trip time from RTCP reaches the browser's stats.
         state = wait_for(driver, lambda s: s["stats"].get("roundTripTime") is not None, 10, "RTCP round-trip time")
 
+        # ICE restart through PATCH: new credentials, the same call keeps its audio.
+        driver.execute_async_script("const done = arguments[0]; window.parley.restartIce().then(() => done(), (e) => done(String(e)))")
+        before = driver.execute_script("return window.parley.stats.packetsReceived")
+        time.sleep(2)
+        state = driver.execute_script("return window.parley")
+        assert state["error"] is None
+        assert state["iceRestarts"] == 1
+        assert state["state"] == "connected"
+        assert state["stats"]["packetsReceived"] > before + 50, "audio keeps flowing after the restart"
+        call = parley.get_json(f"/v1/realtime/calls/{call_id}")
+        assert call["iceRestarts"] == 1
+        assert call["state"] == "connected"
+
         driver.save_screenshot(os.path.join(ARTIFACTS, "chromium-call.png"))
         driver.execute_script("document.getElementById('hangup').click()")
         wait_for(driver, lambda s: s["state"] == "closed", 5, "hang up")

@@ -245,3 +245,37 @@ import Testing
         #expect(call.session.state == .closed(.hangup))
     }
 }
+
+extension SessionTests {
+    @Test func iceRestartSwapsCredentialsAndKeepsMedia() throws {
+        let call = try Call()
+        call.connect()
+        let oldUfrag = call.client.serverUfrag, oldPassword = call.client.serverPassword
+        call.session.restartICE(localUfrag: "newServerUfrag", localPassword: "newserverpassword1234567",
+                                remoteUfrag: "ncli", remotePassword: "newclientpassword1234567")
+        #expect(call.session.counters.iceRestarts == 1)
+        #expect(call.session.state == .connected, "media keeps flowing during the restart")
+        call.deliver(fromClient: [call.client.audioPacket(timestamp: 0, payload: [1])])
+        #expect(call.client.audio.count == 1)
+
+        // The old credentials no longer authenticate.
+        call.deliver(fromClient: [call.client.check(useCandidate: true)])
+        #expect(call.client.errorCodes == [401])
+
+        // The new ones do.
+        call.client.serverUfrag = "newServerUfrag"
+        call.client.serverPassword = "newserverpassword1234567"
+        let clientUfrag = call.client.ufrag
+        #expect(oldUfrag != call.client.serverUfrag && oldPassword != call.client.serverPassword)
+        _ = clientUfrag
+        let check = try STUNWriter.build(type: .bindingRequest, transactionID: .random()) { writer throws(STUNBuildError) in
+            try writer.appendUsername("newServerUfrag:ncli")
+            try writer.appendUseCandidate()
+            try writer.appendMessageIntegrity(key: STUNIntegrityKey(shortTermPassword: "newserverpassword1234567"))
+            try writer.appendFingerprint()
+        }
+        call.deliver(fromClient: [check])
+        #expect(call.client.successResponses.count == 2)
+        #expect(call.events.contains(.iceRestarted))
+    }
+}

@@ -69,6 +69,21 @@ final class MediaWorker: @unchecked Sendable {
                 }
             }
         let channel = try await bootstrap.bind(host: bindHost, port: port).get()
+        // SO_RCVBUF is capped by net.core.rmem_max (about 200 KiB by default); with CAP_NET_ADMIN
+        // the FORCE variants lift the cap. Without it the kernel keeps what it allowed.
+        for name in [SO_RCVBUFFORCE, SO_SNDBUFFORCE] {
+            try? await channel.setOption(
+                ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: name)),
+                value: SocketOptionValue(receiveBufferBytes)).get()
+        }
+        let granted: Int = (try? await channel.getOption(.socketOption(.so_rcvbuf)).get()).map { Int($0) } ?? 0
+        logger.info("media socket bound", metadata: [
+            "address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "receive_buffer_bytes": "\(granted)",
+        ])
+        if granted < receiveBufferBytes {
+            logger.warning("the kernel granted a smaller receive buffer than asked; raise net.core.rmem_max",
+                           metadata: ["asked": "\(receiveBufferBytes)", "granted": "\(granted)"])
+        }
         try await eventLoop.submit {
             self.channel = channel
             self.tick = self.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(10)) { _ in
@@ -126,6 +141,27 @@ final class MediaWorker: @unchecked Sendable {
     }
 
     var sessionCount: Int { sessions.count }
+
+    /// What a renegotiation needs to know about a session.
+    func negotiationState(key: UInt32) -> SessionParameters? {
+        eventLoop.preconditionInEventLoop()
+        return sessions[key]?.session.parameters
+    }
+
+    /// Installs new ICE credentials (ICE restart) and moves the session to its new token's key.
+    func restartSession(key: UInt32, newKey: UInt32, localUfrag: String, localPassword: String,
+                        remoteUfrag: String, remotePassword: String) throws -> Bool {
+        eventLoop.preconditionInEventLoop()
+        guard newKey == key || sessions[newKey] == nil else { throw SessionKeyInUse() }
+        guard let entry = sessions.removeValue(forKey: key) else { return false }
+        entry.session.restartICE(localUfrag: localUfrag, localPassword: localPassword,
+                                 remoteUfrag: remoteUfrag, remotePassword: remotePassword)
+        sessions[newKey] = entry
+        for path in entry.paths where byPath[path] == key { byPath[path] = newKey }
+        drain(key: newKey, now: monotonicNow())
+        flush()
+        return true
+    }
 
     private func close(key: UInt32, reason: CloseReason, now: Instant) {
         guard let entry = sessions[key] else { return }
@@ -199,6 +235,8 @@ final class MediaWorker: @unchecked Sendable {
                     entry.logger.info("DTLS connected", metadata: ["srtp": "\(profile)"])
                 case .applicationData:
                     break
+                case .iceRestarted:
+                    entry.logger.info("ICE restarted", metadata: ["remote_ufrag": "\(session.parameters.negotiated.remoteUfrag)"])
                 case .closed(let reason):
                     entry.logger.info("session closed", metadata: ["reason": "\(reason)"])
                 }
@@ -299,6 +337,8 @@ struct SessionSnapshot: Sendable, Codable {
     var client: String?
     var rtpReceived: Int
     var rtpSent: Int
+    var checksAnswered: Int
+    var iceRestarts: Int
     var roundTripTimeMilliseconds: Double?
     var drops: [String: Int]
 
@@ -308,6 +348,8 @@ struct SessionSnapshot: Sendable, Codable {
         self.client = client
         rtpReceived = counters.rtpReceived
         rtpSent = counters.rtpSent
+        checksAnswered = counters.checksAnswered
+        iceRestarts = counters.iceRestarts
         roundTripTimeMilliseconds = counters.roundTripTime.map { Double($0.nanoseconds) / 1e6 }
         drops = Dictionary(uniqueKeysWithValues: counters.drops.map { ($0.key.rawValue, $0.value) })
     }

@@ -127,6 +127,66 @@ public final class Transceiver: Sendable {
         throw .internalError("no free session key")
     }
 
+    /// Answers a new offer for an existing call. New ICE credentials in the offer restart ICE
+    /// (RFC 8445 §9) on the same DTLS association: the call gets a new token ufrag and password.
+    /// The client's certificate must not change. Nil when no such call exists.
+    public func renegotiateCall(id: String, offer bytes: [UInt8]) async throws(CallSetupError) -> String? {
+        guard let entry = registry.lookup(id) else { return nil }
+        let offer: SessionDescription
+        do { offer = try SessionDescription(parsing: bytes) } catch { throw .malformedOffer(error.description) }
+        let worker = workers[entry.worker]
+        guard let current = try? await worker.eventLoop.submit({ worker.negotiationState(key: entry.sessionKey) }).get() else {
+            return nil
+        }
+        var generator = SystemRandomNumberGenerator()
+        let candidates = advertisedCandidates(for: worker)
+        let issued = RoutingToken.hour(unixSeconds: Int64(time(nil)))
+        for _ in 0..<4 {
+            let token = RoutingToken.random(keyID: configuration.keyring.currentKeyID, clusterID: configuration.clusterID,
+                                            worker: worker.endpoint, issuedHour: issued, using: &generator)
+            let probe = try Self.negotiate(offer, ufrag: current.localUfrag, password: current.localPassword,
+                                           certificate: certificate, candidates: candidates, ssrc: current.localAudioSSRC)
+            guard probe.remoteFingerprints.contains(where: current.negotiated.remoteFingerprints.contains) else {
+                throw .unsupportedOffer("a new offer for a call must keep its DTLS certificate")
+            }
+            // The same ICE credentials: nothing to restart, the answer repeats ours.
+            if probe.remoteUfrag == current.negotiated.remoteUfrag { return probe.answer.text }
+
+            let ufrag = configuration.keyring.seal(token)
+            let password = ICECredentials.randomString(length: 24, using: &generator)
+            let negotiated = try Self.negotiate(offer, ufrag: ufrag, password: password, certificate: certificate,
+                                                candidates: candidates, ssrc: current.localAudioSSRC)
+            do {
+                let restarted = try await worker.eventLoop.submit {
+                    try worker.restartSession(key: entry.sessionKey, newKey: token.nonce, localUfrag: ufrag, localPassword: password,
+                                              remoteUfrag: negotiated.remoteUfrag, remotePassword: negotiated.remotePassword)
+                }.get()
+                guard restarted else { return nil }
+            } catch is SessionKeyInUse {
+                continue
+            } catch {
+                throw .internalError("\(error)")
+            }
+            registry.insert(id, .init(worker: worker.index, sessionKey: token.nonce))
+            return negotiated.answer.text
+        }
+        throw .internalError("no free session key")
+    }
+
+    private static func negotiate(
+        _ offer: SessionDescription, ufrag: String, password: String, certificate: DTLSCertificate,
+        candidates: [ICECandidate], ssrc: UInt32
+    ) throws(CallSetupError) -> NegotiatedSession {
+        var generator = SystemRandomNumberGenerator()
+        do {
+            return try SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
+                iceUfrag: ufrag, icePassword: password, fingerprint: certificate.fingerprint, candidates: candidates,
+                sessionID: UInt64.random(in: 1...UInt64(Int64.max), using: &generator), audioSSRC: ssrc, cname: "parley"))
+        } catch {
+            throw .unsupportedOffer(error.description)
+        }
+    }
+
     /// Ends a call; false when no such call exists (any more).
     public func endCall(id: String, reason: CloseReason = .hangup) async -> Bool {
         guard let entry = registry.lookup(id) else { return false }

@@ -84,6 +84,8 @@ public enum SessionEvent: Sendable, Equatable {
     /// A nominated check from another address moved the session (e.g. Wi-Fi to cellular).
     case pathChanged(from: PeerPath, to: PeerPath)
     case dtlsConnected(SRTPProfile)
+    /// New ICE credentials were installed (an ICE restart through signaling).
+    case iceRestarted
     /// An Opus frame from the client (decrypted): its RTP timestamp, marker, and payload.
     case audio(timestamp: UInt32, sequenceNumber: UInt16, marker: Bool, payload: [UInt8])
     /// Data-channel bytes arrived over DTLS (SCTP is handled by a later layer).
@@ -129,6 +131,7 @@ public struct SessionCounters: Sendable {
     public var rtcpReceived = 0
     public var rtcpSent = 0
     public var checksAnswered = 0
+    public var iceRestarts = 0
     public var drops: [DropReason: Int] = [:]
     /// Round-trip time from the client's last receiver report about our stream.
     public var roundTripTime: Duration?

@@ -39,7 +39,8 @@ public final class WebRTCSession {
         case closed(CloseReason)
     }
 
-    public let parameters: SessionParameters
+    /// What the session was created with; `restartICE` replaces the ICE credentials in it.
+    public private(set) var parameters: SessionParameters
     public private(set) var state: State = .waitingForICE
     /// The nominated path media flows on.
     public private(set) var selectedPath: PeerPath?
@@ -48,8 +49,8 @@ public final class WebRTCSession {
 
     private let createdAt: Instant
     private var lastNow: Instant
-    private let integrityKey: STUNIntegrityKey
-    private let expectedUsername: [UInt8]
+    private var integrityKey: STUNIntegrityKey
+    private var expectedUsername: [UInt8]
     private let dtls: DTLSConnection
     private var dtlsStartedAt: Instant?
     private var outboundSRTP: SRTPContext?
@@ -82,6 +83,20 @@ public final class WebRTCSession {
             remoteFingerprints: parameters.negotiated.remoteFingerprints)
         var generator = SystemRandomNumberGenerator()
         sequenceNumber = UInt16.random(in: 0...UInt16.max, using: &generator)
+    }
+
+    /// ICE restart (RFC 8445 §9): new credentials on both sides, same DTLS association. Media keeps
+    /// flowing on the current path; only checks with the new credentials are answered from now on,
+    /// and the first nominated one may move the session.
+    public func restartICE(localUfrag: String, localPassword: String, remoteUfrag: String, remotePassword: String) {
+        parameters.localUfrag = localUfrag
+        parameters.localPassword = localPassword
+        parameters.negotiated.remoteUfrag = remoteUfrag
+        parameters.negotiated.remotePassword = remotePassword
+        integrityKey = STUNIntegrityKey(shortTermPassword: localPassword)
+        expectedUsername = Array("\(localUfrag):\(remoteUfrag)".utf8)
+        counters.iceRestarts += 1
+        events.append(.iceRestarted)
     }
 
     /// Whether an authenticated check came from `path` (media is accepted only from such paths).

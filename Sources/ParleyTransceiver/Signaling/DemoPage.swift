@@ -126,6 +126,22 @@ async function readStats() {
   $("s-received").textContent = st.packetsReceived ?? "—";
 }
 
+// ICE restart: new credentials through PATCH on the call, same DTLS association.
+parley.restartIce = async function () {
+  pc.restartIce();
+  await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
+    setTimeout(resolve, 2000);
+  });
+  const response = await fetch("/v1/realtime/calls/" + parley.callId, {
+    method: "PATCH", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+  if (!response.ok) throw new Error("ICE restart: " + response.status + " " + (await response.text()));
+  await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  parley.iceRestarts = (parley.iceRestarts || 0) + 1;
+};
+
 async function hangup() {
   clearInterval(statsTimer);
   if (parley.callId) await fetch("/v1/realtime/calls/" + parley.callId, { method: "DELETE" }).catch(() => {});

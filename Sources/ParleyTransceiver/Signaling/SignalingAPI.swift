@@ -7,6 +7,7 @@ import Prometheus
 ///
 ///     POST   /v1/realtime/calls              application/sdp offer → 201, Location, SDP answer
 ///     GET    /v1/realtime/calls/{id}         the call's state and counters (JSON)
+///     PATCH  /v1/realtime/calls/{id}         application/sdp new offer (ICE restart) → 200, SDP answer
 ///     DELETE /v1/realtime/calls/{id}         ends the call → 204
 ///     POST   /v1/realtime/calls/{id}/hangup  ends the call → 204
 ///     GET    /healthz                        200 while the transceiver serves
@@ -27,10 +28,11 @@ public struct SignalingAPI: Sendable {
         let router = Router()
         // A page served from another origin (or port) calls the API after a CORS preflight.
         router.add(middleware: CORSMiddleware(
-            allowOrigin: .all, allowHeaders: [.contentType, .authorization], allowMethods: [.get, .post, .delete, .options],
+            allowOrigin: .all, allowHeaders: [.contentType, .authorization], allowMethods: [.get, .post, .patch, .delete, .options],
             exposedHeaders: ["Location"]))
         router.post("/v1/realtime/calls") { request, context in try await createCall(request, context) }
         router.get("/v1/realtime/calls/{id}") { _, context in try await describeCall(context) }
+        router.patch("/v1/realtime/calls/{id}") { request, context in try await renegotiate(request, context) }
         router.delete("/v1/realtime/calls/{id}") { _, context in try await endCall(context) }
         router.post("/v1/realtime/calls/{id}/hangup") { _, context in try await endCall(context) }
         router.get("/healthz") { _, _ in "ok\n" }
@@ -43,19 +45,7 @@ public struct SignalingAPI: Sendable {
     }
 
     private func createCall(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        let contentType = request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces)
-        guard contentType?.lowercased() == "application/sdp" else {
-            transceiver.metrics.signalingRequest(status: 415)
-            throw HTTPError(.unsupportedMediaType, message: "the offer must be sent as Content-Type: application/sdp")
-        }
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: Self.maximumOfferBytes)
-        } catch {
-            transceiver.metrics.signalingRequest(status: 413)
-            throw HTTPError(.contentTooLarge, message: "the offer is larger than \(Self.maximumOfferBytes) bytes")
-        }
-        let offer = Array(body.readableBytesView)
+        let offer = try await sdpBody(request)
         do {
             let (id, answer) = try await transceiver.createCall(offer: offer)
             transceiver.metrics.signalingRequest(status: 201)
@@ -64,14 +54,46 @@ public struct SignalingAPI: Sendable {
                 headers: [.contentType: "application/sdp", .location: "/v1/realtime/calls/\(id)"],
                 body: .init(byteBuffer: ByteBuffer(string: answer)))
         } catch {
-            let status: HTTPResponse.Status
-            switch error {
-            case .malformedOffer, .unsupportedOffer: status = .badRequest
-            case .atCapacity: status = .serviceUnavailable
-            case .internalError: status = .internalServerError
-            }
+            let status = Self.status(for: error)
             transceiver.metrics.signalingRequest(status: status.code)
             throw HTTPError(status, message: error.description)
+        }
+    }
+
+    /// A new offer for a call (ICE restart): 200 with the new answer.
+    private func renegotiate(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let offer = try await sdpBody(request)
+        do {
+            guard let answer = try await transceiver.renegotiateCall(id: id, offer: offer) else {
+                throw HTTPError(.notFound, message: "no call \(id)")
+            }
+            return Response(status: .ok, headers: [.contentType: "application/sdp"], body: .init(byteBuffer: ByteBuffer(string: answer)))
+        } catch let error as CallSetupError {
+            throw HTTPError(Self.status(for: error), message: error.description)
+        }
+    }
+
+    /// The request's SDP body: 415 for another content type, 413 when too large.
+    private func sdpBody(_ request: Request) async throws -> [UInt8] {
+        let contentType = request.headers[.contentType]?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces)
+        guard contentType?.lowercased() == "application/sdp" else {
+            transceiver.metrics.signalingRequest(status: 415)
+            throw HTTPError(.unsupportedMediaType, message: "the offer must be sent as Content-Type: application/sdp")
+        }
+        do {
+            return Array(try await request.body.collect(upTo: Self.maximumOfferBytes).readableBytesView)
+        } catch {
+            transceiver.metrics.signalingRequest(status: 413)
+            throw HTTPError(.contentTooLarge, message: "the offer is larger than \(Self.maximumOfferBytes) bytes")
+        }
+    }
+
+    private static func status(for error: CallSetupError) -> HTTPResponse.Status {
+        switch error {
+        case .malformedOffer, .unsupportedOffer: .badRequest
+        case .atCapacity: .serviceUnavailable
+        case .internalError: .internalServerError
         }
     }
 
