@@ -59,10 +59,19 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
+        // A WebRTC client from the same pieces (ICE controlling, DTLS client, SRTP): `parley load`.
+        .target(
+            name: "ParleyClient",
+            dependencies: [
+                "ParleyWire", "ParleyMedia",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "parley",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleyTransceiver",
+                "ParleyWire", "ParleyMedia", "ParleyTransceiver", "ParleyClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -4,6 +4,8 @@ import Hummingbird
 import Logging
 import NIOCore
 import Metrics
+import NIOPosix
+import ParleyClient
 import ParleyMedia
 import ParleyTransceiver
 import ParleyWire
@@ -14,7 +16,7 @@ struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
         abstract: "A WebRTC edge for voice AI: a relay on one public port, transceivers that own the sessions.",
-        subcommands: [Dev.self, Relay.self, TransceiverCommand.self, Version.self]
+        subcommands: [Dev.self, Relay.self, TransceiverCommand.self, Load.self, Version.self]
     )
 }
 
@@ -107,6 +109,46 @@ struct Relay: ParsableCommand {
     func run() throws {
         FileHandle.standardError.write(Data("parley relay: not yet implemented (lands with the relay issue).\n".utf8))
         throw ExitCode(notImplementedExitCode)
+    }
+}
+
+struct Load: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "WebRTC load: N sessions against any endpoint that takes an SDP offer, 50 packets/s each way.",
+        discussion: "Prints a progress line every second (standard error) and a JSON report at the end (standard output)."
+    )
+
+    @Option(help: "The endpoint that takes SDP offers.")
+    var url = "http://127.0.0.1:8080/v1/realtime/calls"
+    @Option(help: "Number of sessions.")
+    var sessions = 1
+    @Option(help: "Seconds each session sends audio once connected.")
+    var duration: Double = 10
+    @Option(help: "Seconds over which the sessions start (0: all at once).")
+    var ramp: Double = 0
+    @Option(help: "RTP payload bytes per 20 ms frame.")
+    var payloadBytes = 80
+
+    func validate() throws {
+        guard sessions >= 1 else { throw ValidationError("--sessions must be at least 1") }
+        guard duration > 0, ramp >= 0 else { throw ValidationError("--duration must be positive and --ramp not negative") }
+        _ = try SignalingClient.parse(url: url)
+    }
+
+    func run() async throws {
+        var configuration = LoadConfiguration(url: url, sessions: sessions, duration: .milliseconds(Int64(duration * 1000)),
+                                              ramp: .milliseconds(Int64(ramp * 1000)))
+        configuration.payloadBytes = payloadBytes
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let generator = try LoadGenerator(configuration: configuration, eventLoop: group.next())
+        let report = try await generator.run { line in
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+        try await group.shutdownGracefully()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        if report.connected < report.sessions { throw ExitCode(1) }
     }
 }
 
