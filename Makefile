@@ -4,8 +4,9 @@
 SWIFT ?= swift
 ARGS ?=
 FUZZ_SECONDS ?= 30
+BENCH_SESSIONS ?= 1,50,100,200,400
 
-.PHONY: dev test build fuzz bench clean
+.PHONY: dev test build fuzz bench bench-micro bench-transceiver clean
 
 ## Run Parley in one process (relay + transceiver + demo page) with in-memory defaults.
 dev:
@@ -29,10 +30,19 @@ fuzz:
 	@scripts/install-deps.sh test
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
+## Every benchmark: micro-benchmarks of the wire hot paths, then the transceiver under load.
+bench: bench-micro bench-transceiver
+
 ## Micro-benchmarks (ordo-one/benchmark): time and allocations per operation on the hot paths.
-bench:
+bench-micro:
 	@scripts/install-deps.sh build
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark --no-progress
+
+## Server CPU, memory and setup time per session for 1…400 echo calls (release build, pinned cores).
+bench-transceiver:
+	@scripts/install-deps.sh build
+	$(SWIFT) build -c release --product parley
+	scripts/bench_transceiver.py --sessions $(BENCH_SESSIONS)
 
 clean:
 	rm -rf .build Benchmarks/.build Fuzz/bin

@@ -91,7 +91,7 @@ let package = Package(
         .testTarget(
             name: "ParleyTransceiverTests",
             dependencies: [
-                "ParleyTransceiver",
+                "ParleyTransceiver", "ParleyClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -50,35 +50,19 @@ public final class ClientSession {
 
     /// The offer: audio (Opus) and a data channel, bundled, as a browser sends it.
     public var offer: String {
-        """
-        v=0\r
-        o=- \(audioSSRC) 2 IN IP4 127.0.0.1\r
-        s=-\r
-        t=0 0\r
-        a=group:BUNDLE 0 1\r
-        m=audio 9 UDP/TLS/RTP/SAVPF 111\r
-        c=IN IP4 0.0.0.0\r
-        a=ice-ufrag:\(ufrag)\r
-        a=ice-pwd:\(password)\r
-        a=fingerprint:\(certificate.fingerprint)\r
-        a=setup:actpass\r
-        a=mid:0\r
-        a=sendrecv\r
-        a=rtcp-mux\r
-        a=rtpmap:111 opus/48000/2\r
-        a=fmtp:111 minptime=10;useinbandfec=1\r
-        a=ssrc:\(audioSSRC) cname:parley-load\r
-        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r
-        c=IN IP4 0.0.0.0\r
-        a=ice-ufrag:\(ufrag)\r
-        a=ice-pwd:\(password)\r
-        a=fingerprint:\(certificate.fingerprint)\r
-        a=setup:actpass\r
-        a=mid:1\r
-        a=sctp-port:5000\r
-        a=max-message-size:262144\r
+        Self.offer(ufrag: ufrag, password: password, fingerprint: certificate.fingerprint, audioSSRC: audioSSRC)
+    }
 
-        """
+    /// A browser-shaped offer for the given credentials.
+    public static func offer(ufrag: String, password: String, fingerprint: CertificateFingerprint, audioSSRC: UInt32,
+                             cname: String = "parley-load") -> String {
+        let transport = "a=ice-ufrag:\(ufrag)\r\na=ice-pwd:\(password)\r\na=fingerprint:\(fingerprint)\r\na=setup:actpass\r\n"
+        return "v=0\r\no=- \(audioSSRC) 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
+            + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n" + transport
+            + "a=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n"
+            + "a=ssrc:\(audioSSRC) cname:\(cname)\r\n"
+            + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n" + transport
+            + "a=mid:1\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
     }
 
     /// Takes the server's answer and starts connectivity checks.

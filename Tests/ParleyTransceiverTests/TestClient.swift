@@ -1,3 +1,4 @@
+import ParleyClient
 import ParleyMedia
 import Testing
 import ParleyWire
@@ -30,35 +31,8 @@ final class TestClient {
 
     /// An offer in the shape browsers send: Opus PT 111, BUNDLE audio and data, rtcp-mux.
     var offer: String {
-        """
-        v=0\r
-        o=- 1 2 IN IP4 127.0.0.1\r
-        s=-\r
-        t=0 0\r
-        a=group:BUNDLE 0 1\r
-        m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r
-        c=IN IP4 0.0.0.0\r
-        a=ice-ufrag:\(ufrag)\r
-        a=ice-pwd:\(password)\r
-        a=fingerprint:\(certificate.fingerprint)\r
-        a=setup:actpass\r
-        a=mid:0\r
-        a=sendrecv\r
-        a=rtcp-mux\r
-        a=rtpmap:111 opus/48000/2\r
-        a=fmtp:111 minptime=10;useinbandfec=1\r
-        a=ssrc:\(ssrc) cname:testclient\r
-        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r
-        c=IN IP4 0.0.0.0\r
-        a=ice-ufrag:\(ufrag)\r
-        a=ice-pwd:\(password)\r
-        a=fingerprint:\(certificate.fingerprint)\r
-        a=setup:actpass\r
-        a=mid:1\r
-        a=sctp-port:5000\r
-        a=max-message-size:262144\r
-
-        """
+        ClientSession.offer(ufrag: ufrag, password: password, fingerprint: certificate.fingerprint, audioSSRC: ssrc,
+                            cname: "testclient")
     }
 
     /// Reads the answer: the server's credentials and fingerprint; prepares the DTLS client.
