@@ -141,6 +141,17 @@ import Testing
         #expect(rtt > .milliseconds(15) && rtt < .milliseconds(60))
     }
 
+    @Test func clientThatInsistsOnPassiveGetsAnActiveServer() throws {
+        let call = try Call(tamperOffer: { $0.replacingOccurrences(of: "a=setup:actpass", with: "a=setup:passive") })
+        #expect(call.session.parameters.negotiated.localSetup == .active)
+        // After the first check the session, now the DTLS client, sends its ClientHello unasked.
+        call.deliver(fromClient: [call.client.check(useCandidate: true)])
+        #expect(call.session.state == .connected)
+        #expect(call.client.isConnected)
+        call.deliver(fromClient: [call.client.audioPacket(timestamp: 0, payload: [9, 9])])
+        #expect(call.client.audio.last?.payload == [9, 9])
+    }
+
     @Test func lostDTLSFlightIsRetransmitted() throws {
         let call = try Call(serverContext: Self.context(Self.serverCertificate, retransmit: .milliseconds(20)))
         // Lose every DTLS datagram from the server until the test says otherwise: its first flight is gone.

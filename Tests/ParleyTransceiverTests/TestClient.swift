@@ -40,7 +40,9 @@ final class TestClient {
         let audio = answer.media[0]
         serverUfrag = try #require(audio.iceUfrag)
         serverPassword = try #require(audio.icePassword)
-        dtls = try DTLSConnection(context: context, role: .client, remoteFingerprints: audio.fingerprints)
+        // The answer's role decides ours: a server that answers `active` makes us the DTLS server.
+        let role: DTLSConnection.Role = audio.setup == .active ? .server : .client
+        dtls = try DTLSConnection(context: context, role: role, remoteFingerprints: audio.fingerprints)
     }
 
     /// An ICE connectivity check as a controlling agent sends it.
