@@ -59,6 +59,17 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
+        // The public UDP forwarder: route table (sans-IO), workers, route store.
+        .target(
+            name: "ParleyRelay",
+            dependencies: [
+                "ParleyWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         // A WebRTC client from the same pieces (ICE controlling, DTLS client, SRTP): `parley load`.
         .target(
             name: "ParleyClient",
@@ -87,6 +98,10 @@ let package = Package(
             name: "ParleyMediaTests",
             // usrsctp is linked only here, as an independent peer for tests.
             dependencies: ["ParleyMedia", "CParleyShims", "CUsrSCTP"]
+        ),
+        .testTarget(
+            name: "ParleyRelayTests",
+            dependencies: ["ParleyRelay"]
         ),
         .testTarget(
             name: "ParleyTransceiverTests",

@@ -1,0 +1,164 @@
+import ParleyWire
+import Testing
+@testable import ParleyRelay
+
+@Suite struct RouteTableTests {
+    static let keyring = RoutingKeyring(current: RoutingKey(id: 2, secret: (0..<32).map { UInt8($0 &* 7) }))
+    static let worker = TransportAddress.v4(IPv4Address(10, 0, 0, 5), port: 40000)
+    static let client = TransportAddress.v4(IPv4Address(198, 51, 100, 20), port: 51000)
+
+    static func policy() -> RouteTable.Policy {
+        var policy = RouteTable.Policy()
+        policy.workerNetworks = [IPv4Network("10.0.0.0/8")!]
+        policy.maximumPending = 100
+        policy.maximumRoutes = 1000
+        return policy
+    }
+
+    static func ufrag(worker: TransportAddress = worker, keyring: RoutingKeyring = keyring) -> String {
+        keyring.seal(RoutingToken(keyID: keyring.currentKeyID, clusterID: 1, worker: worker, issuedHour: 100, nonce: 99))
+    }
+
+    static func check(ufrag: String, transaction: STUNTransactionID = STUNTransactionID(1, 2, 3)) -> [UInt8] {
+        try! STUNWriter.build(type: .bindingRequest, transactionID: transaction) { writer throws(STUNBuildError) in
+            try writer.appendUsername("\(ufrag):cli1")
+            try writer.appendUseCandidate()
+            try writer.appendMessageIntegrity(key: STUNIntegrityKey(shortTermPassword: "whatever-the-relay-cannot-check"))
+            try writer.appendFingerprint()
+        }
+    }
+
+    static func success(transaction: STUNTransactionID = STUNTransactionID(1, 2, 3)) -> [UInt8] {
+        try! STUNWriter.build(type: .bindingSuccess, transactionID: transaction) { writer throws(STUNBuildError) in
+            try writer.appendXORMappedAddress(client)
+            try writer.appendFingerprint()
+        }
+    }
+
+    let dtls: [UInt8] = [22, 0xfe, 0xfd] + [UInt8](repeating: 0, count: 30)
+    let now = Instant(nanoseconds: 1_000_000_000)
+
+    func fromClient(_ table: inout RouteTable, _ bytes: [UInt8], _ client: TransportAddress, at instant: Instant? = nil)
+        -> RouteTable.ClientDecision {
+        bytes.withUnsafeBytes { table.fromClient($0, client: client, now: instant ?? now) }
+    }
+
+    func fromTransceiver(_ table: inout RouteTable, _ bytes: [UInt8], _ client: TransportAddress, _ source: TransportAddress)
+        -> RouteTable.TransceiverDecision {
+        bytes.withUnsafeBytes { table.fromTransceiver($0, client: client, source: source, now: now) }
+    }
+
+    @Test func aCheckWithAValidTokenIsForwardedAndCommittedByTheAnswer() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        let check = Self.check(ufrag: Self.ufrag())
+        #expect(fromClient(&table, check, Self.client) == .forward(to: Self.worker))
+        #expect(table.pendingCount == 1 && table.committedCount == 0)
+        // DTLS before the answer is not forwarded.
+        #expect(fromClient(&table, dtls, Self.client) == .drop(.pendingNotSTUN))
+        // The transceiver's success response for that transaction commits the route.
+        #expect(fromTransceiver(&table, Self.success(), Self.client, Self.worker) == .deliver(to: Self.client))
+        #expect(table.pendingCount == 0 && table.committedCount == 1)
+        let commits = table.takeCommits()
+        #expect(commits == [RouteTable.Commit(client: Self.client, transceiver: Self.worker)])
+        // From now on, anything goes both ways by lookup.
+        #expect(fromClient(&table, dtls, Self.client) == .forward(to: Self.worker))
+        #expect(fromTransceiver(&table, dtls, Self.client, Self.worker) == .deliver(to: Self.client))
+    }
+
+    @Test func forgedMalformedAndForeignTokensAreDropped() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        let stranger = RoutingKeyring(current: RoutingKey(id: 2, secret: (0..<32).map { UInt8(255 - $0) }))
+        for ufrag in ["xOn5", String(repeating: "A", count: 32), Self.ufrag(keyring: stranger)] {
+            #expect(fromClient(&table, Self.check(ufrag: ufrag), Self.client) == .drop(.badToken))
+        }
+        var forged = Array(Self.ufrag().utf8)
+        forged[10] = forged[10] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        #expect(fromClient(&table, Self.check(ufrag: String(decoding: forged, as: UTF8.self)), Self.client) == .drop(.badToken))
+        // Not STUN at all, from an unknown client: the route store may know it.
+        #expect(fromClient(&table, dtls, Self.client) == .unknown)
+        #expect(table.count == 0)
+    }
+
+    @Test func tokensNamingAddressesOutsideTheWorkerNetworksAreRefused() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        let metadata = TransportAddress.v4(IPv4Address(169, 254, 169, 254), port: 80)
+        #expect(fromClient(&table, Self.check(ufrag: Self.ufrag(worker: metadata)), Self.client) == .drop(.workerNotAllowed))
+        let installed = table.install(client: Self.client, transceiver: metadata, now: now)
+        #expect(!installed)
+    }
+
+    @Test func aPendingFlowThatNeverGetsItsAnswerExpires() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        _ = Self.check(ufrag: Self.ufrag()).withUnsafeBytes { table.fromClient($0, client: Self.client, now: now) }
+        let early = table.expire(now: now + .seconds(4))
+        let late = table.expire(now: now + .seconds(5))
+        #expect(early == 0 && late == 1)
+        #expect(table.count == 0 && table.pendingCount == 0)
+        // A success response for another transaction does not commit.
+        _ = Self.check(ufrag: Self.ufrag()).withUnsafeBytes { table.fromClient($0, client: Self.client, now: now) }
+        #expect(fromTransceiver(&table, Self.success(transaction: STUNTransactionID(9, 9, 9)), Self.client, Self.worker) == .drop(.pendingNotSTUN))
+        #expect(table.committedCount == 0)
+    }
+
+    @Test func committedRoutesExpireWhenIdle() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        let installed = table.install(client: Self.client, transceiver: Self.worker, now: now)
+        #expect(installed)
+        _ = dtls.withUnsafeBytes { table.fromClient($0, client: Self.client, now: now + .seconds(50)) }
+        let kept = table.expire(now: now + .seconds(100))
+        #expect(kept == 0, "traffic at 50 s keeps it")
+        let gone = table.expire(now: now + .seconds(111))
+        #expect(gone == 1)
+        #expect(table.committedCount == 0)
+    }
+
+    @Test func reflectionAttemptsAreDropped() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        let installed = table.install(client: Self.client, transceiver: Self.worker, now: now)
+        #expect(installed)
+        let otherWorker = TransportAddress.v4(IPv4Address(10, 0, 0, 6), port: 40000)
+        // Another transceiver (or anyone) naming our client: not its route.
+        #expect(fromTransceiver(&table, dtls, Self.client, otherWorker) == .drop(.notRouteOwner))
+        // A client nobody routed: nothing to deliver to.
+        let victim = TransportAddress.v4(IPv4Address(203, 0, 113, 9), port: 53)
+        #expect(fromTransceiver(&table, dtls, victim, Self.worker) == .unknown)
+    }
+
+    @Test func floodsOfRandomUfragsAndSourcesKeepMemoryBounded() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        var generator = SplitMix64(seed: 1)
+        var outcomes: [RouteTable.ClientDecision: Int] = [:]
+        // 20,000 checks with random ufrags from random addresses: none opens.
+        for _ in 0..<20_000 {
+            let ufrag = ICECredentials.randomString(length: 32, using: &generator)
+            let source = TransportAddress.v4(IPv4Address(bits: UInt32(truncatingIfNeeded: generator.next())), port: 1000)
+            let decision = Self.check(ufrag: ufrag).withUnsafeBytes { table.fromClient($0, client: source, now: now) }
+            outcomes[decision, default: 0] += 1
+        }
+        #expect(outcomes == [.drop(.badToken): 20_000])
+        #expect(table.count == 0)
+        // A valid token replayed from 5,000 random sources: pending flows stop at the limit.
+        let check = Self.check(ufrag: Self.ufrag())
+        for _ in 0..<5_000 {
+            let source = TransportAddress.v4(IPv4Address(bits: UInt32(truncatingIfNeeded: generator.next())), port: 2000)
+            _ = check.withUnsafeBytes { table.fromClient($0, client: source, now: now) }
+        }
+        #expect(table.pendingCount == Self.policy().maximumPending)
+        #expect(table.count == Self.policy().maximumPending)
+        table.expire(now: now + .seconds(6))
+        #expect(table.count == 0)
+    }
+}
+
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
