@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "ParleyTransceiver",
             dependencies: [
-                "ParleyWire", "ParleyMedia",
+                "ParleyWire", "ParleyMedia", "ParleyIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -59,11 +59,16 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
+        // SwiftNIO glue shared by the I/O edges: address conversion, clocks, thread pinning.
+        .target(
+            name: "ParleyIO",
+            dependencies: ["ParleyWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         // The public UDP forwarder: route table (sans-IO), workers, route store.
         .target(
             name: "ParleyRelay",
             dependencies: [
-                "ParleyWire",
+                "ParleyWire", "ParleyIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -82,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "parley",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleyTransceiver", "ParleyClient",
+                "ParleyWire", "ParleyMedia", "ParleyTransceiver", "ParleyClient", "ParleyRelay",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

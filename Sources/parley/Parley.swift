@@ -7,6 +7,7 @@ import Metrics
 import NIOPosix
 import ParleyClient
 import ParleyMedia
+import ParleyRelay
 import ParleyTransceiver
 import ParleyWire
 import Prometheus
@@ -16,12 +17,9 @@ struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
         abstract: "A WebRTC edge for voice AI: a relay on one public port, transceivers that own the sessions.",
-        subcommands: [Dev.self, Relay.self, TransceiverCommand.self, Load.self, Version.self]
+        subcommands: [Dev.self, RelayCommand.self, TransceiverCommand.self, Load.self, Version.self]
     )
 }
-
-/// Exit code for a subcommand whose implementation has not landed yet (EX_UNAVAILABLE).
-let notImplementedExitCode: Int32 = 69
 
 /// Options every serving command shares.
 struct ServingOptions: ParsableArguments {
@@ -63,15 +61,43 @@ struct ServingOptions: ParsableArguments {
 
 struct Dev: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Transceiver, built-in echo agent and demo page in one process, with in-memory defaults."
+        abstract: "Relay, transceiver, built-in echo agent and demo page in one process, with in-memory defaults.",
+        discussion: "Clients reach the relay on --media-host:--media-port; the transceiver's workers listen on internal loopback ports."
     )
 
     @OptionGroup var serving: ServingOptions
+    @Flag(help: "Skip the relay: the transceiver's workers take client traffic directly (worker i on --media-port + i).")
+    var direct = false
 
     func run() async throws {
         let logger = bootstrapObservability(level: serving.logLevel)
-        let configuration = serving.configuration(keyring: TransceiverConfiguration.randomKeyring())
-        try await serve(configuration, logger: logger)
+        let keyring = TransceiverConfiguration.randomKeyring()
+        var configuration = serving.configuration(keyring: keyring)
+        guard !direct else { return try await serve(configuration, logger: logger) }
+
+        // The relay owns the public port; the transceiver hides behind it on loopback.
+        let loopback = IPv4Network("127.0.0.0/8")!
+        var relayConfiguration = RelayConfiguration(keyring: keyring)
+        relayConfiguration.publicHost = serving.mediaHost
+        relayConfiguration.publicPort = serving.mediaPort
+        relayConfiguration.internalHost = "127.0.0.1"
+        relayConfiguration.workers = serving.workers
+        relayConfiguration.policy.workerNetworks = [loopback]
+        let relay = Relay(configuration: relayConfiguration, store: InMemoryRouteStore(), logger: logger)
+        try await relay.start()
+        configuration.mediaHost = "127.0.0.1"
+        configuration.mediaPort = 0
+        configuration.relayNetworks = [loopback]
+        if configuration.advertisedAddresses.isEmpty, let ip = IPv4Address(serving.mediaHost) {
+            configuration.advertisedAddresses = [.v4(ip, port: UInt16(relay.publicPort ?? serving.mediaPort))]
+        }
+        do {
+            try await serve(configuration, logger: logger)
+        } catch {
+            await relay.shutdown()
+            throw error
+        }
+        await relay.shutdown()
     }
 }
 
@@ -88,6 +114,9 @@ struct TransceiverCommand: AsyncParsableCommand {
     var routingKeyID: UInt8 = 0
     @Option(help: "Cluster id written into routing tokens.")
     var clusterID: UInt16 = 0
+    @Option(name: .customLong("relay-network"),
+            help: "Network the relays live in, e.g. 10.0.0.0/8 (repeat): only their tunnel datagrams are believed.")
+    var relayNetworks: [String] = []
 
     func run() async throws {
         let logger = bootstrapObservability(level: serving.logLevel)
@@ -97,18 +126,104 @@ struct TransceiverCommand: AsyncParsableCommand {
         }
         var configuration = serving.configuration(keyring: RoutingKeyring(current: key))
         configuration.clusterID = clusterID
+        configuration.relayNetworks = relayNetworks.compactMap(IPv4Network.init)
         try await serve(configuration, logger: logger)
     }
 }
 
-struct Relay: ParsableCommand {
+struct RelayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The public UDP/TCP forwarder: routes each flow by the token in its first STUN check."
+        commandName: "relay",
+        abstract: "The public UDP forwarder: routes each flow by the token in its first STUN check."
     )
 
-    func run() throws {
-        FileHandle.standardError.write(Data("parley relay: not yet implemented (lands with the relay issue).\n".utf8))
-        throw ExitCode(notImplementedExitCode)
+    @Option(help: "Address clients send to.")
+    var publicHost = "0.0.0.0"
+    @Option(help: "The one public UDP port (every worker binds it with SO_REUSEPORT).")
+    var publicPort = 3478
+    @Option(help: "Address the workers talk to transceivers from.")
+    var internalHost = "127.0.0.1"
+    @Option(help: "Internal UDP port of worker 0; worker i binds port + i (0: any free port).")
+    var internalPort = 0
+    @Option(help: "Worker threads (default: one per core).")
+    var workers = System.coreCount
+    @Option(help: "Routing key: 64 hex characters shared with the transceivers (or env PARLEY_ROUTING_KEY).")
+    var routingKey: String?
+    @Option(help: "Id (0–15) of the routing key.")
+    var routingKeyID: UInt8 = 0
+    @Option(name: .customLong("worker-network"),
+            help: "Network transceiver workers live in, e.g. 10.0.0.0/8 (repeat; tokens naming anything else are refused).")
+    var workerNetworks: [String] = []
+    @Option(help: "Redis for the route store, host:port (default: in memory).")
+    var redis: String?
+    @Option(help: "Log level.")
+    var logLevel = "info"
+
+    func validate() throws {
+        for network in workerNetworks where IPv4Network(network) == nil {
+            throw ValidationError("--worker-network \(network): expected a.b.c.d/n")
+        }
+        guard !workerNetworks.isEmpty else { throw ValidationError("at least one --worker-network is required") }
+        if let redis, redis.split(separator: ":").count != 2 { throw ValidationError("--redis: expected host:port") }
+    }
+
+    func run() async throws {
+        let logger = bootstrapObservability(level: logLevel)
+        guard let hex = routingKey ?? ProcessInfo.processInfo.environment["PARLEY_ROUTING_KEY"],
+              let key = RoutingKey(id: routingKeyID, hexSecret: hex) else {
+            throw ValidationError("a routing key is required: --routing-key or PARLEY_ROUTING_KEY, 64 hex characters")
+        }
+        var configuration = RelayConfiguration(keyring: RoutingKeyring(current: key))
+        configuration.publicHost = publicHost
+        configuration.publicPort = publicPort
+        configuration.internalHost = internalHost
+        configuration.internalPort = internalPort
+        configuration.workers = workers
+        configuration.policy.workerNetworks = workerNetworks.compactMap(IPv4Network.init)
+        let storeGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let store: RouteStore
+        if let redis {
+            let parts = redis.split(separator: ":")
+            store = RedisRouteStore(host: String(parts[0]), port: Int(parts[1]) ?? 6379, eventLoop: storeGroup.next(), logger: logger)
+        } else {
+            store = InMemoryRouteStore()
+        }
+        let relay = Relay(configuration: configuration, store: store, logger: logger)
+        try await relay.start()
+        await waitForTerminationSignal()
+        logger.info("relay stopping")
+        await relay.shutdown()
+        (store as? RedisRouteStore)?.shutdown()
+        try? await storeGroup.shutdownGracefully()
+    }
+}
+
+/// Returns when SIGINT or SIGTERM arrives.
+func waitForTerminationSignal() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let box = SignalBox(continuation: continuation)
+        for signalNumber in [SIGINT, SIGTERM] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { box.resume() }
+            source.resume()
+            box.sources.append(source)
+        }
+    }
+}
+
+final class SignalBox: @unchecked Sendable {
+    private var continuation: CheckedContinuation<Void, Never>?
+    private let lock = NSLock()
+    var sources: [DispatchSourceSignal] = []
+
+    init(continuation: CheckedContinuation<Void, Never>) { self.continuation = continuation }
+
+    func resume() {
+        lock.lock()
+        defer { lock.unlock() }
+        continuation?.resume()
+        continuation = nil
     }
 }
 

@@ -52,10 +52,12 @@ def test_chromium_call_echoes_audio(parley):
         for step in ("offer", "answer", "ice", "dtls", "audio"):
             assert step in state["timings"], f"timeline has {step}"
 
-        # The server sees the same call, connected, from the browser's real address.
+        # The call goes through the relay (the browser talks to its public port), and the transceiver
+        # sees the browser's real address, not the relay's.
+        assert state["stats"]["remoteAddress"] == f"127.0.0.1:{parley.media_port}"
         call = parley.get_json(f"/v1/realtime/calls/{call_id}")
         assert call["state"] == "connected"
-        assert call["client"].startswith("127.0.0.1:")
+        assert call["client"].startswith(state["stats"]["localAddress"] + " via 127.0.0.1:"), call["client"]
         assert call["rtpReceived"] >= 200 and call["rtpSent"] >= 200
 
         # Round-trip time from RTCP reaches the browser's stats.

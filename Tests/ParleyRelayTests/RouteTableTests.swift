@@ -162,3 +162,21 @@ struct SplitMix64: RandomNumberGenerator {
     }
 }
 
+
+extension RouteTableTests {
+    @Test func consentChecksRefreshTheStoredRoute() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        let installed = table.install(client: Self.client, transceiver: Self.worker, now: now)
+        #expect(installed)
+        let check = Self.check(ufrag: Self.ufrag())
+        _ = fromClient(&table, check, Self.client, at: now + .seconds(5))
+        let early = table.takeCommits()
+        #expect(early.isEmpty, "fresh enough")
+        _ = fromClient(&table, dtls, Self.client, at: now + .seconds(11))
+        let media = table.takeCommits()
+        #expect(media.isEmpty, "only checks refresh")
+        _ = fromClient(&table, check, Self.client, at: now + .seconds(11))
+        let refreshed = table.takeCommits()
+        #expect(refreshed == [RouteTable.Commit(client: Self.client, transceiver: Self.worker)])
+    }
+}

@@ -22,6 +22,8 @@ public struct RouteTable {
         /// key must not be able to point the relay at arbitrary internal addresses.
         public var workerNetworks: [IPv4Network] = []
         public var workerPorts: ClosedRange<UInt16> = 1...65535
+        /// How long the route store keeps a route; checks on the route refresh it a third of the way in.
+        public var storeLifetime: Duration = .seconds(30)
 
         public init() {}
     }
@@ -42,7 +44,7 @@ public struct RouteTable {
         case drop(RelayDropReason)
     }
 
-    /// A route that became committed (to be written to the route store).
+    /// A route that became committed or should be refreshed (to be written to the route store).
     public struct Commit: Equatable, Sendable {
         public var client: TransportAddress
         public var transceiver: TransportAddress
@@ -55,6 +57,7 @@ public struct RouteTable {
         /// The pending check's transaction id: only its success response commits.
         var transaction: STUNTransactionID?
         var createdAt: Instant
+        var lastStored: Instant?
     }
 
     public let policy: Policy
@@ -80,6 +83,11 @@ public struct RouteTable {
         if var route = routes[client] {
             if route.committed {
                 route.lastSeen = now
+                // Consent checks refresh the stored copy before it expires.
+                if isSTUN, let stored = route.lastStored, now - stored >= policy.storeLifetime / 3 {
+                    route.lastStored = now
+                    commits.append(Commit(client: client, transceiver: route.transceiver))
+                }
                 routes[client] = route
                 return .forward(to: route.transceiver)
             }
@@ -131,6 +139,7 @@ public struct RouteTable {
             }
             route.committed = true
             route.transaction = nil
+            route.lastStored = now
             pendingCount -= 1
             committedCount += 1
             commits.append(Commit(client: client, transceiver: route.transceiver))
@@ -151,7 +160,8 @@ public struct RouteTable {
         } else if routes.count >= policy.maximumRoutes {
             return false
         }
-        routes[client] = Route(transceiver: transceiver, lastSeen: now, committed: true, transaction: nil, createdAt: now)
+        routes[client] = Route(transceiver: transceiver, lastSeen: now, committed: true, transaction: nil, createdAt: now,
+                               lastStored: now)
         committedCount += 1
         return true
     }

@@ -3,6 +3,7 @@ import Metrics
 import NIOCore
 import NIOPosix
 import ParleyMedia
+import ParleyIO
 import ParleyWire
 
 #if canImport(Glibc)
@@ -16,7 +17,8 @@ final class MediaWorker: @unchecked Sendable {
     let index: Int
     let eventLoop: EventLoop
     /// The address written into this worker's routing tokens (where relays send its sessions' traffic).
-    let endpoint: TransportAddress
+    /// Set once by `start` (the bound port when asked for port 0), before any call is created.
+    private(set) var endpoint: TransportAddress
     private let keyring: RoutingKeyring
     private let relayNetworks: [IPv4Network]
     private let registry: CallRegistry
@@ -69,6 +71,9 @@ final class MediaWorker: @unchecked Sendable {
                 }
             }
         let channel = try await bootstrap.bind(host: bindHost, port: port).get()
+        if port == 0, case .v4(let host, _) = endpoint, let bound = channel.localAddress?.port {
+            endpoint = .v4(host, port: UInt16(bound))
+        }
         // SO_RCVBUF is capped by net.core.rmem_max (about 200 KiB by default); with CAP_NET_ADMIN
         // the FORCE variants lift the cap. Without it the kernel keeps what it allowed.
         for name in [SO_RCVBUFFORCE, SO_SNDBUFFORCE] {

@@ -53,7 +53,7 @@ public final class Transceiver: Sendable {
         let host = configuration.workerEndpointHost ?? IPv4Address(configuration.mediaHost) ?? IPv4Address(127, 0, 0, 1)
         workers = loops.enumerated().map { index, loop in
             MediaWorker(index: index, eventLoop: loop,
-                        endpoint: .v4(host, port: UInt16(configuration.mediaPort + index)),
+                        endpoint: .v4(host, port: configuration.mediaPort == 0 ? 0 : UInt16(configuration.mediaPort + index)),
                         keyring: configuration.keyring, relayNetworks: configuration.relayNetworks,
                         registry: registry, metrics: metrics,
                         logger: logger)
@@ -63,7 +63,8 @@ public final class Transceiver: Sendable {
     /// Binds every worker's socket.
     public func start() async throws {
         for worker in workers {
-            try await worker.start(bindHost: configuration.mediaHost, port: configuration.mediaPort + worker.index,
+            try await worker.start(bindHost: configuration.mediaHost,
+                                   port: configuration.mediaPort == 0 ? 0 : configuration.mediaPort + worker.index,
                                    receiveBufferBytes: configuration.socketBufferBytes)
         }
         logger.info("media workers listening", metadata: [
@@ -205,10 +206,7 @@ public final class Transceiver: Sendable {
 
     /// One host candidate per advertised address (or the worker's own address), most preferred first.
     private func advertisedCandidates(for worker: MediaWorker) -> [ICECandidate] {
-        let addresses = configuration.advertisedAddresses.isEmpty
-            ? [TransportAddress.v4(IPv4Address(configuration.mediaHost) ?? IPv4Address(127, 0, 0, 1),
-                                   port: UInt16(configuration.mediaPort + worker.index))]
-            : configuration.advertisedAddresses
+        let addresses = configuration.advertisedAddresses.isEmpty ? [worker.endpoint] : configuration.advertisedAddresses
         return addresses.enumerated().map { index, address in
             let host: String
             switch address {

@@ -118,6 +118,12 @@ async function readStats() {
     }
     if (s.type === "remote-inbound-rtp" && s.kind === "audio" && s.roundTripTime !== undefined) parley.stats.roundTripTime = s.roundTripTime;
     if (s.type === "outbound-rtp" && s.kind === "audio") parley.stats.packetsSent = s.packetsSent;
+    if (s.type === "transport" && s.selectedCandidatePairId) {
+      const pair = report.get(s.selectedCandidatePairId);
+      const local = pair && report.get(pair.localCandidateId), remote = pair && report.get(pair.remoteCandidateId);
+      if (local) parley.stats.localAddress = local.address + ":" + local.port;
+      if (remote) parley.stats.remoteAddress = remote.address + ":" + remote.port;
+    }
   });
   const st = parley.stats;
   $("s-rtt").textContent = st.roundTripTime !== undefined ? (st.roundTripTime * 1000).toFixed(1) + " ms" : "—";

@@ -1,3 +1,4 @@
+// The edge between Parley's sans-IO cores and SwiftNIO: address conversion, clocks, thread placement.
 import NIOCore
 import ParleyWire
 
@@ -7,7 +8,7 @@ import Glibc
 
 extension TransportAddress {
     /// The address of a NIO socket address; nil for Unix domain sockets.
-    init?(_ address: SocketAddress) {
+    public init?(_ address: SocketAddress) {
         switch address {
         case .v4(let v4):
             self = .v4(IPv4Address(bits: UInt32(bigEndian: v4.address.sin_addr.s_addr)), port: UInt16(bigEndian: v4.address.sin_port))
@@ -27,7 +28,7 @@ extension TransportAddress {
     }
 
     /// The NIO socket address to send to.
-    var socketAddress: SocketAddress {
+    public var socketAddress: SocketAddress {
         switch self {
         case .v4(let address, let port):
             var raw = sockaddr_in()
@@ -48,7 +49,7 @@ extension TransportAddress {
 }
 
 /// Wall-clock time as a 64-bit NTP timestamp (RFC 5905: seconds since 1900, 32.32 fixed point).
-func currentNTPTime() -> UInt64 {
+public func currentNTPTime() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_REALTIME, &now)
     let seconds = UInt64(now.tv_sec) + 2_208_988_800
@@ -57,6 +58,31 @@ func currentNTPTime() -> UInt64 {
 }
 
 /// The monotonic clock sessions run on.
-func monotonicNow() -> Instant {
+public func monotonicNow() -> Instant {
     Instant(nanoseconds: Int64(NIODeadline.now().uptimeNanoseconds))
+}
+
+/// Pins the calling thread to one CPU (the kernel keeps it there; cache and interrupt locality for
+/// a worker's socket). Returns false where the kernel refuses.
+@discardableResult
+public func pinCurrentThread(toCPU cpu: Int) -> Bool {
+    var set = cpu_set_t()
+    let bitsPerWord = MemoryLayout<UInt>.size * 8
+    guard cpu >= 0, cpu < MemoryLayout<cpu_set_t>.size * 8 else { return false }
+    withUnsafeMutableBytes(of: &set) { bytes in
+        let words = bytes.bindMemory(to: UInt.self)
+        words[cpu / bitsPerWord] |= 1 << UInt(cpu % bitsPerWord)
+    }
+    // sched_setaffinity is a GNU extension Glibc's module map does not export; look it up.
+    typealias SetAffinity = @convention(c) (pid_t, Int, UnsafeRawPointer) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sched_setaffinity") else { return false }
+    let setAffinity = unsafeBitCast(symbol, to: SetAffinity.self)
+    return withUnsafeBytes(of: &set) { setAffinity(0, MemoryLayout<cpu_set_t>.size, $0.baseAddress!) } == 0
+}
+
+/// Pins each event loop of `loops` to its own CPU, round-robin over the machine's cores.
+public func pinEventLoops(_ loops: [EventLoop], cores: Int) async {
+    for (index, loop) in loops.enumerated() {
+        _ = try? await loop.submit { pinCurrentThread(toCPU: index % max(1, cores)) }.get()
+    }
 }

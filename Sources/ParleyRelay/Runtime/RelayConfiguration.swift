@@ -1,0 +1,23 @@
+import ParleyWire
+
+/// Everything a relay process is told at start.
+public struct RelayConfiguration: Sendable {
+    /// The public address clients send to (one fixed port; every worker binds it with SO_REUSEPORT).
+    public var publicHost = "0.0.0.0"
+    public var publicPort = 3478
+    /// The internal address workers talk to transceivers from (worker i binds port + i; 0: any port).
+    public var internalHost = "127.0.0.1"
+    public var internalPort = 0
+    public var workers = 1
+    public var keyring: RoutingKeyring
+    public var policy = RouteTable.Policy()
+    /// Packets from one unknown client held while the route store is asked.
+    public var lookupQueueDepth = 8
+    /// Route-store lookups in flight per worker.
+    public var maximumLookups = 1024
+    public var socketBufferBytes = 4 * 1024 * 1024
+
+    public init(keyring: RoutingKeyring) {
+        self.keyring = keyring
+    }
+}

@@ -1,0 +1,212 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ParleyIO
+import ParleyWire
+import Synchronization
+
+/// The route store on Redis, through a small RESP client on SwiftNIO (see docs/relay.md for why
+/// not hiredis): one pipelined connection, replies matched to requests in order, reconnect with
+/// backoff. While Redis is unreachable, saves are dropped and lookups answer nil at once, so the
+/// relay keeps forwarding what it knows and rebuilds routes from the next checks.
+public final class RedisRouteStore: RouteStore, @unchecked Sendable {
+    public let host: String
+    public let port: Int
+    private let eventLoop: EventLoop
+    private let logger: Logger
+    /// Touched only on `eventLoop`.
+    private var channel: Channel?
+    private var pending: CircularBuffer<EventLoopPromise<RESPValue>> = []
+    private var connecting = false
+    private var backoff: TimeAmount = .milliseconds(100)
+    private var stopped = false
+    private let connectedFlag = Atomic<Bool>(false)
+    private let maximumPending = 10_000
+
+    public init(host: String, port: Int, eventLoop: EventLoop, logger: Logger) {
+        self.host = host
+        self.port = port
+        self.eventLoop = eventLoop
+        self.logger = logger
+        eventLoop.execute { self.connect() }
+    }
+
+    public var state: String { connectedFlag.load(ordering: .relaxed) ? "connected" : "disconnected" }
+    public var isConnected: Bool { connectedFlag.load(ordering: .relaxed) }
+
+    public func save(client: TransportAddress, transceiver: TransportAddress, lifetime: Duration) {
+        let seconds = max(1, lifetime.components.seconds)
+        _ = send(["SET", client.storeKey, "\(transceiver)", "EX", "\(seconds)"])
+    }
+
+    public func lookup(client: TransportAddress, on callerLoop: EventLoop) -> EventLoopFuture<TransportAddress?> {
+        send(["GET", client.storeKey]).map { reply -> TransportAddress? in
+            if case .bulk(let text?) = reply { return TransportAddress(text) }
+            return nil
+        }.recover { _ in nil }.hop(to: callerLoop)
+    }
+
+    /// PING, for health checks and tests.
+    public func ping() -> EventLoopFuture<Bool> {
+        send(["PING"]).map { reply in
+            if case .simple("PONG") = reply { return true }
+            return false
+        }.recover { _ in false }
+    }
+
+    public func shutdown() {
+        eventLoop.execute {
+            self.stopped = true
+            self.channel?.close(promise: nil)
+        }
+    }
+
+    private func send(_ command: [String]) -> EventLoopFuture<RESPValue> {
+        let promise = eventLoop.makePromise(of: RESPValue.self)
+        eventLoop.execute {
+            guard let channel = self.channel, self.pending.count < self.maximumPending else {
+                promise.fail(RedisError.unavailable)
+                return
+            }
+            self.pending.append(promise)
+            var buffer = channel.allocator.buffer(capacity: 64)
+            RESPValue.encode(command: command, into: &buffer)
+            channel.writeAndFlush(buffer, promise: nil)
+        }
+        return promise.futureResult
+    }
+
+    private func connect() {
+        guard !stopped, !connecting, channel == nil else { return }
+        connecting = true
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(.seconds(1))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(ReplyHandler(store: self))
+                }
+            }
+            .connect(host: host, port: port)
+            .whenComplete { result in
+                self.connecting = false
+                switch result {
+                case .success(let channel):
+                    self.channel = channel
+                    self.backoff = .milliseconds(100)
+                    self.connectedFlag.store(true, ordering: .relaxed)
+                    self.logger.info("route store connected", metadata: ["redis": "\(self.host):\(self.port)"])
+                case .failure(let error):
+                    self.logger.warning("route store unreachable", metadata: ["redis": "\(self.host):\(self.port)", "error": "\(error)"])
+                    self.scheduleReconnect()
+                }
+            }
+    }
+
+    private func scheduleReconnect() {
+        guard !stopped else { return }
+        let delay = backoff
+        backoff = min(backoff * 2, .seconds(2))
+        eventLoop.scheduleTask(in: delay) { self.connect() }
+    }
+
+    fileprivate func received(_ reply: RESPValue) {
+        guard let promise = pending.popFirst() else { return }
+        if case .error(let message) = reply { promise.fail(RedisError.server(message)) } else { promise.succeed(reply) }
+    }
+
+    fileprivate func disconnected() {
+        channel = nil
+        connectedFlag.store(false, ordering: .relaxed)
+        while let promise = pending.popFirst() { promise.fail(RedisError.unavailable) }
+        logger.warning("route store disconnected", metadata: ["redis": "\(host):\(port)"])
+        scheduleReconnect()
+    }
+
+    private final class ReplyHandler: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = RESPValue
+        let store: RedisRouteStore
+
+        init(store: RedisRouteStore) { self.store = store }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { store.received(unwrapInboundIn(data)) }
+        func channelInactive(context: ChannelHandlerContext) { store.disconnected() }
+        func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+    }
+}
+
+public enum RedisError: Error, Equatable {
+    case unavailable
+    case server(String)
+}
+
+/// The RESP values Parley's commands get back (RESP2).
+public enum RESPValue: Equatable, Sendable {
+    case simple(String)
+    case error(String)
+    case integer(Int)
+    case bulk(String?)
+    case array([RESPValue]?)
+
+    /// Writes a command as a RESP array of bulk strings.
+    static func encode(command: [String], into buffer: inout ByteBuffer) {
+        buffer.writeString("*\(command.count)\r\n")
+        for part in command {
+            buffer.writeString("$\(part.utf8.count)\r\n")
+            buffer.writeString(part)
+            buffer.writeString("\r\n")
+        }
+    }
+}
+
+/// Decodes RESP2 replies; waits for more bytes when a reply is incomplete; bounds sizes.
+struct RESPDecoder: ByteToMessageDecoder {
+    typealias InboundOut = RESPValue
+    static let maximumBulk = 1 << 20
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        var copy = buffer
+        guard let value = try Self.parse(&copy, depth: 0) else { return .needMoreData }
+        buffer = copy
+        context.fireChannelRead(wrapInboundOut(value))
+        return .continue
+    }
+
+    static func parse(_ buffer: inout ByteBuffer, depth: Int) throws -> RESPValue? {
+        guard depth < 8, let type = buffer.readInteger(as: UInt8.self) else { return nil }
+        guard let line = readLine(&buffer) else { return nil }
+        switch type {
+        case UInt8(ascii: "+"): return .simple(line)
+        case UInt8(ascii: "-"): return .error(line)
+        case UInt8(ascii: ":"):
+            guard let value = Int(line) else { throw RedisError.server("bad integer") }
+            return .integer(value)
+        case UInt8(ascii: "$"):
+            guard let length = Int(line), length <= maximumBulk else { throw RedisError.server("bad bulk length") }
+            if length < 0 { return .bulk(nil) }
+            guard buffer.readableBytes >= length + 2, let text = buffer.readString(length: length) else { return nil }
+            buffer.moveReaderIndex(forwardBy: 2)
+            return .bulk(text)
+        case UInt8(ascii: "*"):
+            guard let count = Int(line), count <= 1024 else { throw RedisError.server("bad array length") }
+            if count < 0 { return .array(nil) }
+            var items: [RESPValue] = []
+            for _ in 0..<count {
+                guard let item = try parse(&buffer, depth: depth + 1) else { return nil }
+                items.append(item)
+            }
+            return .array(items)
+        default:
+            throw RedisError.server("unknown RESP type \(type)")
+        }
+    }
+
+    static func readLine(_ buffer: inout ByteBuffer) -> String? {
+        let view = buffer.readableBytesView
+        guard let end = view.firstIndex(of: UInt8(ascii: "\r")), end + 1 < view.endIndex,
+              view[end + 1] == UInt8(ascii: "\n") else { return nil }
+        let line = buffer.readString(length: end - view.startIndex)
+        buffer.moveReaderIndex(forwardBy: 2)
+        return line
+    }
+}

@@ -1,0 +1,53 @@
+import NIOCore
+import ParleyWire
+import Synchronization
+
+/// Where committed routes are kept beyond one relay process, so a restarted relay, or a replica
+/// that never saw a flow, can route it at once. Writes are fire-and-forget (never on the packet
+/// path's critical section); lookups complete on the caller's event loop.
+public protocol RouteStore: Sendable {
+    /// Records (or refreshes) `client → transceiver` for `lifetime`.
+    func save(client: TransportAddress, transceiver: TransportAddress, lifetime: Duration)
+    /// The transceiver of `client`, if the store knows one; nil also when the store is unavailable.
+    func lookup(client: TransportAddress, on eventLoop: EventLoop) -> EventLoopFuture<TransportAddress?>
+    /// A short state for metrics and logs: "memory", "connected", "disconnected".
+    var state: String { get }
+}
+
+/// The default store: a map in this process, shared by its relay workers. Entries expire like
+/// Redis keys do.
+public final class InMemoryRouteStore: RouteStore {
+    private let routes = Mutex<[TransportAddress: (transceiver: TransportAddress, expires: ContinuousClock.Instant)]>([:])
+    private let maximumEntries: Int
+
+    public init(maximumEntries: Int = 1_000_000) { self.maximumEntries = maximumEntries }
+
+    public func save(client: TransportAddress, transceiver: TransportAddress, lifetime: Duration) {
+        let now = ContinuousClock.now
+        routes.withLock { routes in
+            if routes.count >= maximumEntries { routes = routes.filter { $0.value.expires > now } }
+            guard routes.count < maximumEntries || routes[client] != nil else { return }
+            routes[client] = (transceiver, now + lifetime)
+        }
+    }
+
+    public func lookup(client: TransportAddress, on eventLoop: EventLoop) -> EventLoopFuture<TransportAddress?> {
+        let now = ContinuousClock.now
+        let found = routes.withLock { routes -> TransportAddress? in
+            guard let entry = routes[client] else { return nil }
+            guard entry.expires > now else {
+                routes[client] = nil
+                return nil
+            }
+            return entry.transceiver
+        }
+        return eventLoop.makeSucceededFuture(found)
+    }
+
+    public var state: String { "memory" }
+}
+
+/// The text form of a route in the store: `ip:port` / `[ip]:port`.
+extension TransportAddress {
+    var storeKey: String { "parley:route:\(self)" }
+}
