@@ -3,14 +3,14 @@
 # installs nothing. Usage: scripts/install-deps.sh [build|test]
 #   build  the C libraries Parley links (OpenSSL, libsrtp2, libopus) and pkg-config
 #   test   build, plus what the test suite runs against: usrsctp (an SCTP peer), Chromium and
-#          chromedriver, iproute2 (network namespaces), and from PyPI selenium, aiortc and pytest
+#          chromedriver, iproute2 (network namespaces), Redis, and from PyPI selenium, aiortc and pytest
 set -euo pipefail
 profile=${1:-build}
 
 packages=(pkg-config libssl-dev libsrtp2-dev libopus-dev)
 case $profile in
     build) ;;
-    test) packages+=(libusrsctp-dev chromium chromium-driver iproute2 fonts-dejavu-core) ;;
+    test) packages+=(libusrsctp-dev chromium chromium-driver iproute2 fonts-dejavu-core redis-server) ;;
     *) echo "usage: $0 [build|test]" >&2; exit 2 ;;
 esac
 

@@ -10,7 +10,7 @@ from selenium.webdriver.chrome.service import Service
 ARTIFACTS = os.environ.get("PARLEY_ARTIFACTS", "/tmp/parley-interop")
 
 
-def chromium():
+def chromium():  # noqa: used by other interop tests too
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream",

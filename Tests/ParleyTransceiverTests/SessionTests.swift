@@ -290,3 +290,36 @@ extension SessionTests {
         #expect(call.events.contains(.iceRestarted))
     }
 }
+
+extension SessionTests {
+    /// A relay restarts (or another replica takes the flow): the same client arrives through a new
+    /// hop, and the session answers through it at once, without waiting for a check.
+    @Test func sameClientThroughANewRelayHopIsFollowed() throws {
+        let call = try Call()
+        let hopA = RelayHop(address: .v4(IPv4Address(10, 0, 0, 1), port: 40001), ingressID: 0, transport: .udp)
+        let hopB = RelayHop(address: .v4(IPv4Address(10, 0, 0, 2), port: 40002), ingressID: 3, transport: .udp)
+        var via = hopA
+        func send(_ datagrams: [[UInt8]]) -> [Transmit] {
+            for datagram in datagrams {
+                datagram.withUnsafeBytes { call.session.receive($0, from: PeerPath(client: call.client.address, relay: via), now: call.now) }
+            }
+            call.collectEvents()
+            return call.session.takeTransmits()
+        }
+        var replies = send([call.client.check(useCandidate: true)])
+        while !replies.isEmpty {
+            var next: [[UInt8]] = []
+            for reply in replies { next += call.client.receive(reply.bytes) }
+            if !call.client.isConnected && next.isEmpty && call.client.dtls.state == .handshaking { next = call.client.startDTLS() }
+            replies = send(next)
+        }
+        #expect(call.session.state == .connected)
+        #expect(call.session.selectedPath?.relay == hopA)
+
+        via = hopB
+        let echoed = send([call.client.audioPacket(timestamp: 0, payload: [5, 5])])
+        #expect(echoed.count == 1)
+        #expect(echoed.first?.path.relay == hopB, "the echo goes back through the new hop")
+        #expect(call.session.counters.drops[.unvalidatedSource] == nil)
+    }
+}

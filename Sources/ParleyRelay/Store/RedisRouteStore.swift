@@ -17,6 +17,8 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
     /// Touched only on `eventLoop`.
     private var channel: Channel?
     private var pending: CircularBuffer<EventLoopPromise<RESPValue>> = []
+    /// Commands issued while a connection attempt is under way, sent when it succeeds.
+    private var waitingForConnection: [(command: [String], promise: EventLoopPromise<RESPValue>)] = []
     private var connecting = false
     private var backoff: TimeAmount = .milliseconds(100)
     private var stopped = false
@@ -64,16 +66,30 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
     private func send(_ command: [String]) -> EventLoopFuture<RESPValue> {
         let promise = eventLoop.makePromise(of: RESPValue.self)
         eventLoop.execute {
-            guard let channel = self.channel, self.pending.count < self.maximumPending else {
-                promise.fail(RedisError.unavailable)
+            guard let channel = self.channel else {
+                // A first connection (or a reconnection) under way: hold the command briefly, so a
+                // relay that just started can answer its first lookups.
+                if self.connecting, self.waitingForConnection.count < 1024 {
+                    self.waitingForConnection.append((command, promise))
+                } else {
+                    promise.fail(RedisError.unavailable)
+                }
                 return
             }
-            self.pending.append(promise)
-            var buffer = channel.allocator.buffer(capacity: 64)
-            RESPValue.encode(command: command, into: &buffer)
-            channel.writeAndFlush(buffer, promise: nil)
+            self.write(command, promise: promise, on: channel)
         }
         return promise.futureResult
+    }
+
+    private func write(_ command: [String], promise: EventLoopPromise<RESPValue>, on channel: Channel) {
+        guard pending.count < maximumPending else {
+            promise.fail(RedisError.unavailable)
+            return
+        }
+        pending.append(promise)
+        var buffer = channel.allocator.buffer(capacity: 64)
+        RESPValue.encode(command: command, into: &buffer)
+        channel.writeAndFlush(buffer, promise: nil)
     }
 
     private func connect() {
@@ -95,8 +111,12 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
                     self.channel = channel
                     self.backoff = .milliseconds(100)
                     self.connectedFlag.store(true, ordering: .relaxed)
+                    for (command, promise) in self.waitingForConnection { self.write(command, promise: promise, on: channel) }
+                    self.waitingForConnection.removeAll()
                     self.logger.info("route store connected", metadata: ["redis": "\(self.host):\(self.port)"])
                 case .failure(let error):
+                    for (_, promise) in self.waitingForConnection { promise.fail(RedisError.unavailable) }
+                    self.waitingForConnection.removeAll()
                     self.logger.warning("route store unreachable", metadata: ["redis": "\(self.host):\(self.port)", "error": "\(error)"])
                     self.scheduleReconnect()
                 }

@@ -32,12 +32,13 @@ final class MediaWorker: @unchecked Sendable {
         let agent: EchoAgent
         let logger: Logger
         let createdAt: Instant
-        var paths: Set<PeerPath> = []
+        var clients: Set<TransportAddress> = []
         var reported = SessionCounters()
     }
 
     private var sessions: [UInt32: Entry] = [:]
-    private var byPath: [PeerPath: UInt32] = [:]
+    /// Sessions by authenticated client address (whatever relay the client's datagrams come through).
+    private var byClient: [TransportAddress: UInt32] = [:]
     private var workerDrops: [WorkerDropReason: Int] = [:]
     private var pendingWrites = false
     /// The token clock, refreshed by the timer tick.
@@ -162,7 +163,7 @@ final class MediaWorker: @unchecked Sendable {
         entry.session.restartICE(localUfrag: localUfrag, localPassword: localPassword,
                                  remoteUfrag: remoteUfrag, remotePassword: remotePassword)
         sessions[newKey] = entry
-        for path in entry.paths where byPath[path] == key { byPath[path] = newKey }
+        for client in entry.clients where byClient[client] == key { byClient[client] = newKey }
         drain(key: newKey, now: monotonicNow())
         flush()
         return true
@@ -196,7 +197,7 @@ final class MediaWorker: @unchecked Sendable {
 
     private func route(_ datagram: UnsafeRawBufferPointer, from path: PeerPath) {
         let now = monotonicNow()
-        var key = byPath[path]
+        var key = byClient[path.client]
         // A check names its session in its USERNAME: the routing token's nonce is the key.
         if PacketKind.classify(datagram) == .stun, let message = try? STUNMessage.parse(datagram),
            let ufrag = message.usernameRecipientPart(in: datagram) {
@@ -213,9 +214,9 @@ final class MediaWorker: @unchecked Sendable {
     private func deliver(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, key: UInt32, now: Instant) {
         guard let entry = sessions[key] else { return dropped(.unknownSession) }
         entry.session.receive(datagram, from: path, now: now)
-        if entry.session.hasConsent(from: path), !entry.paths.contains(path) {
-            sessions[key]?.paths.insert(path)
-            byPath[path] = key
+        if entry.session.hasConsent(from: path), !entry.clients.contains(path.client) {
+            sessions[key]?.clients.insert(path.client)
+            byClient[path.client] = key
         }
         drain(key: key, now: now)
     }
@@ -255,7 +256,7 @@ final class MediaWorker: @unchecked Sendable {
 
     private func remove(key: UInt32) {
         guard let entry = sessions.removeValue(forKey: key) else { return }
-        for path in entry.paths where byPath[path] == key { byPath[path] = nil }
+        for client in entry.clients where byClient[client] == key { byClient[client] = nil }
         registry.remove(entry.session.parameters.id)
         report(entry.session.counters, since: entry.reported)
         metrics.sessionsActive.decrement()

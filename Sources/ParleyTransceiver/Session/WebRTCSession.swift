@@ -55,8 +55,10 @@ public final class WebRTCSession {
     private var dtlsStartedAt: Instant?
     private var outboundSRTP: SRTPContext?
     private var inboundSRTP: SRTPContext?
-    /// Authenticated paths and when each last passed a check (a few at most: RFC 7675 consent).
-    private var consent: [PeerPath: Instant] = [:]
+    /// Authenticated client addresses and when each last passed a check (a few at most: RFC 7675
+    /// consent). Keyed by the client's address alone: the relay in front of it may change (a relay
+    /// restarts, or another replica takes the flow) without the client doing anything.
+    private var consent: [TransportAddress: Instant] = [:]
     private static let maximumPaths = 8
 
     private var sequenceNumber: UInt16
@@ -100,7 +102,7 @@ public final class WebRTCSession {
     }
 
     /// Whether an authenticated check came from `path` (media is accepted only from such paths).
-    public func hasConsent(from path: PeerPath) -> Bool { consent[path] != nil }
+    public func hasConsent(from path: PeerPath) -> Bool { consent[path.client] != nil }
 
     public var isClosed: Bool {
         if case .closed = state { return true }
@@ -130,7 +132,7 @@ public final class WebRTCSession {
         if selectedPath == nil, consent.isEmpty, now - createdAt >= parameters.timeouts.ice {
             return close(.iceTimeout, now: now)
         }
-        if let path = selectedPath, let last = consent[path], now - last >= parameters.timeouts.consent {
+        if let path = selectedPath, let last = consent[path.client], now - last >= parameters.timeouts.consent {
             return close(.consentExpired, now: now)
         }
         if state == .connecting {
@@ -157,7 +159,7 @@ public final class WebRTCSession {
             if wake == nil || instant < wake! { wake = instant }
         }
         if selectedPath == nil, consent.isEmpty { consider(createdAt + parameters.timeouts.ice) }
-        if let path = selectedPath, let last = consent[path] { consider(last + parameters.timeouts.consent) }
+        if let path = selectedPath, let last = consent[path.client] { consider(last + parameters.timeouts.consent) }
         if state == .connecting {
             consider(dtlsStartedAt.map { $0 + parameters.timeouts.dtls })
             consider(dtls.retransmitDelay.map { lastNow + $0 })
@@ -257,18 +259,28 @@ public final class WebRTCSession {
         }
         answerSuccess(message, to: path)
         counters.checksAnswered += 1
-        if consent[path] == nil, consent.count >= Self.maximumPaths,
-           let stalest = consent.filter({ $0.key != selectedPath }).min(by: { $0.value < $1.value })?.key {
+        if consent[path.client] == nil, consent.count >= Self.maximumPaths,
+           let stalest = consent.filter({ $0.key != selectedPath?.client }).min(by: { $0.value < $1.value })?.key {
             consent[stalest] = nil
         }
-        consent[path] = now
+        consent[path.client] = now
 
         if message.useCandidate || selectedPath == nil {
             select(path, nominated: message.useCandidate, now: now)
         }
     }
 
+    /// The selected client reached us through another relay hop (relay restart, another replica):
+    /// answer the same way from now on. The hop is trusted: the worker accepts tunnel datagrams
+    /// only from relay networks.
+    private func followRelayChange(_ path: PeerPath) {
+        if let selected = selectedPath, selected.client == path.client, selected.relay != path.relay {
+            selectedPath = path
+        }
+    }
+
     private func select(_ path: PeerPath, nominated: Bool, now: Instant) {
+        followRelayChange(path)
         guard path != selectedPath else { return }
         let previous = selectedPath
         // Without nomination, the first authenticated path serves until one is nominated.
@@ -317,7 +329,8 @@ public final class WebRTCSession {
     // MARK: DTLS
 
     private func receiveDTLS(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
-        guard consent[path] != nil else { return drop(.unvalidatedSource) }
+        guard consent[path.client] != nil else { return drop(.unvalidatedSource) }
+        followRelayChange(path)
         dtls.receive(datagram)
         flushDTLS(now: now, replyTo: path)
         for data in dtls.takeApplicationData() { events.append(.applicationData(data)) }
@@ -361,7 +374,8 @@ public final class WebRTCSession {
     }
 
     private func receiveRTP(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
-        guard consent[path] != nil else { return drop(.unvalidatedSource) }
+        guard consent[path.client] != nil else { return drop(.unvalidatedSource) }
+        followRelayChange(path)
         guard state == .connected else { return drop(.mediaBeforeDTLS) }
         guard let length = unprotect(datagram, rtcp: false) else { return drop(.srtpRejected) }
         let event: SessionEvent? = scratch.withUnsafeBytes { buffer in
@@ -384,7 +398,8 @@ public final class WebRTCSession {
     }
 
     private func receiveRTCP(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
-        guard consent[path] != nil else { return drop(.unvalidatedSource) }
+        guard consent[path.client] != nil else { return drop(.unvalidatedSource) }
+        followRelayChange(path)
         guard state == .connected else { return drop(.mediaBeforeDTLS) }
         guard let length = unprotect(datagram, rtcp: true) else { return drop(.srtpRejected) }
         let packets = scratch.withUnsafeBytes { buffer in

@@ -100,7 +100,7 @@ async function call() {
     await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
     mark("answer", "t-answer");
     $("hangup").disabled = false;
-    statsTimer = setInterval(readStats, 500);
+    statsTimer = setInterval(readStats, 250);
   } catch (error) {
     parley.error = String(error); $("error").textContent = parley.error; setState("failed");
     $("call").disabled = false;
