@@ -156,6 +156,10 @@ struct RelayCommand: AsyncParsableCommand {
     var workerNetworks: [String] = []
     @Option(help: "Redis for the route store, host:port (default: in memory).")
     var redis: String?
+    @Option(help: "Address of the metrics and health endpoint (/metrics, /healthz).")
+    var metricsHost = "127.0.0.1"
+    @Option(help: "Port of the metrics and health endpoint (0: none).")
+    var metricsPort = 9090
     @Option(help: "Log level.")
     var logLevel = "info"
 
@@ -190,7 +194,27 @@ struct RelayCommand: AsyncParsableCommand {
         }
         let relay = Relay(configuration: configuration, store: store, logger: logger)
         try await relay.start()
-        await waitForTerminationSignal()
+        if metricsPort > 0 {
+            // /metrics and /healthz; the application also turns SIGINT/SIGTERM into a clean stop.
+            let router = Router()
+            router.get("/healthz") { _, _ in "ok\n" }
+            router.get("/metrics") { _, _ -> Response in
+                var bytes: [UInt8] = []
+                prometheusRegistry.emit(into: &bytes)
+                return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                                body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+            }
+            let app = Application(router: router, configuration: .init(address: .hostname(metricsHost, port: metricsPort)),
+                                  logger: logger)
+            do {
+                try await app.runService()
+            } catch {
+                logger.error("metrics endpoint failed; relaying without it", metadata: ["error": "\(error)"])
+                await waitForTerminationSignal()
+            }
+        } else {
+            await waitForTerminationSignal()
+        }
         logger.info("relay stopping")
         await relay.shutdown()
         (store as? RedisRouteStore)?.shutdown()

@@ -51,8 +51,10 @@ class Stack:
 
     def relay(self):
         self.relay_started = time.monotonic()
+        self.metrics_port = free_port(socket.SOCK_STREAM)
         process = self.spawn("relay", [
-            PARLEY, "relay", "--routing-key", self.key, "--public-host", "127.0.0.1",
+            PARLEY, "relay", "--metrics-port", str(self.metrics_port)] + [
+            "--routing-key", self.key, "--public-host", "127.0.0.1",
             "--public-port", str(self.relay_port), "--worker-network", "127.0.0.0/8", "--workers", "1",
             "--redis", f"127.0.0.1:{self.redis_port}", "--log-level", "debug"])
         time.sleep(0.5)
@@ -119,6 +121,11 @@ def test_call_survives_relay_restart_second_relay_and_redis_loss(stack):
         relay.wait(timeout=10)
         assert resumes_within(driver, 2.0) is not None, "audio did not continue through the second relay"
 
+        # The relay's own metrics: packets both ways, routes, the store connected.
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).read().decode()
+        assert 'parley_relay_packets_total{direction="to_client"}' in metrics
+        assert "parley_relay_store_connected 1" in metrics
+
         # 3. Redis goes away mid-call: the relay keeps forwarding what it knows.
         stack.redis.kill()
         stack.redis.wait()
@@ -128,5 +135,8 @@ def test_call_survives_relay_restart_second_relay_and_redis_loss(stack):
         state = driver.execute_script("return window.parley")
         assert state["state"] == "connected"
         assert second.poll() is None
+        time.sleep(1.2)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5).read().decode()
+        assert "parley_relay_store_connected 0" in metrics
     finally:
         driver.quit()

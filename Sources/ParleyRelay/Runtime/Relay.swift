@@ -13,6 +13,7 @@ public final class Relay: Sendable {
     private let workers: [RelayWorker]
     private let store: RouteStore
     private let logger: Logger
+    private nonisolated(unsafe) var storeStateTask: RepeatedTask?
 
     public init(configuration: RelayConfiguration, store: RouteStore, logger: Logger) {
         self.configuration = configuration
@@ -28,7 +29,10 @@ public final class Relay: Sendable {
     public func start() async throws {
         await pinEventLoops(workers.map(\.eventLoop), cores: System.coreCount)
         for worker in workers { try await worker.start() }
-        Gauge(label: "parley_relay_store_connected").record(store.state == "disconnected" ? 0 : 1)
+        let store = self.store
+        storeStateTask = workers.first?.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in
+            Gauge(label: "parley_relay_store_connected").record(store.state == "disconnected" ? 0 : 1)
+        }
         logger.info("relay listening", metadata: [
             "public": "\(configuration.publicHost):\(configuration.publicPort)", "workers": "\(workers.count)",
             "store": "\(store.state)",
@@ -36,6 +40,7 @@ public final class Relay: Sendable {
     }
 
     public func shutdown() async {
+        storeStateTask?.cancel()
         for worker in workers { await worker.stop() }
         try? await group.shutdownGracefully()
     }
