@@ -17,7 +17,7 @@ struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
         abstract: "A WebRTC edge for voice AI: a relay on one public port, transceivers that own the sessions.",
-        subcommands: [Dev.self, RelayCommand.self, TransceiverCommand.self, Load.self, Version.self]
+        subcommands: [Dev.self, RelayCommand.self, TransceiverCommand.self, Load.self, Token.self, Version.self]
     )
 }
 
@@ -288,6 +288,31 @@ struct Load: AsyncParsableCommand {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         print(String(decoding: try encoder.encode(report), as: UTF8.self))
         if report.connected < report.sessions { throw ExitCode(1) }
+    }
+}
+
+/// Seals a routing token (an ICE ufrag) by hand: for benchmarks and debugging a relay.
+struct Token: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a routing token (server ufrag) for a worker.",
+                                                    shouldDisplay: false)
+
+    @Option(help: "Routing key: 64 hex characters.")
+    var routingKey: String
+    @Option(help: "Id (0–15) of the routing key.")
+    var routingKeyID: UInt8 = 0
+    @Option(help: "The transceiver worker, ip:port.")
+    var worker: String
+    @Option(help: "Cluster id.")
+    var clusterID: UInt16 = 0
+
+    func run() throws {
+        guard let key = RoutingKey(id: routingKeyID, hexSecret: routingKey) else { throw ValidationError("bad --routing-key") }
+        guard let address = TransportAddress(worker) else { throw ValidationError("bad --worker") }
+        var generator = SystemRandomNumberGenerator()
+        let token = RoutingToken.random(keyID: routingKeyID, clusterID: clusterID, worker: address,
+                                        issuedHour: RoutingToken.hour(unixSeconds: Int64(Date().timeIntervalSince1970)),
+                                        using: &generator)
+        print(RoutingKeyring(current: key).seal(token))
     }
 }
 

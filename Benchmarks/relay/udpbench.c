@@ -1,0 +1,189 @@
+// Load for the relay benchmark. Two roles:
+//
+//   udpbench backend PORT tunnel|prefix
+//       Echo server behind the relay. `tunnel`: Parley's tunnel header (answers a STUN Binding
+//       request with a success response for the same transaction, echoes anything else, marked
+//       "to client"). `prefix`: the C forwarder's 8-byte prefix, echoed unchanged.
+//   udpbench client RELAY_PORT FLOWS RATE SECONDS [UFRAG]
+//       FLOWS client sockets. With UFRAG, each flow first sends an ICE check with that token as
+//       its USERNAME and waits for the answer (the relay commits the route). Then it sends
+//       160-byte datagrams: RATE packets/s in total, or with RATE 0 as fast as a window of
+//       outstanding packets allows. Prints one JSON line: sent, received, packets/s, RTT p50/p99.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BATCH 32
+#define SIZE 2048
+#define PAYLOAD 160
+
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + t.tv_nsec;
+}
+
+static int udp_socket(int port) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    int size = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(fd, (struct sockaddr *)&address, sizeof address) != 0) { perror("bind"); exit(1); }
+    return fd;
+}
+
+static int backend(int port, int tunnel) {
+    int fd = udp_socket(port);
+    static unsigned char buffers[BATCH][SIZE];
+    static struct sockaddr_in from[BATCH];
+    struct mmsghdr messages[BATCH];
+    struct iovec iov[BATCH];
+    struct pollfd pfd = {fd, POLLIN, 0};
+    for (;;) {
+        poll(&pfd, 1, -1);
+        for (int i = 0; i < BATCH; i++) {
+            iov[i] = (struct iovec){buffers[i], SIZE};
+            messages[i].msg_hdr = (struct msghdr){.msg_name = &from[i], .msg_namelen = sizeof from[i], .msg_iov = &iov[i], .msg_iovlen = 1};
+        }
+        int count = recvmmsg(fd, messages, BATCH, MSG_DONTWAIT, NULL);
+        if (count <= 0) continue;
+        for (int i = 0; i < count; i++) {
+            unsigned char *d = buffers[i];
+            unsigned length = messages[i].msg_len;
+            if (tunnel && length >= 10 && d[0] == 0xD1) {
+                unsigned header = (d[1] & 2) ? 22 : 10;
+                d[1] |= 4;  // toward the client
+                unsigned char *p = d + header;
+                if (length >= header + 20 && p[0] == 0x00 && p[1] == 0x01) {  // Binding request → success
+                    p[0] = 0x01; p[1] = 0x01; p[2] = 0; p[3] = 0;
+                    length = header + 20;
+                }
+            }
+            iov[i].iov_len = length;
+        }
+        int sent = 0;
+        while (sent < count) {
+            int result = sendmmsg(fd, messages + sent, count - sent, 0);
+            if (result <= 0) break;
+            sent += result;
+        }
+    }
+    return 0;
+}
+
+static int compare(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int client(int relay_port, int flows, long rate, double seconds, const char *ufrag) {
+    struct sockaddr_in relay = {.sin_family = AF_INET, .sin_port = htons(relay_port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int *fds = calloc(flows, sizeof(int));
+    int epoll = epoll_create1(0);
+    for (int f = 0; f < flows; f++) {
+        fds[f] = udp_socket(0);
+        connect(fds[f], (struct sockaddr *)&relay, sizeof relay);
+        struct epoll_event event = {.events = EPOLLIN, .data.u32 = f};
+        epoll_ctl(epoll, EPOLL_CTL_ADD, fds[f], &event);
+    }
+    unsigned char buffer[SIZE];
+    if (ufrag) {  // one ICE check per flow; the relay commits the route on the backend's answer
+        for (int f = 0; f < flows; f++) {
+            char username[300];
+            int ulen = snprintf(username, sizeof username, "%s:bench", ufrag);
+            int padded = (ulen + 3) & ~3;
+            unsigned char check[400] = {0x00, 0x01, 0, (unsigned char)(4 + padded), 0x21, 0x12, 0xa4, 0x42};
+            for (int i = 8; i < 20; i++) check[i] = (unsigned char)rand();
+            check[20] = 0x00; check[21] = 0x06; check[22] = 0; check[23] = (unsigned char)ulen;
+            memcpy(check + 24, username, ulen);
+            int answered = 0;
+            for (int attempt = 0; attempt < 50 && !answered; attempt++) {
+                send(fds[f], check, 24 + padded, 0);
+                struct pollfd pfd = {fds[f], POLLIN, 0};
+                if (poll(&pfd, 1, 100) > 0 && recv(fds[f], buffer, sizeof buffer, 0) >= 20 && buffer[0] == 0x01) answered = 1;
+            }
+            if (!answered) { fprintf(stderr, "flow %d: no answer to its check\n", f); return 1; }
+        }
+    }
+    size_t capacity = (size_t)((rate ? rate : 2000000) * seconds) + 1024;
+    uint32_t *rtts = malloc(capacity * sizeof(uint32_t));
+    size_t samples = 0;
+    uint64_t sent = 0, received = 0;
+    unsigned char payload[PAYLOAD];
+    memset(payload, 0x5A, sizeof payload);
+    payload[0] = 0x80;  // looks like RTP: forwarded by lookup
+    uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), next_send = start;
+    const uint64_t window = 64 * (uint64_t)flows < 4096 ? 64 * (uint64_t)flows : 4096;
+    int flow = 0;
+    struct epoll_event events[64];
+    static struct mmsghdr messages[BATCH];
+    static struct iovec iov[BATCH];
+    static unsigned char rx[BATCH][SIZE];
+    for (int i = 0; i < BATCH; i++) {
+        iov[i] = (struct iovec){rx[i], SIZE};
+        messages[i].msg_hdr = (struct msghdr){.msg_iov = &iov[i], .msg_iovlen = 1};
+    }
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= end) break;
+        // Send what is due (fixed rate) or what the window allows (maximum rate), round-robin over flows.
+        int budget = 0;
+        if (rate) {
+            while (next_send <= now && budget < 256) { budget++; next_send += 1000000000ull / rate; }
+        } else if (sent - received < window) {
+            budget = (int)(window - (sent - received));
+            if (budget > 256) budget = 256;
+        }
+        for (int i = 0; i < budget; i++) {
+            memcpy(payload + 8, &now, 8);
+            if (send(fds[flow], payload, sizeof payload, 0) > 0) sent++;
+            flow = (flow + 1) % flows;
+        }
+        int ready = epoll_wait(epoll, events, 64, rate ? 0 : 1);
+        for (int e = 0; e < ready; e++) {
+            int count = recvmmsg(fds[events[e].data.u32], messages, BATCH, MSG_DONTWAIT, NULL);
+            uint64_t at = now_ns();
+            for (int i = 0; i < count; i++) {
+                if (messages[i].msg_len != PAYLOAD) continue;
+                uint64_t stamp;
+                memcpy(&stamp, rx[i] + 8, 8);
+                received++;
+                if (samples < capacity) rtts[samples++] = (uint32_t)((at - stamp) / 1000);
+            }
+        }
+    }
+    // Late answers within 200 ms still count.
+    uint64_t drain_end = now_ns() + 200000000ull;
+    while (now_ns() < drain_end) {
+        int ready = epoll_wait(epoll, events, 64, 10);
+        for (int e = 0; e < ready; e++) {
+            int count = recvmmsg(fds[events[e].data.u32], messages, BATCH, MSG_DONTWAIT, NULL);
+            for (int i = 0; i < count; i++) if (messages[i].msg_len == PAYLOAD) received++;
+        }
+    }
+    qsort(rtts, samples, sizeof(uint32_t), compare);
+    double elapsed = seconds;
+    printf("{\"sent\": %llu, \"received\": %llu, \"received_per_second\": %.0f, \"rtt_us_p50\": %u, \"rtt_us_p99\": %u}\n",
+           (unsigned long long)sent, (unsigned long long)received, received / elapsed,
+           samples ? rtts[samples / 2] : 0, samples ? rtts[(size_t)(samples * 0.99)] : 0);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 4 && strcmp(argv[1], "backend") == 0) return backend(atoi(argv[2]), strcmp(argv[3], "tunnel") == 0);
+    if (argc >= 6 && strcmp(argv[1], "client") == 0)
+        return client(atoi(argv[2]), atoi(argv[3]), atol(argv[4]), atof(argv[5]), argc > 6 ? argv[6] : NULL);
+    fprintf(stderr, "usage: udpbench backend PORT tunnel|prefix | client RELAY_PORT FLOWS RATE SECONDS [UFRAG]\n");
+    return 2;
+}
