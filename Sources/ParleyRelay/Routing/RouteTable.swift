@@ -80,17 +80,18 @@ public struct RouteTable {
     /// Decides what to do with a datagram from `client`.
     public mutating func fromClient(_ datagram: UnsafeRawBufferPointer, client: TransportAddress, now: Instant) -> ClientDecision {
         let isSTUN = PacketKind.classify(datagram) == .stun
-        if var route = routes[client] {
-            if route.committed {
-                route.lastSeen = now
+        if let index = routes.index(forKey: client) {
+            // The hot path: one hash lookup, the route updated in place.
+            if routes.values[index].committed {
+                routes.values[index].lastSeen = now
                 // Consent checks refresh the stored copy before it expires.
-                if isSTUN, let stored = route.lastStored, now - stored >= policy.storeLifetime / 3 {
-                    route.lastStored = now
-                    commits.append(Commit(client: client, transceiver: route.transceiver))
+                if isSTUN, let stored = routes.values[index].lastStored, now - stored >= policy.storeLifetime / 3 {
+                    routes.values[index].lastStored = now
+                    commits.append(Commit(client: client, transceiver: routes.values[index].transceiver))
                 }
-                routes[client] = route
-                return .forward(to: route.transceiver)
+                return .forward(to: routes.values[index].transceiver)
             }
+            var route = routes.values[index]
             // Pending: only more checks (retransmissions, or the nominating one) go on.
             guard isSTUN else { return .drop(.pendingNotSTUN) }
             if let check = openCheck(datagram, now: now), check.worker == route.transceiver {
@@ -129,23 +130,26 @@ public struct RouteTable {
     /// Decides what to do with a tunnel datagram from `source` (a transceiver worker) for `client`.
     public mutating func fromTransceiver(_ payload: UnsafeRawBufferPointer, client: TransportAddress,
                                          source: TransportAddress, now: Instant) -> TransceiverDecision {
-        guard var route = routes[client] else { return .unknown }
+        guard let index = routes.index(forKey: client) else { return .unknown }
         // Never a reflector: only the transceiver that owns this client may send to it.
-        guard route.transceiver == source else { return .drop(.notRouteOwner) }
-        if !route.committed {
-            guard let transaction = route.transaction, let message = try? STUNMessage.parse(payload),
-                  message.type == .bindingSuccess, message.transactionID == transaction else {
-                return .drop(.pendingNotSTUN)
-            }
-            route.committed = true
-            route.transaction = nil
-            route.lastStored = now
-            pendingCount -= 1
-            committedCount += 1
-            commits.append(Commit(client: client, transceiver: route.transceiver))
+        guard routes.values[index].transceiver == source else { return .drop(.notRouteOwner) }
+        if routes.values[index].committed {
+            routes.values[index].lastSeen = now
+            return .deliver(to: client)
         }
+        var route = routes.values[index]
+        guard let transaction = route.transaction, let message = try? STUNMessage.parse(payload),
+              message.type == .bindingSuccess, message.transactionID == transaction else {
+            return .drop(.pendingNotSTUN)
+        }
+        route.committed = true
+        route.transaction = nil
+        route.lastStored = now
+        pendingCount -= 1
+        committedCount += 1
+        commits.append(Commit(client: client, transceiver: route.transceiver))
         route.lastSeen = now
-        routes[client] = route
+        routes.values[index] = route
         return .deliver(to: client)
     }
 

@@ -29,6 +29,16 @@ final class RelayWorker: @unchecked Sendable {
     private var pendingPublicWrites = false
     private var pendingInternalWrites = false
     private let counters: RelayMetrics
+    /// NIO socket addresses by transport address: making one boxes its storage, so each peer's is
+    /// made once, not per datagram. Bounded; cleared when it outgrows the route table.
+    private var socketAddresses: [TransportAddress: SocketAddress] = [:]
+
+    private func socketAddress(_ address: TransportAddress) -> SocketAddress {
+        if let cached = socketAddresses[address] { return cached }
+        let made = address.socketAddress
+        socketAddresses[address] = made
+        return made
+    }
 
     init(index: Int, eventLoop: EventLoop, configuration: RelayConfiguration, store: RouteStore, metrics: RelayMetrics,
          logger: Logger) {
@@ -117,7 +127,7 @@ final class RelayWorker: @unchecked Sendable {
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: header.encodedLength) { (try? header.encode(into: $0)) ?? 0 }
         var payload = payload
         buffer.writeBuffer(&payload)
-        channel.write(AddressedEnvelope(remoteAddress: transceiver.socketAddress, data: buffer), promise: nil)
+        channel.write(AddressedEnvelope(remoteAddress: socketAddress(transceiver), data: buffer), promise: nil)
         pendingInternalWrites = true
         forwarded.toTransceiver += 1
     }
@@ -146,7 +156,7 @@ final class RelayWorker: @unchecked Sendable {
         switch decision {
         case .deliver(let destination):
             guard let channel = publicChannel else { return }
-            channel.write(AddressedEnvelope(remoteAddress: destination.socketAddress, data: payload), promise: nil)
+            channel.write(AddressedEnvelope(remoteAddress: socketAddress(destination), data: payload), promise: nil)
             pendingPublicWrites = true
             forwarded.toClient += 1
         case .unknown:
@@ -214,6 +224,7 @@ final class RelayWorker: @unchecked Sendable {
     private func everySecond() {
         table.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
         table.expire(now: Self.now())
+        if socketAddresses.count > 2 * max(1024, table.count) { socketAddresses.removeAll(keepingCapacity: true) }
         counters.report(drops: drops, toTransceiver: forwarded.toTransceiver, toClient: forwarded.toClient,
                         worker: index, routes: table.committedCount, pending: table.pendingCount)
         drops.removeAll(keepingCapacity: true)
