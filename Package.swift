@@ -64,11 +64,13 @@ let package = Package(
             name: "ParleyIO",
             dependencies: ["ParleyWire", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // recvmmsg/sendmmsg for the relay's packet loop (system calls, no library).
+        .target(name: "CParleySockets"),
         // The public UDP forwarder: route table (sans-IO), workers, route store.
         .target(
             name: "ParleyRelay",
             dependencies: [
-                "ParleyWire", "ParleyIO",
+                "ParleyWire", "ParleyIO", "CParleySockets",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

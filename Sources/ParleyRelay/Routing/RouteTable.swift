@@ -170,6 +170,9 @@ public struct RouteTable {
         return true
     }
 
+    /// Whether `takeCommits` has anything (checked per batch, so the empty case costs nothing).
+    public var hasCommits: Bool { !commits.isEmpty }
+
     /// Routes committed since the last call, for the route store.
     public mutating func takeCommits() -> [Commit] {
         defer { commits.removeAll(keepingCapacity: true) }

@@ -5,11 +5,12 @@ import NIOPosix
 import ParleyIO
 import ParleyWire
 
-/// A relay: SO_REUSEPORT workers on one public port, each on its own pinned thread with its own
-/// route table, sharing a route store.
+/// A relay: worker threads on one public port (SO_REUSEPORT), each pinned to a core with its own
+/// sockets and route table, sharing a route store. A small event loop serves the store's answers
+/// and the metrics gauge.
 public final class Relay: Sendable {
     public let configuration: RelayConfiguration
-    private let group: MultiThreadedEventLoopGroup
+    private let controlGroup: MultiThreadedEventLoopGroup
     private let workers: [RelayWorker]
     private let store: RouteStore
     private let logger: Logger
@@ -19,32 +20,36 @@ public final class Relay: Sendable {
         self.configuration = configuration
         self.store = store
         self.logger = logger
-        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.workers))
+        controlGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let metrics = RelayMetrics()
-        workers = Array(group.makeIterator()).enumerated().map { index, loop in
-            RelayWorker(index: index, eventLoop: loop, configuration: configuration, store: store, metrics: metrics, logger: logger)
+        let loop = controlGroup.next()
+        workers = (0..<max(1, configuration.workers)).map { index in
+            RelayWorker(index: index, configuration: configuration, store: store, storeLoop: loop, metrics: metrics, logger: logger)
         }
     }
 
     public func start() async throws {
-        await pinEventLoops(workers.map(\.eventLoop), cores: System.coreCount)
-        for worker in workers { try await worker.start() }
+        var port = configuration.publicPort
+        for worker in workers {
+            try worker.start(publicPort: port)
+            port = worker.publicPort
+        }
         let store = self.store
-        storeStateTask = workers.first?.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in
+        storeStateTask = controlGroup.next().scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in
             Gauge(label: "parley_relay_store_connected").record(store.state == "disconnected" ? 0 : 1)
         }
         logger.info("relay listening", metadata: [
-            "public": "\(configuration.publicHost):\(configuration.publicPort)", "workers": "\(workers.count)",
+            "public": "\(configuration.publicHost):\(publicPort ?? configuration.publicPort)", "workers": "\(workers.count)",
             "store": "\(store.state)",
         ])
     }
 
     public func shutdown() async {
         storeStateTask?.cancel()
-        for worker in workers { await worker.stop() }
-        try? await group.shutdownGracefully()
+        for worker in workers { worker.stop() }
+        try? await controlGroup.shutdownGracefully()
     }
 
     /// The public port actually bound (useful when configured as 0).
-    public var publicPort: Int? { workers.first?.publicAddress?.port }
+    public var publicPort: Int? { workers.first.map(\.publicPort) }
 }

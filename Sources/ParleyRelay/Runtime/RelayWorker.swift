@@ -1,260 +1,344 @@
+import CParleySockets
+import Foundation
 import Logging
-import Metrics
 import NIOCore
-import NIOPosix
 import ParleyIO
 import ParleyWire
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// One relay worker: a public socket (shared port, SO_REUSEPORT: the kernel keeps each client on
-/// one worker), an internal socket toward transceivers, and its own route table. All state is
-/// touched only on `eventLoop`.
+/// One relay worker: a thread pinned to a core that owns a public socket (the shared port, with
+/// SO_REUSEPORT: the kernel keeps each client on one worker), an internal socket toward
+/// transceivers, and its own route table. The loop moves datagrams with `recvmmsg`/`sendmmsg` in
+/// batches between buffers allocated once: nothing is allocated per forwarded datagram.
 final class RelayWorker: @unchecked Sendable {
     let index: Int
-    let eventLoop: EventLoop
     private let configuration: RelayConfiguration
     private let store: RouteStore
+    private let storeLoop: EventLoop
+    private let metrics: RelayMetrics
     private let logger: Logger
     private var table: RouteTable
-    private var publicChannel: Channel?
-    private var internalChannel: Channel?
-    private var timer: RepeatedTask?
-    /// Datagrams waiting for a route-store answer, per client (both directions).
-    private var waiting: [TransportAddress: [(fromClient: Bool, bytes: ByteBuffer, source: TransportAddress)]] = [:]
+
+    private var publicSocket: Int32 = -1
+    private var internalSocket: Int32 = -1
+    private(set) var publicPort = 0
+    private(set) var internalPort = 0
+    private var wakeRead: Int32 = -1
+    private var wakeWrite: Int32 = -1
+    private let stopping = Atomic<Bool>(false)
+    private let finished = DispatchSemaphore(value: 0)
+
+    private static let slot = 2048
+    private static let headroom = TunnelHeader.maximumLength
+    private let receiveBuffers: UnsafeMutableRawBufferPointer
+    private let sendBuffers: UnsafeMutableRawBufferPointer
+    private let receiveBatch: OpaquePointer
+    private let sendBatch: OpaquePointer
+
+    /// Datagrams of unknown flows waiting for one route-store answer each (both directions).
+    private var waiting: [TransportAddress: [(fromClient: Bool, bytes: [UInt8], source: TransportAddress)]] = [:]
+    /// Store answers, handed from the store's event loop to this thread.
+    private let answers = Mutex<[(client: TransportAddress, transceiver: TransportAddress?)]>([])
     private var drops: [RelayDropReason: Int] = [:]
-    private var forwarded = (toTransceiver: 0, toClient: 0)
-    private var pendingPublicWrites = false
-    private var pendingInternalWrites = false
-    private let counters: RelayMetrics
-    /// NIO socket addresses by transport address: making one boxes its storage, so each peer's is
-    /// made once, not per datagram. Bounded; cleared when it outgrows the route table.
-    private var socketAddresses: [TransportAddress: SocketAddress] = [:]
+    private var forwardedToTransceiver = 0
+    private var forwardedToClient = 0
+    private var lastHousekeeping = RelayWorker.now()
 
-    private func socketAddress(_ address: TransportAddress) -> SocketAddress {
-        if let cached = socketAddresses[address] { return cached }
-        let made = address.socketAddress
-        socketAddresses[address] = made
-        return made
-    }
-
-    init(index: Int, eventLoop: EventLoop, configuration: RelayConfiguration, store: RouteStore, metrics: RelayMetrics,
+    init(index: Int, configuration: RelayConfiguration, store: RouteStore, storeLoop: EventLoop, metrics: RelayMetrics,
          logger: Logger) {
         self.index = index
-        self.eventLoop = eventLoop
         self.configuration = configuration
         self.store = store
-        self.counters = metrics
+        self.storeLoop = storeLoop
+        self.metrics = metrics
         var logger = logger
         logger[metadataKey: "relay_worker"] = "\(index)"
         self.logger = logger
         table = RouteTable(keyring: configuration.keyring, policy: configuration.policy)
+        receiveBuffers = .allocate(byteCount: Int(PARLEY_BATCH) * Self.slot, alignment: 16)
+        sendBuffers = .allocate(byteCount: Int(PARLEY_BATCH) * (Self.slot + Self.headroom), alignment: 16)
+        receiveBatch = parley_batch_create()
+        sendBatch = parley_batch_create()
+    }
+
+    deinit {
+        receiveBuffers.deallocate()
+        sendBuffers.deallocate()
+        parley_batch_destroy(receiveBatch)
+        parley_batch_destroy(sendBatch)
+        for fd in [publicSocket, internalSocket, wakeRead, wakeWrite] where fd >= 0 { close(fd) }
     }
 
     var ingressID: UInt16 { UInt16(truncatingIfNeeded: index) }
-    var publicAddress: SocketAddress? { publicChannel?.localAddress }
-    var internalAddress: SocketAddress? { internalChannel?.localAddress }
 
-    func start() async throws {
-        func bootstrap(_ side: RelayChannelHandler.Side, reusePort: Bool) -> DatagramBootstrap {
-            DatagramBootstrap(group: eventLoop)
-                .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                .channelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)),
-                               value: reusePort ? 1 : 0)
-                .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(configuration.socketBufferBytes))
-                .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(configuration.socketBufferBytes))
-                .channelOption(.datagramVectorReadMessageCount, value: 32)
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(RelayChannelHandler(worker: self, side: side))
-                    }
-                }
-        }
-        let publicChannel = try await bootstrap(.public, reusePort: true)
-            .bind(host: configuration.publicHost, port: configuration.publicPort).get()
+    /// Binds the sockets and starts the worker's thread.
+    /// `publicPort` is the shared port (the one the first worker got when the configuration says 0).
+    func start(publicPort requested: Int) throws {
+        var bound: Int32 = 0
+        publicSocket = parley_udp_socket(configuration.publicHost, Int32(requested), 1,
+                                         Int32(configuration.socketBufferBytes), &bound)
+        guard publicSocket >= 0 else { throw RelayError.bind("\(configuration.publicHost):\(requested)", errno) }
+        publicPort = Int(bound)
         let internalPort = configuration.internalPort == 0 ? 0 : configuration.internalPort + index
-        let internalChannel = try await bootstrap(.internal, reusePort: false)
-            .bind(host: configuration.internalHost, port: internalPort).get()
-        for channel in [publicChannel, internalChannel] {
-            for name in [SO_RCVBUFFORCE, SO_SNDBUFFORCE] {
-                try? await channel.setOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: name)),
-                                             value: SocketOptionValue(configuration.socketBufferBytes)).get()
-            }
+        internalSocket = parley_udp_socket(configuration.internalHost, Int32(internalPort), 0,
+                                           Int32(configuration.socketBufferBytes), &bound)
+        guard internalSocket >= 0 else { throw RelayError.bind("\(configuration.internalHost):\(internalPort)", errno) }
+        self.internalPort = Int(bound)
+        var pipeEnds: [Int32] = [0, 0]
+        guard pipe(&pipeEnds) == 0 else { throw RelayError.bind("wake pipe", errno) }
+        wakeRead = pipeEnds[0]
+        wakeWrite = pipeEnds[1]
+        _ = fcntl(wakeRead, F_SETFL, O_NONBLOCK)
+        table.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
+        let thread = Thread { [self] in
+            pinCurrentThread(toCPU: index % max(1, ProcessInfo.processInfo.activeProcessorCount))
+            run()
+            finished.signal()
         }
-        try await eventLoop.submit {
-            self.publicChannel = publicChannel
-            self.internalChannel = internalChannel
-            self.table.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
-            self.timer = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in self.everySecond() }
-        }.get()
+        thread.name = "parley-relay-\(index)"
+        thread.start()
         logger.info("relay worker listening", metadata: [
-            "public": "\(publicChannel.localAddress.map { "\($0)" } ?? "?")",
-            "internal": "\(internalChannel.localAddress.map { "\($0)" } ?? "?")",
+            "public": "\(configuration.publicHost):\(publicPort)", "internal": "\(configuration.internalHost):\(self.internalPort)",
         ])
     }
 
-    func stop() async {
-        let futures: [EventLoopFuture<Void>] = (try? await eventLoop.submit { () -> [EventLoopFuture<Void>] in
-            self.timer?.cancel()
-            return [self.publicChannel?.close(), self.internalChannel?.close()].compactMap { $0 }
-        }.get()) ?? []
-        for future in futures { try? await future.get() }
+    func stop() {
+        stopping.store(true, ordering: .relaxed)
+        wake()
+        finished.wait()
     }
 
-    // MARK: Client side
-
-    func fromClient(_ buffer: ByteBuffer, source: SocketAddress) {
-        guard let client = TransportAddress(source) else { return }
-        let decision = buffer.withUnsafeReadableBytes { table.fromClient($0, client: client, now: Self.now()) }
-        switch decision {
-        case .forward(let transceiver):
-            tunnel(buffer, client: client, to: transceiver)
-        case .unknown:
-            wait(buffer, fromClient: true, client: client, source: client)
-        case .drop(let reason):
-            drop(reason)
-        }
-        storeCommits()
+    private func wake() {
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1)
     }
 
-    private func tunnel(_ payload: ByteBuffer, client: TransportAddress, to transceiver: TransportAddress) {
-        guard let channel = internalChannel else { return }
-        let header = TunnelHeader(transport: .udp, direction: .fromClient, ingressID: ingressID, client: client)
-        var buffer = channel.allocator.buffer(capacity: header.encodedLength + payload.readableBytes)
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: header.encodedLength) { (try? header.encode(into: $0)) ?? 0 }
-        var payload = payload
-        buffer.writeBuffer(&payload)
-        channel.write(AddressedEnvelope(remoteAddress: socketAddress(transceiver), data: buffer), promise: nil)
-        pendingInternalWrites = true
-        forwarded.toTransceiver += 1
+    // MARK: The loop
+
+    private func run() {
+        var fds = [pollfd(fd: publicSocket, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: internalSocket, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+        while !stopping.load(ordering: .relaxed) {
+            let ready = poll(&fds, 3, 100)
+            if ready > 0 {
+                if fds[0].revents & Int16(POLLIN) != 0 { drainClients() }
+                if fds[1].revents & Int16(POLLIN) != 0 { drainTransceivers() }
+                if fds[2].revents & Int16(POLLIN) != 0 { takeStoreAnswers() }
+            }
+            let now = Self.now()
+            if now - lastHousekeeping >= .seconds(1) {
+                lastHousekeeping = now
+                housekeeping(now: now)
+            }
+        }
     }
 
-    // MARK: Transceiver side
-
-    func fromTransceiver(_ buffer: ByteBuffer, source: SocketAddress) {
-        guard let transceiver = TransportAddress(source) else { return }
-        guard configuration.policy.workerNetworks.contains(where: { $0.contains(transceiver) }) else {
-            return drop(.untrustedTransceiver)
+    /// Client datagrams: route by token or table; tunnel each to its transceiver in one sendmmsg.
+    private func drainClients() {
+        var rounds = 0
+        while rounds < 8 {  // a bounded share per wake-up, so the other socket is served too
+            rounds += 1
+            let count = Int(parley_batch_receive(publicSocket, receiveBatch, receiveBuffers.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(Self.slot)))
+            guard count > 0 else { return }
+            let now = Self.now()
+            var sending = 0
+            for index in 0..<count {
+                guard let client = source(index) else { continue }
+                let length = Int(parley_batch_length(receiveBatch, UInt32(index)))
+                let datagram = UnsafeRawBufferPointer(rebasing: receiveBuffers[(index * Self.slot)..<(index * Self.slot + length)])
+                switch table.fromClient(datagram, client: client, now: now) {
+                case .forward(let transceiver):
+                    let header = TunnelHeader(transport: .udp, direction: .fromClient, ingressID: ingressID, client: client)
+                    let base = sending * (Self.slot + Self.headroom)
+                    let out = UnsafeMutableRawBufferPointer(rebasing: sendBuffers[base..<(base + Self.slot + Self.headroom)])
+                    guard let headerLength = try? header.encode(into: out) else { continue }
+                    (out.baseAddress! + headerLength).copyMemory(from: datagram.baseAddress!, byteCount: length)
+                    setDestination(sending, bytes: UnsafeRawPointer(out.baseAddress!), length: headerLength + length, to: transceiver)
+                    sending += 1
+                case .unknown:
+                    wait(Array(datagram), fromClient: true, client: client, source: client)
+                case .drop(let reason):
+                    drops[reason, default: 0] += 1
+                }
+            }
+            if sending > 0 {
+                parley_batch_send(internalSocket, sendBatch, UInt32(sending))
+                forwardedToTransceiver += sending
+            }
+            saveCommits()
+            if count < Int(PARLEY_BATCH) { return }
         }
-        let decoded = buffer.withUnsafeReadableBytes { bytes -> (TunnelHeader, Int)? in
-            guard let (header, length) = try? TunnelHeader.decode(bytes), header.direction == .toClient else { return nil }
-            return (header, length)
-        }
-        guard let (header, length) = decoded else { return drop(.malformedTunnel) }
-        let payload = buffer.getSlice(at: buffer.readerIndex + length, length: buffer.readableBytes - length) ?? ByteBuffer()
-        deliverFromTransceiver(payload, client: header.client, transceiver: transceiver)
-        storeCommits()
     }
 
-    private func deliverFromTransceiver(_ payload: ByteBuffer, client: TransportAddress, transceiver: TransportAddress) {
-        let decision = payload.withUnsafeReadableBytes {
-            table.fromTransceiver($0, client: client, source: transceiver, now: Self.now())
+    /// Transceiver datagrams: check the tunnel header and the route owner; send payloads to clients
+    /// straight from the receive buffers.
+    private func drainTransceivers() {
+        var rounds = 0
+        while rounds < 8 {
+            rounds += 1
+            let count = Int(parley_batch_receive(internalSocket, receiveBatch, receiveBuffers.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(Self.slot)))
+            guard count > 0 else { return }
+            let now = Self.now()
+            var sending = 0
+            for index in 0..<count {
+                guard let transceiver = source(index) else { continue }
+                guard configuration.policy.workerNetworks.contains(where: { $0.contains(transceiver) }) else {
+                    drops[.untrustedTransceiver, default: 0] += 1
+                    continue
+                }
+                let length = Int(parley_batch_length(receiveBatch, UInt32(index)))
+                let datagram = UnsafeRawBufferPointer(rebasing: receiveBuffers[(index * Self.slot)..<(index * Self.slot + length)])
+                guard let (header, headerLength) = try? TunnelHeader.decode(datagram), header.direction == .toClient else {
+                    drops[.malformedTunnel, default: 0] += 1
+                    continue
+                }
+                let payload = UnsafeRawBufferPointer(rebasing: datagram[headerLength...])
+                switch table.fromTransceiver(payload, client: header.client, source: transceiver, now: now) {
+                case .deliver(let client):
+                    setDestination(sending, bytes: payload.baseAddress!, length: payload.count, to: client)
+                    sending += 1
+                case .unknown:
+                    wait(Array(payload), fromClient: false, client: header.client, source: transceiver)
+                case .drop(let reason):
+                    drops[reason, default: 0] += 1
+                }
+            }
+            if sending > 0 {
+                parley_batch_send(publicSocket, sendBatch, UInt32(sending))
+                forwardedToClient += sending
+            }
+            saveCommits()
+            if count < Int(PARLEY_BATCH) { return }
         }
-        switch decision {
-        case .deliver(let destination):
-            guard let channel = publicChannel else { return }
-            channel.write(AddressedEnvelope(remoteAddress: socketAddress(destination), data: payload), promise: nil)
-            pendingPublicWrites = true
-            forwarded.toClient += 1
-        case .unknown:
-            wait(payload, fromClient: false, client: client, source: transceiver)
-        case .drop(let reason):
-            drop(reason)
+    }
+
+    private func source(_ index: Int) -> TransportAddress? {
+        var bytes: (UInt64, UInt64) = (0, 0)
+        var port: UInt16 = 0
+        let family = withUnsafeMutableBytes(of: &bytes) { raw in
+            parley_batch_source(receiveBatch, UInt32(index), raw.baseAddress!.assumingMemoryBound(to: UInt8.self), &port)
+        }
+        return withUnsafeBytes(of: bytes) { raw -> TransportAddress? in
+            switch family {
+            case AF_INET:
+                return .v4(IPv4Address(bits: UInt32(bigEndian: raw.loadUnaligned(as: UInt32.self))), port: port)
+            case AF_INET6:
+                return .v6(IPv6Address(high: UInt64(bigEndian: raw.loadUnaligned(as: UInt64.self)),
+                                       low: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))), port: port)
+            default:
+                return nil
+            }
+        }
+    }
+
+    private func setDestination(_ index: Int, bytes: UnsafeRawPointer, length: Int, to address: TransportAddress) {
+        switch address {
+        case .v4(let ip, let port):
+            withUnsafeBytes(of: ip.bits.bigEndian) { raw in
+                parley_batch_set(sendBatch, UInt32(index), bytes, UInt32(length),
+                                 raw.baseAddress!.assumingMemoryBound(to: UInt8.self), 4, port)
+            }
+        case .v6(let ip, let port):
+            withUnsafeBytes(of: (ip.high.bigEndian, ip.low.bigEndian)) { raw in
+                parley_batch_set(sendBatch, UInt32(index), bytes, UInt32(length),
+                                 raw.baseAddress!.assumingMemoryBound(to: UInt8.self), 16, port)
+            }
         }
     }
 
     // MARK: Route store
 
-    /// Holds a datagram of an unknown flow and asks the store once per flow.
-    private func wait(_ buffer: ByteBuffer, fromClient: Bool, client: TransportAddress, source: TransportAddress) {
+    /// Holds a datagram of an unknown flow (a copy: this is the rare path) and asks the store once per flow.
+    private func wait(_ bytes: [UInt8], fromClient: Bool, client: TransportAddress, source: TransportAddress) {
         if var queue = waiting[client] {
-            guard queue.count < configuration.lookupQueueDepth else { return drop(.lookupQueueFull) }
-            queue.append((fromClient, buffer, source))
+            guard queue.count < configuration.lookupQueueDepth else {
+                drops[.lookupQueueFull, default: 0] += 1
+                return
+            }
+            queue.append((fromClient, bytes, source))
             waiting[client] = queue
             return
         }
-        guard waiting.count < configuration.maximumLookups else { return drop(.lookupQueueFull) }
-        waiting[client] = [(fromClient, buffer, source)]
-        counters.storeLookups.increment()
-        store.lookup(client: client, on: eventLoop).whenComplete { result in
-            let queued = self.waiting.removeValue(forKey: client) ?? []
-            guard case .success(let transceiver?) = result,
-                  self.table.install(client: client, transceiver: transceiver, now: Self.now()) else {
-                self.counters.storeMisses.increment()
-                for _ in queued { self.drop(.noRoute) }
-                return
-            }
-            self.counters.storeHits.increment()
-            self.logger.info("route recovered from the store", metadata: ["client": "\(client)", "transceiver": "\(transceiver)"])
-            for item in queued {
-                if item.fromClient {
-                    self.tunnel(item.bytes, client: client, to: transceiver)
-                } else {
-                    self.deliverFromTransceiver(item.bytes, client: client, transceiver: item.source)
-                }
-            }
-            self.flush()
+        guard waiting.count < configuration.maximumLookups else {
+            drops[.lookupQueueFull, default: 0] += 1
+            return
+        }
+        waiting[client] = [(fromClient, bytes, source)]
+        metrics.storeLookups.increment()
+        store.lookup(client: client, on: storeLoop).whenComplete { [self] result in
+            let transceiver: TransportAddress? = if case .success(let found) = result { found } else { nil }
+            answers.withLock { $0.append((client, transceiver)) }
+            wake()
         }
     }
 
-    private func storeCommits() {
+    private func takeStoreAnswers() {
+        var sink = [UInt8](repeating: 0, count: 64)
+        while read(wakeRead, &sink, sink.count) > 0 {}
+        let ready = answers.withLock { answers in
+            defer { answers.removeAll(keepingCapacity: true) }
+            return answers
+        }
+        let now = Self.now()
+        for (client, transceiver) in ready {
+            let queued = waiting.removeValue(forKey: client) ?? []
+            guard let transceiver, table.install(client: client, transceiver: transceiver, now: now) else {
+                metrics.storeMisses.increment()
+                drops[.noRoute, default: 0] += queued.count
+                continue
+            }
+            metrics.storeHits.increment()
+            logger.info("route recovered from the store", metadata: ["client": "\(client)", "transceiver": "\(transceiver)"])
+            for item in queued {
+                if item.fromClient {
+                    let header = TunnelHeader(transport: .udp, direction: .fromClient, ingressID: ingressID, client: client)
+                    send(header.bytes + item.bytes, from: internalSocket, to: transceiver)
+                } else if case .deliver = item.bytes.withUnsafeBytes({
+                    table.fromTransceiver($0, client: client, source: item.source, now: now) }) {
+                    send(item.bytes, from: publicSocket, to: client)
+                }
+            }
+        }
+    }
+
+    private func send(_ bytes: [UInt8], from socket: Int32, to destination: TransportAddress) {
+        bytes.withUnsafeBytes { raw in
+            setDestination(0, bytes: raw.baseAddress!, length: raw.count, to: destination)
+            parley_batch_send(socket, sendBatch, 1)
+        }
+    }
+
+    private func saveCommits() {
+        guard table.hasCommits else { return }
         for commit in table.takeCommits() {
             store.save(client: commit.client, transceiver: commit.transceiver, lifetime: configuration.policy.storeLifetime)
         }
     }
 
-    // MARK: Housekeeping
-
-    func flush() {
-        if pendingInternalWrites {
-            pendingInternalWrites = false
-            internalChannel?.flush()
-        }
-        if pendingPublicWrites {
-            pendingPublicWrites = false
-            publicChannel?.flush()
-        }
-    }
-
-    private func drop(_ reason: RelayDropReason) { drops[reason, default: 0] += 1 }
-
-    private func everySecond() {
+    private func housekeeping(now: Instant) {
         table.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
-        table.expire(now: Self.now())
-        if socketAddresses.count > 2 * max(1024, table.count) { socketAddresses.removeAll(keepingCapacity: true) }
-        counters.report(drops: drops, toTransceiver: forwarded.toTransceiver, toClient: forwarded.toClient,
-                        worker: index, routes: table.committedCount, pending: table.pendingCount)
+        table.expire(now: now)
+        metrics.report(drops: drops, toTransceiver: forwardedToTransceiver, toClient: forwardedToClient, worker: index,
+                       routes: table.committedCount, pending: table.pendingCount)
         drops.removeAll(keepingCapacity: true)
-        forwarded = (0, 0)
+        forwardedToTransceiver = 0
+        forwardedToClient = 0
     }
 
-    static func now() -> Instant { Instant(nanoseconds: Int64(NIODeadline.now().uptimeNanoseconds)) }
+    static func now() -> Instant { monotonicNow() }
 }
 
-/// Hands datagrams of one side to the worker; flushes once per read batch.
-final class RelayChannelHandler: ChannelInboundHandler {
-    enum Side { case `public`, `internal` }
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    private let worker: RelayWorker
-    private let side: Side
+public enum RelayError: Error, CustomStringConvertible {
+    case bind(String, Int32)
 
-    init(worker: RelayWorker, side: Side) {
-        self.worker = worker
-        self.side = side
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let envelope = unwrapInboundIn(data)
-        switch side {
-        case .public: worker.fromClient(envelope.data, source: envelope.remoteAddress)
-        case .internal: worker.fromTransceiver(envelope.data, source: envelope.remoteAddress)
+    public var description: String {
+        switch self {
+        case .bind(let what, let code): "cannot bind \(what): \(String(cString: strerror(code)))"
         }
     }
-
-    func channelReadComplete(context: ChannelHandlerContext) { worker.flush() }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {}
 }

@@ -1,0 +1,112 @@
+#define _GNU_SOURCE
+#include "CParleySockets.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct parley_batch {
+    struct mmsghdr messages[PARLEY_BATCH];
+    struct iovec iovecs[PARLEY_BATCH];
+    struct sockaddr_in6 addresses[PARLEY_BATCH];
+};
+
+parley_batch *parley_batch_create(void) { return calloc(1, sizeof(parley_batch)); }
+
+void parley_batch_destroy(parley_batch *batch) { free(batch); }
+
+int parley_batch_receive(int fd, parley_batch *batch, uint8_t *buffers, unsigned slot) {
+    for (unsigned i = 0; i < PARLEY_BATCH; i++) {
+        batch->iovecs[i].iov_base = buffers + (size_t)i * slot;
+        batch->iovecs[i].iov_len = slot;
+        batch->messages[i].msg_hdr = (struct msghdr){
+            .msg_name = &batch->addresses[i], .msg_namelen = sizeof batch->addresses[i],
+            .msg_iov = &batch->iovecs[i], .msg_iovlen = 1};
+    }
+    int count = recvmmsg(fd, batch->messages, PARLEY_BATCH, MSG_DONTWAIT, NULL);
+    if (count < 0) return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
+    return count;
+}
+
+unsigned parley_batch_length(const parley_batch *batch, unsigned index) { return batch->messages[index].msg_len; }
+
+int parley_batch_source(const parley_batch *batch, unsigned index, uint8_t address[16], uint16_t *port) {
+    const struct sockaddr_in6 *storage = &batch->addresses[index];
+    if (storage->sin6_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)storage;
+        memcpy(address, &v4->sin_addr, 4);
+        *port = ntohs(v4->sin_port);
+        return AF_INET;
+    }
+    if (storage->sin6_family == AF_INET6) {
+        memcpy(address, &storage->sin6_addr, 16);
+        *port = ntohs(storage->sin6_port);
+        return AF_INET6;
+    }
+    return -1;
+}
+
+void parley_batch_set(parley_batch *batch, unsigned index, const void *bytes, unsigned length,
+                      const uint8_t *address, unsigned address_length, uint16_t port) {
+    batch->iovecs[index].iov_base = (void *)bytes;
+    batch->iovecs[index].iov_len = length;
+    socklen_t name_length;
+    if (address_length == 4) {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&batch->addresses[index];
+        memset(v4, 0, sizeof *v4);
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        memcpy(&v4->sin_addr, address, 4);
+        name_length = sizeof *v4;
+    } else {
+        struct sockaddr_in6 *v6 = &batch->addresses[index];
+        memset(v6, 0, sizeof *v6);
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        memcpy(&v6->sin6_addr, address, 16);
+        name_length = sizeof *v6;
+    }
+    batch->messages[index].msg_hdr = (struct msghdr){
+        .msg_name = &batch->addresses[index], .msg_namelen = name_length,
+        .msg_iov = &batch->iovecs[index], .msg_iovlen = 1};
+}
+
+int parley_batch_send(int fd, parley_batch *batch, unsigned count) {
+    unsigned sent = 0;
+    while (sent < count) {
+        int result = sendmmsg(fd, batch->messages + sent, count - sent, 0);
+        if (result < 0) {
+            if (errno == EINTR) continue;
+            // One refused datagram (an unreachable destination, a full buffer) must not stall the rest.
+            sent++;
+            continue;
+        }
+        if (result == 0) break;
+        sent += (unsigned)result;
+    }
+    return (int)sent;
+}
+
+int parley_udp_socket(const char *host, int port, int reuse_port, int buffer_bytes, int *bound_port) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buffer_bytes, sizeof buffer_bytes) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof buffer_bytes);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buffer_bytes, sizeof buffer_bytes) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &address.sin_addr) != 1 || bind(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+        close(fd);
+        return -1;
+    }
+    socklen_t length = sizeof address;
+    getsockname(fd, (struct sockaddr *)&address, &length);
+    *bound_port = ntohs(address.sin_port);
+    return fd;
+}
