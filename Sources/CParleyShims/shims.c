@@ -16,6 +16,8 @@ int parley_ssl_ctx_set_max_proto_dtls12(SSL_CTX *ctx) {
 
 uint64_t parley_ssl_op_no_query_mtu(void) { return (uint64_t)SSL_OP_NO_QUERY_MTU; }
 
+uint64_t parley_ssl_op_no_renegotiation(void) { return (uint64_t)SSL_OP_NO_RENEGOTIATION; }
+
 long parley_dtls_set_link_mtu(SSL *ssl, long mtu) { return DTLS_set_link_mtu(ssl, mtu); }
 
 long parley_dtls_timeout_ms(SSL *ssl) {

@@ -137,8 +137,14 @@ import Testing
             ssrc: 0xABCD_0001, fractionLost: 0, cumulativeLost: 0, extendedHighestSequence: 0, jitter: 0,
             lastSenderReport: info.compactNTP, delaySinceLastSenderReport: 65536 / 100))  // held 10 ms
         call.deliver(fromClient: [rr])
+        // Expected: the time since the SR's NTP timestamp, minus the client's 10 ms hold (RFC 3550 §6.4.1).
+        let nowNTP = (0xE000_0000 as UInt64) << 32 &+ WebRTCSession.ntpDuration(since: .zero, until: call.now)
+        let sinceReport = Double(nowNTP &- info.ntpTimestamp) / 4_294_967_296
+        let expected = sinceReport - Double(65536 / 100) / 65536
         let rtt = try #require(call.session.counters.roundTripTime)
-        #expect(rtt > .milliseconds(15) && rtt < .milliseconds(60))
+        let measured = Double(rtt.nanoseconds) / 1e9
+        #expect(abs(measured - expected) < 0.001, "measured \(measured) s, expected \(expected) s")
+        #expect(expected > 0.015)
     }
 
     @Test func clientThatInsistsOnPassiveGetsAnActiveServer() throws {
@@ -317,7 +323,13 @@ extension SessionTests {
         #expect(call.session.selectedPath?.relay == hopA)
 
         via = hopB
-        let echoed = send([call.client.audioPacket(timestamp: 0, payload: [5, 5])])
+        // A packet that does not authenticate (bad SRTP) through the new hop moves nothing.
+        var forged = call.client.audioPacket(timestamp: 0, payload: [6, 6])
+        forged[forged.count - 1] ^= 0xFF
+        _ = send([forged])
+        #expect(call.session.selectedPath?.relay == hopA)
+        #expect(call.session.counters.drops[.srtpRejected] == 1)
+        let echoed = send([call.client.audioPacket(timestamp: 960, payload: [5, 5])])
         #expect(echoed.count == 1)
         #expect(echoed.first?.path.relay == hopB, "the echo goes back through the new hop")
         #expect(call.session.counters.drops[.unvalidatedSource] == nil)

@@ -13,6 +13,7 @@
 int parley_ssl_ctx_set_min_proto_dtls12(SSL_CTX *ctx);
 int parley_ssl_ctx_set_max_proto_dtls12(SSL_CTX *ctx);
 uint64_t parley_ssl_op_no_query_mtu(void);
+uint64_t parley_ssl_op_no_renegotiation(void);
 long parley_dtls_set_link_mtu(SSL *ssl, long mtu);
 /// Milliseconds until the DTLS retransmission timer fires, or -1 when no timer runs.
 long parley_dtls_timeout_ms(SSL *ssl);

@@ -70,9 +70,18 @@ public final class DTLSCertificate: @unchecked Sendable {
               X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, commonName, -1, -1, 0) == 1,
               X509_set_issuer_name(x509, name) == 1,
               X509_sign(x509, key, EVP_sha256()) > 0 else {
+            // `fingerprint` is not set yet, so deinit will not run: free here.
+            X509_free(x509)
+            EVP_PKEY_free(key)
             throw .setup("certificate: \(openSSLErrorDescription())")
         }
-        fingerprint = try Self.sha256Fingerprint(of: x509)
+        do {
+            fingerprint = try Self.sha256Fingerprint(of: x509)
+        } catch {
+            X509_free(x509)
+            EVP_PKEY_free(key)
+            throw error
+        }
     }
 
     deinit {

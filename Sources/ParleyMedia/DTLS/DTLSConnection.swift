@@ -35,10 +35,11 @@ public final class DTLSContext: @unchecked Sendable {
               SSL_CTX_use_PrivateKey(context, certificate.privateKey) == 1,
               SSL_CTX_check_private_key(context) == 1,
               SSL_CTX_set_tlsext_use_srtp(context, profiles) == 0 else {
-            SSL_CTX_free(context)
+            // Every stored property is set, so deinit runs and frees the context.
             throw .setup("SSL_CTX configuration: \(openSSLErrorDescription())")
         }
-        _ = SSL_CTX_set_options(context, parley_ssl_op_no_query_mtu())
+        // No renegotiation: the peer's certificate is checked against its fingerprint once.
+        _ = SSL_CTX_set_options(context, parley_ssl_op_no_query_mtu() | parley_ssl_op_no_renegotiation())
         // WebRTC certificates are self-signed: accept any chain here, then compare the peer's
         // certificate with the fingerprint from its SDP once the handshake completes.
         SSL_CTX_set_verify(context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT) { _, _ in 1 }
@@ -91,8 +92,7 @@ public final class DTLSConnection {
         }
         // The BIO holds an unretained pointer to self; it lives inside `ssl`, which self frees in deinit.
         guard let writeBIO = parley_bio_datagram_writer_new(sink, Unmanaged.passUnretained(self).toOpaque()) else {
-            BIO_free(readBIO)
-            SSL_free(ssl)
+            BIO_free(readBIO)  // not yet owned by `ssl`, which deinit frees
             throw .setup("datagram BIO")
         }
         SSL_set_bio(ssl, readBIO, writeBIO)

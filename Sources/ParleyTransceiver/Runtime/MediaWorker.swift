@@ -72,8 +72,11 @@ final class MediaWorker: @unchecked Sendable {
                 }
             }
         let channel = try await bootstrap.bind(host: bindHost, port: port).get()
+        let boundEndpoint: TransportAddress
         if port == 0, case .v4(let host, _) = endpoint, let bound = channel.localAddress?.port {
-            endpoint = .v4(host, port: UInt16(bound))
+            boundEndpoint = .v4(host, port: UInt16(bound))
+        } else {
+            boundEndpoint = endpoint
         }
         // SO_RCVBUF is capped by net.core.rmem_max (about 200 KiB by default); with CAP_NET_ADMIN
         // the FORCE variants lift the cap. Without it the kernel keeps what it allowed.
@@ -91,6 +94,7 @@ final class MediaWorker: @unchecked Sendable {
                            metadata: ["asked": "\(receiveBufferBytes)", "granted": "\(granted)"])
         }
         try await eventLoop.submit {
+            self.endpoint = boundEndpoint
             self.channel = channel
             self.tick = self.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(10), delay: .milliseconds(10)) { _ in
                 self.runTimers()
@@ -115,16 +119,18 @@ final class MediaWorker: @unchecked Sendable {
     // MARK: Sessions
 
     /// Creates a session on this worker (on its event loop).
-    func createSession(key: UInt32, parameters: SessionParameters, dtlsContext: DTLSContext) throws {
+    func createSession(key: UInt32, parameters: SessionParameters, dtlsContext: DTLSContext, registry: CallRegistry) throws {
         eventLoop.preconditionInEventLoop()
         guard sessions[key] == nil else { throw SessionKeyInUse() }
         let now = monotonicNow()
         var parameters = parameters
-        parameters.ntpAtInstantZero = currentNTPTime() &- UInt64(now.nanoseconds / 1_000_000_000) << 32
+        parameters.ntpAtInstantZero = currentNTPTime() &- WebRTCSession.ntpDuration(since: .zero, until: now)
         let session = try WebRTCSession(parameters: parameters, dtlsContext: dtlsContext, now: now)
         var sessionLogger = logger
         sessionLogger[metadataKey: "call"] = "\(parameters.id)"
         sessions[key] = Entry(session: session, agent: EchoAgent(), logger: sessionLogger, createdAt: now)
+        // Registered on the worker's loop, where `remove` unregisters it: the two never race.
+        registry.insert(parameters.id, .init(worker: index, sessionKey: key))
         metrics.sessionsCreated.increment()
         metrics.sessionsActive.increment()
         sessionLogger.info("session created", metadata: ["remote_ufrag": "\(parameters.negotiated.remoteUfrag)"])
@@ -164,6 +170,7 @@ final class MediaWorker: @unchecked Sendable {
                                  remoteUfrag: remoteUfrag, remotePassword: remotePassword)
         sessions[newKey] = entry
         for client in entry.clients where byClient[client] == key { byClient[client] = newKey }
+        registry.insert(entry.session.parameters.id, .init(worker: index, sessionKey: newKey))
         drain(key: newKey, now: monotonicNow())
         flush()
         return true
@@ -214,9 +221,18 @@ final class MediaWorker: @unchecked Sendable {
     private func deliver(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, key: UInt32, now: Instant) {
         guard let entry = sessions[key] else { return dropped(.unknownSession) }
         entry.session.receive(datagram, from: path, now: now)
-        if entry.session.hasConsent(from: path), !entry.clients.contains(path.client) {
-            sessions[key]?.clients.insert(path.client)
+        // Every authenticated check (re)claims its address for its session: a stale mapping, or one
+        // an attacker with a call of their own set by spoofing the address, lasts until the real
+        // client's next check. Each session keeps at most a few addresses.
+        if entry.session.hasConsent(from: path), byClient[path.client] != key {
             byClient[path.client] = key
+            sessions[key]?.clients.insert(path.client)
+            if let clients = sessions[key]?.clients, clients.count > 8 {
+                for stale in clients where !entry.session.hasConsent(from: PeerPath(client: stale)) {
+                    sessions[key]?.clients.remove(stale)
+                    if byClient[stale] == key { byClient[stale] = nil }
+                }
+            }
         }
         drain(key: key, now: now)
     }

@@ -115,14 +115,14 @@ public final class Transceiver: Sendable {
             let sessionParameters = parameters
             do {
                 try await worker.eventLoop.submit {
-                    try worker.createSession(key: token.nonce, parameters: sessionParameters, dtlsContext: dtlsContext)
+                    try worker.createSession(key: token.nonce, parameters: sessionParameters, dtlsContext: dtlsContext,
+                                             registry: self.registry)
                 }.get()
             } catch is SessionKeyInUse {
                 continue
             } catch {
                 throw .internalError("\(error)")
             }
-            registry.insert(callID, .init(worker: worker.index, sessionKey: token.nonce))
             return (callID, negotiated.answer.text)
         }
         throw .internalError("no free session key")
@@ -168,7 +168,6 @@ public final class Transceiver: Sendable {
             } catch {
                 throw .internalError("\(error)")
             }
-            registry.insert(id, .init(worker: worker.index, sessionKey: token.nonce))
             return negotiated.answer.text
         }
         throw .internalError("no free session key")
@@ -192,8 +191,8 @@ public final class Transceiver: Sendable {
     public func endCall(id: String, reason: CloseReason = .hangup) async -> Bool {
         guard let entry = registry.lookup(id) else { return false }
         let worker = workers[entry.worker]
+        // The worker unregisters the call when its session closes.
         try? await worker.eventLoop.submit { worker.closeSession(key: entry.sessionKey, reason: reason) }.get()
-        registry.remove(id)
         return true
     }
 

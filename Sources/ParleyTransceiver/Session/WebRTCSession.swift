@@ -65,6 +65,7 @@ public final class WebRTCSession {
     private var packetsSent: UInt32 = 0
     private var octetsSent: UInt32 = 0
     private var lastSentTimestamp: UInt32 = 0
+    private var lastSentAt: Instant?
     private var nextRTCP: Instant?
     private var lastSenderReport: (compactNTP: UInt32, arrival: Instant)?
 
@@ -198,6 +199,7 @@ public final class WebRTCSession {
         packetsSent &+= 1
         octetsSent &+= UInt32(payload.count)
         lastSentTimestamp = timestamp
+        lastSentAt = now
         counters.rtpSent += 1
         emit(Array(scratch[0..<length]), to: path)
         return true
@@ -274,7 +276,9 @@ public final class WebRTCSession {
     /// answer the same way from now on. The hop is trusted: the worker accepts tunnel datagrams
     /// only from relay networks.
     private func followRelayChange(_ path: PeerPath) {
-        if let selected = selectedPath, selected.client == path.client, selected.relay != path.relay {
+        // Relay to relay only: a relayed session never starts answering directly, or the reverse.
+        if let selected = selectedPath, selected.client == path.client, selected.relay != path.relay,
+           (selected.relay == nil) == (path.relay == nil) {
             selectedPath = path
         }
     }
@@ -330,7 +334,6 @@ public final class WebRTCSession {
 
     private func receiveDTLS(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
         guard consent[path.client] != nil else { return drop(.unvalidatedSource) }
-        followRelayChange(path)
         dtls.receive(datagram)
         flushDTLS(now: now, replyTo: path)
         for data in dtls.takeApplicationData() { events.append(.applicationData(data)) }
@@ -375,9 +378,9 @@ public final class WebRTCSession {
 
     private func receiveRTP(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
         guard consent[path.client] != nil else { return drop(.unvalidatedSource) }
-        followRelayChange(path)
         guard state == .connected else { return drop(.mediaBeforeDTLS) }
         guard let length = unprotect(datagram, rtcp: false) else { return drop(.srtpRejected) }
+        followRelayChange(path)  // only an authenticated packet may move the answers to another hop
         let event: SessionEvent? = scratch.withUnsafeBytes { buffer in
             let packet = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
             guard let header = try? RTPHeader.parse(packet) else {
@@ -399,9 +402,9 @@ public final class WebRTCSession {
 
     private func receiveRTCP(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
         guard consent[path.client] != nil else { return drop(.unvalidatedSource) }
-        followRelayChange(path)
         guard state == .connected else { return drop(.mediaBeforeDTLS) }
         guard let length = unprotect(datagram, rtcp: true) else { return drop(.srtpRejected) }
+        followRelayChange(path)
         let packets = scratch.withUnsafeBytes { buffer in
             try? RTCPCompound.parse(UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
         }
@@ -410,7 +413,10 @@ public final class WebRTCSession {
         for packet in packets {
             switch packet {
             case .senderReport(let info, let blocks):
-                lastSenderReport = (info.compactNTP, now)
+                // LSR/DLSR describe the client's own stream, not any SSRC that sent a report.
+                if receiveStatistics.ssrc == nil || info.ssrc == receiveStatistics.ssrc {
+                    lastSenderReport = (info.compactNTP, now)
+                }
                 readReportBlocks(blocks, now: now)
             case .receiverReport(_, let blocks):
                 readReportBlocks(blocks, now: now)
@@ -430,10 +436,15 @@ public final class WebRTCSession {
     }
 
     private func ntp(at instant: Instant) -> UInt64 {
-        let nanoseconds = UInt64(max(0, instant.nanoseconds))
+        parameters.ntpAtInstantZero &+ Self.ntpDuration(since: .zero, until: instant)
+    }
+
+    /// The time from `start` to `end` in NTP's 32.32 fixed point (for `ntpAtInstantZero`).
+    public static func ntpDuration(since start: Instant, until end: Instant) -> UInt64 {
+        let nanoseconds = UInt64(max(0, (end - start).nanoseconds))
         let seconds = nanoseconds / 1_000_000_000
         let fraction = (nanoseconds % 1_000_000_000) << 32 / 1_000_000_000
-        return parameters.ntpAtInstantZero &+ (seconds << 32 | fraction)
+        return seconds << 32 | fraction
     }
 
     /// A compound SR (or RR before we have sent anything) with a block about the client's stream.
@@ -445,8 +456,12 @@ public final class WebRTCSession {
                                                          delaySinceLastSenderReport: delay) {
             blocks.append(block)
         }
+        // The RTP timestamp of "now" on our stream's clock (RFC 3550 §6.4.1): the last one sent,
+        // extrapolated at 48 kHz, so the client can align our NTP and RTP times.
+        let elapsed = lastSentAt.map { max(0, (now - $0).nanoseconds) } ?? 0
+        let rtpNow = lastSentTimestamp &+ UInt32(truncatingIfNeeded: elapsed * 48 / 1_000_000)
         let sender = packetsSent == 0 ? nil : RTCPSenderInfo(
-            ssrc: parameters.localAudioSSRC, ntpTimestamp: ntp(at: now), rtpTimestamp: lastSentTimestamp,
+            ssrc: parameters.localAudioSSRC, ntpTimestamp: ntp(at: now), rtpTimestamp: rtpNow,
             packetCount: packetsSent, octetCount: octetsSent)
         let length = scratch.withUnsafeMutableBytes { buffer -> Int? in
             let written = RTCPCompound.writeReport(ssrc: parameters.localAudioSSRC, sender: sender, blocks: blocks,
