@@ -138,7 +138,13 @@ def test_call_survives_relay_restart_second_relay_and_redis_loss(stack):
         metrics_eventually(stack.metrics_port, r'^parley_relay_packets_total\{direction="to_client"\} [1-9]')
         metrics_eventually(stack.metrics_port, r"^parley_relay_store_connected 1(\.0)?$")
 
-        # 3. Redis goes away mid-call: the relay keeps forwarding what it knows.
+        # 3. Redis hangs (stopped, its connections still open), then dies: the relay keeps
+        #    forwarding what it knows either way.
+        stack.redis.send_signal(signal.SIGSTOP)
+        before = packets(driver)
+        time.sleep(3)
+        assert packets(driver) > before + 100, "the call stopped when Redis hung"
+        stack.redis.send_signal(signal.SIGCONT)
         stack.redis.kill()
         stack.redis.wait()
         before = packets(driver)

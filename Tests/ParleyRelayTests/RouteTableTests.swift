@@ -137,16 +137,24 @@ import Testing
         }
         #expect(outcomes == [.drop(.badToken): 20_000])
         #expect(table.count == 0)
-        // A valid token replayed from 5,000 random sources: pending flows stop at the limit.
+        // One valid token replayed from 5,000 random sources: it gets a few pending slots, not all.
         let check = Self.check(ufrag: Self.ufrag())
         for _ in 0..<5_000 {
             let source = TransportAddress.v4(IPv4Address(bits: UInt32(truncatingIfNeeded: generator.next())), port: 2000)
             _ = check.withUnsafeBytes { table.fromClient($0, client: source, now: now) }
         }
+        #expect(table.pendingCount == RouteTable.maximumPendingPerToken)
+        // Many different valid tokens from random sources: pending flows stop at the table's limit.
+        for nonce in 0..<5_000 {
+            let ufrag = Self.keyring.seal(RoutingToken(keyID: 2, clusterID: 1, worker: Self.worker, issuedHour: 100,
+                                                       nonce: UInt32(1000 + nonce)))
+            let source = TransportAddress.v4(IPv4Address(bits: UInt32(truncatingIfNeeded: generator.next())), port: 3000)
+            _ = fromClient(&table, Self.check(ufrag: ufrag), source)
+        }
         #expect(table.pendingCount == Self.policy().maximumPending)
         #expect(table.count == Self.policy().maximumPending)
         table.expire(now: now + .seconds(6))
-        #expect(table.count == 0)
+        #expect(table.count == 0 && table.pendingCount == 0)
     }
 }
 
@@ -178,5 +186,37 @@ extension RouteTableTests {
         _ = fromClient(&table, check, Self.client, at: now + .seconds(11))
         let refreshed = table.takeCommits()
         #expect(refreshed == [RouteTable.Commit(client: Self.client, transceiver: Self.worker)])
+    }
+}
+
+extension RouteTableTests {
+    /// The client's address now belongs to a new call on another worker (a reused NAT port): the
+    /// route moves when that worker answers, and not before.
+    @Test func aValidCheckNamingAnotherWorkerMovesTheRouteOnItsAnswer() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        let installed = table.install(client: Self.client, transceiver: Self.worker, now: now)
+        #expect(installed)
+        let other = TransportAddress.v4(IPv4Address(10, 0, 0, 6), port: 40001)
+        let transaction = STUNTransactionID(7, 7, 7)
+        let check = Self.check(ufrag: Self.ufrag(worker: other), transaction: transaction)
+        #expect(fromClient(&table, check, Self.client) == .forward(to: other))
+        // Until the new worker answers, media still goes to the old one; the new one may not send
+        // anything but that answer.
+        #expect(fromClient(&table, dtls, Self.client) == .forward(to: Self.worker))
+        #expect(fromTransceiver(&table, dtls, Self.client, other) == .drop(.notRouteOwner))
+        #expect(fromTransceiver(&table, Self.success(transaction: transaction), Self.client, other) == .deliver(to: Self.client))
+        #expect(fromClient(&table, dtls, Self.client) == .forward(to: other))
+        #expect(fromTransceiver(&table, dtls, Self.client, Self.worker) == .drop(.notRouteOwner))
+        let commits = table.takeCommits()
+        #expect(commits == [RouteTable.Commit(client: Self.client, transceiver: other)])
+    }
+
+    @Test func theAnswerToAnEarlierRetransmittedCheckStillCommits() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        let first = STUNTransactionID(1, 1, 1), second = STUNTransactionID(2, 2, 2)
+        _ = fromClient(&table, Self.check(ufrag: Self.ufrag(), transaction: first), Self.client)
+        _ = fromClient(&table, Self.check(ufrag: Self.ufrag(), transaction: second), Self.client)
+        #expect(fromTransceiver(&table, Self.success(transaction: first), Self.client, Self.worker) == .deliver(to: Self.client))
+        #expect(table.committedCount == 1 && table.pendingCount == 0)
     }
 }

@@ -50,14 +50,40 @@ public struct RouteTable {
         public var transceiver: TransportAddress
     }
 
+    /// The last two checks' transaction ids: either one's success response commits (a client
+    /// retransmits, and answers can cross a newer check).
+    struct Transactions {
+        var latest: STUNTransactionID?
+        var previous: STUNTransactionID?
+
+        mutating func add(_ id: STUNTransactionID) {
+            guard id != latest else { return }
+            previous = latest
+            latest = id
+        }
+
+        func contains(_ id: STUNTransactionID) -> Bool { id == latest || id == previous }
+    }
+
+    /// Another worker a valid check named for a committed flow (the client's port reused by a new
+    /// call, or a spoofed check): the route moves only when that worker answers.
+    struct Candidate {
+        var transceiver: TransportAddress
+        var transactions: Transactions
+        var createdAt: Instant
+    }
+
     struct Route {
         var transceiver: TransportAddress
         var lastSeen: Instant
         var committed: Bool
-        /// The pending check's transaction id: only its success response commits.
-        var transaction: STUNTransactionID?
+        /// Pending checks' transactions: only their success responses commit.
+        var transactions = Transactions()
         var createdAt: Instant
         var lastStored: Instant?
+        /// The token nonce that opened a pending route (pending routes are also limited per token).
+        var nonce: UInt32 = 0
+        var candidate: Candidate?
     }
 
     public let policy: Policy
@@ -65,6 +91,10 @@ public struct RouteTable {
     private var routes: [TransportAddress: Route] = [:]
     public private(set) var pendingCount = 0
     public private(set) var committedCount = 0
+    /// Pending routes per token nonce: one valid token replayed from many spoofed sources cannot
+    /// take every pending slot.
+    private var pendingByToken: [UInt32: Int] = [:]
+    public static let maximumPendingPerToken = 8
     private var commits: [Commit] = []
     /// Hour of the token clock, set by the owner (a relay worker refreshes it every second).
     public var currentHour: UInt16?
@@ -84,41 +114,59 @@ public struct RouteTable {
             // The hot path: one hash lookup, the route updated in place.
             if routes.values[index].committed {
                 routes.values[index].lastSeen = now
-                // Consent checks refresh the stored copy before it expires.
-                if isSTUN, let stored = routes.values[index].lastStored, now - stored >= policy.storeLifetime / 3 {
-                    routes.values[index].lastStored = now
-                    commits.append(Commit(client: client, transceiver: routes.values[index].transceiver))
-                }
-                return .forward(to: routes.values[index].transceiver)
+                guard isSTUN else { return .forward(to: routes.values[index].transceiver) }
+                return committedCheck(datagram, index: index, client: client, now: now)
             }
-            var route = routes.values[index]
             // Pending: only more checks (retransmissions, or the nominating one) go on.
             guard isSTUN else { return .drop(.pendingNotSTUN) }
-            if let check = openCheck(datagram, now: now), check.worker == route.transceiver {
-                route.transaction = check.transaction
-                routes[client] = route
-                return .forward(to: route.transceiver)
+            guard let check = openCheck(datagram), check.worker == routes.values[index].transceiver else {
+                return .drop(.badToken)
             }
-            return .drop(.badToken)
+            routes.values[index].transactions.add(check.transaction)
+            return .forward(to: check.worker)
         }
         guard isSTUN else { return .unknown }
-        guard let check = openCheck(datagram, now: now) else { return .drop(.badToken) }
+        guard let check = openCheck(datagram) else { return .drop(.badToken) }
         guard isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
-        guard pendingCount < policy.maximumPending else { return .drop(.pendingFull) }
+        guard pendingCount < policy.maximumPending,
+              pendingByToken[check.nonce, default: 0] < Self.maximumPendingPerToken else { return .drop(.pendingFull) }
         guard routes.count < policy.maximumRoutes else { return .drop(.routesFull) }
-        routes[client] = Route(transceiver: check.worker, lastSeen: now, committed: false, transaction: check.transaction,
-                               createdAt: now)
+        var route = Route(transceiver: check.worker, lastSeen: now, committed: false, createdAt: now, nonce: check.nonce)
+        route.transactions.add(check.transaction)
+        routes[client] = route
         pendingCount += 1
+        pendingByToken[check.nonce, default: 0] += 1
+        return .forward(to: check.worker)
+    }
+
+    /// A STUN message on a committed flow: a consent check refreshes the stored route; a valid check
+    /// naming another worker goes to that worker as a candidate.
+    private mutating func committedCheck(_ datagram: UnsafeRawBufferPointer, index: Dictionary<TransportAddress, Route>.Index,
+                                         client: TransportAddress, now: Instant) -> ClientDecision {
+        let current = routes.values[index].transceiver
+        guard let check = openCheck(datagram) else { return .forward(to: current) }
+        if check.worker == current {
+            if let stored = routes.values[index].lastStored, now - stored >= policy.storeLifetime / 3 {
+                routes.values[index].lastStored = now
+                commits.append(Commit(client: client, transceiver: current))
+            }
+            return .forward(to: current)
+        }
+        guard isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
+        if routes.values[index].candidate?.transceiver != check.worker {
+            routes.values[index].candidate = Candidate(transceiver: check.worker, transactions: Transactions(), createdAt: now)
+        }
+        routes.values[index].candidate?.transactions.add(check.transaction)
         return .forward(to: check.worker)
     }
 
     /// Parses a Binding request and opens the token before the `:` of its USERNAME.
-    private func openCheck(_ datagram: UnsafeRawBufferPointer, now: Instant) -> (worker: TransportAddress, transaction: STUNTransactionID)? {
+    private func openCheck(_ datagram: UnsafeRawBufferPointer) -> (worker: TransportAddress, transaction: STUNTransactionID, nonce: UInt32)? {
         guard let message = try? STUNMessage.parse(datagram), message.type == .bindingRequest,
               let ufrag = message.usernameRecipientPart(in: datagram),
               let token = try? keyring.open(UnsafeRawBufferPointer(rebasing: datagram[ufrag]), currentHour: currentHour)
         else { return nil }
-        return (token.worker, message.transactionID)
+        return (token.worker, message.transactionID, token.nonce)
     }
 
     private func isAllowedWorker(_ worker: TransportAddress) -> Bool {
@@ -131,26 +179,44 @@ public struct RouteTable {
     public mutating func fromTransceiver(_ payload: UnsafeRawBufferPointer, client: TransportAddress,
                                          source: TransportAddress, now: Instant) -> TransceiverDecision {
         guard let index = routes.index(forKey: client) else { return .unknown }
-        // Never a reflector: only the transceiver that owns this client may send to it.
-        guard routes.values[index].transceiver == source else { return .drop(.notRouteOwner) }
-        if routes.values[index].committed {
+        let route = routes.values[index]
+        if route.transceiver == source {
+            if route.committed {
+                routes.values[index].lastSeen = now
+                return .deliver(to: client)
+            }
+            guard isSuccess(payload, for: route.transactions) else { return .drop(.pendingNotSTUN) }
+            routes.values[index].committed = true
+            routes.values[index].transactions = Transactions()
+            routes.values[index].lastStored = now
             routes.values[index].lastSeen = now
+            releasePending(nonce: route.nonce)
+            committedCount += 1
+            commits.append(Commit(client: client, transceiver: source))
             return .deliver(to: client)
         }
-        var route = routes.values[index]
-        guard let transaction = route.transaction, let message = try? STUNMessage.parse(payload),
-              message.type == .bindingSuccess, message.transactionID == transaction else {
-            return .drop(.pendingNotSTUN)
-        }
-        route.committed = true
-        route.transaction = nil
-        route.lastStored = now
-        pendingCount -= 1
-        committedCount += 1
-        commits.append(Commit(client: client, transceiver: route.transceiver))
-        route.lastSeen = now
-        routes.values[index] = route
+        // Never a reflector: only the transceiver that owns this client may send to it, or the
+        // candidate worker answering the very check that named it.
+        guard let candidate = route.candidate, candidate.transceiver == source,
+              isSuccess(payload, for: candidate.transactions) else { return .drop(.notRouteOwner) }
+        routes.values[index].transceiver = source
+        routes.values[index].candidate = nil
+        routes.values[index].lastStored = now
+        routes.values[index].lastSeen = now
+        commits.append(Commit(client: client, transceiver: source))
         return .deliver(to: client)
+    }
+
+    private func isSuccess(_ payload: UnsafeRawBufferPointer, for transactions: Transactions) -> Bool {
+        guard let message = try? STUNMessage.parse(payload), message.type == .bindingSuccess else { return false }
+        return transactions.contains(message.transactionID)
+    }
+
+    private mutating func releasePending(nonce: UInt32) {
+        pendingCount -= 1
+        if let count = pendingByToken[nonce] {
+            pendingByToken[nonce] = count > 1 ? count - 1 : nil
+        }
     }
 
     // MARK: Store and time
@@ -160,12 +226,11 @@ public struct RouteTable {
         guard isAllowedWorker(transceiver) else { return false }
         if let existing = routes[client] {
             if existing.committed { return existing.transceiver == transceiver }
-            pendingCount -= 1
+            releasePending(nonce: existing.nonce)
         } else if routes.count >= policy.maximumRoutes {
             return false
         }
-        routes[client] = Route(transceiver: transceiver, lastSeen: now, committed: true, transaction: nil, createdAt: now,
-                               lastStored: now)
+        routes[client] = Route(transceiver: transceiver, lastSeen: now, committed: true, createdAt: now, lastStored: now)
         committedCount += 1
         return true
     }
@@ -187,9 +252,14 @@ public struct RouteTable {
         for (client, route) in routes {
             let expired = route.committed ? now - route.lastSeen >= policy.idleTimeout
                 : now - route.createdAt >= policy.pendingLifetime
-            guard expired else { continue }
+            guard expired else {
+                if let candidate = route.candidate, now - candidate.createdAt >= policy.pendingLifetime {
+                    routes[client]?.candidate = nil
+                }
+                continue
+            }
             routes[client] = nil
-            if route.committed { committedCount -= 1 } else { pendingCount -= 1 }
+            if route.committed { committedCount -= 1 } else { releasePending(nonce: route.nonce) }
             removed += 1
         }
         return removed

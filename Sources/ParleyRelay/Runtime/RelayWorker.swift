@@ -44,6 +44,8 @@ final class RelayWorker: @unchecked Sendable {
     /// Store answers, handed from the store's event loop to this thread.
     private let answers = Mutex<[(client: TransportAddress, transceiver: TransportAddress?)]>([])
     private var drops: [RelayDropReason: Int] = [:]
+    /// Clients the store did not know, and when: no new lookup for them for a second.
+    private var recentMisses: [TransportAddress: Instant] = [:]
     private var forwardedToTransceiver = 0
     private var forwardedToClient = 0
     private var lastHousekeeping = RelayWorker.now()
@@ -161,7 +163,14 @@ final class RelayWorker: @unchecked Sendable {
                     setDestination(sending, bytes: UnsafeRawPointer(out.baseAddress!), length: headerLength + length, to: transceiver)
                     sending += 1
                 case .unknown:
-                    wait(Array(datagram), fromClient: true, client: client, source: client)
+                    // Only what a live call sends (DTLS, RTP, RTCP) is worth a store lookup, and a
+                    // client the store just did not know waits a second before the next one.
+                    let kind = PacketKind.classify(datagram)
+                    if kind == .dtls || kind == .rtp || kind == .rtcp, recentMisses[client] == nil {
+                        wait(Array(datagram), fromClient: true, client: client, source: client)
+                    } else {
+                        drops[.noRoute, default: 0] += 1
+                    }
                 case .drop(let reason):
                     drops[reason, default: 0] += 1
                 }
@@ -289,6 +298,7 @@ final class RelayWorker: @unchecked Sendable {
             let queued = waiting.removeValue(forKey: client) ?? []
             guard let transceiver, table.install(client: client, transceiver: transceiver, now: now) else {
                 metrics.storeMisses.increment()
+                if recentMisses.count < configuration.maximumLookups * 4 { recentMisses[client] = now }
                 drops[.noRoute, default: 0] += queued.count
                 continue
             }
@@ -323,6 +333,7 @@ final class RelayWorker: @unchecked Sendable {
     private func housekeeping(now: Instant) {
         table.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
         table.expire(now: now)
+        recentMisses = recentMisses.filter { now - $0.value < .seconds(1) }
         metrics.report(drops: drops, toTransceiver: forwardedToTransceiver, toClient: forwardedToClient, worker: index,
                        routes: table.committedCount, pending: table.pendingCount)
         drops.removeAll(keepingCapacity: true)

@@ -16,7 +16,11 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
     private let logger: Logger
     /// Touched only on `eventLoop`.
     private var channel: Channel?
-    private var pending: CircularBuffer<EventLoopPromise<RESPValue>> = []
+    private var pending: CircularBuffer<(promise: EventLoopPromise<RESPValue>, sentAt: NIODeadline)> = []
+    /// A reply slower than this means Redis hangs: the connection is dropped and made again, and
+    /// everything waiting on it fails (the relay then treats those flows as unknown).
+    public static let replyTimeout: TimeAmount = .milliseconds(250)
+    private var watchdog: RepeatedTask?
     /// Commands issued while a connection attempt is under way, sent when it succeeds.
     private var waitingForConnection: [(command: [String], promise: EventLoopPromise<RESPValue>)] = []
     private var connecting = false
@@ -30,7 +34,14 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
         self.port = port
         self.eventLoop = eventLoop
         self.logger = logger
-        eventLoop.execute { self.connect() }
+        eventLoop.execute {
+            self.connect()
+            self.watchdog = eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { _ in
+                guard let oldest = self.pending.first, NIODeadline.now() - oldest.sentAt > Self.replyTimeout else { return }
+                self.logger.warning("route store reply timed out", metadata: ["redis": "\(self.host):\(self.port)"])
+                self.channel?.close(promise: nil)
+            }
+        }
     }
 
     public var state: String { connectedFlag.load(ordering: .relaxed) ? "connected" : "disconnected" }
@@ -59,6 +70,7 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
     public func shutdown() {
         eventLoop.execute {
             self.stopped = true
+            self.watchdog?.cancel()
             self.channel?.close(promise: nil)
         }
     }
@@ -86,7 +98,7 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
             promise.fail(RedisError.unavailable)
             return
         }
-        pending.append(promise)
+        pending.append((promise, NIODeadline.now()))
         var buffer = channel.allocator.buffer(capacity: 64)
         RESPValue.encode(command: command, into: &buffer)
         channel.writeAndFlush(buffer, promise: nil)
@@ -131,14 +143,14 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
     }
 
     fileprivate func received(_ reply: RESPValue) {
-        guard let promise = pending.popFirst() else { return }
+        guard let promise = pending.popFirst()?.promise else { return }
         if case .error(let message) = reply { promise.fail(RedisError.server(message)) } else { promise.succeed(reply) }
     }
 
     fileprivate func disconnected() {
         channel = nil
         connectedFlag.store(false, ordering: .relaxed)
-        while let promise = pending.popFirst() { promise.fail(RedisError.unavailable) }
+        while let entry = pending.popFirst() { entry.promise.fail(RedisError.unavailable) }
         logger.warning("route store disconnected", metadata: ["redis": "\(host):\(port)"])
         scheduleReconnect()
     }
