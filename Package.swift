@@ -108,7 +108,12 @@ let package = Package(
         ),
         .testTarget(
             name: "ParleyRelayTests",
-            dependencies: ["ParleyRelay"]
+            dependencies: [
+                "ParleyRelay",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "ParleyTransceiverTests",

@@ -117,6 +117,15 @@ struct TransceiverCommand: AsyncParsableCommand {
     @Option(name: .customLong("relay-network"),
             help: "Network the relays live in, e.g. 10.0.0.0/8 (repeat): only their tunnel datagrams are believed.")
     var relayNetworks: [String] = []
+    @Option(help: "The address relays reach this transceiver's workers at (the pod IP), written into routing tokens (default: --media-host).")
+    var workerHost: String?
+
+    func validate() throws {
+        if let workerHost, IPv4Address(workerHost) == nil { throw ValidationError("--worker-host must be an IPv4 address") }
+        for network in relayNetworks where IPv4Network(network) == nil {
+            throw ValidationError("--relay-network \(network): expected a.b.c.d/n")
+        }
+    }
 
     func run() async throws {
         let logger = bootstrapObservability(level: serving.logLevel)
@@ -127,6 +136,7 @@ struct TransceiverCommand: AsyncParsableCommand {
         var configuration = serving.configuration(keyring: RoutingKeyring(current: key))
         configuration.clusterID = clusterID
         configuration.relayNetworks = relayNetworks.compactMap(IPv4Network.init)
+        configuration.workerEndpointHost = workerHost.flatMap { IPv4Address($0) }
         try await serve(configuration, logger: logger)
     }
 }

@@ -191,6 +191,15 @@ import Testing
         call.deliver(fromClient: [call.client.audioPacket(timestamp: 1920, payload: [7, 8, 9])])
         #expect(call.client.audio.last?.payload == [7, 8, 9])
         #expect(call.serverDatagramsTo.last == call.client.address)
+
+        // The old address loses consent once the consent timeout passes without a check from it.
+        #expect(call.session.hasConsent(from: PeerPath(client: old)))
+        for _ in 0..<7 {
+            call.advance(by: .seconds(5))
+            call.deliver(fromClient: [call.client.check(useCandidate: false)])
+        }
+        #expect(!call.session.hasConsent(from: PeerPath(client: old)))
+        #expect(call.session.state == .connected)
     }
 
     @Test func consentExpiresWithoutChecksAndHoldsWithThem() throws {

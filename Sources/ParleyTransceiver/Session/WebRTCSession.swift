@@ -136,6 +136,10 @@ public final class WebRTCSession {
         if let path = selectedPath, let last = consent[path.client], now - last >= parameters.timeouts.consent {
             return close(.consentExpired, now: now)
         }
+        // Other addresses lose consent the same way (RFC 7675 is per candidate pair): no media from them.
+        if consent.count > 1 {
+            consent = consent.filter { $0.key == selectedPath?.client || now - $0.value < parameters.timeouts.consent }
+        }
         if state == .connecting {
             if let started = dtlsStartedAt, now - started >= parameters.timeouts.dtls {
                 return close(.dtlsTimeout, now: now)
