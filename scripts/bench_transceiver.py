@@ -16,23 +16,10 @@ import sys
 import time
 import urllib.request
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+from benchlib import cpu_seconds, free_port, rss_bytes  # noqa: E402
 
 
-def free_port(kind):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_bytes(pid):
-    return int(open(f"/proc/{pid}/statm").read().split()[1]) * PAGE
 
 
 def run_one(binary, sessions, seconds, server_core, client_core):

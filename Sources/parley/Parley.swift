@@ -59,6 +59,22 @@ struct ServingOptions: ParsableArguments {
     }
 }
 
+/// The routing key every relay and transceiver of a cluster shares ([protocol.md](docs/protocol.md)).
+struct RoutingKeyOptions: ParsableArguments {
+    @Option(help: "Routing key: 64 hex characters shared by relays and transceivers (or env PARLEY_ROUTING_KEY).")
+    var routingKey: String?
+    @Option(help: "Id (0–15) of the routing key.")
+    var routingKeyID: UInt8 = 0
+
+    func keyring() throws -> RoutingKeyring {
+        guard let hex = routingKey ?? ProcessInfo.processInfo.environment["PARLEY_ROUTING_KEY"],
+              let key = RoutingKey(id: routingKeyID, hexSecret: hex) else {
+            throw ValidationError("a routing key is required: --routing-key or PARLEY_ROUTING_KEY, 64 hex characters")
+        }
+        return RoutingKeyring(current: key)
+    }
+}
+
 struct Dev: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Relay, transceiver, built-in echo agent and demo page in one process, with in-memory defaults.",
@@ -108,10 +124,7 @@ struct TransceiverCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var serving: ServingOptions
-    @Option(help: "Routing key: 64 hex characters shared with the relays (or env PARLEY_ROUTING_KEY).")
-    var routingKey: String?
-    @Option(help: "Id (0–15) of the routing key.")
-    var routingKeyID: UInt8 = 0
+    @OptionGroup var key: RoutingKeyOptions
     @Option(help: "Cluster id written into routing tokens.")
     var clusterID: UInt16 = 0
     @Option(name: .customLong("relay-network"),
@@ -129,11 +142,7 @@ struct TransceiverCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = bootstrapObservability(level: serving.logLevel)
-        guard let hex = routingKey ?? ProcessInfo.processInfo.environment["PARLEY_ROUTING_KEY"],
-              let key = RoutingKey(id: routingKeyID, hexSecret: hex) else {
-            throw ValidationError("a routing key is required: --routing-key or PARLEY_ROUTING_KEY, 64 hex characters")
-        }
-        var configuration = serving.configuration(keyring: RoutingKeyring(current: key))
+        var configuration = serving.configuration(keyring: try key.keyring())
         configuration.clusterID = clusterID
         configuration.relayNetworks = relayNetworks.compactMap(IPv4Network.init)
         configuration.workerEndpointHost = workerHost.flatMap { IPv4Address($0) }
@@ -157,10 +166,7 @@ struct RelayCommand: AsyncParsableCommand {
     var internalPort = 0
     @Option(help: "Worker threads (default: one per core).")
     var workers = System.coreCount
-    @Option(help: "Routing key: 64 hex characters shared with the transceivers (or env PARLEY_ROUTING_KEY).")
-    var routingKey: String?
-    @Option(help: "Id (0–15) of the routing key.")
-    var routingKeyID: UInt8 = 0
+    @OptionGroup var key: RoutingKeyOptions
     @Option(name: .customLong("worker-network"),
             help: "Network transceiver workers live in, e.g. 10.0.0.0/8 (repeat; tokens naming anything else are refused).")
     var workerNetworks: [String] = []
@@ -183,11 +189,7 @@ struct RelayCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = bootstrapObservability(level: logLevel)
-        guard let hex = routingKey ?? ProcessInfo.processInfo.environment["PARLEY_ROUTING_KEY"],
-              let key = RoutingKey(id: routingKeyID, hexSecret: hex) else {
-            throw ValidationError("a routing key is required: --routing-key or PARLEY_ROUTING_KEY, 64 hex characters")
-        }
-        var configuration = RelayConfiguration(keyring: RoutingKeyring(current: key))
+        var configuration = RelayConfiguration(keyring: try key.keyring())
         configuration.publicHost = publicHost
         configuration.publicPort = publicPort
         configuration.internalHost = internalHost
@@ -306,23 +308,20 @@ struct Token: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print a routing token (server ufrag) for a worker.",
                                                     shouldDisplay: false)
 
-    @Option(help: "Routing key: 64 hex characters.")
-    var routingKey: String
-    @Option(help: "Id (0–15) of the routing key.")
-    var routingKeyID: UInt8 = 0
+    @OptionGroup var key: RoutingKeyOptions
     @Option(help: "The transceiver worker, ip:port.")
     var worker: String
     @Option(help: "Cluster id.")
     var clusterID: UInt16 = 0
 
     func run() throws {
-        guard let key = RoutingKey(id: routingKeyID, hexSecret: routingKey) else { throw ValidationError("bad --routing-key") }
+        let keyring = try key.keyring()
         guard let address = TransportAddress(worker) else { throw ValidationError("bad --worker") }
         var generator = SystemRandomNumberGenerator()
-        let token = RoutingToken.random(keyID: routingKeyID, clusterID: clusterID, worker: address,
+        let token = RoutingToken.random(keyID: keyring.currentKeyID, clusterID: clusterID, worker: address,
                                         issuedHour: RoutingToken.hour(unixSeconds: Int64(Date().timeIntervalSince1970)),
                                         using: &generator)
-        print(RoutingKeyring(current: key).seal(token))
+        print(keyring.seal(token))
     }
 }
 
