@@ -59,6 +59,8 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
+        // SCTP for data channels (RFC 9260 subset, RFC 8831/8832), pure Swift, sans-IO.
+        .target(name: "ParleySCTP"),
         // SwiftNIO glue shared by the I/O edges: address conversion, clocks, thread pinning.
         .target(
             name: "ParleyIO",
@@ -103,8 +105,12 @@ let package = Package(
         ),
         .testTarget(
             name: "ParleyMediaTests",
-            // usrsctp is linked only here, as an independent peer for tests.
-            dependencies: ["ParleyMedia", "CParleyShims", "CUsrSCTP"]
+            dependencies: ["ParleyMedia", "CParleyShims"]
+        ),
+        .testTarget(
+            name: "ParleySCTPTests",
+            // usrsctp is linked only here, as an independent SCTP peer.
+            dependencies: ["ParleySCTP", "CUsrSCTP"]
         ),
         .testTarget(
             name: "ParleyRelayTests",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds a libFuzzer binary per ParleyWire parser (STUN, SDP, token, tunnel) and runs each for a
+# Builds a libFuzzer binary per parser (STUN, SDP, token, tunnel, SCTP) and runs each for a
 # bounded time, seeded from the test fixtures. Usage: scripts/fuzz.sh [seconds-per-target] [target…]
 # A crash, leak, timeout or out-of-memory leaves its input as Fuzz/<target>-crash-* (…-oom-*, …)
 # and makes this script fail.
@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(stun sdp token tunnel)
+[ ${#targets[@]} -gt 0 ] || targets=(stun sdp token tunnel sctp)
 
 mkdir -p Fuzz/bin
 rm -f Fuzz/*-crash-* Fuzz/*-leak-* Fuzz/*-timeout-* Fuzz/*-oom-* Fuzz/*-slow-unit-*
-mapfile -t sources < <(find Sources/ParleyWire -name '*.swift' | sort)
+mapfile -t wire_sources < <(find Sources/ParleyWire -name '*.swift' | sort)
+mapfile -t sctp_sources < <(find Sources/ParleySCTP -name '*.swift' | sort)
 fixtures=Tests/ParleyWireTests/Fixtures
 
 seed() {
@@ -26,15 +27,19 @@ seed() {
         sdp) cp "$fixtures"/*.sdp "$corpus/" ;;
         token) python3 scripts/routing-token-reference.py | while read -r name token; do printf '%s' "$token" > "$corpus/$name"; done ;;
         tunnel) printf '\xd1\x00\x01\x02\xd4\x31\xcb\x00\x71\x07payload' > "$corpus/ipv4" ;;
+        sctp) printf '\x13\x88\x13\x88\x00\x00\x00\x01\x00\x00\x00\x00\x00\x03\x00\x12\x00\x00\x00\x07\x00\x01\x00\x02\x00\x00\x00\x33hi\x00\x00' > "$corpus/data" ;;
     esac
 }
 
 status=0
 for target in "${targets[@]}"; do
-    harness=Fuzz/Fuzz$(case $target in stun) echo STUN;; sdp) echo SDP;; token) echo Token;; tunnel) echo Tunnel;; esac).swift
+    harness=Fuzz/Fuzz$(case $target in stun) echo STUN;; sdp) echo SDP;; token) echo Token;; tunnel) echo Tunnel;; sctp) echo SCTP;; esac).swift
+    sources=("${wire_sources[@]}")
+    module=ParleyWire
+    if [ "$target" = sctp ]; then sources=("${sctp_sources[@]}"); module=ParleySCTP; fi
     binary=Fuzz/bin/fuzz-$target
     echo "== building $binary"
-    swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name ParleyWire \
+    swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name "$module" \
         "${sources[@]}" "$harness" -o "$binary" 2> >(grep -v "Cannot export local symbol" >&2)
     seed "$target"
     # SDP inputs go up to the parser's own 64 KiB limit, so the size limits are exercised too.

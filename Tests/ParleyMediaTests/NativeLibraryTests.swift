@@ -1,12 +1,12 @@
 import COpenSSL
 import COpus
 import CParleyShims
-import CUsrSCTP
 import Testing
 @testable import ParleyMedia
 
 /// Each C library Parley depends on links, loads, and answers a real call through the module
 /// maps and the shim target, so a missing apt package or a broken wrapper fails here first.
+/// (usrsctp, a test-only peer, is exercised by ParleySCTPTests.)
 @Suite struct NativeLibraryTests {
     @Test func versionsComeFromTheLinkedLibraries() {
         #expect(NativeLibraries.openSSLVersion.hasPrefix("OpenSSL 3."))
@@ -48,10 +48,5 @@ import Testing
         var packet = [UInt8](repeating: 0, count: 400)
         let length = opus_encode(encoder, silence, 960, &packet, 400)
         #expect(length > 0)
-    }
-
-    @Test func usrsctpLoadsForUseAsATestPeer() {
-        usrsctp_init_nothreads(0, nil, nil)
-        #expect(usrsctp_finish() == 0)
     }
 }
