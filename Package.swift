@@ -60,7 +60,7 @@ let package = Package(
             ]
         ),
         // SCTP for data channels (RFC 9260 subset, RFC 8831/8832), pure Swift, sans-IO.
-        .target(name: "ParleySCTP"),
+        .target(name: "ParleySCTP", dependencies: ["ParleyWire"]),
         // SwiftNIO glue shared by the I/O edges: address conversion, clocks, thread pinning.
         .target(
             name: "ParleyIO",

@@ -1,3 +1,5 @@
+import ParleyWire
+
 /// Typed views of the chunks a data-channel association exchanges. Each decoder checks the fixed
 /// fields against the chunk's length and records variable parts as ranges into the packet.
 

@@ -1,3 +1,5 @@
+import ParleyWire
+
 /// Chunk types WebRTC data channels use (RFC 9260 §3.2, RFC 3758, RFC 6525).
 public struct SCTPChunkType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt8
@@ -91,15 +93,5 @@ public struct SCTPPacket: Equatable, Sendable {
     public static func seal(_ bytes: UnsafeMutableRawBufferPointer) {
         let crc = checksum(of: UnsafeRawBufferPointer(bytes))
         bytes.storeBytes(of: crc.littleEndian, toByteOffset: 8, as: UInt32.self)
-    }
-}
-
-extension UnsafeRawBufferPointer {
-    @inline(__always) func uint16(at offset: Int) -> UInt16 {
-        UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self))
-    }
-
-    @inline(__always) func uint32(at offset: Int) -> UInt32 {
-        UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 }

@@ -1,35 +1,36 @@
-// Big-endian reads and writes on raw buffers. Callers check bounds first; these never allocate.
+// Big-endian reads and writes on raw buffers, shared by the wire formats (and ParleySCTP). Callers
+// check bounds first; these never allocate.
 
 extension UnsafeRawBufferPointer {
     @inlinable
-    func uint16(at offset: Int) -> UInt16 {
+    public func uint16(at offset: Int) -> UInt16 {
         UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
     @inlinable
-    func uint32(at offset: Int) -> UInt32 {
+    public func uint32(at offset: Int) -> UInt32 {
         UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
     @inlinable
-    func uint64(at offset: Int) -> UInt64 {
+    public func uint64(at offset: Int) -> UInt64 {
         UInt64(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt64.self))
     }
 }
 
 extension UnsafeMutableRawBufferPointer {
     @inlinable
-    func store(_ value: UInt16, at offset: Int) {
+    public func store(_ value: UInt16, at offset: Int) {
         storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self)
     }
 
     @inlinable
-    func store(_ value: UInt32, at offset: Int) {
+    public func store(_ value: UInt32, at offset: Int) {
         storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self)
     }
 
     @inlinable
-    func store(_ value: UInt64, at offset: Int) {
+    public func store(_ value: UInt64, at offset: Int) {
         storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self)
     }
 }

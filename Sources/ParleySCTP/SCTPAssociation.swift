@@ -1,0 +1,630 @@
+import ParleyWire
+
+/// Settings of an association (one per data-channel transport).
+public struct SCTPConfiguration: Sendable {
+    public var localPort: UInt16 = 5000
+    public var remotePort: UInt16 = 5000
+    public var streams: UInt16 = 1024
+    /// What Parley advertises as its receive window; buffered, undelivered data never exceeds it.
+    public var receiveWindow: UInt32 = 1 << 20
+    /// Largest SCTP packet: it travels inside DTLS inside UDP on paths of ≥ 1200 bytes.
+    public var mtu = 1152
+    public var initialRTO: Duration = .milliseconds(1000)
+    public var minimumRTO: Duration = .milliseconds(200)
+    public var maximumRTO: Duration = .seconds(10)
+    /// Retransmissions of one chunk (or of INIT / COOKIE ECHO) before the association is aborted.
+    public var maximumRetransmissions = 10
+
+    public init() {}
+}
+
+/// What an association reports.
+public enum SCTPEvent: Equatable, Sendable {
+    case established
+    /// A complete user message.
+    case message(stream: UInt16, protocolIdentifier: UInt32, payload: [UInt8], unordered: Bool)
+    /// The peer reset these incoming streams (a data channel closed).
+    case streamsReset([UInt16])
+    case closed(String)
+}
+
+/// Why a drop happened; counted.
+public enum SCTPDropReason: String, CaseIterable, Sendable {
+    case malformed
+    case badVerificationTag = "bad_verification_tag"
+    case badCookie = "bad_cookie"
+    case duplicate
+    case windowFull = "window_full"
+    case unexpected
+}
+
+/// An SCTP association scoped to what WebRTC data channels use (RFC 9260 with RFC 3758 and RFC
+/// 6525), sans-IO: feed it packets (from DTLS) and the time; send what `takeOutgoing` returns and
+/// call `handleTimeout` at `nextWakeup`. Confined to one thread.
+public final class SCTPAssociation {
+    public enum State: Equatable, Sendable {
+        case closed, cookieWait, cookieEchoed, established, shutdownSent, finished
+    }
+
+    public let configuration: SCTPConfiguration
+    public private(set) var state: State = .closed
+    public private(set) var drops: [SCTPDropReason: Int] = [:]
+
+    // Our side.
+    let localTag: UInt32
+    private let localInitialTSN: UInt32
+    private var nextTSN: UInt32
+    private var nextOutgoingSSN: [UInt16: UInt16] = [:]
+    private var cookie: [UInt8]
+    private var reconfigurationSequence: UInt32
+
+    // The peer.
+    private(set) var peerTag: UInt32 = 0
+    private var peerWindow: UInt32 = 0
+    /// Highest TSN received in sequence from the peer, and those received beyond it.
+    private var peerCumulativeTSN: UInt32 = 0
+    private var receivedAbove: Set<UInt32> = []
+    private var peerReconfigurationSequence: UInt32?
+
+    // Sending.
+    struct Outbound {
+        var tsn: UInt32
+        var stream: UInt16
+        var ssn: UInt16
+        var protocolIdentifier: UInt32
+        var payload: ArraySlice<UInt8>
+        var flags: UInt8
+        var sentAt: Instant?
+        var transmissions = 0
+        var gapAcked = false
+        var missIndications = 0
+        var needsRetransmission = false
+    }
+    private var queued: [Outbound] = []
+    private var inFlight: [Outbound] = []
+    private var congestionWindow: Int
+    private var slowStartThreshold: Int
+    private var partialBytesAcked = 0
+    private var rto: Duration
+    private var smoothedRTT: Duration?
+    private var rttVariance: Duration = .zero
+    private var retransmissionDeadline: Instant?
+    private var errorCount = 0
+
+    // Handshake retransmission (client role).
+    private var handshakePacket: [UInt8]?
+    private var handshakeDeadline: Instant?
+    private var handshakeAttempts = 0
+
+    // Receiving.
+    struct Fragment {
+        var stream: UInt16
+        var ssn: UInt16
+        var protocolIdentifier: UInt32
+        var payload: [UInt8]
+        var flags: UInt8
+    }
+    private var fragments: [UInt32: Fragment] = [:]
+    private var bufferedBytes = 0
+    private var orderedReady: [UInt16: [UInt16: (UInt32, [UInt8])]] = [:]
+    private var nextIncomingSSN: [UInt16: UInt16] = [:]
+    private var sackRequired = false
+
+    private var outgoing: [[UInt8]] = []
+    private var events: [SCTPEvent] = []
+    private var lastNow: Instant
+
+    public init<G: RandomNumberGenerator>(configuration: SCTPConfiguration = .init(), now: Instant, using generator: inout G) {
+        self.configuration = configuration
+        var tag: UInt32 = 0
+        while tag == 0 { tag = generator.next() }
+        localTag = tag
+        localInitialTSN = generator.next()
+        nextTSN = localInitialTSN
+        reconfigurationSequence = localInitialTSN
+        cookie = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        congestionWindow = min(4 * configuration.mtu, max(2 * configuration.mtu, 4380))
+        slowStartThreshold = Int(configuration.receiveWindow)
+        rto = configuration.initialRTO
+        lastNow = now
+    }
+
+    public convenience init(configuration: SCTPConfiguration = .init(), now: Instant) {
+        var generator = SystemRandomNumberGenerator()
+        self.init(configuration: configuration, now: now, using: &generator)
+    }
+
+    // MARK: Public interface
+
+    /// Starts the association as its initiator (sends INIT). The other role just waits for one.
+    public func connect(now: Instant) {
+        guard state == .closed else { return }
+        var writer = packetWriter(tag: 0)
+        writer.chunk(.initiation) { writer in initiationBody(&writer, withCookie: false) }
+        handshakePacket = writer.finish()
+        state = .cookieWait
+        sendHandshake(now: now)
+    }
+
+    /// Queues a message; it is split into chunks that fit the path. Payloads must not be empty
+    /// (DCEP sends one byte for empty messages).
+    public func send(stream: UInt16, protocolIdentifier: UInt32, payload: [UInt8], unordered: Bool, now: Instant) {
+        guard state == .established || state == .cookieEchoed, !payload.isEmpty else { return }
+        let maximumPayload = configuration.mtu - SCTPPacket.headerLength - 16
+        let ssn: UInt16
+        if unordered {
+            ssn = 0
+        } else {
+            ssn = nextOutgoingSSN[stream, default: 0]
+            nextOutgoingSSN[stream] = ssn &+ 1
+        }
+        var offset = 0
+        while offset < payload.count {
+            let end = min(payload.count, offset + maximumPayload)
+            var flags: UInt8 = unordered ? 0x04 : 0
+            if offset == 0 { flags |= 0x02 }
+            if end == payload.count { flags |= 0x01 }
+            queued.append(Outbound(tsn: nextTSN, stream: stream, ssn: ssn, protocolIdentifier: protocolIdentifier,
+                                   payload: payload[offset..<end], flags: flags))
+            nextTSN &+= 1
+            offset = end
+        }
+        flush(now: now)
+    }
+
+    /// Resets our outgoing streams (RFC 6525): how a data channel is closed.
+    public func resetStreams(_ streams: [UInt16], now: Instant) {
+        guard state == .established, !streams.isEmpty else { return }
+        var writer = packetWriter(tag: peerTag)
+        writer.chunk(.reconfiguration) { writer in
+            writer.parameter(13) { writer in
+                writer.append32(reconfigurationSequence)
+                writer.append32(peerReconfigurationSequence ?? 0)
+                writer.append32(nextTSN &- 1)
+                for stream in streams { writer.append16(stream) }
+            }
+        }
+        reconfigurationSequence &+= 1
+        for stream in streams { nextOutgoingSSN[stream] = 0 }
+        outgoing.append(writer.finish())
+    }
+
+    /// Ends the association gracefully once everything sent is acknowledged.
+    public func shutdown(now: Instant) {
+        guard state == .established else { return }
+        state = .shutdownSent
+        sendShutdownIfDrained()
+    }
+
+    /// Takes one packet received (already out of DTLS).
+    public func handle(_ bytes: UnsafeRawBufferPointer, now: Instant) {
+        lastNow = now
+        guard let packet = try? SCTPPacket.parse(bytes) else { return drop(.malformed) }
+        let isInitiation = packet.chunks.first?.type == .initiation
+        guard isInitiation ? packet.verificationTag == 0 : packet.verificationTag == localTag
+                || packet.chunks.first?.type == .abort || packet.chunks.first?.type == .shutdownComplete else {
+            return drop(.badVerificationTag)
+        }
+        var receivedData = false
+        for chunk in packet.chunks {
+            switch chunk.type {
+            case .initiation: receiveInitiation(chunk, bytes, now: now)
+            case .initiationAck: receiveInitiationAck(chunk, bytes, now: now)
+            case .cookieEcho: receiveCookieEcho(chunk, bytes, now: now)
+            case .cookieAck:
+                if state == .cookieEchoed { becomeEstablished(now: now) }
+            case .data:
+                guard state == .established || state == .shutdownSent else { drop(.unexpected); continue }
+                receiveData(chunk, bytes)
+                receivedData = true
+            case .selectiveAck: receiveSelectiveAck(chunk, bytes, now: now)
+            case .heartbeat: answerHeartbeat(chunk, bytes)
+            case .forwardTSN: receiveForwardTSN(chunk, bytes)
+            case .reconfiguration: receiveReconfiguration(chunk, bytes)
+            case .shutdown:
+                var writer = packetWriter(tag: peerTag)
+                writer.chunk(.shutdownAck)
+                outgoing.append(writer.finish())
+                finish("shutdown by peer")
+            case .shutdownAck:
+                var writer = packetWriter(tag: peerTag)
+                writer.chunk(.shutdownComplete)
+                outgoing.append(writer.finish())
+                finish("shutdown")
+            case .shutdownComplete: finish("shutdown")
+            case .abort: finish("aborted by peer")
+            case .heartbeatAck, .error: break
+            default:
+                if !chunk.type.unknownAction.skip { return drop(.unexpected) }
+            }
+        }
+        if receivedData || sackRequired { sendSelectiveAck() }
+        flush(now: now)
+    }
+
+    /// Runs retransmission timers whose time has come.
+    public func handleTimeout(now: Instant) {
+        lastNow = now
+        if let deadline = handshakeDeadline, now >= deadline {
+            handshakeAttempts += 1
+            if handshakeAttempts > configuration.maximumRetransmissions { return finish("handshake timed out") }
+            rto = min(rto * 2, configuration.maximumRTO)
+            sendHandshake(now: now)
+        }
+        if let deadline = retransmissionDeadline, now >= deadline, !inFlight.isEmpty {
+            errorCount += 1
+            if errorCount > configuration.maximumRetransmissions { return abort("too many retransmissions") }
+            slowStartThreshold = max(congestionWindow / 2, 4 * configuration.mtu)
+            congestionWindow = configuration.mtu
+            partialBytesAcked = 0
+            rto = min(rto * 2, configuration.maximumRTO)
+            for index in inFlight.indices where !inFlight[index].gapAcked { inFlight[index].needsRetransmission = true }
+            retransmissionDeadline = nil
+            flush(now: now)
+        }
+    }
+
+    public var nextWakeup: Instant? {
+        [handshakeDeadline, retransmissionDeadline].compactMap { $0 }.min()
+    }
+
+    public func takeOutgoing() -> [[UInt8]] {
+        defer { outgoing.removeAll(keepingCapacity: true) }
+        return outgoing
+    }
+
+    public func takeEvents() -> [SCTPEvent] {
+        defer { events.removeAll(keepingCapacity: true) }
+        return events
+    }
+
+    /// Receive-side state, for diagnostics.
+    public var debugDescription: String {
+        "cum=\(peerCumulativeTSN) above=\(receivedAbove.sorted()) fragments=\(fragments.keys.sorted()) ready=\(orderedReady.mapValues { $0.keys.sorted() }) next=\(nextIncomingSSN)"
+    }
+
+    /// Bytes queued or in flight (for backpressure).
+    public var bufferedAmount: Int { (queued + inFlight).reduce(0) { $0 + $1.payload.count } }
+
+    // MARK: Handshake
+
+    private func initiationBody(_ writer: inout SCTPPacketWriter, withCookie: Bool) {
+        writer.append32(localTag)
+        writer.append32(advertisedWindow)
+        writer.append16(configuration.streams)
+        writer.append16(configuration.streams)
+        writer.append32(localInitialTSN)
+        if withCookie { writer.parameter(0x0007) { $0.append(cookie) } }
+        writer.parameter(0xC000) { _ in }  // FORWARD-TSN supported (RFC 3758)
+        writer.parameter(0x8008) { $0.append([SCTPChunkType.reconfiguration.rawValue, SCTPChunkType.forwardTSN.rawValue]) }
+    }
+
+    private func receiveInitiation(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer, now: Instant) {
+        guard let initiation = try? SCTPInitiation.decode(chunk, in: bytes) else { return drop(.malformed) }
+        guard state == .closed || state == .cookieWait || state == .cookieEchoed else { return drop(.unexpected) }
+        adoptPeer(initiation)
+        var writer = packetWriter(tag: peerTag)
+        writer.chunk(.initiationAck) { writer in initiationBody(&writer, withCookie: true) }
+        outgoing.append(writer.finish())
+    }
+
+    private func receiveInitiationAck(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer, now: Instant) {
+        guard state == .cookieWait else { return drop(.unexpected) }
+        guard let initiation = try? SCTPInitiation.decode(chunk, in: bytes), let cookieRange = initiation.stateCookie else {
+            return drop(.malformed)
+        }
+        adoptPeer(initiation)
+        var writer = packetWriter(tag: peerTag)
+        writer.chunk(.cookieEcho) { $0.append(bytes[cookieRange]) }
+        handshakePacket = writer.finish()
+        state = .cookieEchoed
+        handshakeAttempts = 0
+        sendHandshake(now: now)
+    }
+
+    private func receiveCookieEcho(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer, now: Instant) {
+        // One association per DTLS connection, so the cookie need not carry state: it only has to be ours.
+        guard bytes[chunk.value].elementsEqual(cookie) else { return drop(.badCookie) }
+        var writer = packetWriter(tag: peerTag)
+        writer.chunk(.cookieAck)
+        outgoing.append(writer.finish())
+        if state != .established { becomeEstablished(now: now) }
+    }
+
+    private func adoptPeer(_ initiation: SCTPInitiation) {
+        peerTag = initiation.initiateTag
+        peerWindow = initiation.advertisedReceiverWindow
+        peerCumulativeTSN = initiation.initialTSN &- 1
+        receivedAbove.removeAll()
+    }
+
+    private func becomeEstablished(now: Instant) {
+        state = .established
+        handshakePacket = nil
+        handshakeDeadline = nil
+        rto = configuration.initialRTO
+        events.append(.established)
+    }
+
+    private func sendHandshake(now: Instant) {
+        guard let packet = handshakePacket else { return }
+        outgoing.append(packet)
+        handshakeDeadline = now + rto
+    }
+
+    // MARK: Receiving
+
+    private var advertisedWindow: UInt32 { UInt32(max(0, Int(configuration.receiveWindow) - bufferedBytes)) }
+
+    private func receiveData(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer) {
+        guard let data = try? SCTPData.decode(chunk, in: bytes), !data.payload.isEmpty else { return drop(.malformed) }
+        if data.tsn.tsnAtMost(peerCumulativeTSN) || receivedAbove.contains(data.tsn) {
+            sackRequired = true
+            return drop(.duplicate)
+        }
+        guard bufferedBytes + data.payload.count <= Int(configuration.receiveWindow),
+              data.tsn &- peerCumulativeTSN < 65536 else { return drop(.windowFull) }
+        receivedAbove.insert(data.tsn)
+        while receivedAbove.remove(peerCumulativeTSN &+ 1) != nil { peerCumulativeTSN &+= 1 }
+        fragments[data.tsn] = Fragment(stream: data.streamID, ssn: data.streamSequence, protocolIdentifier: data.payloadProtocol,
+                                       payload: Array(bytes[data.payload]), flags: chunk.flags)
+        bufferedBytes += data.payload.count
+        assemble(around: data.tsn)
+    }
+
+    /// Delivers the message the fragment at `tsn` completes, if it does.
+    private func assemble(around tsn: UInt32) {
+        guard let fragment = fragments[tsn] else { return }
+        var first = tsn
+        while fragments[first]!.flags & 0x02 == 0 {
+            guard let previous = fragments[first &- 1], previous.stream == fragment.stream,
+                  previous.flags & 0x04 == fragment.flags & 0x04 else { return }
+            first &-= 1
+        }
+        var last = tsn
+        while fragments[last]!.flags & 0x01 == 0 {
+            guard let next = fragments[last &+ 1], next.stream == fragment.stream else { return }
+            last &+= 1
+        }
+        var payload: [UInt8] = []
+        var cursor = first
+        while true {
+            let piece = fragments.removeValue(forKey: cursor)!
+            payload += piece.payload
+            bufferedBytes -= piece.payload.count
+            if cursor == last { break }
+            cursor &+= 1
+        }
+        let head = fragment
+        if head.flags & 0x04 != 0 {
+            events.append(.message(stream: head.stream, protocolIdentifier: head.protocolIdentifier, payload: payload, unordered: true))
+            return
+        }
+        orderedReady[head.stream, default: [:]][head.ssn] = (head.protocolIdentifier, payload)
+        bufferedBytes += payload.count
+        deliverOrdered(stream: head.stream)
+    }
+
+    private func deliverOrdered(stream: UInt16) {
+        while let (identifier, payload) = orderedReady[stream]?.removeValue(forKey: nextIncomingSSN[stream, default: 0]) {
+            bufferedBytes -= payload.count
+            nextIncomingSSN[stream] = nextIncomingSSN[stream, default: 0] &+ 1
+            events.append(.message(stream: stream, protocolIdentifier: identifier, payload: payload, unordered: false))
+        }
+    }
+
+    private func sendSelectiveAck() {
+        sackRequired = false
+        var writer = packetWriter(tag: peerTag)
+        let above = receivedAbove.sorted { $0.tsnLessThan($1) }
+        var gaps: [(UInt16, UInt16)] = []
+        for tsn in above {
+            let offset = UInt16(truncatingIfNeeded: tsn &- peerCumulativeTSN)
+            if let last = gaps.last, last.1 &+ 1 == offset { gaps[gaps.count - 1].1 = offset } else { gaps.append((offset, offset)) }
+        }
+        writer.chunk(.selectiveAck) { writer in
+            writer.append32(peerCumulativeTSN)
+            writer.append32(advertisedWindow)
+            writer.append16(UInt16(min(gaps.count, 64)))
+            writer.append16(0)
+            for gap in gaps.prefix(64) {
+                writer.append16(gap.0)
+                writer.append16(gap.1)
+            }
+        }
+        outgoing.append(writer.finish())
+    }
+
+    private func receiveForwardTSN(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer) {
+        guard let forward = try? SCTPForwardTSN.decode(chunk, in: bytes) else { return drop(.malformed) }
+        guard peerCumulativeTSN.tsnLessThan(forward.newCumulativeTSN) else { return }
+        // Abandoned messages: forget their fragments, and skip their sequence numbers.
+        for (tsn, fragment) in fragments where tsn.tsnAtMost(forward.newCumulativeTSN) {
+            bufferedBytes -= fragment.payload.count
+            fragments[tsn] = nil
+        }
+        peerCumulativeTSN = forward.newCumulativeTSN
+        receivedAbove = receivedAbove.filter { peerCumulativeTSN.tsnLessThan($0) }
+        while receivedAbove.remove(peerCumulativeTSN &+ 1) != nil { peerCumulativeTSN &+= 1 }
+        for entry in forward.streams where !entry.sequence.ssnLessThan(nextIncomingSSN[entry.stream, default: 0]) {
+            nextIncomingSSN[entry.stream] = entry.sequence &+ 1
+            deliverOrdered(stream: entry.stream)
+        }
+        sackRequired = true
+    }
+
+    private func receiveReconfiguration(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer) {
+        guard let parameters = try? SCTPReconfigurationParameter.decode(chunk, in: bytes) else { return drop(.malformed) }
+        for parameter in parameters {
+            guard case .outgoingReset(let request, _, _, let streams) = parameter else { continue }
+            peerReconfigurationSequence = request
+            for stream in streams {
+                nextIncomingSSN[stream] = 0
+                orderedReady[stream] = nil
+            }
+            events.append(.streamsReset(streams))
+            var writer = packetWriter(tag: peerTag)
+            writer.chunk(.reconfiguration) { writer in
+                writer.parameter(16) { writer in
+                    writer.append32(request)
+                    writer.append32(1)  // success - performed
+                }
+            }
+            outgoing.append(writer.finish())
+        }
+    }
+
+    private func answerHeartbeat(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer) {
+        var writer = packetWriter(tag: peerTag)
+        writer.chunk(.heartbeatAck) { $0.append(bytes[chunk.value]) }
+        outgoing.append(writer.finish())
+    }
+
+    // MARK: Sending
+
+    private func receiveSelectiveAck(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer, now: Instant) {
+        guard let sack = try? SCTPSelectiveAck.decode(chunk, in: bytes) else { return drop(.malformed) }
+        var ackedBytes = 0
+        var rttSample: Duration?
+        inFlight.removeAll { item in
+            guard item.tsn.tsnAtMost(sack.cumulativeTSN) else { return false }
+            if !item.gapAcked { ackedBytes += item.payload.count }
+            if item.transmissions == 1, rttSample == nil, let sent = item.sentAt { rttSample = now - sent }
+            return true
+        }
+        if ackedBytes > 0 { errorCount = 0 }
+        var highestGapAcked: UInt32?
+        for gap in sack.gaps {
+            let start = sack.cumulativeTSN &+ UInt32(gap.start), end = sack.cumulativeTSN &+ UInt32(gap.end)
+            for index in inFlight.indices where start.tsnAtMost(inFlight[index].tsn) && inFlight[index].tsn.tsnAtMost(end) {
+                if !inFlight[index].gapAcked { ackedBytes += 0 }
+                inFlight[index].gapAcked = true
+            }
+            highestGapAcked = end
+        }
+        // Fast retransmit (RFC 9260 §7.2.4): three SACKs reporting a chunk missing below acked ones.
+        if let highest = highestGapAcked {
+            var fastRetransmit = false
+            for index in inFlight.indices where !inFlight[index].gapAcked && inFlight[index].tsn.tsnLessThan(highest) {
+                inFlight[index].missIndications += 1
+                if inFlight[index].missIndications == 3 {
+                    inFlight[index].needsRetransmission = true
+                    fastRetransmit = true
+                }
+            }
+            if fastRetransmit {
+                slowStartThreshold = max(congestionWindow / 2, 4 * configuration.mtu)
+                congestionWindow = slowStartThreshold
+                partialBytesAcked = 0
+            }
+        }
+        if let sample = rttSample { updateRTO(sample) }
+        if ackedBytes > 0 {
+            if congestionWindow <= slowStartThreshold {
+                congestionWindow += min(ackedBytes, configuration.mtu)
+            } else {
+                partialBytesAcked += ackedBytes
+                if partialBytesAcked >= congestionWindow {
+                    partialBytesAcked -= congestionWindow
+                    congestionWindow += configuration.mtu
+                }
+            }
+        }
+        peerWindow = UInt32(max(0, Int(sack.advertisedReceiverWindow) - flightSize))
+        retransmissionDeadline = inFlight.isEmpty ? nil : now + rto
+        if state == .shutdownSent { sendShutdownIfDrained() }
+    }
+
+    private var flightSize: Int { inFlight.reduce(0) { $0 + ($1.gapAcked ? 0 : $1.payload.count) } }
+
+    private func updateRTO(_ sample: Duration) {
+        // RFC 9260 §6.3.1.
+        if let smoothed = smoothedRTT {
+            let difference = smoothed > sample ? smoothed - sample : sample - smoothed
+            rttVariance = rttVariance * 0.75 + difference * 0.25
+            smoothedRTT = smoothed * 0.875 + sample * 0.125
+        } else {
+            smoothedRTT = sample
+            rttVariance = sample / 2
+        }
+        rto = min(max(smoothedRTT! + rttVariance * 4, configuration.minimumRTO), configuration.maximumRTO)
+    }
+
+    /// Sends retransmissions first, then new chunks, bundled into packets, within the congestion
+    /// window and the peer's receive window.
+    private func flush(now: Instant) {
+        guard state == .established || state == .shutdownSent else { return }
+        let maximumPacket = configuration.mtu
+        var writer: SCTPPacketWriter?
+        func emit() {
+            if let finished = writer?.finish() { outgoing.append(finished) }
+            writer = nil
+        }
+        func add(_ item: Outbound) {
+            let size = 16 + ((item.payload.count + 3) & ~3)
+            if let current = writer, current.count + size > maximumPacket { emit() }
+            if writer == nil { writer = packetWriter(tag: peerTag) }
+            writer!.chunk(.data, flags: item.flags) { writer in
+                writer.append32(item.tsn)
+                writer.append16(item.stream)
+                writer.append16(item.ssn)
+                writer.append32(item.protocolIdentifier)
+                writer.append(item.payload)
+            }
+        }
+        for index in inFlight.indices where inFlight[index].needsRetransmission {
+            inFlight[index].needsRetransmission = false
+            inFlight[index].transmissions += 1
+            inFlight[index].missIndications = 0
+            inFlight[index].sentAt = now
+            add(inFlight[index])
+        }
+        var flight = flightSize
+        while let next = queued.first {
+            // Always allow one chunk in flight, whatever the windows say (RFC 9260 §6.1 rule B).
+            guard flight == 0 || (flight + next.payload.count <= congestionWindow && next.payload.count <= Int(peerWindow)) else { break }
+            var item = queued.removeFirst()
+            item.sentAt = now
+            item.transmissions = 1
+            add(item)
+            inFlight.append(item)
+            flight += item.payload.count
+            peerWindow = UInt32(max(0, Int(peerWindow) - item.payload.count))
+        }
+        emit()
+        if !inFlight.isEmpty, retransmissionDeadline == nil { retransmissionDeadline = now + rto }
+    }
+
+    private func sendShutdownIfDrained() {
+        guard queued.isEmpty, inFlight.isEmpty else { return }
+        var writer = packetWriter(tag: peerTag)
+        writer.chunk(.shutdown) { $0.append32(peerCumulativeTSN) }
+        outgoing.append(writer.finish())
+    }
+
+    // MARK: Ending
+
+    private func abort(_ reason: String) {
+        var writer = packetWriter(tag: peerTag)
+        writer.chunk(.abort)
+        outgoing.append(writer.finish())
+        finish(reason)
+    }
+
+    private func finish(_ reason: String) {
+        guard state != .finished else { return }
+        state = .finished
+        handshakeDeadline = nil
+        retransmissionDeadline = nil
+        queued.removeAll()
+        inFlight.removeAll()
+        events.append(.closed(reason))
+    }
+
+    private func packetWriter(tag: UInt32) -> SCTPPacketWriter {
+        SCTPPacketWriter(sourcePort: configuration.localPort, destinationPort: configuration.remotePort,
+                         verificationTag: tag, capacity: configuration.mtu)
+    }
+
+    private func drop(_ reason: SCTPDropReason) { drops[reason, default: 0] += 1 }
+}
