@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "ParleyTransceiver",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleyIO",
+                "ParleyWire", "ParleyMedia", "ParleyIO", "ParleySCTP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -33,9 +33,21 @@ class Tone(AudioStreamTrack):
         return frame
 
 
+SIZES = [1, 1024, 65536, 262144]
+
+
+def pattern(size):
+    return bytes((i * 31 + size) & 0xFF for i in range(size))
+
+
 async def echo_call(parley, seconds):
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTrack(Tone())
+    channel = pc.createDataChannel("oai-events")
+    echoes = asyncio.Queue()
+    channel_closed = asyncio.Event()
+    channel.on("message", lambda message: echoes.put_nowait(message))
+    channel.on("close", lambda: channel_closed.set())
     received = {"frames": 0}
     connected = asyncio.Event()
     done = asyncio.get_running_loop().create_future()
@@ -65,14 +77,28 @@ async def echo_call(parley, seconds):
     assert "a=ice-lite" in answer
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     await asyncio.wait_for(connected.wait(), 15)
+    # Data channel: each size echoed byte for byte, then a text event, then a clean close.
+    while channel.readyState != "open":
+        await asyncio.sleep(0.05)
+    data_results = []
+    for size in SIZES:
+        channel.send(pattern(size))
+        echoed = await asyncio.wait_for(echoes.get(), 10)
+        data_results.append(isinstance(echoed, bytes) and echoed == pattern(size))
+    channel.send('{"type":"response.create"}')
+    data_results.append(await asyncio.wait_for(echoes.get(), 10) == '{"type":"response.create"}')
+    channel.close()
+    await asyncio.wait_for(channel_closed.wait(), 10)
     await asyncio.sleep(seconds)
     call = parley.get_json(location)
     await pc.close()
-    return received["frames"], call
+    return received["frames"], call, data_results
 
 
-def test_aiortc_call_receives_echoed_audio(parley):
-    frames, call = asyncio.run(echo_call(parley, 3))
+def test_aiortc_call_receives_echoed_audio_and_data(parley):
+    frames, call, data_results = asyncio.run(echo_call(parley, 3))
+    assert data_results == [True] * (len(SIZES) + 1), data_results
+    assert call["dataChannelMessagesReceived"] == len(SIZES) + 1
     assert call["state"] == "connected"
     assert call["rtpReceived"] >= 100
     # aiortc's jitter buffer holds back a few frames; nearly all 3 s must come back.

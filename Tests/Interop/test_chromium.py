@@ -63,6 +63,15 @@ def test_chromium_call_echoes_audio(parley):
         # Round-trip time from RTCP reaches the browser's stats.
         state = wait_for(driver, lambda s: s["stats"].get("roundTripTime") is not None, 10, "RTCP round-trip time")
 
+        # oai-events: messages of 1 B, 1 KiB, 64 KiB and 256 KiB (and a JSON text event) echoed byte for byte.
+        wait_for(driver, lambda s: s["channelState"] == "open", 10, "the oai-events channel open")
+        results = driver.execute_async_script(
+            "const done = arguments[0]; window.parley.echoTest([1, 1024, 65536, 262144]).then(done, (e) => done(String(e)))")
+        assert results == [{"size": 1, "ok": True}, {"size": 1024, "ok": True}, {"size": 65536, "ok": True},
+                           {"size": 262144, "ok": True}, {"size": "text", "ok": True}], results
+        call = parley.get_json(f"/v1/realtime/calls/{call_id}")
+        assert call["dataChannelMessagesReceived"] == 5 and call["dataChannelMessagesSent"] == 5
+
         # ICE restart through PATCH: new credentials, the same call keeps its audio.
         driver.execute_async_script("const done = arguments[0]; window.parley.restartIce().then(() => done(), (e) => done(String(e)))")
         before = driver.execute_script("return window.parley.stats.packetsReceived")
@@ -75,6 +84,10 @@ def test_chromium_call_echoes_audio(parley):
         call = parley.get_json(f"/v1/realtime/calls/{call_id}")
         assert call["iceRestarts"] == 1
         assert call["state"] == "connected"
+
+        # Closing the channel closes it cleanly (stream reset both ways).
+        driver.execute_script("window.parley.channel.close()")
+        wait_for(driver, lambda s: s["channelState"] == "closed", 5, "the channel closed")
 
         driver.save_screenshot(os.path.join(ARTIFACTS, "chromium-call.png"))
         driver.execute_script("document.getElementById('hangup').click()")

@@ -21,6 +21,9 @@ public struct EchoAgent: Sendable {
         switch event {
         case .audio(let timestamp, _, let marker, let payload):
             session.sendAudio(payload, timestamp: timestamp &+ timestampOffset, marker: marker, now: now)
+        case .dataChannelMessage(let channel, _, let binary, let payload):
+            // Every data-channel message goes back unchanged: same bytes, same type, same channel.
+            session.sendDataChannelMessage(payload, binary: binary, channel: channel, now: now)
         default:
             break
         }

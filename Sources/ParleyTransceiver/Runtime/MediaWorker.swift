@@ -255,7 +255,11 @@ final class MediaWorker: @unchecked Sendable {
                     metrics.dtlsHandshakes.increment()
                     metrics.setupSeconds.recordNanoseconds((now - entry.createdAt).nanoseconds)
                     entry.logger.info("DTLS connected", metadata: ["srtp": "\(profile)"])
-                case .applicationData:
+                case .dataChannelOpened(let id, let label):
+                    entry.logger.info("data channel open", metadata: ["channel": "\(id)", "label": "\(label)"])
+                case .dataChannelClosed(let id, let label):
+                    entry.logger.info("data channel closed", metadata: ["channel": "\(id)", "label": "\(label)"])
+                case .dataChannelMessage:
                     break
                 case .iceRestarted:
                     entry.logger.info("ICE restarted", metadata: ["remote_ufrag": "\(session.parameters.negotiated.remoteUfrag)"])
@@ -361,6 +365,9 @@ struct SessionSnapshot: Sendable, Codable {
     var rtpSent: Int
     var checksAnswered: Int
     var iceRestarts: Int
+    var dataChannelMessagesReceived: Int
+    var dataChannelMessagesSent: Int
+    var dataChannelDrops: [String: Int]
     var roundTripTimeMilliseconds: Double?
     var drops: [String: Int]
 
@@ -372,6 +379,9 @@ struct SessionSnapshot: Sendable, Codable {
         rtpSent = counters.rtpSent
         checksAnswered = counters.checksAnswered
         iceRestarts = counters.iceRestarts
+        dataChannelMessagesReceived = counters.dataChannelMessagesReceived
+        dataChannelMessagesSent = counters.dataChannelMessagesSent
+        dataChannelDrops = counters.dataChannelDrops
         roundTripTimeMilliseconds = counters.roundTripTime.map { Double($0.nanoseconds) / 1e6 }
         drops = Dictionary(uniqueKeysWithValues: counters.drops.map { ($0.key.rawValue, $0.value) })
     }

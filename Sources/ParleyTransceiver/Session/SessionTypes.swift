@@ -88,8 +88,11 @@ public enum SessionEvent: Sendable, Equatable {
     case iceRestarted
     /// An Opus frame from the client (decrypted): its RTP timestamp, marker, and payload.
     case audio(timestamp: UInt32, sequenceNumber: UInt16, marker: Bool, payload: [UInt8])
-    /// Data-channel bytes arrived over DTLS (SCTP is handled by a later layer).
-    case applicationData([UInt8])
+    /// The client opened a data channel (or one we opened was acknowledged).
+    case dataChannelOpened(id: UInt16, label: String)
+    /// A whole data-channel message: text or binary, on its channel.
+    case dataChannelMessage(id: UInt16, label: String, binary: Bool, payload: [UInt8])
+    case dataChannelClosed(id: UInt16, label: String)
     case closed(CloseReason)
 }
 
@@ -132,6 +135,10 @@ public struct SessionCounters: Sendable {
     public var rtcpSent = 0
     public var checksAnswered = 0
     public var iceRestarts = 0
+    public var dataChannelMessagesReceived = 0
+    public var dataChannelMessagesSent = 0
+    /// SCTP and DCEP drops by reason (malformed chunks, unknown channels, oversized messages, …).
+    public var dataChannelDrops: [String: Int] = [:]
     public var drops: [DropReason: Int] = [:]
     /// Round-trip time from the client's last receiver report about our stream.
     public var roundTripTime: Duration?

@@ -1,4 +1,5 @@
 import ParleyMedia
+import ParleySCTP
 import ParleyWire
 
 /// What a session needs to exist: its identity, what signaling negotiated, and its settings.
@@ -14,6 +15,8 @@ public struct SessionParameters: Sendable {
     public var rtcpInterval: Duration = .seconds(1)
     /// NTP time (RFC 3550 §4: seconds since 1900, 32.32 fixed point) at `Instant.zero`, for sender reports.
     public var ntpAtInstantZero: UInt64 = 0
+    /// The largest data-channel message Parley accepts (the answer's `a=max-message-size`).
+    public var localMaxMessageSize = 262_144
 
     public init(id: String, localUfrag: String, localPassword: String, negotiated: NegotiatedSession,
                 localAudioSSRC: UInt32, cname: String) {
@@ -69,6 +72,8 @@ public final class WebRTCSession {
     private var nextRTCP: Instant?
     private var lastSenderReport: (compactNTP: UInt32, arrival: Instant)?
 
+    /// Data channels (SCTP over DTLS), once DTLS is up and if the offer had a data section.
+    private var dataChannels: DataChannels?
     private var transmits: [Transmit] = []
     private var events: [SessionEvent] = []
     /// Scratch space for decrypting and building packets, reused for every packet.
@@ -149,6 +154,10 @@ public final class WebRTCSession {
                 flushDTLS(now: now)
             }
         }
+        if state == .connected, let dataChannels, let due = dataChannels.association.nextWakeup, now >= due {
+            dataChannels.handleTimeout(now: now)
+            pumpDataChannels(now: now)
+        }
         if state == .connected, let due = nextRTCP, now >= due {
             sendReport(now: now)
             nextRTCP = now + parameters.rtcpInterval
@@ -169,7 +178,10 @@ public final class WebRTCSession {
             consider(dtlsStartedAt.map { $0 + parameters.timeouts.dtls })
             consider(dtls.retransmitDelay.map { lastNow + $0 })
         }
-        if state == .connected { consider(nextRTCP) }
+        if state == .connected {
+            consider(nextRTCP)
+            consider(dataChannels?.association.nextWakeup)
+        }
         return wake
     }
 
@@ -214,12 +226,55 @@ public final class WebRTCSession {
         payload.withUnsafeBytes { sendAudio($0, timestamp: timestamp, marker: marker, now: now) }
     }
 
-    /// Sends application data (SCTP) over DTLS.
-    public func sendApplicationData(_ data: [UInt8], now: Instant) -> Bool {
-        guard state == .connected, let path = selectedPath else { return false }
-        let sent = data.withUnsafeBytes { dtls.send($0) }
-        for datagram in dtls.takeOutgoing() { emit(datagram, to: path) }
-        return sent
+    /// Sends a message on a data channel (text or binary). False when the channel is not open or
+    /// the message is over the client's maximum size.
+    @discardableResult
+    public func sendDataChannelMessage(_ payload: [UInt8], binary: Bool, channel: UInt16, now: Instant) -> Bool {
+        guard state == .connected, let dataChannels else { return false }
+        do {
+            try dataChannels.send(payload, binary: binary, channel: channel, now: now)
+        } catch {
+            return false
+        }
+        counters.dataChannelMessagesSent += 1
+        pumpDataChannels(now: now)
+        return true
+    }
+
+    /// Opens a data channel from Parley's side; returns its id.
+    public func openDataChannel(label: String, now: Instant) -> UInt16? {
+        let id = dataChannels?.open(label: label, now: now)
+        pumpDataChannels(now: now)
+        return id
+    }
+
+    public func closeDataChannel(_ channel: UInt16, now: Instant) {
+        dataChannels?.close(channel: channel, now: now)
+        pumpDataChannels(now: now)
+    }
+
+    /// Sends SCTP's packets through DTLS and turns its events into session events.
+    private func pumpDataChannels(now: Instant) {
+        guard let dataChannels else { return }
+        for packet in dataChannels.takeOutgoing() { _ = packet.withUnsafeBytes { dtls.send($0) } }
+        if let path = selectedPath { for datagram in dtls.takeOutgoing() { emit(datagram, to: path) } }
+        for event in dataChannels.takeEvents() {
+            switch event {
+            case .opened(let channel):
+                events.append(.dataChannelOpened(id: channel.id, label: channel.label))
+            case .message(let channel, let label, let binary, let payload):
+                counters.dataChannelMessagesReceived += 1
+                events.append(.dataChannelMessage(id: channel, label: label, binary: binary, payload: payload))
+            case .closed(let channel, let label):
+                events.append(.dataChannelClosed(id: channel, label: label))
+            case .transportClosed:
+                break
+            }
+        }
+        var drops: [String: Int] = [:]
+        for (reason, count) in dataChannels.drops { drops[reason.rawValue] = count }
+        for (reason, count) in dataChannels.association.drops { drops["sctp_" + reason.rawValue] = count }
+        counters.dataChannelDrops = drops
     }
 
     /// Ends the session: a BYE and DTLS close_notify to the client when connected.
@@ -340,7 +395,10 @@ public final class WebRTCSession {
         guard consent[path.client] != nil else { return drop(.unvalidatedSource) }
         dtls.receive(datagram)
         flushDTLS(now: now, replyTo: path)
-        for data in dtls.takeApplicationData() { events.append(.applicationData(data)) }
+        let records = dtls.takeApplicationData()
+        guard let dataChannels, !records.isEmpty else { return }
+        for record in records { record.withUnsafeBytes { dataChannels.handle($0, now: now) } }
+        pumpDataChannels(now: now)
     }
 
     private func flushDTLS(now: Instant, replyTo path: PeerPath? = nil) {
@@ -359,6 +417,18 @@ public final class WebRTCSession {
             state = .connected
             nextRTCP = now + parameters.rtcpInterval
             events.append(.dtlsConnected(keys.profile))
+            if parameters.negotiated.dataChannelMid != nil {
+                var configuration = SCTPConfiguration()
+                configuration.remotePort = UInt16(clamping: parameters.negotiated.remoteSCTPPort ?? 5000)
+                let association = SCTPAssociation(configuration: configuration, now: now)
+                let remoteLimit = parameters.negotiated.remoteMaxMessageSize ?? 65536
+                dataChannels = DataChannels(association: association, dtlsServer: dtls.role == .server,
+                                            localMaximumMessageSize: parameters.localMaxMessageSize,
+                                            remoteMaximumMessageSize: remoteLimit)
+                // As the DTLS client we also start SCTP; as the server we wait for the client's INIT.
+                if dtls.role == .client { association.connect(now: now) }
+                pumpDataChannels(now: now)
+            }
         case .failed(let error):
             close(.dtlsFailed(error), now: now)
         case .closed where state == .connected || state == .connecting:

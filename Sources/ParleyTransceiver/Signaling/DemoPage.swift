@@ -31,7 +31,8 @@ enum DemoPage {
 <body>
 <main>
   <h1>Parley</h1>
-  <p class="sub">WebRTC edge for voice AI — this page calls the built-in <b>echo</b> agent with your microphone.</p>
+  <p class="sub">WebRTC edge for voice AI — this page calls the built-in <b>echo</b> agent with your microphone;
+  messages on the <code>oai-events</code> data channel come back too.</p>
   <div class="panel row">
     <button id="call">Call</button>
     <button id="hangup" class="secondary" disabled>Hang up</button>
@@ -53,11 +54,73 @@ enum DemoPage {
     <div class="stat"><span>Packets lost</span><b id="s-lost">—</b></div>
     <div class="stat"><span>Packets received</span><b id="s-received">—</b></div>
   </div>
+  <div class="panel">
+    <div class="row" style="justify-content: space-between"><b>oai-events</b> <span id="channel-state" class="state">closed</span></div>
+    <div class="row" style="margin-top: 8px">
+      <input id="event-text" style="flex:1; font: inherit; padding: 8px; border-radius: 8px; border: 1px solid var(--line); background: var(--bg); color: var(--text)"
+             value='{"type":"session.update"}'>
+      <button id="event-send" class="secondary" disabled>Send</button>
+    </div>
+    <table id="events" style="margin-top: 8px"></table>
+  </div>
   <audio id="remote" autoplay></audio>
 </main>
 <script>
 const $ = (id) => document.getElementById(id);
-const parley = window.parley = { state: "idle", callId: null, timings: {}, stats: {}, error: null };
+const parley = window.parley = { state: "idle", callId: null, timings: {}, stats: {}, error: null,
+                                  channelState: "closed", messages: [] };
+let channel = null, waiting = [];
+
+function logEvent(direction, data) {
+  const text = typeof data === "string" ? data : "(" + (data.byteLength ?? data.size) + " bytes binary)";
+  const row = document.createElement("tr");
+  row.innerHTML = "<td></td><td></td>";
+  row.children[0].textContent = (direction === "in" ? "← " : "→ ") + (text.length > 80 ? text.slice(0, 80) + "…" : text);
+  row.children[1].textContent = new Date().toLocaleTimeString();
+  const table = $("events");
+  table.insertBefore(row, table.firstChild);
+  while (table.children.length > 8) table.removeChild(table.lastChild);
+}
+
+function openChannel() {
+  channel = pc.createDataChannel("oai-events");
+  channel.binaryType = "arraybuffer";
+  channel.onopen = () => {
+    parley.channelState = "open"; $("channel-state").textContent = "open"; $("channel-state").className = "state connected";
+    $("event-send").disabled = false;
+  };
+  channel.onclose = () => {
+    parley.channelState = "closed"; $("channel-state").textContent = "closed"; $("channel-state").className = "state closed";
+    $("event-send").disabled = true;
+  };
+  channel.onmessage = (event) => {
+    parley.messages.push(typeof event.data === "string" ? event.data.length : event.data.byteLength);
+    logEvent("in", event.data);
+    const resolve = waiting.shift();
+    if (resolve) resolve(event.data);
+  };
+  parley.channel = channel;
+}
+
+function sendEvent(data) {
+  logEvent("out", data);
+  channel.send(data);
+  return new Promise((resolve) => waiting.push(resolve));
+}
+
+// Sends one message per size (binary, a known pattern) and checks each echo byte for byte.
+parley.echoTest = async function (sizes) {
+  const results = [];
+  for (const size of sizes) {
+    const bytes = new Uint8Array(size);
+    for (let i = 0; i < size; i++) bytes[i] = (i * 31 + size) & 0xff;
+    const echoed = new Uint8Array(await sendEvent(bytes.buffer));
+    results.push({ size, ok: echoed.length === size && echoed.every((b, i) => b === bytes[i]) });
+  }
+  const text = JSON.stringify({ type: "session.update", session: { instructions: "é 😀" } });
+  results.push({ size: "text", ok: (await sendEvent(text)) === text });
+  return results;
+};
 let pc = null, statsTimer = null, started = 0;
 
 function mark(name, cell) {
@@ -79,6 +142,7 @@ async function call() {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     pc = new RTCPeerConnection({ iceServers: [] });
     stream.getTracks().forEach((track) => pc.addTrack(track, stream));
+    openChannel();
     pc.ontrack = (event) => { $("remote").srcObject = event.streams[0] || new MediaStream([event.track]); };
     pc.oniceconnectionstatechange = () => { if (["connected", "completed"].includes(pc.iceConnectionState)) mark("ice", "t-ice"); };
     pc.onconnectionstatechange = () => {
@@ -157,6 +221,7 @@ async function hangup() {
 }
 
 $("call").onclick = call;
+$("event-send").onclick = () => sendEvent($("event-text").value);
 $("hangup").onclick = hangup;
 if (new URLSearchParams(location.search).get("autostart") === "1") call();
 </script>
