@@ -23,54 +23,14 @@ import Glibc
     }
 }
 
-/// Packets from usrsctp (an independent SCTP stack) captured through its AF_CONN output callback.
-enum UsrSCTPCapture {
-    nonisolated(unsafe) static var packets: [[UInt8]] = []
-    static let initialized: Bool = {
-        usrsctp_init_nothreads(0, { _, buffer, length, _, _ in
-            guard let buffer else { return 0 }
-            UsrSCTPCapture.packets.append(Array(UnsafeRawBufferPointer(start: buffer, count: length)))
-            return 0
-        }, nil)
-        return true
-    }()
-    static let lock = NSLockLike()
-}
-
-/// A tiny lock so the usrsctp tests (process-wide library state) never overlap.
-final class NSLockLike: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body()
-    }
-}
-
 @Suite struct SCTPCodecTests {
     /// usrsctp's INIT, as a browser-like stack sends it: our parser reads every field and the
     /// checksum verifies.
     @Test func usrsctpInitParses() throws {
-        let initPacket: [UInt8] = try UsrSCTPCapture.lock.withLock {
-            _ = UsrSCTPCapture.initialized
-            UsrSCTPCapture.packets.removeAll()
-            var context: UInt8 = 0
-            let address = withUnsafeMutablePointer(to: &context) { UnsafeMutableRawPointer($0) }
-            usrsctp_register_address(address)
-            defer { usrsctp_deregister_address(address) }
-            let socket = try #require(usrsctp_socket(AF_CONN, Int32(SOCK_STREAM.rawValue), Int32(IPPROTO_SCTP), nil, nil, 0, nil))
-            defer { usrsctp_close(socket) }
-            #expect(usrsctp_set_non_blocking(socket, 1) == 0)
-            var local = sockaddr_conn()
-            local.sconn_family = UInt16(AF_CONN)
-            local.sconn_port = UInt16(5000).bigEndian
-            local.sconn_addr = address
-            _ = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                usrsctp_bind(socket, UnsafeMutablePointer(mutating: $0), socklen_t(MemoryLayout<sockaddr_conn>.size)) } }
-            _ = withUnsafePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                usrsctp_connect(socket, UnsafeMutablePointer(mutating: $0), socklen_t(MemoryLayout<sockaddr_conn>.size)) } }
-            return try #require(UsrSCTPCapture.packets.first)
+        let initPacket: [UInt8] = try UsrSCTP.lock.withLock {
+            let peer = try UsrSCTPPeer()
+            peer.connect()
+            return try #require(peer.takeOutput().first)
         }
         try initPacket.withUnsafeBytes { bytes in
             let packet = try SCTPPacket.parse(bytes)
