@@ -38,6 +38,8 @@ public enum DataChannelDropReason: String, CaseIterable, Sendable {
 public enum DataChannelError: Error, Equatable, Sendable {
     case notOpen
     case tooLarge(Int)
+    /// More than `DataChannels.maximumBufferedAmount` waits to be sent: the sender must slow down.
+    case bufferFull
 }
 
 /// DCEP over an SCTP association: channels opened by the peer (DATA_CHANNEL_OPEN → ACK) or by us,
@@ -53,6 +55,9 @@ public final class DataChannels {
     }
 
     public let association: SCTPAssociation
+    /// Unsent and unacknowledged bytes an association may hold for its channels (memory per call
+    /// stays bounded whatever an agent sends).
+    public static let maximumBufferedAmount = 4 << 20
     /// The largest message we accept (what our SDP advertises).
     public let localMaximumMessageSize: Int
     /// The largest message the peer accepts (its SDP; 0 means no limit, RFC 8841 §6.1).
@@ -118,13 +123,17 @@ public final class DataChannels {
         guard let channel = channels[id], association.state == .established else { throw .notOpen }
         let limit = remoteMaximumMessageSize == 0 ? Int.max : remoteMaximumMessageSize
         guard payload.count <= limit else { throw .tooLarge(limit) }
-        if payload.isEmpty {
-            association.send(stream: id, protocolIdentifier: binary ? PPID.emptyBinary : PPID.emptyString, payload: [0],
-                             unordered: !channel.ordered, now: now)
-        } else {
-            association.send(stream: id, protocolIdentifier: binary ? PPID.binary : PPID.string, payload: payload,
-                             unordered: !channel.ordered, now: now)
+        guard association.bufferedAmount + payload.count <= Self.maximumBufferedAmount else { throw .bufferFull }
+        var retransmissions: Int?
+        var lifetime: Duration?
+        switch channel.reliability {
+        case .reliable: break
+        case .maximumRetransmits(let count): retransmissions = Int(count)
+        case .lifetime(let milliseconds): lifetime = .milliseconds(Int64(milliseconds))
         }
+        let identifier = payload.isEmpty ? (binary ? PPID.emptyBinary : PPID.emptyString) : (binary ? PPID.binary : PPID.string)
+        association.send(stream: id, protocolIdentifier: identifier, payload: payload.isEmpty ? [0] : payload,
+                         unordered: !channel.ordered, now: now, maximumRetransmissions: retransmissions, lifetime: lifetime)
     }
 
     /// Closes a channel: reset our outgoing stream; the peer resets its own in turn (RFC 8831 §6.7).

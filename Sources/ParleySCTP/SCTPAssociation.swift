@@ -79,7 +79,20 @@ public final class SCTPAssociation {
         var gapAcked = false
         var missIndications = 0
         var needsRetransmission = false
+        /// Partial reliability (RFC 3758): the message (all its fragments) is abandoned after this
+        /// many retransmissions, or once this instant has passed.
+        var message: UInt64 = 0
+        var maximumRetransmissions: Int?
+        var abandonAt: Instant?
     }
+    private var nextMessage: UInt64 = 0
+    /// The peer's last cumulative ack, and TSNs we abandoned above it (RFC 3758 §3.5).
+    private var lastCumulativeAck: UInt32 = 0
+    private var abandoned: [UInt32: (stream: UInt16, ssn: UInt16, ordered: Bool)] = [:]
+    private var advancedPeerAckPoint: UInt32 = 0
+    /// Streams and sequence numbers the last FORWARD-TSN skipped (resent until the peer acks past it).
+    private var forwardTSNStreams: [UInt16: UInt16] = [:]
+    private var forwardTSNDeadline: Instant?
     private var queued: [Outbound] = []
     private var inFlight: [Outbound] = []
     private var congestionWindow: Int
@@ -121,6 +134,8 @@ public final class SCTPAssociation {
         localTag = tag
         localInitialTSN = generator.next()
         nextTSN = localInitialTSN
+        lastCumulativeAck = localInitialTSN &- 1
+        advancedPeerAckPoint = localInitialTSN &- 1
         reconfigurationSequence = localInitialTSN
         cookie = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
         congestionWindow = min(4 * configuration.mtu, max(2 * configuration.mtu, 4380))
@@ -147,8 +162,10 @@ public final class SCTPAssociation {
     }
 
     /// Queues a message; it is split into chunks that fit the path. Payloads must not be empty
-    /// (DCEP sends one byte for empty messages).
-    public func send(stream: UInt16, protocolIdentifier: UInt32, payload: [UInt8], unordered: Bool, now: Instant) {
+    /// (DCEP sends one byte for empty messages). With `maximumRetransmissions` or `lifetime` the
+    /// message is partially reliable (RFC 3758): abandoned, and skipped with FORWARD-TSN, when either runs out.
+    public func send(stream: UInt16, protocolIdentifier: UInt32, payload: [UInt8], unordered: Bool, now: Instant,
+                     maximumRetransmissions: Int? = nil, lifetime: Duration? = nil) {
         guard state == .established || state == .cookieEchoed, !payload.isEmpty else { return }
         let maximumPayload = configuration.mtu - SCTPPacket.headerLength - 16
         let ssn: UInt16
@@ -158,6 +175,7 @@ public final class SCTPAssociation {
             ssn = nextOutgoingSSN[stream, default: 0]
             nextOutgoingSSN[stream] = ssn &+ 1
         }
+        nextMessage &+= 1
         var offset = 0
         while offset < payload.count {
             let end = min(payload.count, offset + maximumPayload)
@@ -165,7 +183,8 @@ public final class SCTPAssociation {
             if offset == 0 { flags |= 0x02 }
             if end == payload.count { flags |= 0x01 }
             queued.append(Outbound(tsn: nextTSN, stream: stream, ssn: ssn, protocolIdentifier: protocolIdentifier,
-                                   payload: payload[offset..<end], flags: flags))
+                                   payload: payload[offset..<end], flags: flags, message: nextMessage,
+                                   maximumRetransmissions: maximumRetransmissions, abandonAt: lifetime.map { now + $0 }))
             nextTSN &+= 1
             offset = end
         }
@@ -262,10 +281,32 @@ public final class SCTPAssociation {
             retransmissionDeadline = nil
             flush(now: now)
         }
+        if let deadline = forwardTSNDeadline, now >= deadline, inFlight.isEmpty,
+           lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) {
+            // The peer has not acknowledged our FORWARD-TSN: send it again.
+            var forward = packetWriter(tag: peerTag)
+            forward.chunk(.forwardTSN) { writer in
+                writer.append32(advancedPeerAckPoint)
+                for (stream, ssn) in forwardTSNStreams.sorted(by: { $0.key < $1.key }) {
+                    writer.append16(stream)
+                    writer.append16(ssn)
+                }
+            }
+            outgoing.append(forward.finish())
+            forwardTSNDeadline = now + rto
+        }
+        // Lifetimes may have run out for messages still queued or in flight.
+        if state == .established, (queued + inFlight).contains(where: { $0.abandonAt.map { now >= $0 } ?? false }) {
+            flush(now: now)
+        }
     }
 
     public var nextWakeup: Instant? {
-        [handshakeDeadline, retransmissionDeadline].compactMap { $0 }.min()
+        var deadlines = [handshakeDeadline, retransmissionDeadline]
+        if lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) { deadlines.append(forwardTSNDeadline ?? lastNow + rto) }
+        // Lifetimes of queued or in-flight partially reliable messages.
+        deadlines.append(contentsOf: (queued + inFlight).compactMap(\.abandonAt).min().map { [$0] } ?? [])
+        return deadlines.compactMap { $0 }.min()
     }
 
     public func takeOutgoing() -> [[UInt8]] {
@@ -484,6 +525,8 @@ public final class SCTPAssociation {
 
     private func receiveSelectiveAck(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer, now: Instant) {
         guard let sack = try? SCTPSelectiveAck.decode(chunk, in: bytes) else { return drop(.malformed) }
+        if lastCumulativeAck.tsnLessThan(sack.cumulativeTSN) { lastCumulativeAck = sack.cumulativeTSN }
+        if advancedPeerAckPoint.tsnAtMost(lastCumulativeAck) { forwardTSNStreams.removeAll() }
         var ackedBytes = 0
         var rttSample: Duration?
         inFlight.removeAll { item in
@@ -572,6 +615,7 @@ public final class SCTPAssociation {
                 writer.append(item.payload)
             }
         }
+        abandonExpired(now: now, writer: &writer)
         for index in inFlight.indices where inFlight[index].needsRetransmission {
             inFlight[index].needsRetransmission = false
             inFlight[index].transmissions += 1
@@ -592,7 +636,55 @@ public final class SCTPAssociation {
             peerWindow = UInt32(max(0, Int(peerWindow) - item.payload.count))
         }
         emit()
-        if !inFlight.isEmpty, retransmissionDeadline == nil { retransmissionDeadline = now + rto }
+        if inFlight.isEmpty {
+            retransmissionDeadline = nil
+        } else if retransmissionDeadline == nil {
+            retransmissionDeadline = now + rto
+        }
+    }
+
+    /// RFC 3758: abandons partially reliable messages whose retransmissions or lifetime ran out (all
+    /// of a message's fragments together), and tells the peer to skip them with FORWARD-TSN.
+    private func abandonExpired(now: Instant, writer: inout SCTPPacketWriter?) {
+        var doomed = Set<UInt64>()
+        for item in inFlight where !item.gapAcked {
+            if let limit = item.maximumRetransmissions, item.needsRetransmission, item.transmissions > limit { doomed.insert(item.message) }
+            if let deadline = item.abandonAt, now >= deadline { doomed.insert(item.message) }
+        }
+        for item in queued {
+            if let deadline = item.abandonAt, now >= deadline { doomed.insert(item.message) }
+        }
+        if !doomed.isEmpty {
+            // Queued fragments of an abandoned message get TSNs already; they are abandoned unsent.
+            for item in inFlight + queued where doomed.contains(item.message) {
+                abandoned[item.tsn] = (item.stream, item.ssn, item.flags & 0x04 == 0)
+            }
+            inFlight.removeAll { doomed.contains($0.message) }
+            queued.removeAll { doomed.contains($0.message) }
+        }
+        sendForwardTSNIfNeeded(writer: &writer)
+    }
+
+    private func sendForwardTSNIfNeeded(writer: inout SCTPPacketWriter?) {
+        if advancedPeerAckPoint.tsnLessThan(lastCumulativeAck) { advancedPeerAckPoint = lastCumulativeAck }
+        var skipped: [UInt16: UInt16] = [:]
+        while let entry = abandoned[advancedPeerAckPoint &+ 1] {
+            abandoned[advancedPeerAckPoint &+ 1] = nil
+            advancedPeerAckPoint &+= 1
+            if entry.ordered, skipped[entry.stream].map({ $0.ssnLessThan(entry.ssn) }) ?? true { skipped[entry.stream] = entry.ssn }
+        }
+        guard lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) else { return }
+        var forward = packetWriter(tag: peerTag)
+        forward.chunk(.forwardTSN) { writer in
+            writer.append32(advancedPeerAckPoint)
+            for (stream, ssn) in skipped.sorted(by: { $0.key < $1.key }) {
+                writer.append16(stream)
+                writer.append16(ssn)
+            }
+        }
+        outgoing.append(forward.finish())
+        forwardTSNStreams.merge(skipped) { old, new in old.ssnLessThan(new) ? new : old }
+        forwardTSNDeadline = lastNow + rto
     }
 
     private func sendShutdownIfDrained() {

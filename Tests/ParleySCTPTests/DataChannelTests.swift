@@ -113,3 +113,60 @@ import Testing
         }
     }
 }
+
+extension DataChannelTests {
+    /// A channel opened with "max retransmits 0": messages whose only transmission is lost are
+    /// abandoned and skipped with FORWARD-TSN; the ones after them arrive; nothing stalls.
+    @Test func partialReliabilityDropsWhatItShould() throws {
+        try UsrSCTP.lock.withLock {
+            let (link, channels) = try makeLink()
+            var events: [DataChannelEvent] = []
+            link.peer.connect()
+            pump(link, channels, events: &events)
+            link.peer.send(Self.openMessage(label: "lossy", type: 0x01), stream: 8, ppid: 50)
+            pump(link, channels, events: &events)
+            #expect(channels.channels[8]?.reliability == .maximumRetransmits(0))
+            link.peer.receiveAll()
+
+            var blackout = true
+            func run(seconds: Int) {
+                for _ in 0..<(seconds * 100) {
+                    for packet in link.peer.takeOutput() { packet.withUnsafeBytes { channels.handle($0, now: link.now) } }
+                    for packet in channels.takeOutgoing() where !blackout { link.peer.input(packet) }
+                    events += channels.takeEvents()
+                    link.peer.receiveAll()
+                    link.now = link.now + .milliseconds(10)
+                    usrsctp_handle_timers(10)
+                    channels.handleTimeout(now: link.now)
+                }
+            }
+            for index in 0..<5 { try channels.send(Array("lost-\(index)".utf8), binary: false, channel: 8, now: link.now) }
+            run(seconds: 3)  // every first transmission is lost; the retransmission timer abandons them
+            blackout = false
+            for index in 0..<5 { try channels.send(Array("kept-\(index)".utf8), binary: false, channel: 8, now: link.now) }
+            run(seconds: 5)
+            let received = link.peer.received.filter { $0.stream == 8 && $0.ppid == 51 }.map { String(decoding: $0.payload, as: UTF8.self) }
+            #expect(received == (0..<5).map { "kept-\($0)" })
+            #expect(link.association.state == .established)
+        }
+    }
+
+    @Test func channelsWeOpenReachUsrsctpAsDCEPOpen() throws {
+        try UsrSCTP.lock.withLock {
+            let (link, channels) = try makeLink()
+            var events: [DataChannelEvent] = []
+            link.peer.connect()
+            pump(link, channels, events: &events)
+            let id = try #require(channels.open(label: "server-events", protocol: "json", now: link.now))
+            #expect(id % 2 == 1, "the DTLS server opens odd stream ids")
+            pump(link, channels, events: &events)
+            let open = try #require(link.peer.received.first { $0.ppid == 50 })
+            #expect(open.stream == id)
+            #expect(open.payload == Self.openMessage(label: "server-events", protocol: "json"))
+            // usrsctp's ACK completes it.
+            link.peer.send([0x02], stream: id, ppid: 50)
+            pump(link, channels, events: &events)
+            #expect(events.contains { if case .opened(let channel) = $0 { return channel.id == id } else { return false } })
+        }
+    }
+}
