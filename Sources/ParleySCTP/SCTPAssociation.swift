@@ -12,8 +12,11 @@ public struct SCTPConfiguration: Sendable {
     public var initialRTO: Duration = .milliseconds(1000)
     public var minimumRTO: Duration = .milliseconds(200)
     public var maximumRTO: Duration = .seconds(10)
-    /// Retransmissions of one chunk (or of INIT / COOKIE ECHO) before the association is aborted.
+    /// Retransmissions of one chunk (or of INIT / COOKIE ECHO, or unanswered heartbeats) before the
+    /// association is aborted.
     public var maximumRetransmissions = 10
+    /// With nothing received for this long, a HEARTBEAT checks the peer is still there (RFC 9260 §8.3).
+    public var heartbeatInterval: Duration = .seconds(30)
 
     public init() {}
 }
@@ -126,6 +129,8 @@ public final class SCTPAssociation {
     private var outgoing: [[UInt8]] = []
     private var events: [SCTPEvent] = []
     private var lastNow: Instant
+    private var nextHeartbeat: Instant?
+    private var unansweredHeartbeats = 0
 
     public init<G: RandomNumberGenerator>(configuration: SCTPConfiguration = .init(), now: Instant, using generator: inout G) {
         self.configuration = configuration
@@ -219,6 +224,11 @@ public final class SCTPAssociation {
     public func handle(_ bytes: UnsafeRawBufferPointer, now: Instant) {
         lastNow = now
         guard let packet = try? SCTPPacket.parse(bytes) else { return drop(.malformed) }
+        defer {
+            // Anything authentic from the peer proves it is there.
+            if state == .established { nextHeartbeat = now + configuration.heartbeatInterval }
+            unansweredHeartbeats = 0
+        }
         let isInitiation = packet.chunks.first?.type == .initiation
         guard isInitiation ? packet.verificationTag == 0 : packet.verificationTag == localTag
                 || packet.chunks.first?.type == .abort || packet.chunks.first?.type == .shutdownComplete else {
@@ -264,6 +274,17 @@ public final class SCTPAssociation {
     /// Runs retransmission timers whose time has come.
     public func handleTimeout(now: Instant) {
         lastNow = now
+        if state == .established, let due = nextHeartbeat, now >= due {
+            unansweredHeartbeats += 1
+            if unansweredHeartbeats > configuration.maximumRetransmissions { return abort("peer unreachable (heartbeats unanswered)") }
+            var writer = packetWriter(tag: peerTag)
+            writer.chunk(.heartbeat) { writer in
+                writer.parameter(1) { $0.append32(UInt32(truncatingIfNeeded: now.nanoseconds / 1_000_000)) }
+            }
+            outgoing.append(writer.finish())
+            // Unanswered, try again after an RTO; answered, the next idle interval starts over.
+            nextHeartbeat = now + (unansweredHeartbeats > 1 ? rto : max(rto, .seconds(1)))
+        }
         if let deadline = handshakeDeadline, now >= deadline {
             handshakeAttempts += 1
             if handshakeAttempts > configuration.maximumRetransmissions { return finish("handshake timed out") }
@@ -302,7 +323,7 @@ public final class SCTPAssociation {
     }
 
     public var nextWakeup: Instant? {
-        var deadlines = [handshakeDeadline, retransmissionDeadline]
+        var deadlines = [handshakeDeadline, retransmissionDeadline, state == .established ? nextHeartbeat : nil]
         if lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) { deadlines.append(forwardTSNDeadline ?? lastNow + rto) }
         // Lifetimes of queued or in-flight partially reliable messages.
         deadlines.append(contentsOf: (queued + inFlight).compactMap(\.abandonAt).min().map { [$0] } ?? [])
@@ -381,6 +402,7 @@ public final class SCTPAssociation {
 
     private func becomeEstablished(now: Instant) {
         state = .established
+        nextHeartbeat = now + configuration.heartbeatInterval
         handshakePacket = nil
         handshakeDeadline = nil
         rto = configuration.initialRTO

@@ -201,3 +201,37 @@ import Testing
         }
     }
 }
+
+extension AssociationTests {
+    /// Idle associations check each other with heartbeats; a silent peer ends the association.
+    @Test func heartbeatsKeepIdleAssociationsAndDetectAVanishedPeer() {
+        var generator = SystemRandomNumberGenerator()
+        var now = Instant(nanoseconds: 0)
+        var configuration = SCTPConfiguration()
+        configuration.maximumRetransmissions = 3
+        let client = SCTPAssociation(configuration: configuration, now: now, using: &generator)
+        let server = SCTPAssociation(configuration: configuration, now: now, using: &generator)
+        var connected = true
+        var heartbeats = 0
+        func step() {
+            for packet in client.takeOutgoing() where connected {
+                packet.withUnsafeBytes { raw in
+                    if let parsed = try? SCTPPacket.parse(raw), parsed.chunks.contains(where: { $0.type == .heartbeat }) { heartbeats += 1 }
+                    server.handle(raw, now: now)
+                }
+            }
+            for packet in server.takeOutgoing() where connected { packet.withUnsafeBytes { client.handle($0, now: now) } }
+            now = now + .milliseconds(100)
+            client.handleTimeout(now: now)
+            server.handleTimeout(now: now)
+        }
+        client.connect(now: now)
+        for _ in 0..<700 { step() }  // 70 s of silence after the handshake
+        #expect(client.state == .established && server.state == .established)
+        #expect(heartbeats >= 2, "a heartbeat about every 30 s")
+        connected = false
+        for _ in 0..<2000 { step() }
+        #expect(client.state == .finished)
+        #expect(client.takeEvents().contains(.closed("peer unreachable (heartbeats unanswered)")))
+    }
+}
