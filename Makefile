@@ -6,7 +6,7 @@ ARGS ?=
 FUZZ_SECONDS ?= 30
 BENCH_SESSIONS ?= 1,50,100,200,400
 
-.PHONY: dev test build fuzz bench bench-micro bench-transceiver bench-relay clean
+.PHONY: dev test build fuzz bench bench-micro bench-transceiver bench-relay bench-sctp clean
 
 ## Run Parley in one process (relay + transceiver + demo page) with in-memory defaults.
 dev:
@@ -31,7 +31,7 @@ fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 ## Every benchmark: micro-benchmarks of the wire hot paths, the transceiver and the relay under load.
-bench: bench-micro bench-transceiver bench-relay
+bench: bench-micro bench-transceiver bench-relay bench-sctp
 
 ## Micro-benchmarks (ordo-one/benchmark): time and allocations per operation on the hot paths.
 bench-micro:
@@ -43,6 +43,12 @@ bench-transceiver:
 	@scripts/install-deps.sh build
 	$(SWIFT) build -c release --product parley
 	scripts/bench_transceiver.py --sessions $(BENCH_SESSIONS)
+
+## Data-channel throughput, handshake cost and idle memory of ParleySCTP (in memory, one core).
+bench-sctp:
+	@scripts/install-deps.sh build
+	$(SWIFT) build -c release --product parley
+	.build/release/parley bench-sctp
 
 ## Relay forwarded packets/s, CPU and latency side by side with a C recvmmsg/sendmmsg forwarder.
 bench-relay:

@@ -83,7 +83,7 @@ let package = Package(
         .target(
             name: "ParleyClient",
             dependencies: [
-                "ParleyWire", "ParleyMedia",
+                "ParleyWire", "ParleyMedia", "ParleySCTP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

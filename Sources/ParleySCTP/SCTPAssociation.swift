@@ -190,6 +190,7 @@ public final class SCTPAssociation {
             queued.append(Outbound(tsn: nextTSN, stream: stream, ssn: ssn, protocolIdentifier: protocolIdentifier,
                                    payload: payload[offset..<end], flags: flags, message: nextMessage,
                                    maximumRetransmissions: maximumRetransmissions, abandonAt: lifetime.map { now + $0 }))
+            if lifetime != nil { hasLifetimes = true }
             nextTSN &+= 1
             offset = end
         }
@@ -317,7 +318,9 @@ public final class SCTPAssociation {
             forwardTSNDeadline = now + rto
         }
         // Lifetimes may have run out for messages still queued or in flight.
-        if state == .established, (queued + inFlight).contains(where: { $0.abandonAt.map { now >= $0 } ?? false }) {
+        if state == .established, hasLifetimes,
+           queued.contains(where: { $0.abandonAt.map { now >= $0 } ?? false })
+            || inFlight.contains(where: { $0.abandonAt.map { now >= $0 } ?? false }) {
             flush(now: now)
         }
     }
@@ -326,7 +329,10 @@ public final class SCTPAssociation {
         var deadlines = [handshakeDeadline, retransmissionDeadline, state == .established ? nextHeartbeat : nil]
         if lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) { deadlines.append(forwardTSNDeadline ?? lastNow + rto) }
         // Lifetimes of queued or in-flight partially reliable messages.
-        deadlines.append(contentsOf: (queued + inFlight).compactMap(\.abandonAt).min().map { [$0] } ?? [])
+        if hasLifetimes {
+            for item in queued { if let deadline = item.abandonAt { deadlines.append(deadline) } }
+            for item in inFlight { if let deadline = item.abandonAt { deadlines.append(deadline) } }
+        }
         return deadlines.compactMap { $0 }.min()
     }
 
@@ -346,7 +352,12 @@ public final class SCTPAssociation {
     }
 
     /// Bytes queued or in flight (for backpressure).
-    public var bufferedAmount: Int { (queued + inFlight).reduce(0) { $0 + $1.payload.count } }
+    public var bufferedAmount: Int {
+        queued.reduce(0) { $0 + $1.payload.count } + inFlight.reduce(0) { $0 + $1.payload.count }
+    }
+
+    /// Whether any message has a lifetime (so timers need to look at them).
+    private var hasLifetimes = false
 
     // MARK: Handshake
 
@@ -646,10 +657,14 @@ public final class SCTPAssociation {
             add(inFlight[index])
         }
         var flight = flightSize
-        while let next = queued.first {
+        var taken = 0
+        defer { queued.removeFirst(taken) }
+        while taken < queued.count {
+            let next = queued[taken]
             // Always allow one chunk in flight, whatever the windows say (RFC 9260 §6.1 rule B).
             guard flight == 0 || (flight + next.payload.count <= congestionWindow && next.payload.count <= Int(peerWindow)) else { break }
-            var item = queued.removeFirst()
+            var item = next
+            taken += 1
             item.sentAt = now
             item.transmissions = 1
             add(item)

@@ -17,7 +17,7 @@ struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
         abstract: "A WebRTC edge for voice AI: a relay on one public port, transceivers that own the sessions.",
-        subcommands: [Dev.self, RelayCommand.self, TransceiverCommand.self, Load.self, Token.self, Version.self]
+        subcommands: [Dev.self, RelayCommand.self, TransceiverCommand.self, Load.self, BenchSCTP.self, Token.self, Version.self]
     )
 }
 
@@ -300,6 +300,30 @@ struct Load: AsyncParsableCommand {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         print(String(decoding: try encoder.encode(report), as: UTF8.self))
         if report.connected < report.sessions { throw ExitCode(1) }
+    }
+}
+
+struct BenchSCTP: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-sctp",
+        abstract: "Data-channel throughput, handshake cost and idle memory of ParleySCTP on one core (in memory).")
+
+    @Option(help: "1 KiB messages to send (64 KiB and 256 KiB runs scale from it).")
+    var messages = 20_000
+
+    func run() throws {
+        let summary = SCTPBenchmark.run(messages: messages)
+        print("| message size | messages | messages/s | MB/s |")
+        print("| ---: | ---: | ---: | ---: |")
+        for row in summary.throughput {
+            print("| \(row.messageSize) | \(row.messages) | \(Int(row.messagesPerSecond)) | \(String(format: "%.0f", row.megabytesPerSecond)) |")
+        }
+        print("")
+        print("handshake (INIT … COOKIE ACK, both ends): \(String(format: "%.1f", summary.handshakeMicroseconds)) µs of CPU")
+        print("memory per idle association: \(summary.idleAssociationBytes) bytes")
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        FileHandle.standardError.write(try encoder.encode(summary) + Data("\n".utf8))
     }
 }
 
