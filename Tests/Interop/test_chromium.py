@@ -64,7 +64,9 @@ def test_chromium_call_echoes_audio(parley):
         state = wait_for(driver, lambda s: s["stats"].get("roundTripTime") is not None, 10, "RTCP round-trip time")
 
         # oai-events: messages of 1 B, 1 KiB, 64 KiB and 256 KiB (and a JSON text event) echoed byte for byte.
-        wait_for(driver, lambda s: s["channelState"] == "open", 10, "the oai-events channel open")
+        state = wait_for(driver, lambda s: s["channelState"] == "open", 10, "the oai-events channel open")
+        print(f"setup timeline (ms since Call): {state['timings']}; DTLS connected → oai-events open: "
+              f"{state['timings']['channel'] - state['timings']['dtls']} ms")
         results = driver.execute_async_script(
             "const done = arguments[0]; window.parley.echoTest([1, 1024, 65536, 262144]).then(done, (e) => done(String(e)))")
         assert results == [{"size": 1, "ok": True}, {"size": 1024, "ok": True}, {"size": 65536, "ok": True},

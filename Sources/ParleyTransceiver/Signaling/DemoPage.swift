@@ -46,6 +46,7 @@ enum DemoPage {
       <tr><td>ICE connected</td><td id="t-ice">—</td></tr>
       <tr><td>DTLS connected</td><td id="t-dtls">—</td></tr>
       <tr><td>First echoed audio</td><td id="t-audio">—</td></tr>
+      <tr><td>oai-events open</td><td id="t-channel">—</td></tr>
     </table>
   </div>
   <div class="panel stats">
@@ -86,6 +87,7 @@ function openChannel() {
   channel = pc.createDataChannel("oai-events");
   channel.binaryType = "arraybuffer";
   channel.onopen = () => {
+    mark("channel", "t-channel");
     parley.channelState = "open"; $("channel-state").textContent = "open"; $("channel-state").className = "state connected";
     $("event-send").disabled = false;
   };
@@ -137,7 +139,7 @@ function setState(state) {
 async function call() {
   $("call").disabled = true; $("error").textContent = ""; parley.error = null;
   started = performance.now(); parley.timings = {};
-  for (const id of ["t-offer", "t-answer", "t-ice", "t-dtls", "t-audio"]) $(id).textContent = "—";
+  for (const id of ["t-offer", "t-answer", "t-ice", "t-dtls", "t-audio", "t-channel"]) $(id).textContent = "—";
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     pc = new RTCPeerConnection({ iceServers: [] });
