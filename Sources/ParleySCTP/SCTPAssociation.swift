@@ -306,15 +306,7 @@ public final class SCTPAssociation {
         if let deadline = forwardTSNDeadline, now >= deadline, inFlight.isEmpty,
            lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) {
             // The peer has not acknowledged our FORWARD-TSN: send it again.
-            var forward = packetWriter(tag: peerTag)
-            forward.chunk(.forwardTSN) { writer in
-                writer.append32(advancedPeerAckPoint)
-                for (stream, ssn) in forwardTSNStreams.sorted(by: { $0.key < $1.key }) {
-                    writer.append16(stream)
-                    writer.append16(ssn)
-                }
-            }
-            outgoing.append(forward.finish())
+            sendForwardTSN(skipping: forwardTSNStreams)
             forwardTSNDeadline = now + rto
         }
         // Lifetimes may have run out for messages still queued or in flight.
@@ -711,17 +703,22 @@ public final class SCTPAssociation {
             if entry.ordered, skipped[entry.stream].map({ $0.ssnLessThan(entry.ssn) }) ?? true { skipped[entry.stream] = entry.ssn }
         }
         guard lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) else { return }
+        forwardTSNStreams.merge(skipped) { old, new in old.ssnLessThan(new) ? new : old }
+        sendForwardTSN(skipping: forwardTSNStreams)
+        forwardTSNDeadline = lastNow + rto
+    }
+
+    /// FORWARD-TSN to the advanced peer ack point, with the last skipped sequence number per ordered stream.
+    private func sendForwardTSN(skipping streams: [UInt16: UInt16]) {
         var forward = packetWriter(tag: peerTag)
         forward.chunk(.forwardTSN) { writer in
             writer.append32(advancedPeerAckPoint)
-            for (stream, ssn) in skipped.sorted(by: { $0.key < $1.key }) {
+            for (stream, ssn) in streams.sorted(by: { $0.key < $1.key }) {
                 writer.append16(stream)
                 writer.append16(ssn)
             }
         }
         outgoing.append(forward.finish())
-        forwardTSNStreams.merge(skipped) { old, new in old.ssnLessThan(new) ? new : old }
-        forwardTSNDeadline = lastNow + rto
     }
 
     private func sendShutdownIfDrained() {
