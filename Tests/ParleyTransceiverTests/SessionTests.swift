@@ -303,6 +303,9 @@ extension SessionTests {
         call.deliver(fromClient: [check])
         #expect(call.client.successResponses.count == 2)
         #expect(call.events.contains(.iceRestarted))
+        // Media still flows after the restart's check.
+        call.deliver(fromClient: [call.client.audioPacket(timestamp: 960, payload: [2])])
+        #expect(call.client.audio.last?.payload == [2])
     }
 }
 

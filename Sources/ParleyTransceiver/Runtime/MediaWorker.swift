@@ -162,12 +162,12 @@ final class MediaWorker: @unchecked Sendable {
 
     /// Installs new ICE credentials (ICE restart) and moves the session to its new token's key.
     func restartSession(key: UInt32, newKey: UInt32, localUfrag: String, localPassword: String,
-                        remoteUfrag: String, remotePassword: String) throws -> Bool {
+                        remoteUfrag: String, remotePassword: String, renegotiated: NegotiatedSession) throws -> Bool {
         eventLoop.preconditionInEventLoop()
         guard newKey == key || sessions[newKey] == nil else { throw SessionKeyInUse() }
         guard let entry = sessions.removeValue(forKey: key) else { return false }
         entry.session.restartICE(localUfrag: localUfrag, localPassword: localPassword,
-                                 remoteUfrag: remoteUfrag, remotePassword: remotePassword)
+                                 remoteUfrag: remoteUfrag, remotePassword: remotePassword, renegotiated: renegotiated)
         sessions[newKey] = entry
         for client in entry.clients where byClient[client] == key { byClient[client] = newKey }
         registry.insert(entry.session.parameters.id, .init(worker: index, sessionKey: newKey))

@@ -160,7 +160,8 @@ public final class Transceiver: Sendable {
             do {
                 let restarted = try await worker.eventLoop.submit {
                     try worker.restartSession(key: entry.sessionKey, newKey: token.nonce, localUfrag: ufrag, localPassword: password,
-                                              remoteUfrag: negotiated.remoteUfrag, remotePassword: negotiated.remotePassword)
+                                              remoteUfrag: negotiated.remoteUfrag, remotePassword: negotiated.remotePassword,
+                                              renegotiated: negotiated)
                 }.get()
                 guard restarted else { return nil }
             } catch is SessionKeyInUse {

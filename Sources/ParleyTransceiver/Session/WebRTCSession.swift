@@ -96,7 +96,15 @@ public final class WebRTCSession {
     /// ICE restart (RFC 8445 §9): new credentials on both sides, same DTLS association. Media keeps
     /// flowing on the current path; only checks with the new credentials are answered from now on,
     /// and the first nominated one may move the session.
-    public func restartICE(localUfrag: String, localPassword: String, remoteUfrag: String, remotePassword: String) {
+    /// `renegotiated`, when given, replaces what the new offer changed (its Opus payload type, say);
+    /// the DTLS role and certificates stay those of the running association.
+    public func restartICE(localUfrag: String, localPassword: String, remoteUfrag: String, remotePassword: String,
+                           renegotiated: NegotiatedSession? = nil) {
+        if var renegotiated {
+            renegotiated.localSetup = parameters.negotiated.localSetup
+            renegotiated.remoteFingerprints = parameters.negotiated.remoteFingerprints
+            parameters.negotiated = renegotiated
+        }
         parameters.localUfrag = localUfrag
         parameters.localPassword = localPassword
         parameters.negotiated.remoteUfrag = remoteUfrag
