@@ -37,7 +37,7 @@ import Testing
                     moved = true
                 }
                 // Only packets toward us are reordered: usrsctp 0.9.5 aborts the association (an ABORT
-                // with no cause) when our bursts reach it reversed; under investigation (see notes).
+                // with no cause) when, with loss, our bursts reach it reversed (docs/datachannels.md).
                 let toPeer = association.takeOutgoing()
                 for packet in toPeer {
                     counter += 1
