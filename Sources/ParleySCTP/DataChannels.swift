@@ -100,7 +100,11 @@ public final class DataChannels {
     public func open(label: String, protocol: String = "", ordered: Bool = true, now: Instant) -> UInt16? {
         guard association.state == .established else { return nil }
         var id: UInt16 = usesOddIDs ? 1 : 0
-        while channels[id] != nil { id &+= 2 }
+        while channels[id] != nil {
+            guard id < association.configuration.streams &- 2 else { return nil }
+            id += 2
+        }
+        guard id < association.configuration.streams else { return nil }
         let channel = DataChannel(id: id, label: label, protocol: `protocol`, ordered: ordered, reliability: .reliable, priority: 256)
         channels[id] = channel
         opening.insert(id)
@@ -132,8 +136,9 @@ public final class DataChannels {
         case .lifetime(let milliseconds): lifetime = .milliseconds(Int64(milliseconds))
         }
         let identifier = payload.isEmpty ? (binary ? PPID.emptyBinary : PPID.emptyString) : (binary ? PPID.binary : PPID.string)
+        // Until the peer acknowledges the OPEN, messages go ordered so none overtakes it (RFC 8832 §6).
         association.send(stream: id, protocolIdentifier: identifier, payload: payload.isEmpty ? [0] : payload,
-                         unordered: !channel.ordered, now: now, maximumRetransmissions: retransmissions, lifetime: lifetime)
+                         unordered: !channel.ordered && !opening.contains(id), now: now, maximumRetransmissions: retransmissions, lifetime: lifetime)
     }
 
     /// Closes a channel: reset our outgoing stream; the peer resets its own in turn (RFC 8831 §6.7).
@@ -194,7 +199,10 @@ public final class DataChannels {
             let parameter = UInt32(message[4]) << 24 | UInt32(message[5]) << 16 | UInt32(message[6]) << 8 | UInt32(message[7])
             let labelLength = Int(message[8]) << 8 | Int(message[9])
             let protocolLength = Int(message[10]) << 8 | Int(message[11])
-            guard message.count >= 12 + labelLength + protocolLength, channels[stream] == nil || opening.contains(stream) else {
+            // The peer opens only streams of its own parity (RFC 8832 §6), within the streams we offered.
+            let peerParity = (stream & 1 == 1) != usesOddIDs
+            guard message.count >= 12 + labelLength + protocolLength, channels[stream] == nil, peerParity,
+                  stream < association.configuration.streams else {
                 return drop(.malformedDCEP)
             }
             let reliability: DataChannel.Reliability

@@ -121,6 +121,7 @@ public final class SCTPAssociation {
         var flags: UInt8
     }
     private var fragments: [UInt32: Fragment] = [:]
+    static let maximumFragments = 8192
     private var bufferedBytes = 0
     private var orderedReady: [UInt16: [UInt16: (UInt32, [UInt8])]] = [:]
     private var nextIncomingSSN: [UInt16: UInt16] = [:]
@@ -262,7 +263,7 @@ public final class SCTPAssociation {
                 outgoing.append(writer.finish())
                 finish("shutdown")
             case .shutdownComplete: finish("shutdown")
-            case .abort: finish("aborted by peer")
+            case .abort: finish(Self.abortReason(bytes[chunk.value]))
             case .heartbeatAck, .error: break
             default:
                 if !chunk.type.unknownAction.skip { return drop(.unexpected) }
@@ -428,7 +429,13 @@ public final class SCTPAssociation {
             sackRequired = true
             return drop(.duplicate)
         }
-        guard bufferedBytes + data.payload.count <= Int(configuration.receiveWindow),
+        // The next in-sequence TSN is taken even over the window (up to twice it): a window filled
+        // with out-of-order data would otherwise never drain. Fragment count is capped too, since a
+        // tiny chunk costs far more memory than its payload.
+        let window = Int(configuration.receiveWindow)
+        let fits = bufferedBytes + data.payload.count <= window
+            || (data.tsn == peerCumulativeTSN &+ 1 && bufferedBytes + data.payload.count <= 2 * window)
+        guard fits, fragments.count < Self.maximumFragments,
               data.tsn &- peerCumulativeTSN < 65536 else { return drop(.windowFull) }
         receivedAbove.insert(data.tsn)
         while receivedAbove.remove(peerCumulativeTSN &+ 1) != nil { peerCumulativeTSN &+= 1 }
@@ -466,7 +473,11 @@ public final class SCTPAssociation {
             events.append(.message(stream: head.stream, protocolIdentifier: head.protocolIdentifier, payload: payload, unordered: true))
             return
         }
-        orderedReady[head.stream, default: [:]][head.ssn] = (head.protocolIdentifier, payload)
+        // A sequence number already delivered or skipped (FORWARD-TSN, stream reset) is stale.
+        guard !head.ssn.ssnLessThan(nextIncomingSSN[head.stream, default: 0]) else { return drop(.duplicate) }
+        if let replaced = orderedReady[head.stream, default: [:]].updateValue((head.protocolIdentifier, payload), forKey: head.ssn) {
+            bufferedBytes -= replaced.1.count
+        }
         bufferedBytes += payload.count
         deliverOrdered(stream: head.stream)
     }
@@ -513,6 +524,15 @@ public final class SCTPAssociation {
         receivedAbove = receivedAbove.filter { peerCumulativeTSN.tsnLessThan($0) }
         while receivedAbove.remove(peerCumulativeTSN &+ 1) != nil { peerCumulativeTSN &+= 1 }
         for entry in forward.streams where !entry.sequence.ssnLessThan(nextIncomingSSN[entry.stream, default: 0]) {
+            // Complete messages held back behind the abandoned ones are delivered, in order, first.
+            let held = (orderedReady[entry.stream] ?? [:]).keys
+                .filter { $0.ssnLessThan(entry.sequence) || $0 == entry.sequence }
+                .sorted { $0.ssnLessThan($1) }
+            for ssn in held {
+                let (identifier, payload) = orderedReady[entry.stream]!.removeValue(forKey: ssn)!
+                bufferedBytes -= payload.count
+                events.append(.message(stream: entry.stream, protocolIdentifier: identifier, payload: payload, unordered: false))
+            }
             nextIncomingSSN[entry.stream] = entry.sequence &+ 1
             deliverOrdered(stream: entry.stream)
         }
@@ -526,7 +546,9 @@ public final class SCTPAssociation {
             peerReconfigurationSequence = request
             for stream in streams {
                 nextIncomingSSN[stream] = 0
-                orderedReady[stream] = nil
+                if let dropped = orderedReady.removeValue(forKey: stream) {
+                    bufferedBytes -= dropped.values.reduce(0) { $0 + $1.1.count }
+                }
             }
             events.append(.streamsReset(streams))
             var writer = packetWriter(tag: peerTag)
@@ -550,7 +572,13 @@ public final class SCTPAssociation {
 
     private func receiveSelectiveAck(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer, now: Instant) {
         guard let sack = try? SCTPSelectiveAck.decode(chunk, in: bytes) else { return drop(.malformed) }
-        if lastCumulativeAck.tsnLessThan(sack.cumulativeTSN) { lastCumulativeAck = sack.cumulativeTSN }
+        // A SACK overtaken by a later one (reordered on the way) still reports gaps, but its
+        // cumulative ack and window are stale (RFC 9260 §6.2.1 would drop it; usrsctp then hits
+        // its retransmission limit in lossAndReorderingAreRecovered, see docs/datachannels.md).
+        let stale = sack.cumulativeTSN.tsnLessThan(lastCumulativeAck)
+        let cumulativeAdvanced = lastCumulativeAck.tsnLessThan(sack.cumulativeTSN)
+        if cumulativeAdvanced { lastCumulativeAck = sack.cumulativeTSN }
+        abandoned = abandoned.filter { !$0.key.tsnAtMost(lastCumulativeAck) }
         if advancedPeerAckPoint.tsnAtMost(lastCumulativeAck) { forwardTSNStreams.removeAll() }
         var ackedBytes = 0
         var rttSample: Duration?
@@ -565,7 +593,6 @@ public final class SCTPAssociation {
         for gap in sack.gaps {
             let start = sack.cumulativeTSN &+ UInt32(gap.start), end = sack.cumulativeTSN &+ UInt32(gap.end)
             for index in inFlight.indices where start.tsnAtMost(inFlight[index].tsn) && inFlight[index].tsn.tsnAtMost(end) {
-                if !inFlight[index].gapAcked { ackedBytes += 0 }
                 inFlight[index].gapAcked = true
             }
             highestGapAcked = end
@@ -598,8 +625,13 @@ public final class SCTPAssociation {
                 }
             }
         }
-        peerWindow = UInt32(max(0, Int(sack.advertisedReceiverWindow) - flightSize))
-        retransmissionDeadline = inFlight.isEmpty ? nil : now + rto
+        if !stale { peerWindow = UInt32(max(0, Int(sack.advertisedReceiverWindow) - flightSize)) }
+        // RFC 9260 §6.3.2: T3 restarts only when the earliest outstanding TSN is acknowledged.
+        if inFlight.isEmpty {
+            retransmissionDeadline = nil
+        } else if cumulativeAdvanced || retransmissionDeadline == nil {
+            retransmissionDeadline = now + rto
+        }
         if state == .shutdownSent { sendShutdownIfDrained() }
     }
 
@@ -742,6 +774,11 @@ public final class SCTPAssociation {
         state = .finished
         handshakeDeadline = nil
         retransmissionDeadline = nil
+        forwardTSNDeadline = nil
+        nextHeartbeat = nil
+        abandoned.removeAll()
+        forwardTSNStreams.removeAll()
+        advancedPeerAckPoint = lastCumulativeAck
         queued.removeAll()
         inFlight.removeAll()
         events.append(.closed(reason))
@@ -753,4 +790,14 @@ public final class SCTPAssociation {
     }
 
     private func drop(_ reason: SCTPDropReason) { drops[reason, default: 0] += 1 }
+
+    /// "aborted by peer", with the text of a protocol-violation cause (code 13) when the peer sent one.
+    static func abortReason(_ causes: UnsafeRawBufferPointer.SubSequence) -> String {
+        let bytes = Array(causes)
+        guard bytes.count > 4, bytes[0] == 0, bytes[1] == 13 else { return "aborted by peer" }
+        let length = min(Int(bytes[2]) << 8 | Int(bytes[3]), bytes.count)
+        let text = String(decoding: bytes[4..<max(4, length)].prefix(128), as: UTF8.self)
+            .filter { $0.isASCII && !$0.isNewline && ($0.isLetter || $0.isNumber || $0.isPunctuation || $0 == " " || $0.isSymbol) }
+        return text.isEmpty ? "aborted by peer" : "aborted by peer: \(text)"
+    }
 }

@@ -150,7 +150,7 @@ import Testing
                                       unordered: false, now: link.now)
             }
             link.pump(rounds: 200_000, quietSeconds: 10)
-            #expect(link.messages.count == 20, "\(link.association.debugDescription)")
+            #expect(link.messages.count == 20, "\(link.association.debugDescription) \(link.events.filter { if case .closed = $0 { true } else { false } })")
             #expect(link.messages.enumerated().allSatisfy { $0.element.payload == Self.payload(3000, seed: UInt8($0.offset)) },
                     "in order, byte for byte")
             #expect(link.peer.received.count == 20)

@@ -81,13 +81,15 @@ import Testing
             pump(link, channels, events: &events)
             link.peer.send([0x03, 0x00], stream: 0, ppid: 50)                  // truncated OPEN
             link.peer.send([0x7F], stream: 2, ppid: 50)                        // unknown DCEP type
+            link.peer.send(Self.openMessage(label: "ours"), stream: 7, ppid: 50)  // odd ids are ours to open
             link.peer.send(Array("lost".utf8), stream: 4, ppid: 51)            // no channel on stream 4
             link.peer.send(Self.openMessage(label: "x"), stream: 6, ppid: 50)
             link.peer.send([UInt8](repeating: 1, count: 2000), stream: 6, ppid: 53)  // over our 1000-byte maximum
             link.peer.send([9], stream: 6, ppid: 99)                           // unknown PPID
             link.peer.send(Array("fine".utf8), stream: 6, ppid: 51)
             pump(link, channels, events: &events)
-            #expect(channels.drops[.malformedDCEP] == 2)
+            #expect(channels.drops[.malformedDCEP] == 3)
+            #expect(channels.channels[7] == nil)
             #expect(channels.drops[.unknownChannel] == 1)
             #expect(channels.drops[.tooLarge] == 1)
             #expect(channels.drops[.unknownProtocolIdentifier] == 1)

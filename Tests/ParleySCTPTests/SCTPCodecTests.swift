@@ -126,4 +126,17 @@ import Glibc
         }
         #expect(parsed > 1000)
     }
+
+    /// usrsctp's ABORT carries its diagnostic as a protocol-violation cause (code 13) when
+    /// `sctp_diag_info_code` is set; it becomes part of the close reason, other causes do not.
+    @Test func abortReasonKeepsProtocolViolationText() {
+        let text = Array("Association error counter exceeded".utf8)
+        let cause: [UInt8] = [0, 13, 0, UInt8(4 + text.count)] + text + [0, 0]
+        cause.withUnsafeBytes { #expect(SCTPAssociation.abortReason($0[...]) == "aborted by peer: Association error counter exceeded") }
+        [UInt8]().withUnsafeBytes { #expect(SCTPAssociation.abortReason($0[...]) == "aborted by peer") }
+        let userAbort: [UInt8] = [0, 12, 0, 8, 0x41, 0x42, 0x43, 0x44]
+        userAbort.withUnsafeBytes { #expect(SCTPAssociation.abortReason($0[...]) == "aborted by peer") }
+        let binary: [UInt8] = [0, 13, 0, 8, 0x00, 0x01, 0x0A, 0xFF]
+        binary.withUnsafeBytes { #expect(SCTPAssociation.abortReason($0[...]) == "aborted by peer") }
+    }
 }

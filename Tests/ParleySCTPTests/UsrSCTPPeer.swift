@@ -27,6 +27,8 @@ enum UsrSCTP {
         usrsctp_sysctl_set_sctp_rto_initial_default(300)
         usrsctp_sysctl_set_sctp_rto_max_default(1000)
         usrsctp_sysctl_set_sctp_init_rto_max_default(1000)
+        // Diagnostic text in ABORTs (off by default, which leaves them without a cause).
+        usrsctp_sysctl_set_sctp_diag_info_code(13)
         return true
     }()
 }
