@@ -69,6 +69,15 @@ public final class SCTPAssociation {
     private var receivedAbove: Set<UInt32> = []
     private var peerReconfigurationSequence: UInt32?
 
+    // Stream reset (RFC 6525): one request of ours outstanding at a time, resent until answered;
+    // streams asked for meanwhile wait for the next one.
+    private var pendingReset: (sequence: UInt32, packet: [UInt8], deadline: Instant, attempts: Int)?
+    private var streamsAwaitingReset: [UInt16] = []
+    /// The peer's last request we performed and what we answered, for its retransmissions.
+    private var lastPeerResetResult: (request: UInt32, result: UInt32)?
+    /// A peer reset whose last TSN we have not received yet (deferred, §5.2.2).
+    private var deferredPeerReset: (request: UInt32, lastTSN: UInt32, streams: [UInt16])?
+
     // Sending.
     struct Outbound {
         var tsn: UInt32
@@ -201,6 +210,14 @@ public final class SCTPAssociation {
     /// Resets our outgoing streams (RFC 6525): how a data channel is closed.
     public func resetStreams(_ streams: [UInt16], now: Instant) {
         guard state == .established, !streams.isEmpty else { return }
+        for stream in streams where !streamsAwaitingReset.contains(stream) { streamsAwaitingReset.append(stream) }
+        sendResetRequestIfIdle(now: now)
+    }
+
+    private func sendResetRequestIfIdle(now: Instant) {
+        guard pendingReset == nil, !streamsAwaitingReset.isEmpty, state == .established else { return }
+        let streams = streamsAwaitingReset.prefix(256)
+        streamsAwaitingReset.removeFirst(streams.count)
         var writer = packetWriter(tag: peerTag)
         writer.chunk(.reconfiguration) { writer in
             writer.parameter(13) { writer in
@@ -210,9 +227,11 @@ public final class SCTPAssociation {
                 for stream in streams { writer.append16(stream) }
             }
         }
-        reconfigurationSequence &+= 1
         for stream in streams { nextOutgoingSSN[stream] = 0 }
-        outgoing.append(writer.finish())
+        let packet = writer.finish()
+        pendingReset = (reconfigurationSequence, packet, now + rto, 0)
+        reconfigurationSequence &+= 1
+        outgoing.append(packet)
     }
 
     /// Ends the association gracefully once everything sent is acknowledged.
@@ -251,7 +270,7 @@ public final class SCTPAssociation {
             case .selectiveAck: receiveSelectiveAck(chunk, bytes, now: now)
             case .heartbeat: answerHeartbeat(chunk, bytes)
             case .forwardTSN: receiveForwardTSN(chunk, bytes)
-            case .reconfiguration: receiveReconfiguration(chunk, bytes)
+            case .reconfiguration: receiveReconfiguration(chunk, bytes, now: now)
             case .shutdown:
                 var writer = packetWriter(tag: peerTag)
                 writer.chunk(.shutdownAck)
@@ -287,6 +306,13 @@ public final class SCTPAssociation {
             // Unanswered, try again after an RTO; answered, the next idle interval starts over.
             nextHeartbeat = now + (unansweredHeartbeats > 1 ? rto : max(rto, .seconds(1)))
         }
+        if var reset = pendingReset, now >= reset.deadline {
+            reset.attempts += 1
+            if reset.attempts > configuration.maximumRetransmissions { return abort("stream reset unanswered") }
+            reset.deadline = now + min(rto * (1 << min(reset.attempts, 6)), configuration.maximumRTO)
+            pendingReset = reset
+            outgoing.append(reset.packet)
+        }
         if let deadline = handshakeDeadline, now >= deadline {
             handshakeAttempts += 1
             if handshakeAttempts > configuration.maximumRetransmissions { return finish("handshake timed out") }
@@ -319,7 +345,8 @@ public final class SCTPAssociation {
     }
 
     public var nextWakeup: Instant? {
-        var deadlines = [handshakeDeadline, retransmissionDeadline, state == .established ? nextHeartbeat : nil]
+        var deadlines = [handshakeDeadline, retransmissionDeadline, state == .established ? nextHeartbeat : nil,
+                         pendingReset?.deadline]
         if lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) { deadlines.append(forwardTSNDeadline ?? lastNow + rto) }
         // Lifetimes of queued or in-flight partially reliable messages.
         if hasLifetimes {
@@ -443,6 +470,7 @@ public final class SCTPAssociation {
                                        payload: Array(bytes[data.payload]), flags: chunk.flags)
         bufferedBytes += data.payload.count
         assemble(around: data.tsn)
+        performDeferredPeerReset()
     }
 
     /// Delivers the message the fragment at `tsn` completes, if it does.
@@ -523,6 +551,7 @@ public final class SCTPAssociation {
         peerCumulativeTSN = forward.newCumulativeTSN
         receivedAbove = receivedAbove.filter { peerCumulativeTSN.tsnLessThan($0) }
         while receivedAbove.remove(peerCumulativeTSN &+ 1) != nil { peerCumulativeTSN &+= 1 }
+        defer { performDeferredPeerReset() }
         for entry in forward.streams where !entry.sequence.ssnLessThan(nextIncomingSSN[entry.stream, default: 0]) {
             // Complete messages held back behind the abandoned ones are delivered, in order, first.
             let held = (orderedReady[entry.stream] ?? [:]).keys
@@ -539,27 +568,71 @@ public final class SCTPAssociation {
         sackRequired = true
     }
 
-    private func receiveReconfiguration(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer) {
+    /// RE-CONFIG results (RFC 6525 §4.4).
+    private enum ResetResult {
+        static let nothingToDo: UInt32 = 0
+        static let performed: UInt32 = 1
+        static let inProgress: UInt32 = 6
+    }
+
+    private func receiveReconfiguration(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer, now: Instant) {
         guard let parameters = try? SCTPReconfigurationParameter.decode(chunk, in: bytes) else { return drop(.malformed) }
         for parameter in parameters {
-            guard case .outgoingReset(let request, _, _, let streams) = parameter else { continue }
-            peerReconfigurationSequence = request
-            for stream in streams {
-                nextIncomingSSN[stream] = 0
-                if let dropped = orderedReady.removeValue(forKey: stream) {
-                    bufferedBytes -= dropped.values.reduce(0) { $0 + $1.1.count }
+            switch parameter {
+            case .outgoingReset(let request, _, let lastTSN, let streams):
+                if let last = lastPeerResetResult, last.request == request {
+                    // A retransmission: the reset is done already, so only the answer went missing.
+                    sendResetResponse(request, result: last.result)
+                } else if lastTSN.tsnAtMost(peerCumulativeTSN) {
+                    performPeerReset(request, streams: streams)
+                } else {
+                    // Data sent before the reset is still on its way: reset once it has all arrived.
+                    deferredPeerReset = (request, lastTSN, streams)
+                    sendResetResponse(request, result: ResetResult.inProgress)
                 }
-            }
-            events.append(.streamsReset(streams))
-            var writer = packetWriter(tag: peerTag)
-            writer.chunk(.reconfiguration) { writer in
-                writer.parameter(16) { writer in
-                    writer.append32(request)
-                    writer.append32(1)  // success - performed
+            case .response(let sequence, let result):
+                guard let pending = pendingReset, pending.sequence == sequence else { continue }
+                if result == ResetResult.inProgress {
+                    pendingReset?.deadline = now + rto
+                } else {
+                    pendingReset = nil
+                    sendResetRequestIfIdle(now: now)
                 }
+            case .other:
+                continue
             }
-            outgoing.append(writer.finish())
         }
+    }
+
+    private func performPeerReset(_ request: UInt32, streams: [UInt16]) {
+        peerReconfigurationSequence = request
+        deferredPeerReset = nil
+        for stream in streams {
+            nextIncomingSSN[stream] = 0
+            if let dropped = orderedReady.removeValue(forKey: stream) {
+                bufferedBytes -= dropped.values.reduce(0) { $0 + $1.1.count }
+            }
+        }
+        events.append(.streamsReset(streams))
+        lastPeerResetResult = (request, ResetResult.performed)
+        sendResetResponse(request, result: ResetResult.performed)
+    }
+
+    /// Performs a deferred peer reset once its last TSN has arrived.
+    private func performDeferredPeerReset() {
+        guard let deferred = deferredPeerReset, deferred.lastTSN.tsnAtMost(peerCumulativeTSN) else { return }
+        performPeerReset(deferred.request, streams: deferred.streams)
+    }
+
+    private func sendResetResponse(_ request: UInt32, result: UInt32) {
+        var writer = packetWriter(tag: peerTag)
+        writer.chunk(.reconfiguration) { writer in
+            writer.parameter(16) { writer in
+                writer.append32(request)
+                writer.append32(result)
+            }
+        }
+        outgoing.append(writer.finish())
     }
 
     private func answerHeartbeat(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer) {
@@ -776,6 +849,8 @@ public final class SCTPAssociation {
         retransmissionDeadline = nil
         forwardTSNDeadline = nil
         nextHeartbeat = nil
+        pendingReset = nil
+        streamsAwaitingReset.removeAll()
         abandoned.removeAll()
         forwardTSNStreams.removeAll()
         advancedPeerAckPoint = lastCumulativeAck

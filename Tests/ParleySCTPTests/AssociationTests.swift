@@ -103,6 +103,72 @@ import Testing
         #expect(serverMessages == [Self.payload(5000)])
     }
 
+    /// Two of ours, connected, with packets carried by hand.
+    static func connectedPair(now: Instant) -> (SCTPAssociation, SCTPAssociation) {
+        var generator = SystemRandomNumberGenerator()
+        let client = SCTPAssociation(now: now, using: &generator), server = SCTPAssociation(now: now, using: &generator)
+        client.connect(now: now)
+        for _ in 0..<4 {
+            for packet in client.takeOutgoing() { packet.withUnsafeBytes { server.handle($0, now: now) } }
+            for packet in server.takeOutgoing() { packet.withUnsafeBytes { client.handle($0, now: now) } }
+        }
+        _ = client.takeEvents(); _ = server.takeEvents()
+        return (client, server)
+    }
+
+    static func firstChunkType(_ packet: [UInt8]) -> UInt8 { packet[12] }
+
+    /// RFC 6525: a lost request is resent until answered; a repeated one is answered again but not
+    /// performed twice; a second reset waits for the first's answer.
+    @Test func streamResetIsResentUntilAnsweredAndPerformedOnce() {
+        var now = Instant(nanoseconds: 0)
+        let (client, server) = Self.connectedPair(now: now)
+        client.resetStreams([4], now: now)
+        client.resetStreams([6], now: now)
+        let first = client.takeOutgoing()
+        #expect(first.count == 1 && Self.firstChunkType(first[0]) == 130, "one request outstanding")
+        // Lost. After an RTO the same request goes again.
+        now = now + .seconds(2)
+        client.handleTimeout(now: now)
+        let resent = client.takeOutgoing()
+        #expect(resent == first)
+        for packet in resent + resent { packet.withUnsafeBytes { server.handle($0, now: now) } }
+        #expect(server.takeEvents() == [.streamsReset([4])], "performed once")
+        let answers = server.takeOutgoing()
+        #expect(answers.count == 2, "each copy answered")
+        for packet in answers { packet.withUnsafeBytes { client.handle($0, now: now) } }
+        // The answer frees the next request: stream 6.
+        let second = client.takeOutgoing()
+        #expect(second.count == 1)
+        for packet in second { packet.withUnsafeBytes { server.handle($0, now: now) } }
+        #expect(server.takeEvents() == [.streamsReset([6])])
+        for packet in server.takeOutgoing() { packet.withUnsafeBytes { client.handle($0, now: now) } }
+        now = now + .seconds(5)
+        client.handleTimeout(now: now)
+        #expect(client.takeOutgoing().allSatisfy { Self.firstChunkType($0) != 130 }, "nothing left to resend")
+    }
+
+    /// A reset that overtakes the data sent before it waits for that data (RFC 6525 §5.2.2).
+    @Test func streamResetWaitsForDataSentBeforeIt() {
+        var now = Instant(nanoseconds: 0)
+        let (client, server) = Self.connectedPair(now: now)
+        client.send(stream: 2, protocolIdentifier: 51, payload: [7], unordered: false, now: now)
+        client.resetStreams([2], now: now)
+        let packets = client.takeOutgoing()
+        #expect(packets.map(Self.firstChunkType) == [0, 130])
+        packets[1].withUnsafeBytes { server.handle($0, now: now) }
+        #expect(server.takeEvents().isEmpty, "deferred")
+        for packet in server.takeOutgoing() { packet.withUnsafeBytes { client.handle($0, now: now) } }
+        now = now + .milliseconds(50)
+        packets[0].withUnsafeBytes { server.handle($0, now: now) }
+        #expect(server.takeEvents() == [.message(stream: 2, protocolIdentifier: 51, payload: [7], unordered: false), .streamsReset([2])])
+        for packet in server.takeOutgoing() { packet.withUnsafeBytes { client.handle($0, now: now) } }
+        // Answered "performed": the client stops resending.
+        now = now + .seconds(5)
+        client.handleTimeout(now: now)
+        #expect(client.takeOutgoing().allSatisfy { Self.firstChunkType($0) != 130 })
+    }
+
     @Test func messagesFlowBothWaysIncludingLargeOnes() throws {
         try UsrSCTP.lock.withLock {
             let link = try Link()
