@@ -651,7 +651,7 @@ public final class SCTPAssociation {
         let stale = sack.cumulativeTSN.tsnLessThan(lastCumulativeAck)
         let cumulativeAdvanced = lastCumulativeAck.tsnLessThan(sack.cumulativeTSN)
         if cumulativeAdvanced { lastCumulativeAck = sack.cumulativeTSN }
-        abandoned = abandoned.filter { !$0.key.tsnAtMost(lastCumulativeAck) }
+        if !abandoned.isEmpty { abandoned = abandoned.filter { !$0.key.tsnAtMost(lastCumulativeAck) } }
         if advancedPeerAckPoint.tsnAtMost(lastCumulativeAck) { forwardTSNStreams.removeAll() }
         var ackedBytes = 0
         var rttSample: Duration?
