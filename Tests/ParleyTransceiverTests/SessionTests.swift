@@ -258,6 +258,23 @@ import Testing
         #expect(call.session.state == .closed(.dtlsFailed(.fingerprintMismatch)))
     }
 
+    /// The client ends SCTP (SHUTDOWN) but not the call: the session reports the data channels
+    /// ended, with the reason, and audio goes on.
+    @Test func dataChannelTransportEndingIsReportedAndAudioGoesOn() throws {
+        let call = try Call()
+        call.connect()
+        call.deliver(fromClient: call.client.startSCTP(now: call.now))
+        #expect(call.client.sctp?.state == .established)
+        call.client.sctp?.shutdown(now: call.now)
+        call.deliver(fromClient: call.client.sctpOutgoing())
+        #expect(call.client.sctp?.state == .finished)
+        #expect(call.events.contains(.dataChannelTransportClosed(reason: "shutdown by peer")))
+        #expect(call.session.counters.dataChannelTransportClosed == "shutdown by peer")
+        #expect(call.session.state == .connected)
+        call.deliver(fromClient: [call.client.audioPacket(timestamp: 960, payload: [0xF8, 0xFF, 0xFE])])
+        #expect(call.client.audio.count == 1, "the echo still comes back")
+    }
+
     @Test func hangupSendsByeAndCloseNotify() throws {
         let call = try Call()
         call.connect()

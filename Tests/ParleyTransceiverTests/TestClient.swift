@@ -1,5 +1,6 @@
 import ParleyClient
 import ParleyMedia
+import ParleySCTP
 import Testing
 import ParleyWire
 @testable import ParleyTransceiver
@@ -23,6 +24,8 @@ final class TestClient {
     private(set) var mappedAddresses: [TransportAddress] = []
     private(set) var audio: [(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: [UInt8])] = []
     private(set) var rtcp: [RTCPPacket] = []
+    /// SCTP over the DTLS connection, once `startSCTP` made one.
+    private(set) var sctp: SCTPAssociation?
 
     init(address: TransportAddress, certificate: DTLSCertificate) {
         self.address = address
@@ -83,7 +86,8 @@ final class TestClient {
                     outboundSRTP = try? SRTPContext(profile: keys.profile, keyAndSalt: keys.localKeyAndSalt, direction: .outbound)
                     inboundSRTP = try? SRTPContext(profile: keys.profile, keyAndSalt: keys.remoteKeyAndSalt, direction: .inbound)
                 }
-                return dtls.takeOutgoing()
+                for record in dtls.takeApplicationData() { record.withUnsafeBytes { sctp?.handle($0, now: sctpClock) } }
+                return sctpOutgoing()
             case .rtp:
                 var buffer = Array(datagram)
                 guard let length = try? buffer.withUnsafeMutableBytes({ try inboundSRTP?.unprotectRTP($0, length: datagram.count) }),
@@ -105,6 +109,24 @@ final class TestClient {
     }
 
     var isConnected: Bool { outboundSRTP != nil }
+
+    /// The clock the client's SCTP runs on (tests move it along with the call's).
+    var sctpClock = Instant(nanoseconds: 0)
+
+    /// Starts SCTP as the DTLS client does (INIT); returns datagrams to send.
+    func startSCTP(now: Instant) -> [[UInt8]] {
+        sctpClock = now
+        let association = SCTPAssociation(now: now)
+        sctp = association
+        association.connect(now: now)
+        return sctpOutgoing()
+    }
+
+    /// SCTP packets, as DTLS records.
+    func sctpOutgoing() -> [[UInt8]] {
+        for packet in sctp?.takeOutgoing() ?? [] { _ = packet.withUnsafeBytes { dtls.send($0) } }
+        return dtls.takeOutgoing()
+    }
 
     /// An SRTP-protected Opus packet.
     func audioPacket(timestamp: UInt32, payload: [UInt8]) -> [UInt8] {

@@ -259,6 +259,8 @@ final class MediaWorker: @unchecked Sendable {
                     entry.logger.info("data channel open", metadata: ["channel": "\(id)", "label": "\(label)"])
                 case .dataChannelClosed(let id, let label):
                     entry.logger.info("data channel closed", metadata: ["channel": "\(id)", "label": "\(label)"])
+                case .dataChannelTransportClosed(let reason):
+                    entry.logger.info("data channels ended", metadata: ["reason": "\(reason)"])
                 case .dataChannelMessage:
                     break
                 case .iceRestarted:
@@ -368,6 +370,7 @@ struct SessionSnapshot: Sendable, Codable {
     var dataChannelMessagesReceived: Int
     var dataChannelMessagesSent: Int
     var dataChannelDrops: [String: Int]
+    var dataChannelTransportClosed: String?
     var roundTripTimeMilliseconds: Double?
     var drops: [String: Int]
 
@@ -382,6 +385,7 @@ struct SessionSnapshot: Sendable, Codable {
         dataChannelMessagesReceived = counters.dataChannelMessagesReceived
         dataChannelMessagesSent = counters.dataChannelMessagesSent
         dataChannelDrops = counters.dataChannelDrops
+        dataChannelTransportClosed = counters.dataChannelTransportClosed
         roundTripTimeMilliseconds = counters.roundTripTime.map { Double($0.nanoseconds) / 1e6 }
         drops = Dictionary(uniqueKeysWithValues: counters.drops.map { ($0.key.rawValue, $0.value) })
     }

@@ -93,6 +93,9 @@ public enum SessionEvent: Sendable, Equatable {
     /// A whole data-channel message: text or binary, on its channel.
     case dataChannelMessage(id: UInt16, label: String, binary: Bool, payload: [UInt8])
     case dataChannelClosed(id: UInt16, label: String)
+    /// The SCTP association under the data channels ended (the peer's SHUTDOWN or ABORT, or too many
+    /// retransmissions); audio goes on.
+    case dataChannelTransportClosed(reason: String)
     case closed(CloseReason)
 }
 
@@ -139,6 +142,8 @@ public struct SessionCounters: Sendable {
     public var dataChannelMessagesSent = 0
     /// SCTP and DCEP drops by reason (malformed chunks, unknown channels, oversized messages, …).
     public var dataChannelDrops: [String: Int] = [:]
+    /// Why the data channels' SCTP association ended, once it has.
+    public var dataChannelTransportClosed: String?
     public var drops: [DropReason: Int] = [:]
     /// Round-trip time from the client's last receiver report about our stream.
     public var roundTripTime: Duration?

@@ -275,8 +275,9 @@ public final class WebRTCSession {
                 events.append(.dataChannelMessage(id: channel, label: label, binary: binary, payload: payload))
             case .closed(let channel, let label):
                 events.append(.dataChannelClosed(id: channel, label: label))
-            case .transportClosed:
-                break
+            case .transportClosed(let reason):
+                counters.dataChannelTransportClosed = reason
+                events.append(.dataChannelTransportClosed(reason: reason))
             }
         }
         var drops: [String: Int] = [:]
