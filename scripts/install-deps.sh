@@ -3,14 +3,15 @@
 # installs nothing. Usage: scripts/install-deps.sh [build|test]
 #   build  the C libraries Parley links (OpenSSL, libsrtp2, libopus) and pkg-config
 #   test   build, plus what the test suite runs against: usrsctp (an SCTP peer), Chromium and
-#          chromedriver, iproute2 (network namespaces), Redis, and from PyPI selenium, aiortc and pytest
+#          chromedriver, Firefox ESR, iproute2 (network namespaces), Redis, and from PyPI selenium,
+#          aiortc, pytest and marionette_driver (Firefox has no driver package in Debian)
 set -euo pipefail
 profile=${1:-build}
 
 packages=(pkg-config libssl-dev libsrtp2-dev libopus-dev)
 case $profile in
     build) ;;
-    test) packages+=(libusrsctp-dev chromium chromium-driver iproute2 fonts-dejavu-core redis-server) ;;
+    test) packages+=(libusrsctp-dev chromium chromium-driver firefox-esr iproute2 fonts-dejavu-core redis-server) ;;
     *) echo "usage: $0 [build|test]" >&2; exit 2 ;;
 esac
 
@@ -32,7 +33,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "$profile" = test ] && ! python3 -c "import selenium, aiortc, pytest" 2>/dev/null; then
-    echo "Installing from PyPI: selenium aiortc pytest"
-    python3 -m pip install -q --disable-pip-version-check selenium aiortc pytest
+if [ "$profile" = test ] && ! python3 -c "import selenium, aiortc, pytest, marionette_driver" 2>/dev/null; then
+    echo "Installing from PyPI: selenium aiortc pytest marionette_driver"
+    python3 -m pip install -q --disable-pip-version-check selenium aiortc pytest marionette_driver
 fi
