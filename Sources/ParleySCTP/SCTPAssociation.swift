@@ -746,7 +746,16 @@ public final class SCTPAssociation {
             }
         }
         abandonExpired(now: now, writer: &writer)
+        // Retransmissions fit the congestion window too (one MTU after a timeout), at least one chunk;
+        // the rest wait for the next SACK, and new data waits for them (RFC 9260 §6.3.3, §7.2.4).
+        var retransmittedBytes = 0
+        var retransmissionsWaiting = false
         for index in inFlight.indices where inFlight[index].needsRetransmission {
+            if retransmittedBytes > 0, retransmittedBytes + inFlight[index].payload.count > congestionWindow {
+                retransmissionsWaiting = true
+                break
+            }
+            retransmittedBytes += inFlight[index].payload.count
             inFlight[index].needsRetransmission = false
             inFlight[index].transmissions += 1
             inFlight[index].missIndications = 0
@@ -756,7 +765,7 @@ public final class SCTPAssociation {
         var flight = flightSize
         var taken = 0
         defer { queued.removeFirst(taken) }
-        while taken < queued.count {
+        while !retransmissionsWaiting, taken < queued.count {
             let next = queued[taken]
             // Always allow one chunk in flight, whatever the windows say (RFC 9260 §6.1 rule B).
             guard flight == 0 || (flight + next.payload.count <= congestionWindow && next.payload.count <= Int(peerWindow)) else { break }

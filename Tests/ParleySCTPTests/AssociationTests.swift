@@ -148,6 +148,30 @@ import Testing
         #expect(client.takeOutgoing().allSatisfy { Self.firstChunkType($0) != 130 }, "nothing left to resend")
     }
 
+    /// After a retransmission timeout only one MTU goes out (the congestion window is one MTU); the
+    /// rest follows as SACKs come back, and the message arrives whole.
+    @Test func retransmissionAfterTimeoutIsOnePacketThenGrowsWithAcks() {
+        var now = Instant(nanoseconds: 0)
+        let (client, server) = Self.connectedPair(now: now)
+        client.send(stream: 1, protocolIdentifier: 53, payload: Self.payload(4000), unordered: false, now: now)
+        let lost = client.takeOutgoing()
+        #expect(lost.count == 4, "the initial window: 4 packets")
+        now = now + .seconds(2)
+        client.handleTimeout(now: now)
+        let retransmitted = client.takeOutgoing()
+        #expect(retransmitted.count == 1 && retransmitted[0].count <= 1152, "one MTU after the timeout")
+        var toServer = retransmitted
+        var messages: [[UInt8]] = []
+        for _ in 0..<20 where !toServer.isEmpty {
+            for packet in toServer { packet.withUnsafeBytes { server.handle($0, now: now) } }
+            toServer = []
+            for case .message(_, _, let payload, _) in server.takeEvents() { messages.append(payload) }
+            for packet in server.takeOutgoing() { packet.withUnsafeBytes { client.handle($0, now: now) } }
+            toServer = client.takeOutgoing()
+        }
+        #expect(messages == [Self.payload(4000)])
+    }
+
     /// A reset that overtakes the data sent before it waits for that data (RFC 6525 §5.2.2).
     @Test func streamResetWaitsForDataSentBeforeIt() {
         var now = Instant(nanoseconds: 0)
