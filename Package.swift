@@ -98,9 +98,11 @@ let package = Package(
             ]
         ),
 
+        // Helpers shared by the test targets (a seeded generator).
+        .target(name: "ParleyTestSupport", path: "Tests/ParleyTestSupport"),
         .testTarget(
             name: "ParleyWireTests",
-            dependencies: ["ParleyWire"],
+            dependencies: ["ParleyWire", "ParleyTestSupport"],
             exclude: ["Fixtures"]
         ),
         .testTarget(
@@ -115,7 +117,7 @@ let package = Package(
         .testTarget(
             name: "ParleyRelayTests",
             dependencies: [
-                "ParleyRelay",
+                "ParleyRelay", "ParleyTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,6 +1,7 @@
 import ParleyWire
 import Testing
 @testable import ParleyRelay
+import ParleyTestSupport
 
 @Suite struct RouteTableTests {
     static let keyring = RoutingKeyring(current: RoutingKey(id: 2, secret: (0..<32).map { UInt8($0 &* 7) }))
@@ -155,18 +156,6 @@ import Testing
         #expect(table.count == Self.policy().maximumPending)
         table.expire(now: now + .seconds(6))
         #expect(table.count == 0 && table.pendingCount == 0)
-    }
-}
-
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -1,5 +1,6 @@
 import Testing
 @testable import ParleyWire
+import ParleyTestSupport
 
 /// The path of a session's first packet, with every piece real: a token ufrag in a real Chrome
 /// offer's answer, a client check that carries it, the relay's decode, the transceiver's verify.

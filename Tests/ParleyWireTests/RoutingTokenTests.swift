@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import ParleyWire
+import ParleyTestSupport
 
 @Suite struct RoutingTokenTests {
     /// The documented test key (docs/protocol.md): secret bytes 0x00, 0x01, …, 0x1f.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import ParleyWire
+import ParleyTestSupport
 
 @Suite struct SDPOfferTests {
     @Test func chromeOfferParsesIntoTheTypedModel() throws {

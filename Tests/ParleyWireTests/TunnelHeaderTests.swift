@@ -1,5 +1,6 @@
 import Testing
 @testable import ParleyWire
+import ParleyTestSupport
 
 @Suite struct TunnelHeaderTests {
     @Test func vectorsMatchTheProtocolDocument() throws {
