@@ -83,7 +83,7 @@ let package = Package(
         .target(
             name: "ParleyClient",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleySCTP",
+                "ParleyWire", "ParleyMedia", "ParleySCTP", "ParleyIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

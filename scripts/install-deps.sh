@@ -5,6 +5,8 @@
 #   test   build, plus what the test suite runs against: usrsctp (an SCTP peer), Chromium and
 #          chromedriver, Firefox ESR, iproute2 (network namespaces), Redis, and from PyPI selenium,
 #          aiortc, pytest and marionette_driver (Firefox has no driver package in Debian)
+#   bench  build, plus the reference servers' toolchain (Go and Debian's Pion v3 sources), gcc for
+#          the C forwarder, and matplotlib for the plots in docs/
 set -euo pipefail
 profile=${1:-build}
 
@@ -12,7 +14,8 @@ packages=(pkg-config libssl-dev libsrtp2-dev libopus-dev)
 case $profile in
     build) ;;
     test) packages+=(libusrsctp-dev chromium chromium-driver firefox-esr iproute2 fonts-dejavu-core redis-server) ;;
-    *) echo "usage: $0 [build|test]" >&2; exit 2 ;;
+    bench) packages+=(gcc golang-go golang-github-pion-webrtc.v3-dev util-linux) ;;
+    *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac
 
 if ! command -v swift >/dev/null 2>&1; then
@@ -36,4 +39,9 @@ fi
 if [ "$profile" = test ] && ! python3 -c "import selenium, aiortc, pytest, marionette_driver" 2>/dev/null; then
     echo "Installing from PyPI: selenium aiortc pytest marionette_driver"
     python3 -m pip install -q --disable-pip-version-check selenium aiortc pytest marionette_driver
+fi
+
+if [ "$profile" = bench ] && ! python3 -c "import matplotlib" 2>/dev/null; then
+    echo "Installing from PyPI: matplotlib"
+    python3 -m pip install -q --disable-pip-version-check matplotlib
 fi

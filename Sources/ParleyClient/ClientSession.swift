@@ -1,15 +1,23 @@
 import ParleyMedia
+import ParleySCTP
 import ParleyWire
 
-/// The client side of a WebRTC audio call, sans-IO, built from Parley's own pieces: a controlling
-/// ICE agent (aggressive nomination with USE-CANDIDATE), a DTLS client, SRTP, RTP. It is what
-/// `parley load` runs by the hundred, and what the tests call Parley with. Confined to one thread.
+/// The client side of a WebRTC call, sans-IO, built from Parley's own pieces: a full controlling
+/// ICE agent (aggressive nomination with USE-CANDIDATE; it answers the server's own checks, which
+/// full-ICE servers such as Pion need before they nominate), DTLS in whichever role the answer
+/// leaves us, SRTP, RTP, and a data channel over SCTP. It is what `parley load` runs by the hundred,
+/// and what the tests call Parley with. Confined to one thread.
 public final class ClientSession {
     public enum Event: Sendable, Equatable {
         case iceConnected
         case dtlsConnected(SRTPProfile)
         /// An echoed (or any) Opus frame from the server.
         case audio(sequenceNumber: UInt16, timestamp: UInt32, payload: [UInt8])
+        /// The data channel the client opened is acknowledged by the server (DCEP ACK).
+        case dataChannelOpen(label: String)
+        case dataChannelMessage(label: String, binary: Bool, payload: [UInt8])
+        /// The data channels' SCTP association ended; the call itself goes on.
+        case dataChannelClosed(reason: String)
         case failed(String)
     }
 
@@ -17,27 +25,44 @@ public final class ClientSession {
     public let password: String
     public let audioSSRC: UInt32
     public let certificate: DTLSCertificate
+    /// The label of the channel the client opens once SCTP is up (nil: no data channel offered).
+    public let dataChannelLabel: String?
     /// The server's address, from the answer's first UDP candidate.
     public private(set) var serverAddress: TransportAddress?
     public private(set) var isICEConnected = false
     public private(set) var isConnected = false
+    public private(set) var isDataChannelOpen = false
+    /// Round-trip time of the latest answered connectivity or consent check.
+    public private(set) var roundTripTime: Duration?
+    /// Checks from the server answered (full-ICE servers send them; ICE-lite ones do not).
+    public private(set) var checksAnswered = 0
 
     private let dtlsContext: DTLSContext
     private var dtls: DTLSConnection?
     private var outboundSRTP: SRTPContext?
     private var inboundSRTP: SRTPContext?
     private var serverUfrag = ""
+    /// Key for checks we send (the server's password) and for checks we answer (ours).
     private var integrityKey: STUNIntegrityKey?
+    private let localIntegrityKey: STUNIntegrityKey
+    /// USERNAME the server's checks must carry: "ourUfrag:serverUfrag".
+    private var expectedInboundUsername: [UInt8] = []
     private var payloadType: UInt8 = 111
     private var sequenceNumber: UInt16
     private let tieBreaker: UInt64
     private var nextCheck: Instant?
     private var checkInterval: Duration = .milliseconds(50)
+    private var pendingCheck: (id: STUNTransactionID, sentAt: Instant)?
+    private var dataChannels: DataChannels?
+    private var dataChannelID: UInt16?
+    private var answeredDataChannel = false
+    private var remoteSCTPPort = 5000
+    private var remoteMaximumMessageSize = 65536
     private var transmits: [[UInt8]] = []
     private var events: [Event] = []
     private var scratch = [UInt8](repeating: 0, count: 1500 + SRTPContext.maximumOverhead)
 
-    public init(dtlsContext: DTLSContext) {
+    public init(dtlsContext: DTLSContext, dataChannelLabel: String? = "oai-events") {
         var generator = SystemRandomNumberGenerator()
         ufrag = ICECredentials.randomString(length: 8, using: &generator)
         password = ICECredentials.randomString(length: 24, using: &generator)
@@ -45,24 +70,30 @@ public final class ClientSession {
         sequenceNumber = UInt16.random(in: 0...UInt16.max, using: &generator)
         tieBreaker = generator.next()
         certificate = dtlsContext.certificate
+        localIntegrityKey = STUNIntegrityKey(shortTermPassword: password)
         self.dtlsContext = dtlsContext
+        self.dataChannelLabel = dataChannelLabel
     }
 
-    /// The offer: audio (Opus) and a data channel, bundled, as a browser sends it.
+    /// The offer: audio (Opus) and, with a label, a data channel, bundled, as a browser sends it.
     public var offer: String {
-        Self.offer(ufrag: ufrag, password: password, fingerprint: certificate.fingerprint, audioSSRC: audioSSRC)
+        Self.offer(ufrag: ufrag, password: password, fingerprint: certificate.fingerprint, audioSSRC: audioSSRC,
+                   dataChannel: dataChannelLabel != nil)
     }
 
     /// A browser-shaped offer for the given credentials.
     public static func offer(ufrag: String, password: String, fingerprint: CertificateFingerprint, audioSSRC: UInt32,
-                             cname: String = "parley-load") -> String {
+                             cname: String = "parley-load", dataChannel: Bool = true) -> String {
         let transport = "a=ice-ufrag:\(ufrag)\r\na=ice-pwd:\(password)\r\na=fingerprint:\(fingerprint)\r\na=setup:actpass\r\n"
-        return "v=0\r\no=- \(audioSSRC) 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
+        var text = "v=0\r\no=- \(audioSSRC) 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\(dataChannel ? " 1" : "")\r\n"
             + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n" + transport
             + "a=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n"
             + "a=ssrc:\(audioSSRC) cname:\(cname)\r\n"
-            + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n" + transport
-            + "a=mid:1\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
+        if dataChannel {
+            text += "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n" + transport
+                + "a=mid:1\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
+        }
+        return text
     }
 
     /// Takes the server's answer and starts connectivity checks.
@@ -75,41 +106,65 @@ public final class ClientSession {
         serverAddress = .v4(address, port: candidate.port)
         serverUfrag = credentials.ufrag
         integrityKey = STUNIntegrityKey(shortTermPassword: credentials.password)
+        expectedInboundUsername = Array("\(ufrag):\(credentials.ufrag)".utf8)
         payloadType = audio.codecs.first(where: \.isOpus)?.payloadType ?? 111
+        if let data = answer.media.first(where: { $0.kind == "application" && !$0.isRejected }) {
+            remoteSCTPPort = data.sctpPort ?? 5000
+            remoteMaximumMessageSize = data.maxMessageSize ?? 65536
+            answeredDataChannel = dataChannelLabel != nil
+        }
         let role: DTLSConnection.Role = answer.setup(for: audio) == .active ? .server : .client
         dtls = try DTLSConnection(context: dtlsContext, role: role, remoteFingerprints: answer.fingerprints(for: audio))
         nextCheck = now
         handleTimeout(now: now)
     }
 
-    /// Sends checks until answered (every 50 ms), then consent checks every 2.5 s.
+    /// Sends checks until answered (every 50 ms), then consent checks every 2.5 s; runs SCTP's timers.
     public func handleTimeout(now: Instant) {
         if let due = nextCheck, now >= due {
-            sendCheck()
+            sendCheck(now: now)
             nextCheck = now + (isICEConnected ? .milliseconds(2500) : checkInterval)
         }
         if let dtls, dtls.state == .handshaking, let delay = dtls.retransmitDelay, delay <= .zero {
             dtls.handleTimeout()
             transmits += dtls.takeOutgoing()
         }
+        if let dataChannels, let due = dataChannels.association.nextWakeup, now >= due {
+            dataChannels.handleTimeout(now: now)
+            pumpDataChannels(now: now)
+        }
     }
 
-    public var nextWakeup: Instant? { nextCheck }
+    public var nextWakeup: Instant? {
+        [nextCheck, dataChannels?.association.nextWakeup].compactMap { $0 }.min()
+    }
 
-    public func receive(_ datagram: UnsafeRawBufferPointer, now: Instant) {
+    /// Feeds one datagram from the server. `source` is where it came from: the client answers the
+    /// server's checks with it (XOR-MAPPED-ADDRESS); without it those checks go unanswered.
+    public func receive(_ datagram: UnsafeRawBufferPointer, from source: TransportAddress? = nil, now: Instant) {
         switch PacketKind.classify(datagram) {
         case .stun:
             guard let message = try? STUNMessage.parse(datagram), let integrityKey else { return }
-            guard message.type == .bindingSuccess, message.hasValidMessageIntegrity(in: datagram, key: integrityKey) else {
-                if message.type == .bindingError { events.append(.failed("ICE check refused: \(message.errorCode?.code ?? 0)")) }
-                return
-            }
-            if !isICEConnected {
-                isICEConnected = true
-                events.append(.iceConnected)
-                nextCheck = now + .milliseconds(2500)
-                dtls?.start()
-                transmits += dtls?.takeOutgoing() ?? []
+            switch message.type {
+            case .bindingRequest:
+                answerCheck(message, datagram, from: source)
+            case .bindingSuccess:
+                guard message.hasValidMessageIntegrity(in: datagram, key: integrityKey) else { return }
+                if let pendingCheck, pendingCheck.id == message.transactionID {
+                    roundTripTime = now - pendingCheck.sentAt
+                    self.pendingCheck = nil
+                }
+                if !isICEConnected {
+                    isICEConnected = true
+                    events.append(.iceConnected)
+                    nextCheck = now + .milliseconds(2500)
+                    dtls?.start()
+                    transmits += dtls?.takeOutgoing() ?? []
+                }
+            case .bindingError:
+                events.append(.failed("ICE check refused: \(message.errorCode?.code ?? 0)"))
+            default:
+                break
             }
         case .dtls:
             guard let dtls else { return }
@@ -119,9 +174,17 @@ public final class ClientSession {
                 outboundSRTP = try? SRTPContext(profile: keys.profile, keyAndSalt: keys.localKeyAndSalt, direction: .outbound)
                 inboundSRTP = try? SRTPContext(profile: keys.profile, keyAndSalt: keys.remoteKeyAndSalt, direction: .inbound)
                 isConnected = outboundSRTP != nil && inboundSRTP != nil
-                if isConnected { events.append(.dtlsConnected(keys.profile)) }
+                if isConnected {
+                    events.append(.dtlsConnected(keys.profile))
+                    startDataChannels(role: dtls.role, now: now)
+                }
             } else if case .failed(let error) = dtls.state {
                 events.append(.failed("DTLS: \(error)"))
+            }
+            let records = dtls.takeApplicationData()
+            if let dataChannels, !records.isEmpty {
+                for record in records { record.withUnsafeBytes { dataChannels.handle($0, now: now) } }
+                pumpDataChannels(now: now)
             }
         case .rtp:
             guard let inboundSRTP, datagram.count <= scratch.count else { return }
@@ -154,6 +217,19 @@ public final class ClientSession {
         return true
     }
 
+    /// Sends a message on the client's data channel; false until it is open or when SCTP's buffer is full.
+    @discardableResult
+    public func sendDataChannelMessage(_ payload: [UInt8], binary: Bool, now: Instant) -> Bool {
+        guard isDataChannelOpen, let dataChannels, let dataChannelID else { return false }
+        do {
+            try dataChannels.send(payload, binary: binary, channel: dataChannelID, now: now)
+        } catch {
+            return false
+        }
+        pumpDataChannels(now: now)
+        return true
+    }
+
     public func takeTransmits() -> [[UInt8]] {
         defer { transmits.removeAll(keepingCapacity: true) }
         return transmits
@@ -164,9 +240,12 @@ public final class ClientSession {
         return events
     }
 
-    private func sendCheck() {
+    // MARK: ICE
+
+    private func sendCheck(now: Instant) {
         guard let integrityKey else { return }
-        let bytes = try? STUNWriter.build(type: .bindingRequest, transactionID: .random()) { writer throws(STUNBuildError) in
+        let id = STUNTransactionID.random()
+        let bytes = try? STUNWriter.build(type: .bindingRequest, transactionID: id) { writer throws(STUNBuildError) in
             try writer.appendUsername("\(serverUfrag):\(ufrag)")
             try writer.appendPriority(ICECandidate.priority(typePreference: 126, localPreference: 65535, component: 1))
             try writer.appendICEControlling(tieBreaker: tieBreaker)
@@ -174,7 +253,64 @@ public final class ClientSession {
             try writer.appendMessageIntegrity(key: integrityKey)
             try writer.appendFingerprint()
         }
-        if let bytes { transmits.append(bytes) }
+        if let bytes {
+            transmits.append(bytes)
+            pendingCheck = (id, now)
+        }
+    }
+
+    /// Answers a check the server sent (RFC 8445 §7.3): right USERNAME and our password's integrity.
+    private func answerCheck(_ request: STUNMessage, _ datagram: UnsafeRawBufferPointer, from source: TransportAddress?) {
+        guard let source, let username = request.username,
+              datagram[username].elementsEqual(expectedInboundUsername),
+              request.hasValidMessageIntegrity(in: datagram, key: localIntegrityKey) else { return }
+        let bytes = try? STUNWriter.build(type: .bindingSuccess, transactionID: request.transactionID) { writer throws(STUNBuildError) in
+            try writer.appendXORMappedAddress(source)
+            try writer.appendMessageIntegrity(key: localIntegrityKey)
+            try writer.appendFingerprint()
+        }
+        if let bytes {
+            transmits.append(bytes)
+            checksAnswered += 1
+        }
+    }
+
+    // MARK: Data channel
+
+    private func startDataChannels(role: DTLSConnection.Role, now: Instant) {
+        guard answeredDataChannel else { return }
+        var configuration = SCTPConfiguration()
+        configuration.remotePort = UInt16(clamping: remoteSCTPPort)
+        let association = SCTPAssociation(configuration: configuration, now: now)
+        dataChannels = DataChannels(association: association, dtlsServer: role == .server,
+                                    remoteMaximumMessageSize: remoteMaximumMessageSize)
+        // Browsers send INIT whatever their DTLS role; the DTLS client always does here. As the
+        // DTLS server we wait for the server's INIT (Pion, Parley as DTLS client).
+        if role == .client { association.connect(now: now) }
+        pumpDataChannels(now: now)
+    }
+
+    private func pumpDataChannels(now: Instant) {
+        guard let dataChannels, let dtls else { return }
+        if dataChannelID == nil, let label = dataChannelLabel, dataChannels.association.state == .established {
+            dataChannelID = dataChannels.open(label: label, now: now)
+        }
+        for packet in dataChannels.takeOutgoing() { _ = packet.withUnsafeBytes { dtls.send($0) } }
+        transmits += dtls.takeOutgoing()
+        for event in dataChannels.takeEvents() {
+            switch event {
+            case .opened(let channel) where channel.id == dataChannelID:
+                isDataChannelOpen = true
+                events.append(.dataChannelOpen(label: channel.label))
+            case .message(_, let label, let binary, let payload):
+                events.append(.dataChannelMessage(label: label, binary: binary, payload: payload))
+            case .transportClosed(let reason):
+                isDataChannelOpen = false
+                events.append(.dataChannelClosed(reason: reason))
+            case .opened, .closed:
+                break
+            }
+        }
     }
 }
 

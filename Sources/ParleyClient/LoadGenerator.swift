@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import ParleyIO
 import ParleyMedia
 import ParleyWire
 
@@ -8,17 +9,24 @@ import Glibc
 #endif
 
 /// What `parley load` does: opens sessions against an endpoint that takes an SDP offer, sends
-/// Opus-sized RTP every 20 ms on each, and measures setup time, echo ratio and echo latency.
+/// Opus-sized RTP every 20 ms on each and a JSON event on `oai-events` every second, and measures
+/// every setup step, echo ratio, loss, jitter, round-trip time and its own CPU.
 public struct LoadConfiguration: Sendable {
     /// The endpoint that takes offers (`http://host:port/v1/realtime/calls`).
     public var url: String
     public var sessions: Int
     /// How long each session sends audio once connected.
     public var duration: Duration
-    /// Sessions start evenly spread over this time (zero: all at once).
+    /// Sessions start evenly spread over this time (zero: all at once, a burst).
     public var ramp: Duration
     /// RTP payload size (an Opus voice frame at 32 kb/s is about 80 bytes).
     public var payloadBytes = 80
+    /// Offer a data channel and open `oai-events` on it.
+    public var dataChannel = true
+    /// How often each session sends a JSON event on its data channel (and expects it back).
+    public var dataChannelInterval: Duration = .seconds(1)
+    /// A session that has not reached DTLS by then is counted as failed.
+    public var setupTimeout: Duration = .seconds(20)
 
     public init(url: String, sessions: Int, duration: Duration, ramp: Duration) {
         self.url = url
@@ -28,20 +36,58 @@ public struct LoadConfiguration: Sendable {
     }
 }
 
-/// A run's figures. Latencies are in milliseconds.
+/// A run's figures. Latencies are in milliseconds; setup steps count from the offer's POST.
 public struct LoadReport: Codable, Sendable {
     public var sessions: Int
     public var connected: Int
     public var failed: Int
     public var failures: [String]
-    public var setupMilliseconds: Percentiles?
-    public var firstEchoMilliseconds: Percentiles?
-    public var packetsSent: Int
-    public var packetsEchoed: Int
-    public var echoRatio: Double
-    public var echoLatencyMilliseconds: Percentiles?
-    public var clientCPUSeconds: Double
-    public var wallSeconds: Double
+    public var setup: Setup
+    public var audio: Audio
+    /// Round trip of ICE consent checks (the network and the server's STUN path, no media processing).
+    public var roundTripMilliseconds: Percentiles?
+    public var dataChannel: DataChannelFigures
+    public var client: Client
+
+    public struct Setup: Codable, Sendable {
+        public var answer: Percentiles?
+        public var ice: Percentiles?
+        public var dtls: Percentiles?
+        public var firstEchoedAudio: Percentiles?
+        public var dataChannelOpen: Percentiles?
+    }
+
+    public struct Audio: Codable, Sendable {
+        public var packetsSent: Int
+        public var packetsEchoed: Int
+        public var echoRatio: Double
+        /// Gaps in the echoed stream's sequence numbers.
+        public var packetsLost: Int
+        /// RFC 3550 interarrival jitter of each session's echoed stream at the end of the run.
+        public var jitterMilliseconds: Percentiles?
+        /// Client send → client receive of the same frame (its send time rides in the payload).
+        public var echoLatencyMilliseconds: Percentiles?
+    }
+
+    public struct DataChannelFigures: Codable, Sendable {
+        public var opened: Int
+        public var messagesSent: Int
+        public var messagesEchoed: Int
+        public var echoLatencyMilliseconds: Percentiles?
+    }
+
+    public struct Client: Codable, Sendable {
+        /// The whole generator process (its event loop, HTTP, start-up).
+        public var cpuSeconds: Double
+        public var wallSeconds: Double
+        /// The busiest second of the generator's one thread, in percent of a core.
+        public var peakCPUPercent: Double
+        /// How late 20 ms frames left, p99 (the generator's timer runs every 5 ms).
+        public var sendLagMilliseconds: Percentiles?
+        /// Set when the generator itself was the bottleneck: the figures then show its limit, not the server's.
+        public var saturated: Bool
+        public var warning: String?
+    }
 
     public struct Percentiles: Codable, Sendable {
         public var p50: Double
@@ -49,7 +95,7 @@ public struct LoadReport: Codable, Sendable {
         public var p99: Double
         public var max: Double
 
-        init?(_ samples: [Double]) {
+        public init?(_ samples: [Double]) {
             guard !samples.isEmpty else { return nil }
             let sorted = samples.sorted()
             func at(_ fraction: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))] }
@@ -61,6 +107,43 @@ public struct LoadReport: Codable, Sendable {
     }
 }
 
+/// Receive-side figures of one echoed RTP stream: loss by sequence numbers (RFC 3550 A.1's
+/// extended highest sequence) and interarrival jitter (RFC 3550 A.8) on a 48 kHz clock.
+struct EchoStreamStatistics {
+    private(set) var received = 0
+    private var baseSequence: Int64?
+    private var highestSequence: Int64 = 0
+    private var lastTransit: Int64?
+    /// In 1/48000 s, times 16 as RFC 3550 A.8 keeps it.
+    private var jitterTimes16: Int64 = 0
+
+    mutating func record(sequenceNumber: UInt16, timestamp: UInt32, arrival: Instant) {
+        received += 1
+        let arrivalUnits = arrival.nanoseconds / 1_000_000 * 48 + (arrival.nanoseconds % 1_000_000) * 48 / 1_000_000
+        let transit = Int64(Int32(truncatingIfNeeded: UInt32(truncatingIfNeeded: arrivalUnits) &- timestamp))
+        if let lastTransit {
+            let difference = abs(transit - lastTransit)
+            jitterTimes16 += difference - (jitterTimes16 + 8) / 16
+        }
+        lastTransit = transit
+        if baseSequence == nil {
+            baseSequence = Int64(sequenceNumber)
+            highestSequence = Int64(sequenceNumber)
+        } else {
+            // The extended sequence number closest to the highest seen (wraps at 65536).
+            let delta = Int64(Int16(truncatingIfNeeded: sequenceNumber &- UInt16(truncatingIfNeeded: highestSequence)))
+            highestSequence = max(highestSequence, highestSequence + delta)
+        }
+    }
+
+    var lost: Int {
+        guard let baseSequence else { return 0 }
+        return max(0, Int(highestSequence - baseSequence + 1) - received)
+    }
+
+    var jitterMilliseconds: Double { Double(jitterTimes16) / 16 / 48 }
+}
+
 /// Runs the load on one event loop (one thread), with one UDP socket per session like real clients.
 public final class LoadGenerator: @unchecked Sendable {
     private let configuration: LoadConfiguration
@@ -69,20 +152,30 @@ public final class LoadGenerator: @unchecked Sendable {
     private var clients: [Client] = []
     private var failures: [String] = []
     private var echoLatencies: [Double] = []
+    private var dataChannelLatencies: [Double] = []
+    private var sendLags: [Double] = []
     private var progress: (@Sendable (String) -> Void)?
+    private var audioPayload: [UInt8]
 
     /// One session's client; touched only on the generator's event loop.
     fileprivate final class Client: @unchecked Sendable {
         let session: ClientSession
         let startedAt: Instant
         var channel: Channel?
+        var answerAt: Instant?
+        var iceAt: Instant?
         var connectedAt: Instant?
         var firstEchoAt: Instant?
+        var dataChannelOpenAt: Instant?
         var nextFrame: Instant?
+        var nextEvent: Instant?
         var stopAt: Instant?
         var timestamp: UInt32 = 0
         var sent = 0
         var echoed = 0
+        var eventsSent = 0
+        var eventsEchoed = 0
+        var stream = EchoStreamStatistics()
         var failed = false
 
         init(session: ClientSession, startedAt: Instant) {
@@ -95,6 +188,7 @@ public final class LoadGenerator: @unchecked Sendable {
         self.configuration = configuration
         self.eventLoop = eventLoop
         dtlsContext = try DTLSContext(certificate: DTLSCertificate(commonName: "parley-load"))
+        audioPayload = [UInt8](repeating: 0x5A, count: max(8, configuration.payloadBytes))
     }
 
     /// Runs the whole load and returns its report. `progress` gets a line about once a second.
@@ -103,24 +197,30 @@ public final class LoadGenerator: @unchecked Sendable {
         let started = Self.now()
         let cpuStart = Self.processCPUSeconds()
         let tick = try await eventLoop.submit {
-            self.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(5), delay: .milliseconds(5)) { _ in self.tick() }
+            self.lastProgressCPU = Self.threadCPUSeconds()
+            self.lastProgress = Self.now()
+            return self.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(5), delay: .milliseconds(5)) { _ in self.tick() }
         }.get()
         let spacing = configuration.sessions > 1 ? configuration.ramp / (configuration.sessions - 1) : .zero
         await withTaskGroup(of: Void.self) { group in
             for index in 0..<configuration.sessions {
                 let delay = spacing * index
                 group.addTask {
-                    try? await Task.sleep(for: delay)
+                    if delay > .zero { try? await Task.sleep(for: delay) }
                     await self.startSession()
                 }
             }
         }
-        // Let the last sessions finish their audio, plus a moment for the last echoes.
-        let end = Self.now() + configuration.duration + .seconds(5)
-        while Self.now() < end {
-            try await Task.sleep(for: .milliseconds(200))
+        // Wait for every session to connect (or time out), send its audio and get the last echoes.
+        while true {
+            try await Task.sleep(for: .milliseconds(100))
             let busy = try await eventLoop.submit {
-                self.clients.contains { !$0.failed && ($0.stopAt == nil || Self.now() < $0.stopAt! + .milliseconds(300)) }
+                let now = Self.now()
+                return self.clients.contains { client in
+                    guard !client.failed else { return false }
+                    guard let stop = client.stopAt else { return true }
+                    return now < stop + .milliseconds(500)
+                }
             }.get()
             if !busy { break }
         }
@@ -135,7 +235,9 @@ public final class LoadGenerator: @unchecked Sendable {
         let client: Client
         do {
             client = try await eventLoop.submit { () -> Client in
-                let client = Client(session: ClientSession(dtlsContext: self.dtlsContext), startedAt: Self.now())
+                let session = ClientSession(dtlsContext: self.dtlsContext,
+                                            dataChannelLabel: self.configuration.dataChannel ? "oai-events" : nil)
+                let client = Client(session: session, startedAt: Self.now())
                 self.clients.append(client)
                 return client
             }.get()
@@ -150,12 +252,14 @@ public final class LoadGenerator: @unchecked Sendable {
                 .bind(host: "127.0.0.1", port: 0).get()
             let response = try await SignalingClient.send(
                 method: "POST", url: configuration.url, contentType: "application/sdp", body: client.session.offer, on: eventLoop)
-            guard response.status == 201 else {
+            guard response.status == 201 || response.status == 200 else {
                 throw ClientError.unusableAnswer("HTTP \(response.status): \(response.body.prefix(200))")
             }
             try await eventLoop.submit {
+                let now = Self.now()
+                client.answerAt = now
                 client.channel = channel
-                try client.session.accept(answer: response.body, now: Self.now())
+                try client.session.accept(answer: response.body, now: now)
                 self.flush(client)
             }.get()
         } catch {
@@ -163,25 +267,37 @@ public final class LoadGenerator: @unchecked Sendable {
         }
     }
 
-    fileprivate func receive(_ buffer: ByteBuffer, client: Client) {
+    fileprivate func receive(_ envelope: AddressedEnvelope<ByteBuffer>, client: Client) {
         let now = Self.now()
-        buffer.withUnsafeReadableBytes { client.session.receive($0, now: now) }
+        let source = TransportAddress(envelope.remoteAddress)
+        envelope.data.withUnsafeReadableBytes { client.session.receive($0, from: source, now: now) }
         for event in client.session.takeEvents() {
             switch event {
+            case .iceConnected:
+                client.iceAt = now
             case .dtlsConnected:
                 client.connectedAt = now
                 client.nextFrame = now
                 client.stopAt = now + configuration.duration
-            case .audio(_, _, let payload):
+            case .audio(let sequenceNumber, let timestamp, let payload):
                 guard payload.count >= 8 else { break }
                 let sentAt = payload.withUnsafeBytes { Int64(bigEndian: $0.loadUnaligned(as: Int64.self)) }
                 client.echoed += 1
+                client.stream.record(sequenceNumber: sequenceNumber, timestamp: timestamp, arrival: now)
                 if client.firstEchoAt == nil { client.firstEchoAt = now }
                 echoLatencies.append(Double(now.nanoseconds - sentAt) / 1e6)
+            case .dataChannelOpen:
+                client.dataChannelOpenAt = now
+                client.nextEvent = now
+            case .dataChannelMessage(_, _, let payload):
+                if let sentAt = Self.sentNanoseconds(inEvent: payload) {
+                    client.eventsEchoed += 1
+                    dataChannelLatencies.append(Double(now.nanoseconds - sentAt) / 1e6)
+                }
+            case .dataChannelClosed(let reason):
+                if client.stopAt.map({ now < $0 }) ?? true { fail(client, "data channel closed: \(reason)") }
             case .failed(let reason):
                 fail(client, reason)
-            case .iceConnected:
-                break
             }
         }
         flush(client)
@@ -191,17 +307,24 @@ public final class LoadGenerator: @unchecked Sendable {
         let now = Self.now()
         for client in clients where !client.failed && client.channel != nil {
             client.session.handleTimeout(now: now)
-            if client.connectedAt == nil, now - client.startedAt > .seconds(20) {
-                fail(client, "not connected within 20 s")
+            if client.connectedAt == nil, now - client.startedAt > configuration.setupTimeout {
+                fail(client, "not connected within \(configuration.setupTimeout)")
                 continue
             }
             while let due = client.nextFrame, due <= now, let stop = client.stopAt, due < stop {
-                var payload = [UInt8](repeating: 0x5A, count: max(8, configuration.payloadBytes))
-                withUnsafeBytes(of: now.nanoseconds.bigEndian) { for index in 0..<8 { payload[index] = $0[index] } }
-                client.session.sendAudio(payload, timestamp: client.timestamp)
+                withUnsafeBytes(of: now.nanoseconds.bigEndian) { time in
+                    audioPayload.withUnsafeMutableBytes { $0.copyMemory(from: time) }
+                }
+                client.session.sendAudio(audioPayload, timestamp: client.timestamp)
+                sendLags.append(Double((now - due).nanoseconds) / 1e6)
                 client.timestamp &+= 960
                 client.sent += 1
                 client.nextFrame = due + .milliseconds(20)
+            }
+            if let due = client.nextEvent, due <= now, let stop = client.stopAt, due < stop {
+                let event = #"{"type":"parley.load.ping","sent_ns":\#(now.nanoseconds)}"#
+                if client.session.sendDataChannelMessage(Array(event.utf8), binary: false, now: now) { client.eventsSent += 1 }
+                client.nextEvent = due + configuration.dataChannelInterval
             }
             flush(client)
         }
@@ -209,21 +332,29 @@ public final class LoadGenerator: @unchecked Sendable {
     }
 
     private var lastProgress = Instant.zero
+    private var lastProgressCPU = 0.0
+    private var peakCPU = 0.0
 
     private func reportProgress(now: Instant) {
-        guard let progress, now - lastProgress >= .seconds(1) else { return }
+        guard now - lastProgress >= .seconds(1) else { return }
+        let cpu = Self.threadCPUSeconds()
+        let fraction = (cpu - lastProgressCPU) / (Double((now - lastProgress).nanoseconds) / 1e9)
+        peakCPU = max(peakCPU, fraction)
         lastProgress = now
+        lastProgressCPU = cpu
+        guard let progress else { return }
         let connected = clients.filter { $0.connectedAt != nil }.count
+        let open = clients.filter { $0.dataChannelOpenAt != nil }.count
         let sent = clients.reduce(0) { $0 + $1.sent }, echoed = clients.reduce(0) { $0 + $1.echoed }
-        progress("sessions \(clients.count)/\(configuration.sessions) connected \(connected) failed \(failures.count) "
-                 + "packets sent \(sent) echoed \(echoed)")
+        progress("sessions \(clients.count)/\(configuration.sessions) connected \(connected) channels \(open) "
+                 + "failed \(failures.count) packets sent \(sent) echoed \(echoed) client CPU \(Int(fraction * 100))%")
     }
 
     private func flush(_ client: Client) {
         guard let channel = client.channel, let server = client.session.serverAddress else { return }
         let transmits = client.session.takeTransmits()
         guard !transmits.isEmpty else { return }
-        let destination = Self.socketAddress(server)
+        let destination = server.socketAddress
         for bytes in transmits {
             channel.write(AddressedEnvelope(remoteAddress: destination, data: channel.allocator.buffer(bytes: bytes)), promise: nil)
         }
@@ -239,16 +370,45 @@ public final class LoadGenerator: @unchecked Sendable {
 
     private func report(wall: Duration, cpu: Double) -> LoadReport {
         let connected = clients.filter { $0.connectedAt != nil }
+        func steps(_ at: (Client) -> Instant?) -> LoadReport.Percentiles? {
+            .init(clients.compactMap { client in at(client).map { Double(($0 - client.startedAt).nanoseconds) / 1e6 } })
+        }
         let sent = clients.reduce(0) { $0 + $1.sent }, echoed = clients.reduce(0) { $0 + $1.echoed }
+        let lag = LoadReport.Percentiles(sendLags)
+        // The timer runs every 5 ms, so frames leave up to 5 ms late by design; far more means the
+        // generator's thread could not keep up.
+        let saturated = peakCPU >= 0.9 || (lag?.p99 ?? 0) > 15
         return LoadReport(
             sessions: configuration.sessions, connected: connected.count, failed: failures.count,
             failures: Array(Set(failures)).sorted().prefix(10).map { String($0) },
-            setupMilliseconds: .init(connected.map { Double(($0.connectedAt! - $0.startedAt).nanoseconds) / 1e6 }),
-            firstEchoMilliseconds: .init(connected.compactMap { client in
-                client.firstEchoAt.map { Double(($0 - client.startedAt).nanoseconds) / 1e6 } }),
-            packetsSent: sent, packetsEchoed: echoed, echoRatio: sent == 0 ? 0 : Double(echoed) / Double(sent),
-            echoLatencyMilliseconds: .init(echoLatencies), clientCPUSeconds: cpu,
-            wallSeconds: Double(wall.nanoseconds) / 1e9)
+            setup: .init(answer: steps(\.answerAt), ice: steps(\.iceAt), dtls: steps(\.connectedAt),
+                         firstEchoedAudio: steps(\.firstEchoAt), dataChannelOpen: steps(\.dataChannelOpenAt)),
+            audio: .init(packetsSent: sent, packetsEchoed: echoed, echoRatio: sent == 0 ? 0 : Double(echoed) / Double(sent),
+                         packetsLost: clients.reduce(0) { $0 + $1.stream.lost },
+                         jitterMilliseconds: .init(connected.filter { $0.stream.received > 1 }.map(\.stream.jitterMilliseconds)),
+                         echoLatencyMilliseconds: .init(echoLatencies)),
+            roundTripMilliseconds: .init(connected.compactMap { $0.session.roundTripTime.map { Double($0.nanoseconds) / 1e6 } }),
+            dataChannel: .init(opened: clients.filter { $0.dataChannelOpenAt != nil }.count,
+                               messagesSent: clients.reduce(0) { $0 + $1.eventsSent },
+                               messagesEchoed: clients.reduce(0) { $0 + $1.eventsEchoed },
+                               echoLatencyMilliseconds: .init(dataChannelLatencies)),
+            client: .init(cpuSeconds: cpu, wallSeconds: Double(wall.nanoseconds) / 1e9, peakCPUPercent: peakCPU * 100,
+                          sendLagMilliseconds: lag, saturated: saturated,
+                          warning: saturated ? "the load generator saturated its core (peak \(Int(peakCPU * 100))% CPU, "
+                              + "p99 send lag \(String(format: "%.1f", lag?.p99 ?? 0)) ms): figures show its limit, not the server's" : nil))
+    }
+
+    /// The send time a `parley.load.ping` event carries back.
+    static func sentNanoseconds(inEvent payload: [UInt8]) -> Int64? {
+        let key = Array(#""sent_ns":"#.utf8)
+        guard let start = payload.firstRange(of: key)?.upperBound else { return nil }
+        var value: Int64 = 0
+        var index = start
+        while index < payload.count, payload[index] >= 0x30, payload[index] <= 0x39 {
+            value = value * 10 + Int64(payload[index] - 0x30)
+            index += 1
+        }
+        return index > start ? value : nil
     }
 
     static func now() -> Instant { Instant(nanoseconds: Int64(NIODeadline.now().uptimeNanoseconds)) }
@@ -259,13 +419,11 @@ public final class LoadGenerator: @unchecked Sendable {
         return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
 
-    static func socketAddress(_ address: TransportAddress) -> SocketAddress {
-        switch address {
-        case .v4(let ip, let port):
-            return try! SocketAddress(ipAddress: ip.description, port: Int(port))
-        case .v6(let ip, let port):
-            return try! SocketAddress(ipAddress: ip.description, port: Int(port))
-        }
+    /// CPU time of the calling thread: the generator runs on one, and its share of a core is what saturates.
+    static func threadCPUSeconds() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
 
     private final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
@@ -279,7 +437,7 @@ public final class LoadGenerator: @unchecked Sendable {
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            generator.receive(unwrapInboundIn(data).data, client: client)
+            generator.receive(unwrapInboundIn(data), client: client)
         }
     }
 }

@@ -279,6 +279,8 @@ struct Load: AsyncParsableCommand {
     var ramp: Double = 0
     @Option(help: "RTP payload bytes per 20 ms frame.")
     var payloadBytes = 80
+    @Flag(help: "Offer audio only: no data channel, no oai-events.")
+    var noDataChannel = false
 
     func validate() throws {
         guard sessions >= 1 else { throw ValidationError("--sessions must be at least 1") }
@@ -290,6 +292,7 @@ struct Load: AsyncParsableCommand {
         var configuration = LoadConfiguration(url: url, sessions: sessions, duration: .milliseconds(Int64(duration * 1000)),
                                               ramp: .milliseconds(Int64(ramp * 1000)))
         configuration.payloadBytes = payloadBytes
+        configuration.dataChannel = !noDataChannel
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let generator = try LoadGenerator(configuration: configuration, eventLoop: group.next())
         let report = try await generator.run { line in
@@ -299,6 +302,7 @@ struct Load: AsyncParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        if let warning = report.client.warning { FileHandle.standardError.write(Data(("warning: " + warning + "\n").utf8)) }
         if report.connected < report.sessions { throw ExitCode(1) }
     }
 }

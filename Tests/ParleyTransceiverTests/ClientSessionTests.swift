@@ -26,6 +26,7 @@ import Testing
         #expect(client.serverAddress == .v4(IPv4Address(127, 0, 0, 1), port: 3478))
 
         var echoed: [[UInt8]] = []
+        var clientEvents: [ClientSession.Event] = []
         func exchange() {
             for _ in 0..<10 {
                 let toServer = client.takeTransmits()
@@ -33,7 +34,9 @@ import Testing
                 for event in session.takeEvents() { echo.handle(event, session: session, now: now) }
                 let toClient = session.takeTransmits()
                 for transmit in toClient { transmit.bytes.withUnsafeBytes { client.receive($0, now: now) } }
-                for case .audio(_, _, let payload) in client.takeEvents() { echoed.append(payload) }
+                for event in client.takeEvents() {
+                    if case .audio(_, _, let payload) = event { echoed.append(payload) } else { clientEvents.append(event) }
+                }
                 if toServer.isEmpty && toClient.isEmpty { return }
             }
         }
@@ -49,11 +52,66 @@ import Testing
         #expect(echoed.count == 20)
         #expect(echoed.first == [0, 1, 2, 3])
 
+        // The client opened oai-events once SCTP was up; the echo agent returns its messages.
+        #expect(clientEvents.contains(.dataChannelOpen(label: "oai-events")))
+        #expect(client.isDataChannelOpen)
+        let event = Array(#"{"type":"parley.load.ping","sent_ns":12345}"#.utf8)
+        #expect(client.sendDataChannelMessage(event, binary: false, now: now))
+        exchange()
+        #expect(clientEvents.contains(.dataChannelMessage(label: "oai-events", binary: false, payload: event)))
+
         // Consent checks keep coming every 2.5 s.
         now = now + .seconds(3)
         client.handleTimeout(now: now)
         let checks = client.takeTransmits()
         #expect(checks.count == 1)
         #expect(checks.first.map { PacketKind.classify($0) } == .stun)
+    }
+
+    /// Full-ICE servers (Pion) check the client too and nominate only once answered: the client
+    /// answers a check with the right USERNAME and its own password's integrity, and nothing else.
+    @Test func clientAnswersTheServersChecksAndOnlyValidOnes() throws {
+        let client = ClientSession(dtlsContext: SessionTests.context(SessionTests.clientCertificate), dataChannelLabel: nil)
+        #expect(!client.offer.contains("m=application"))
+        let serverContext = SessionTests.context(SessionTests.serverCertificate)
+        let negotiated = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: client.offer), parameters: AnswerParameters(
+            iceUfrag: "serverufrag", icePassword: "serverpassword1234567890", fingerprint: serverContext.certificate.fingerprint,
+            candidates: [ICECandidate(foundation: "1", priority: 1, address: "127.0.0.1", port: 3478)],
+            sessionID: 1, audioSSRC: 42, cname: "parley"))
+        let now = Instant(nanoseconds: 1_000_000_000)
+        try client.accept(answer: negotiated.answer.text, now: now)
+        _ = client.takeTransmits()
+        let server = TransportAddress.v4(IPv4Address(127, 0, 0, 1), port: 3478)
+
+        func check(username: String, password: String) throws -> [UInt8] {
+            try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(1, 2, 3)) { writer throws(STUNBuildError) in
+                try writer.appendUsername(username)
+                try writer.appendICEControlled(tieBreaker: 7)
+                try writer.appendMessageIntegrity(key: STUNIntegrityKey(shortTermPassword: password))
+                try writer.appendFingerprint()
+            }
+        }
+        let good = try check(username: "\(client.ufrag):serverufrag", password: client.password)
+        good.withUnsafeBytes { client.receive($0, from: server, now: now) }
+        let answers = client.takeTransmits()
+        #expect(answers.count == 1)
+        let response = try #require(answers.first)
+        try response.withUnsafeBytes { bytes in
+            let message = try STUNMessage.parse(bytes)
+            #expect(message.type == .bindingSuccess)
+            #expect(message.transactionID == STUNTransactionID(1, 2, 3))
+            #expect(message.xorMappedAddress == server)
+            #expect(message.hasValidMessageIntegrity(in: bytes, key: STUNIntegrityKey(shortTermPassword: client.password)))
+        }
+        #expect(client.checksAnswered == 1)
+
+        for forged in [try check(username: "\(client.ufrag):serverufrag", password: "not-the-password-at-all"),
+                       try check(username: "someoneelse:serverufrag", password: client.password)] {
+            forged.withUnsafeBytes { client.receive($0, from: server, now: now) }
+        }
+        // Without a source address there is nothing to put in XOR-MAPPED-ADDRESS: no answer.
+        good.withUnsafeBytes { client.receive($0, now: now) }
+        #expect(client.takeTransmits().isEmpty)
+        #expect(client.checksAnswered == 1)
     }
 }

@@ -1,0 +1,3 @@
+module pionecho
+
+go 1.19
