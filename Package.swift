@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "parley", targets: ["parley"]),
         .library(name: "ParleyWire", targets: ["ParleyWire"]),
         .library(name: "ParleyMedia", targets: ["ParleyMedia"]),
+        .library(name: "ParleyRelay", targets: ["ParleyRelay"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -107,7 +108,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ParleyMediaTests",
-            dependencies: ["ParleyMedia", "CParleyShims"]
+            dependencies: ["ParleyMedia", "CParleyShims", "ParleyTestSupport"]
         ),
         .testTarget(
             name: "ParleySCTPTests",

@@ -47,7 +47,8 @@ public enum SRTPError: Error, Equatable, Sendable {
 /// libsrtp2's process-wide initialization: `srtp_init` may run only once (a second call fails).
 private let srtpLibraryStatus: srtp_err_status_t = srtp_init()
 
-/// One direction's SRTP and SRTCP state (libsrtp2), for every SSRC of a session.
+/// One direction's SRTP and SRTCP state, for every SSRC of a session: AEAD_AES_128_GCM on
+/// OpenSSL (`AESGCMTransform`; see there why not libsrtp), AES128_CM_HMAC_SHA1_80 on libsrtp2.
 /// Confined to one thread.
 public final class SRTPContext {
     /// Bytes that protection may add to a packet (auth tag or AEAD tag, plus SRTCP index).
@@ -55,9 +56,24 @@ public final class SRTPContext {
 
     public enum Direction: Sendable { case outbound, inbound }
 
-    private var session: srtp_t?
+    private enum Backend {
+        case openSSL(AESGCMTransform)
+        case libsrtp(srtp_t)
+    }
 
-    public init(profile: SRTPProfile, keyAndSalt: [UInt8], direction: Direction) throws(SRTPError) {
+    private let backend: Backend
+
+    public convenience init(profile: SRTPProfile, keyAndSalt: [UInt8], direction: Direction) throws(SRTPError) {
+        try self.init(profile: profile, keyAndSalt: keyAndSalt, direction: direction, libsrtpOnly: false)
+    }
+
+    /// `libsrtpOnly` puts GCM on libsrtp too: the tests hold the OpenSSL transform to it, and the
+    /// micro-benchmarks compare the two.
+    public init(profile: SRTPProfile, keyAndSalt: [UInt8], direction: Direction, libsrtpOnly: Bool) throws(SRTPError) {
+        if profile == .aeadAES128GCM, !libsrtpOnly {
+            backend = .openSSL(try AESGCMTransform(keyAndSalt: keyAndSalt, outbound: direction == .outbound))
+            return
+        }
         guard srtpLibraryStatus == srtp_err_status_ok else { throw .initialization(Int(srtpLibraryStatus.rawValue)) }
         var policy = srtp_policy_t()
         switch profile {
@@ -69,7 +85,7 @@ public final class SRTPContext {
             srtp_crypto_policy_set_rtcp_default(&policy.rtcp)
         }
         policy.ssrc.type = direction == .outbound ? ssrc_any_outbound : ssrc_any_inbound
-        policy.window_size = 1024
+        policy.window_size = UInt(AESGCMTransform.replayWindow)
         policy.allow_repeat_tx = 1
         var key = keyAndSalt
         var created: srtp_t?
@@ -77,39 +93,59 @@ public final class SRTPContext {
             policy.key = key.baseAddress
             return srtp_create(&created, &policy)
         }
-        guard status == srtp_err_status_ok else { throw .initialization(Int(status.rawValue)) }
-        session = created
+        guard status == srtp_err_status_ok, let created else { throw .initialization(Int(status.rawValue)) }
+        backend = .libsrtp(created)
     }
 
-    deinit { if let session { srtp_dealloc(session) } }
+    deinit { if case .libsrtp(let session) = backend { srtp_dealloc(session) } }
 
     /// Protects the RTP packet in `buffer[0..<length]` in place; returns the new length.
     /// `buffer` must have `maximumOverhead` spare bytes after the packet.
     public func protectRTP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
-        try run(buffer, length: length, grows: true) { srtp_protect(session, $0, $1) }
+        switch backend {
+        case .openSSL(let transform): try checked(buffer, length: length, grows: true) { () throws(SRTPError) in try transform.protectRTP(buffer, length: length) }
+        case .libsrtp(let session): try run(buffer, length: length, grows: true) { srtp_protect(session, $0, $1) }
+        }
     }
 
     public func unprotectRTP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
-        try run(buffer, length: length, grows: false) { srtp_unprotect(session, $0, $1) }
+        switch backend {
+        case .openSSL(let transform): try checked(buffer, length: length, grows: false) { () throws(SRTPError) in try transform.unprotectRTP(buffer, length: length) }
+        case .libsrtp(let session): try run(buffer, length: length, grows: false) { srtp_unprotect(session, $0, $1) }
+        }
     }
 
     public func protectRTCP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
-        try run(buffer, length: length, grows: true) { srtp_protect_rtcp(session, $0, $1) }
+        switch backend {
+        case .openSSL(let transform): try checked(buffer, length: length, grows: true) { () throws(SRTPError) in try transform.protectRTCP(buffer, length: length) }
+        case .libsrtp(let session): try run(buffer, length: length, grows: true) { srtp_protect_rtcp(session, $0, $1) }
+        }
     }
 
     public func unprotectRTCP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
-        try run(buffer, length: length, grows: false) { srtp_unprotect_rtcp(session, $0, $1) }
+        switch backend {
+        case .openSSL(let transform): try checked(buffer, length: length, grows: false) { () throws(SRTPError) in try transform.unprotectRTCP(buffer, length: length) }
+        case .libsrtp(let session): try run(buffer, length: length, grows: false) { srtp_unprotect_rtcp(session, $0, $1) }
+        }
+    }
+
+    /// The same buffer rules for both backends.
+    private func checked(_ buffer: UnsafeMutableRawBufferPointer, length: Int, grows: Bool,
+                         _ call: () throws(SRTPError) -> Int) throws(SRTPError) -> Int {
+        guard buffer.baseAddress != nil, length <= buffer.count,
+              !grows || length + Self.maximumOverhead <= buffer.count else { throw .bufferTooSmall }
+        return try call()
     }
 
     private func run(
         _ buffer: UnsafeMutableRawBufferPointer, length: Int, grows: Bool,
         _ call: (UnsafeMutableRawPointer, UnsafeMutablePointer<Int32>) -> srtp_err_status_t
     ) throws(SRTPError) -> Int {
-        guard let base = buffer.baseAddress, length <= buffer.count,
-              !grows || length + Self.maximumOverhead <= buffer.count else { throw .bufferTooSmall }
-        var newLength = Int32(length)
-        let status = call(base, &newLength)
-        guard status == srtp_err_status_ok else { throw .rejected(Int(status.rawValue)) }
-        return Int(newLength)
+        try checked(buffer, length: length, grows: grows) { () throws(SRTPError) in
+            var newLength = Int32(length)
+            let status = call(buffer.baseAddress!, &newLength)
+            guard status == srtp_err_status_ok else { throw .rejected(Int(status.rawValue)) }
+            return Int(newLength)
+        }
     }
 }
