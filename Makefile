@@ -4,7 +4,8 @@
 SWIFT ?= swift
 ARGS ?=
 FUZZ_SECONDS ?= 30
-BENCH_SESSIONS ?= 1,50,100,200,400
+BENCH_SESSIONS ?= 100,200,400
+BENCH_CAPACITY ?= 600,800,1000,1200,1500
 
 .PHONY: dev test build fuzz bench bench-micro bench-transceiver bench-relay bench-sctp clean
 
@@ -30,19 +31,21 @@ fuzz:
 	@scripts/install-deps.sh test
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
-## Every benchmark: micro-benchmarks of the wire hot paths, the transceiver and the relay under load.
+## Every benchmark, side by side with its reference (a C forwarder, a Pion server, libsrtp), pinned
+## cores; rewrites the tables, JSON and plots in docs/. Takes about 15 minutes.
 bench: bench-micro bench-transceiver bench-relay bench-sctp
 
 ## Micro-benchmarks (ordo-one/benchmark): time and allocations per operation on the hot paths.
 bench-micro:
-	@scripts/install-deps.sh build
+	@scripts/install-deps.sh bench
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark --no-progress
 
-## Server CPU, memory and setup time per session for 1…400 echo calls (release build, pinned cores).
+## Parley's transceiver against a Pion answerer: CPU and memory per call at 100/200/400 calls, the
+## calls one core sustains, setup for one call and a burst of 100 (server core 0, `parley load` core 1).
 bench-transceiver:
-	@scripts/install-deps.sh build
+	@scripts/install-deps.sh bench
 	$(SWIFT) build -c release --product parley
-	scripts/bench_transceiver.py --sessions $(BENCH_SESSIONS)
+	scripts/bench_transceiver.py --sessions $(BENCH_SESSIONS) --capacity $(BENCH_CAPACITY) --output-dir docs
 
 ## Data-channel throughput, handshake cost and idle memory of ParleySCTP (in memory, one core).
 bench-sctp:
@@ -52,9 +55,9 @@ bench-sctp:
 
 ## Relay forwarded packets/s, CPU and latency side by side with a C recvmmsg/sendmmsg forwarder.
 bench-relay:
-	@scripts/install-deps.sh build
+	@scripts/install-deps.sh bench
 	$(SWIFT) build -c release --product parley
-	scripts/bench_relay.py
+	scripts/bench_relay.py --output-dir docs
 
 clean:
 	rm -rf .build Benchmarks/.build Fuzz/bin

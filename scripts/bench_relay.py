@@ -11,7 +11,7 @@ sockets plus an echo backend) runs on core 1. Each client datagram crosses the f
 Parley's flows are set up as real ones: an ICE check with a routing token first, committed by
 the backend's answer, then payload by lookup.
 
-Usage: scripts/bench_relay.py [--binary .build/release/parley] [--seconds 10]
+Usage: scripts/bench_relay.py [--binary .build/release/parley] [--seconds 10] [--output-dir docs]
 """
 import argparse
 import json
@@ -23,7 +23,7 @@ import sys
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-from benchlib import cpu_seconds, free_port, rss_bytes  # noqa: E402
+from benchlib import cpu_seconds, free_port, rss_bytes, update_markdown  # noqa: E402
 
 
 
@@ -75,7 +75,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "parley"))
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--output")
+    parser.add_argument("--output-dir", help="write the JSON and the table in docs/benchmarks.md there")
     args = parser.parse_args()
     tools = os.path.join(ROOT, ".build", "bench-relay")
     build_tools(tools)
@@ -100,17 +100,22 @@ def main():
     print("running the Parley relay…", file=sys.stderr)
     rows.append(measure("parley", tools, parley_relay, token, args.seconds))
     c, parley = rows
-    print("| forwarder | forwarded packets/s (max, 1 core) | CPU at 50k packets/s | RTT p50 / p99 at 50k | echoed at 50k |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    lines = ["| forwarder | forwarded packets/s (max, 1 core) | CPU at 50k packets/s | RTT p50 / p99 at 50k | echoed at 50k |",
+             "| --- | ---: | ---: | ---: | ---: |"]
     for row in rows:
-        label = "C, recvmmsg/sendmmsg" if row["forwarder"] == "c" else "Parley relay"
-        print(f"| {label} | {row['max_forwarded_per_second']:,.0f} | {row['cpu_percent_at_50k']:.1f}% "
-              f"| {row['rtt_us_p50_at_50k']} / {row['rtt_us_p99_at_50k']} µs | {100 * row['fixed_echo_ratio']:.2f}% |")
-    print(f"| Parley / C | {parley['max_forwarded_per_second'] / c['max_forwarded_per_second']:.2f}× "
-          f"| {parley['cpu_percent_at_50k'] / max(0.1, c['cpu_percent_at_50k']):.2f}× | | |")
-    if args.output:
-        with open(args.output, "w") as out:
+        label = "C, recvmmsg/sendmmsg" if row["forwarder"] == "c" else "Parley relay (1 worker)"
+        lines.append(f"| {label} | {row['max_forwarded_per_second']:,.0f} | {row['cpu_percent_at_50k']:.1f}% "
+                     f"| {row['rtt_us_p50_at_50k']} / {row['rtt_us_p99_at_50k']} µs | {100 * row['fixed_echo_ratio']:.2f}% |")
+    lines.append(f"| Parley / C | {parley['max_forwarded_per_second'] / c['max_forwarded_per_second']:.2f}× "
+                 f"| {parley['cpu_percent_at_50k'] / max(0.1, c['cpu_percent_at_50k']):.2f}× | | |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.output_dir:
+        with open(os.path.join(args.output_dir, "benchmarks-relay-latest.json"), "w") as out:
             json.dump(rows, out, indent=2)
+        update_markdown(os.path.join(args.output_dir, "benchmarks.md"), "bench-relay",
+                        f"Latest run: {time.strftime('%Y-%m-%d')} (`make bench-relay`; raw figures in "
+                        "[benchmarks-relay-latest.json](benchmarks-relay-latest.json)).\n\n" + text)
 
 
 if __name__ == "__main__":

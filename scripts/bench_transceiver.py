@@ -31,7 +31,7 @@ import tempfile
 import time
 import urllib.request
 
-from benchlib import cpu_seconds, free_port, rss_bytes  # noqa: E402
+from benchlib import cpu_seconds, free_port, rss_bytes, update_markdown  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SERVER_CORE, CLIENT_CORE = "0", "1"
@@ -258,19 +258,6 @@ def plots(rows, directory):
     return written
 
 
-def update_markdown(path, text):
-    begin, end = "<!-- bench-transceiver:begin -->", "<!-- bench-transceiver:end -->"
-    with open(path) as f:
-        document = f.read()
-    if begin not in document or end not in document:
-        print(f"{path} has no bench-transceiver markers: table not written there", file=sys.stderr)
-        return
-    head, rest = document.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    with open(path, "w") as f:
-        f.write(head + begin + "\n" + text + end + tail)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", default="100,200,400", help="counts measured for every server")
@@ -330,7 +317,7 @@ def main():
             json.dump({"date": stamp, "rows": rows, "capacity": capacity, "setup": setup}, out, indent=1)
         for path in plots(rows, args.output_dir):
             print(f"wrote {path}", file=sys.stderr)
-        update_markdown(os.path.join(args.output_dir, "benchmarks.md"),
+        update_markdown(os.path.join(args.output_dir, "benchmarks.md"), "bench-transceiver",
                         f"Latest run: {stamp} (`make bench-transceiver`; raw figures in "
                         "[benchmarks-transceiver-latest.json](benchmarks-transceiver-latest.json)).\n\n" + text)
 

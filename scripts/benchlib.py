@@ -1,6 +1,8 @@
-"""Helpers the benchmark scripts share: free loopback ports and a process's CPU time from /proc."""
+"""Helpers the benchmark scripts share: free loopback ports, a process's CPU time and memory from /proc,
+and rewriting a generated section of docs/benchmarks.md."""
 import os
 import socket
+import sys
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -20,3 +22,17 @@ def cpu_seconds(pid):
 
 def rss_bytes(pid):
     return int(open(f"/proc/{pid}/statm").read().split()[1]) * PAGE
+
+
+def update_markdown(path, section, text):
+    """Replaces what lies between `<!-- section:begin -->` and `<!-- section:end -->` in `path`."""
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+    with open(path) as f:
+        document = f.read()
+    if begin not in document or end not in document:
+        print(f"{path} has no {section} markers: table not written there", file=sys.stderr)
+        return
+    head, rest = document.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(head + begin + "\n" + text + end + tail)

@@ -34,6 +34,9 @@ public final class ClientSession {
     public private(set) var isDataChannelOpen = false
     /// Round-trip time of the latest answered connectivity or consent check.
     public private(set) var roundTripTime: Duration?
+    /// When set, received audio goes here (sequence number, timestamp, payload valid during the call)
+    /// instead of becoming `.audio` events: no copy per packet.
+    public var audioHandler: ((UInt16, UInt32, UnsafeRawBufferPointer) -> Void)?
     /// Checks from the server answered (full-ICE servers send them; ICE-lite ones do not).
     public private(set) var checksAnswered = 0
 
@@ -188,14 +191,17 @@ public final class ClientSession {
             }
         case .rtp:
             guard let inboundSRTP, datagram.count <= scratch.count else { return }
-            let event: Event? = scratch.withUnsafeMutableBytes { buffer in
+            scratch.withUnsafeMutableBytes { buffer in
                 buffer.baseAddress!.copyMemory(from: datagram.baseAddress!, byteCount: datagram.count)
                 guard let length = try? inboundSRTP.unprotectRTP(buffer, length: datagram.count),
-                      let header = try? RTPHeader.parse(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) else { return nil }
-                return .audio(sequenceNumber: header.sequenceNumber, timestamp: header.timestamp,
-                              payload: Array(buffer[header.payload]))
+                      let header = try? RTPHeader.parse(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) else { return }
+                let payload = UnsafeRawBufferPointer(rebasing: buffer[header.payload])
+                if let audioHandler {
+                    audioHandler(header.sequenceNumber, header.timestamp, payload)
+                } else {
+                    events.append(.audio(sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, payload: Array(payload)))
+                }
             }
-            if let event { events.append(event) }
         default:
             break
         }
@@ -204,17 +210,28 @@ public final class ClientSession {
     /// Sends one Opus frame; false before DTLS is up.
     @discardableResult
     public func sendAudio(_ payload: [UInt8], timestamp: UInt32) -> Bool {
-        guard let outboundSRTP else { return false }
-        let length = scratch.withUnsafeMutableBytes { buffer -> Int? in
-            RTPHeader.write(marker: false, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp,
-                            ssrc: audioSSRC, into: buffer)
-            for (index, byte) in payload.enumerated() { buffer[RTPHeader.fixedLength + index] = byte }
-            return try? outboundSRTP.protectRTP(buffer, length: RTPHeader.fixedLength + payload.count)
+        let length = payload.withUnsafeBytes { payload in
+            scratch.withUnsafeMutableBytes { writeAudio(payload, timestamp: timestamp, into: $0) }
         }
         guard let length else { return false }
-        sequenceNumber &+= 1
         transmits.append(Array(scratch[0..<length]))
         return true
+    }
+
+    /// Writes one Opus frame as a protected RTP datagram into `buffer` (the caller sends it) and
+    /// returns its length; nil before DTLS is up or when `buffer` is too small. The load generator's
+    /// per-packet path: nothing is queued or copied.
+    public func writeAudio(_ payload: UnsafeRawBufferPointer, timestamp: UInt32, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        guard let outboundSRTP,
+              buffer.count >= RTPHeader.fixedLength + payload.count + SRTPContext.maximumOverhead else { return nil }
+        RTPHeader.write(marker: false, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp,
+                        ssrc: audioSSRC, into: buffer)
+        if let source = payload.baseAddress, payload.count > 0 {
+            (buffer.baseAddress! + RTPHeader.fixedLength).copyMemory(from: source, byteCount: payload.count)
+        }
+        guard let length = try? outboundSRTP.protectRTP(buffer, length: RTPHeader.fixedLength + payload.count) else { return nil }
+        sequenceNumber &+= 1
+        return length
     }
 
     /// Sends a message on the client's data channel; false until it is open or when SCTP's buffer is full.

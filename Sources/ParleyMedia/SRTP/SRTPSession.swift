@@ -56,12 +56,10 @@ public final class SRTPContext {
 
     public enum Direction: Sendable { case outbound, inbound }
 
-    private enum Backend {
-        case openSSL(AESGCMTransform)
-        case libsrtp(srtp_t)
-    }
-
-    private let backend: Backend
+    /// Exactly one of the two is set. Two stored properties rather than an enum: the per-packet
+    /// calls then use the reference in place instead of retaining an extracted payload.
+    private let gcm: AESGCMTransform?
+    private let libsrtp: srtp_t?
 
     public convenience init(profile: SRTPProfile, keyAndSalt: [UInt8], direction: Direction) throws(SRTPError) {
         try self.init(profile: profile, keyAndSalt: keyAndSalt, direction: direction, libsrtpOnly: false)
@@ -71,7 +69,8 @@ public final class SRTPContext {
     /// micro-benchmarks compare the two.
     public init(profile: SRTPProfile, keyAndSalt: [UInt8], direction: Direction, libsrtpOnly: Bool) throws(SRTPError) {
         if profile == .aeadAES128GCM, !libsrtpOnly {
-            backend = .openSSL(try AESGCMTransform(keyAndSalt: keyAndSalt, outbound: direction == .outbound))
+            gcm = try AESGCMTransform(keyAndSalt: keyAndSalt, outbound: direction == .outbound)
+            libsrtp = nil
             return
         }
         guard srtpLibraryStatus == srtp_err_status_ok else { throw .initialization(Int(srtpLibraryStatus.rawValue)) }
@@ -94,39 +93,40 @@ public final class SRTPContext {
             return srtp_create(&created, &policy)
         }
         guard status == srtp_err_status_ok, let created else { throw .initialization(Int(status.rawValue)) }
-        backend = .libsrtp(created)
+        gcm = nil
+        libsrtp = created
     }
 
-    deinit { if case .libsrtp(let session) = backend { srtp_dealloc(session) } }
+    deinit { if let libsrtp { srtp_dealloc(libsrtp) } }
 
     /// Protects the RTP packet in `buffer[0..<length]` in place; returns the new length.
     /// `buffer` must have `maximumOverhead` spare bytes after the packet.
     public func protectRTP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
-        switch backend {
-        case .openSSL(let transform): try checked(buffer, length: length, grows: true) { () throws(SRTPError) in try transform.protectRTP(buffer, length: length) }
-        case .libsrtp(let session): try run(buffer, length: length, grows: true) { srtp_protect(session, $0, $1) }
+        if let gcm {
+            return try checked(buffer, length: length, grows: true) { () throws(SRTPError) in try gcm.protectRTP(buffer, length: length) }
         }
+        return try run(buffer, length: length, grows: true) { srtp_protect(libsrtp, $0, $1) }
     }
 
     public func unprotectRTP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
-        switch backend {
-        case .openSSL(let transform): try checked(buffer, length: length, grows: false) { () throws(SRTPError) in try transform.unprotectRTP(buffer, length: length) }
-        case .libsrtp(let session): try run(buffer, length: length, grows: false) { srtp_unprotect(session, $0, $1) }
+        if let gcm {
+            return try checked(buffer, length: length, grows: false) { () throws(SRTPError) in try gcm.unprotectRTP(buffer, length: length) }
         }
+        return try run(buffer, length: length, grows: false) { srtp_unprotect(libsrtp, $0, $1) }
     }
 
     public func protectRTCP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
-        switch backend {
-        case .openSSL(let transform): try checked(buffer, length: length, grows: true) { () throws(SRTPError) in try transform.protectRTCP(buffer, length: length) }
-        case .libsrtp(let session): try run(buffer, length: length, grows: true) { srtp_protect_rtcp(session, $0, $1) }
+        if let gcm {
+            return try checked(buffer, length: length, grows: true) { () throws(SRTPError) in try gcm.protectRTCP(buffer, length: length) }
         }
+        return try run(buffer, length: length, grows: true) { srtp_protect_rtcp(libsrtp, $0, $1) }
     }
 
     public func unprotectRTCP(_ buffer: UnsafeMutableRawBufferPointer, length: Int) throws(SRTPError) -> Int {
-        switch backend {
-        case .openSSL(let transform): try checked(buffer, length: length, grows: false) { () throws(SRTPError) in try transform.unprotectRTCP(buffer, length: length) }
-        case .libsrtp(let session): try run(buffer, length: length, grows: false) { srtp_unprotect_rtcp(session, $0, $1) }
+        if let gcm {
+            return try checked(buffer, length: length, grows: false) { () throws(SRTPError) in try gcm.unprotectRTCP(buffer, length: length) }
         }
+        return try run(buffer, length: length, grows: false) { srtp_unprotect_rtcp(libsrtp, $0, $1) }
     }
 
     /// The same buffer rules for both backends.

@@ -27,13 +27,22 @@ final class MediaWorker: @unchecked Sendable {
     private var channel: Channel?
     private var tick: RepeatedTask?
 
-    private struct Entry {
+    /// A class, not a struct: the per-packet and per-tick lookups then retain one reference
+    /// instead of copying a logger, a set and counters.
+    private final class Entry {
         let session: WebRTCSession
         let agent: EchoAgent
         let logger: Logger
         let createdAt: Instant
         var clients: Set<TransportAddress> = []
         var reported = SessionCounters()
+
+        init(session: WebRTCSession, agent: EchoAgent, logger: Logger, createdAt: Instant) {
+            self.session = session
+            self.agent = agent
+            self.logger = logger
+            self.createdAt = createdAt
+        }
     }
 
     private var sessions: [UInt32: Entry] = [:]
@@ -226,10 +235,10 @@ final class MediaWorker: @unchecked Sendable {
         // client's next check. Each session keeps at most a few addresses.
         if entry.session.hasConsent(from: path), byClient[path.client] != key {
             byClient[path.client] = key
-            sessions[key]?.clients.insert(path.client)
-            if let clients = sessions[key]?.clients, clients.count > 8 {
-                for stale in clients where !entry.session.hasConsent(from: PeerPath(client: stale)) {
-                    sessions[key]?.clients.remove(stale)
+            entry.clients.insert(path.client)
+            if entry.clients.count > 8 {
+                for stale in entry.clients where !entry.session.hasConsent(from: PeerPath(client: stale)) {
+                    entry.clients.remove(stale)
                     if byClient[stale] == key { byClient[stale] = nil }
                 }
             }
@@ -334,10 +343,9 @@ final class MediaWorker: @unchecked Sendable {
         let now = monotonicNow()
         guard now - lastMetricsReport >= .seconds(1) else { return }
         lastMetricsReport = now
-        for key in sessions.keys {
-            guard let entry = sessions[key] else { continue }
+        for entry in sessions.values {
             report(entry.session.counters, since: entry.reported)
-            sessions[key]?.reported = entry.session.counters
+            entry.reported = entry.session.counters
         }
         for (reason, count) in workerDrops where count > 0 { metrics.workerDrops[reason]?.increment(by: count) }
         workerDrops.removeAll(keepingCapacity: true)
