@@ -4,8 +4,9 @@
 SWIFT ?= swift
 ARGS ?=
 FUZZ_SECONDS ?= 30
-BENCH_SESSIONS ?= 100,200,400
+BENCH_SESSIONS ?= 100,200,300,400
 BENCH_CAPACITY ?= 600,800,1000,1200,1500
+BENCH_REPEAT ?= 3
 
 .PHONY: dev test build fuzz bench bench-micro bench-transceiver bench-relay bench-sctp clean
 
@@ -38,20 +39,21 @@ bench: bench-micro bench-transceiver bench-relay bench-sctp
 ## Micro-benchmarks (ordo-one/benchmark): time and allocations per operation on the hot paths.
 bench-micro:
 	@scripts/install-deps.sh bench
-	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark --no-progress
+	scripts/bench_micro.py --output-dir docs
 
 ## Parley's transceiver against a Pion answerer: CPU and memory per call at 100/200/400 calls, the
 ## calls one core sustains, setup for one call and a burst of 100 (server core 0, `parley load` core 1).
 bench-transceiver:
 	@scripts/install-deps.sh bench
 	$(SWIFT) build -c release --product parley
-	scripts/bench_transceiver.py --sessions $(BENCH_SESSIONS) --capacity $(BENCH_CAPACITY) --output-dir docs
+	scripts/bench_transceiver.py --sessions $(BENCH_SESSIONS) --capacity $(BENCH_CAPACITY) --repeat $(BENCH_REPEAT) --output-dir docs
 
 ## Data-channel throughput, handshake cost and idle memory of ParleySCTP (in memory, one core).
 bench-sctp:
 	@scripts/install-deps.sh build
 	$(SWIFT) build -c release --product parley
-	.build/release/parley bench-sctp
+	.build/release/parley bench-sctp | tee .build/bench-sctp.md
+	python3 scripts/benchlib.py bench-sctp docs/benchmarks.md < .build/bench-sctp.md
 
 ## Relay forwarded packets/s, CPU and latency side by side with a C recvmmsg/sendmmsg forwarder.
 bench-relay:

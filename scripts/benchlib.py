@@ -36,3 +36,10 @@ def update_markdown(path, section, text):
     _, tail = rest.split(end, 1)
     with open(path, "w") as f:
         f.write(head + begin + "\n" + text + end + tail)
+
+
+if __name__ == "__main__":
+    # python3 scripts/benchlib.py SECTION docs/benchmarks.md < table.md: writes a generated section.
+    section, path = sys.argv[1], sys.argv[2]
+    import time
+    update_markdown(path, section, f"Latest run: {time.strftime('%Y-%m-%d')} (`make {section}`).\n\n" + sys.stdin.read())

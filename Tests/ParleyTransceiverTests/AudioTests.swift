@@ -70,6 +70,20 @@ import Testing
         #expect(outgoing.takeEvents() == [.started, .cleared])
     }
 
+    /// The media loop's tick runs a few ms early or late; the RTP clock does not follow it.
+    @Test func timestampsStayContinuousWhenTicksJitter() throws {
+        var now = Instant(nanoseconds: 1_000_000_000)
+        let outgoing = try OutgoingAudio(sampleRate: .hz16000, initialTimestamp: 0xFFFF_FF00, now: now)
+        for frame in Self.tone(30, rate: .hz16000) { outgoing.enqueue(frame) }
+        var random = SystemRandomNumberGenerator()
+        var timestamps: [UInt32] = []
+        for _ in 0..<30 {
+            timestamps.append(try #require(outgoing.nextPacket(now: now)).timestamp)
+            now = now + .milliseconds(Int64.random(in: 12...28, using: &random))
+        }
+        #expect(zip(timestamps, timestamps.dropFirst()).allSatisfy { $1 &- $0 == 960 }, "continuous across the 32-bit wrap")
+    }
+
     @Test func backpressureAndCapacity() throws {
         let outgoing = try OutgoingAudio(sampleRate: .hz16000, initialTimestamp: 0, highWatermark: 5, capacity: 8, now: .zero)
         let frame = Self.tone(1, rate: .hz16000)[0]

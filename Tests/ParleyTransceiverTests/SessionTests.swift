@@ -21,6 +21,8 @@ import Testing
         let client: TestClient
         let session: WebRTCSession
         let echo = EchoAgent()
+        /// When set, events go to this bridge (and its agent) instead of the echo agent.
+        var bridge: AgentBridge?
         var now = Instant(nanoseconds: 1_000_000_000)
         var events: [SessionEvent] = []
         /// Return true to lose a datagram (fromClient, bytes).
@@ -67,7 +69,7 @@ import Testing
             while !pending.isEmpty {
                 for event in pending {
                     events.append(event)
-                    echo.handle(event, session: session, now: now)
+                    if let bridge { bridge.handle(event, now: now) } else { echo.handle(event, session: session, now: now) }
                 }
                 pending = session.takeEvents()
             }
@@ -75,9 +77,10 @@ import Testing
 
         /// Advances the virtual clock to `instant`, running the session's timers on the way.
         func advance(to instant: Instant) {
-            while let wake = session.nextWakeup, wake <= instant {
+            while let wake = [session.nextWakeup, bridge?.nextWakeup].compactMap({ $0 }).min(), wake <= instant {
                 now = max(now, wake)
-                session.handleTimeout(now: now)
+                if let due = session.nextWakeup, due <= now { session.handleTimeout(now: now) }
+                if let bridge, let due = bridge.nextWakeup, due <= now { bridge.tick(now: now) }
                 deliver(fromClient: [])
             }
             now = instant

@@ -2,8 +2,10 @@ import ParleyMedia
 import ParleyWire
 
 /// An agent's audio on its way to the client: PCM frames queue (the agent may produce faster than
-/// real time), and each 20 ms tick encodes one into Opus with an RTP timestamp that follows the
-/// wall clock, so gaps between utterances are real gaps to the client's jitter buffer. Reports when
+/// real time), and each 20 ms tick encodes one into Opus. RTP timestamps run on continuously (960
+/// per frame) while output plays, however late a tick ran; output that starts after silence takes
+/// the wall clock's timestamp, so gaps between utterances are real gaps to the client's jitter
+/// buffer. Reports when
 /// output starts, stops (drained) and is cleared (barge-in), as OpenAI's Realtime API does with
 /// `output_audio_buffer.started` / `.stopped` / `.cleared`. Sans-IO. Confined to one thread.
 public final class OutgoingAudio {
@@ -23,6 +25,7 @@ public final class OutgoingAudio {
     private var head = 0
     private var playing = false
     private var clock: (start: Instant, timestamp: UInt32)?
+    private var lastTimestamp: UInt32?
     private var events: [Event] = []
 
     public init(sampleRate: OpusSampleRate, initialTimestamp: UInt32, highWatermark: Int = 250, capacity: Int = 1500,
@@ -73,7 +76,16 @@ public final class OutgoingAudio {
         }
         guard let payload = try? encoder.encode(frame), let clock else { return nil }
         let elapsed = max(0, (now - clock.start).nanoseconds)
-        let timestamp = clock.timestamp &+ UInt32(truncatingIfNeeded: elapsed / 1_000_000 * 48)
+        let wallClock = clock.timestamp &+ UInt32(truncatingIfNeeded: elapsed / 1_000_000 * 48)
+        let timestamp: UInt32
+        if let last = lastTimestamp {
+            let following = last &+ 960
+            // After silence, the real gap; never behind the previous frame's end.
+            timestamp = !playing && Int32(bitPattern: wallClock &- following) > 0 ? wallClock : following
+        } else {
+            timestamp = wallClock
+        }
+        lastTimestamp = timestamp
         let marker = !playing  // RFC 3551: the first packet after silence carries the marker bit
         if !playing {
             playing = true

@@ -31,15 +31,18 @@ final class MediaWorker: @unchecked Sendable {
     /// instead of copying a logger, a set and counters.
     private final class Entry {
         let session: WebRTCSession
-        let agent: EchoAgent
+        /// The echo agent works on Opus frames directly; every other agent through a bridge.
+        let echo: EchoAgent?
+        let bridge: AgentBridge?
         let logger: Logger
         let createdAt: Instant
         var clients: Set<TransportAddress> = []
         var reported = SessionCounters()
 
-        init(session: WebRTCSession, agent: EchoAgent, logger: Logger, createdAt: Instant) {
+        init(session: WebRTCSession, echo: EchoAgent?, bridge: AgentBridge?, logger: Logger, createdAt: Instant) {
             self.session = session
-            self.agent = agent
+            self.echo = echo
+            self.bridge = bridge
             self.logger = logger
             self.createdAt = createdAt
         }
@@ -128,7 +131,8 @@ final class MediaWorker: @unchecked Sendable {
     // MARK: Sessions
 
     /// Creates a session on this worker (on its event loop).
-    func createSession(key: UInt32, parameters: SessionParameters, dtlsContext: DTLSContext, registry: CallRegistry) throws {
+    func createSession(key: UInt32, parameters: SessionParameters, dtlsContext: DTLSContext, registry: CallRegistry,
+                       agent: AgentChoice = .echo) throws {
         eventLoop.preconditionInEventLoop()
         guard sessions[key] == nil else { throw SessionKeyInUse() }
         let now = monotonicNow()
@@ -137,7 +141,13 @@ final class MediaWorker: @unchecked Sendable {
         let session = try WebRTCSession(parameters: parameters, dtlsContext: dtlsContext, now: now)
         var sessionLogger = logger
         sessionLogger[metadataKey: "call"] = "\(parameters.id)"
-        sessions[key] = Entry(session: session, agent: EchoAgent(), logger: sessionLogger, createdAt: now)
+        switch agent {
+        case .echo:
+            sessions[key] = Entry(session: session, echo: EchoAgent(), bridge: nil, logger: sessionLogger, createdAt: now)
+        case .parrot:
+            let bridge = try AgentBridge(agent: ParrotAgent(), session: session, now: now)
+            sessions[key] = Entry(session: session, echo: nil, bridge: bridge, logger: sessionLogger, createdAt: now)
+        }
         // Registered on the worker's loop, where `remove` unregisters it: the two never race.
         registry.insert(parameters.id, .init(worker: index, sessionKey: key))
         metrics.sessionsCreated.increment()
@@ -277,7 +287,8 @@ final class MediaWorker: @unchecked Sendable {
                 case .closed(let reason):
                     entry.logger.info("session closed", metadata: ["reason": "\(reason)"])
                 }
-                entry.agent.handle(event, session: session, now: now)
+                entry.echo?.handle(event, session: session, now: now)
+                entry.bridge?.handle(event, now: now)
             }
             events = session.takeEvents()
         }
@@ -327,10 +338,16 @@ final class MediaWorker: @unchecked Sendable {
         let now = monotonicNow()
         currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
         for (key, entry) in sessions {
+            var due = false
             if let wake = entry.session.nextWakeup, wake <= now {
                 entry.session.handleTimeout(now: now)
-                drain(key: key, now: now)
+                due = true
             }
+            if let bridge = entry.bridge, let wake = bridge.nextWakeup, wake <= now {
+                bridge.tick(now: now)
+                due = true
+            }
+            if due { drain(key: key, now: now) }
         }
         flush()
         reportMetrics()

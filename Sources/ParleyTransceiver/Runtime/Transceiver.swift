@@ -116,7 +116,7 @@ public final class Transceiver: Sendable {
             do {
                 try await worker.eventLoop.submit {
                     try worker.createSession(key: token.nonce, parameters: sessionParameters, dtlsContext: dtlsContext,
-                                             registry: self.registry)
+                                             registry: self.registry, agent: self.configuration.agent)
                 }.get()
             } catch is SessionKeyInUse {
                 continue

@@ -28,6 +28,8 @@ public struct TransceiverConfiguration: Sendable {
     public var socketBufferBytes = 4 * 1024 * 1024
     /// Refuse new calls beyond this many (503).
     public var maximumSessions = 10_000
+    /// The agent each call talks to.
+    public var agent: AgentChoice = .echo
 
     public init(keyring: RoutingKeyring) {
         self.keyring = keyring
@@ -40,4 +42,13 @@ public struct TransceiverConfiguration: Sendable {
         let secret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
         return RoutingKeyring(current: RoutingKey(id: 0, secret: secret))
     }
+}
+
+/// Which agent a call gets: a built-in one by name.
+public enum AgentChoice: String, Sendable, CaseIterable {
+    /// Immediate loopback of the caller's Opus frames and data-channel messages (no transcoding):
+    /// the latency instrument.
+    case echo
+    /// Plays each utterance back once the caller stops; barge-in clears it (ParrotAgent).
+    case parrot
 }
