@@ -4,7 +4,8 @@
 #   build  the C libraries Parley links (OpenSSL, libsrtp2, libopus) and pkg-config
 #   test   build, plus what the test suite runs against: usrsctp (an SCTP peer), Chromium and
 #          chromedriver, Firefox ESR, iproute2 (network namespaces), Redis, and from PyPI selenium,
-#          aiortc, pytest and marionette_driver (Firefox has no driver package in Debian)
+#          aiortc, pytest, marionette_driver (Firefox has no driver package in Debian) and websockets
+#          (the example agent)
 #   bench  build, plus the reference servers' toolchain (Go and Debian's Pion v3 sources), gcc for
 #          the C forwarder, and matplotlib for the plots in docs/
 set -euo pipefail
@@ -36,9 +37,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "$profile" = test ] && ! python3 -c "import selenium, aiortc, pytest, marionette_driver" 2>/dev/null; then
-    echo "Installing from PyPI: selenium aiortc pytest marionette_driver"
-    python3 -m pip install -q --disable-pip-version-check selenium aiortc pytest marionette_driver
+if [ "$profile" = test ] && ! python3 -c "import selenium, aiortc, pytest, marionette_driver, websockets" 2>/dev/null; then
+    echo "Installing from PyPI: selenium aiortc pytest marionette_driver websockets"
+    python3 -m pip install -q --disable-pip-version-check selenium aiortc pytest marionette_driver websockets
 fi
 
 if [ "$profile" = bench ] && ! python3 -c "import matplotlib" 2>/dev/null; then

@@ -38,12 +38,12 @@ struct ServingOptions: ParsableArguments {
     var advertised: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
-    @Option(help: "The agent each call talks to: \(AgentChoice.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "The agent each call talks to: \(AgentChoice.allCases.map(\.rawValue).joined(separator: ", ")), or ws://host:port/path (docs/agent-protocol.md).")
     var agent = "echo"
 
     func validate() throws {
-        guard AgentChoice(rawValue: agent) != nil else {
-            throw ValidationError("--agent \(agent): expected one of \(AgentChoice.allCases.map(\.rawValue).joined(separator: ", "))")
+        guard AgentTarget(agent) != nil else {
+            throw ValidationError("--agent \(agent): expected \(AgentChoice.allCases.map(\.rawValue).joined(separator: ", ")) or a ws:// URL")
         }
         guard (1...256).contains(workers) else { throw ValidationError("--workers must be 1…256") }
         guard IPv4Address(mediaHost) != nil else { throw ValidationError("--media-host must be an IPv4 address") }
@@ -60,7 +60,7 @@ struct ServingOptions: ParsableArguments {
         configuration.mediaPort = mediaPort
         configuration.workers = workers
         configuration.advertisedAddresses = advertised.compactMap(TransportAddress.init)
-        configuration.agent = AgentChoice(rawValue: agent) ?? .echo
+        configuration.agent = AgentTarget(agent) ?? .builtIn(.echo)
         return configuration
     }
 }

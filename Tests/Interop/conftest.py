@@ -22,14 +22,15 @@ def free_port(kind=socket.SOCK_STREAM):
 
 
 class ParleyProcess:
-    def __init__(self, http_port, media_port, log_path):
+    def __init__(self, http_port, media_port, log_path, extra_args=()):
         self.http_port = http_port
         self.media_port = media_port
         self.base = f"http://127.0.0.1:{http_port}"
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [PARLEY, "dev", "--http-port", str(http_port), "--media-port", str(media_port), "--log-level", "debug"],
+            [PARLEY, "dev", "--http-port", str(http_port), "--media-port", str(media_port), "--log-level", "debug",
+             *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -64,6 +65,21 @@ class ParleyProcess:
 
     def logs(self):
         return open(self.log_path).read()
+
+
+@pytest.fixture
+def parley_with(tmp_path):
+    """Starts `parley dev` with extra arguments: `parley_with("--agent", "parrot")`."""
+    started = []
+
+    def start(*extra_args):
+        process = ParleyProcess(free_port(), free_port(socket.SOCK_DGRAM), tmp_path / f"parley-{len(started)}.log", extra_args)
+        started.append(process)
+        return process
+    yield start
+    for process in started:
+        process.stop()
+        print(process.logs()[-4000:])
 
 
 @pytest.fixture

@@ -38,6 +38,34 @@ import Testing
         #expect(frames == incoming.framesPlayed && frames >= 55, "a frame every tick once playout starts")
     }
 
+    /// A sender whose clock runs 3% slow or fast against ours: playout never drifts into
+    /// concealing everything (slow) or into an ever-growing delay (fast).
+    @Test(arguments: [21_000_000, 19_400_000] as [Int64])
+    func jitterBufferFollowsASenderWhoseClockDrifts(senderInterval: Int64) throws {
+        let encoder = try OpusEncoder(sampleRate: .hz48000)
+        let packets = try Self.tone(600).map { try encoder.encode($0) }
+        let incoming = try IncomingAudio(sampleRate: .hz16000)
+        var sent = 0, played = 0
+        var nextSend = Instant(nanoseconds: 0), tick = Instant(nanoseconds: 0)
+        let end = Instant(nanoseconds: 600 * senderInterval)
+        while tick < end {
+            while nextSend <= tick, sent < packets.count {
+                incoming.receive(sequence: UInt16(truncatingIfNeeded: 40_000 + sent), payload: packets[sent], now: nextSend)
+                sent += 1
+                nextSend = nextSend + .nanoseconds(senderInterval)
+            }
+            if incoming.nextFrame(now: tick) != nil { played += 1 }
+            tick = tick + .milliseconds(20)
+        }
+        let decoded = played - incoming.framesConcealed - incoming.framesRepaired
+        #expect(decoded >= played * 9 / 10, "nearly every frame played is a real packet: \(decoded) of \(played)")
+        if senderInterval > 20_000_000 {
+            #expect(incoming.framesStretched >= 10 && incoming.packetsLate <= 3, "stretched as the sender fell behind")
+        } else {
+            #expect(incoming.framesSkipped >= 1, "skipped ahead as the sender ran fast")
+        }
+    }
+
     @Test func outputIsPacedWithWallClockTimestampsAndReportsStartStopClear() throws {
         var now = Instant(nanoseconds: 5_000_000_000)
         let outgoing = try OutgoingAudio(sampleRate: .hz24000, initialTimestamp: 1000, now: now)

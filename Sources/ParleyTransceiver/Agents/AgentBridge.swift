@@ -34,6 +34,13 @@ public final class AgentBridge {
         output = AgentOutput(bridge: self)
     }
 
+    /// For a bridge made after the call began (an external agent accepts later): takes the state
+    /// its events would have told it.
+    public func catchUp(now: Instant) {
+        for (id, label) in session.openDataChannels { channels[label] = id }
+        if session.state == .connected { start(now: now) }
+    }
+
     /// Takes one session event (after the session produced it).
     public func handle(_ event: SessionEvent, now: Instant) {
         lastNow = now

@@ -3,12 +3,21 @@ import ParleyWire
 
 /// The client's audio as an agent wants it: one PCM frame every 20 ms, whatever the network did.
 /// A small jitter buffer holds RTP Opus packets by sequence number; each 20 ms tick plays the next
-/// one, repairs a missing one from the following packet's FEC, or conceals it. Sans-IO: packets and
-/// ticks come with the time. Confined to one thread.
+/// one, repairs a missing one from the following packet's FEC, or conceals it. The sender's clock
+/// is not ours: a slot whose packet has not arrived while nothing newer has either is concealed
+/// and the packet still awaited (a slow sender stretches playout instead of losing packets); when
+/// playout has nevertheless run ahead (several packets in a row arrive after their slot) it
+/// re-anchors on the newest; when the sender runs fast (more than `maximumDepth` packets wait) it
+/// skips ahead, so latency stays bounded either way. Sans-IO: packets and ticks
+/// come with the time. Confined to one thread.
 public final class IncomingAudio {
     /// How long the first packet waits before playout starts, to absorb jitter.
     public let playoutDelay: Duration
     public static let maximumPackets = 50
+    /// Packets waiting beyond this (160 ms) mean the sender runs fast: playout skips ahead.
+    public static let maximumDepth = 8
+    /// This many late packets in a row mean playout runs ahead of the sender: it re-anchors.
+    public static let lateRunToResync = 3
 
     private let decoder: OpusDecoder
     private var packets: [UInt16: [UInt8]] = [:]
@@ -18,6 +27,11 @@ public final class IncomingAudio {
     public private(set) var framesRepaired = 0
     public private(set) var framesConcealed = 0
     public private(set) var packetsLate = 0
+    public private(set) var resyncs = 0
+    public private(set) var framesSkipped = 0
+    /// Slots filled while waiting for a late packet (a slow sender, or a pause in its stream).
+    public private(set) var framesStretched = 0
+    private var lateRun = 0
 
     public init(sampleRate: OpusSampleRate, playoutDelay: Duration = .milliseconds(40)) throws(OpusError) {
         decoder = try OpusDecoder(sampleRate: sampleRate)
@@ -27,10 +41,17 @@ public final class IncomingAudio {
     /// Takes an Opus packet that arrived at `now`.
     public func receive(sequence: UInt16, payload: [UInt8], now: Instant) {
         if let next = nextSequence {
-            // Behind what already played: too late to use.
-            guard !sequence.isBefore(next) else {
+            // Behind what already played: too late to use, unless playout has run ahead of the sender.
+            if sequence.isBefore(next) {
                 packetsLate += 1
-                return
+                lateRun += 1
+                guard lateRun >= Self.lateRunToResync else { return }
+                resyncs += 1
+                lateRun = 0
+                packets.removeAll(keepingCapacity: true)
+                nextSequence = sequence
+            } else {
+                lateRun = 0
             }
         } else if startAt == nil {
             startAt = now + playoutDelay
@@ -42,7 +63,15 @@ public final class IncomingAudio {
 
     /// Once playout has started, the frame for this 20 ms tick (nil before the first packet's delay).
     public func nextFrame(now: Instant) -> [Int16]? {
-        guard let start = startAt, now >= start, let sequence = nextSequence else { return nil }
+        guard let start = startAt, now >= start, var sequence = nextSequence else { return nil }
+        if packets.count > Self.maximumDepth, let newest = packets.keys.max(by: { $0.isBefore($1) }) {
+            // The sender runs fast: drop the oldest so that `maximumDepth / 2` packets wait.
+            let target = newest &- UInt16(Self.maximumDepth / 2)
+            while sequence.isBefore(target) {
+                if packets.removeValue(forKey: sequence) != nil { framesSkipped += 1 }
+                sequence &+= 1
+            }
+        }
         nextSequence = sequence &+ 1
         framesPlayed += 1
         if let packet = packets.removeValue(forKey: sequence), let pcm = try? decoder.decode(packet), !pcm.isEmpty {
@@ -53,6 +82,12 @@ public final class IncomingAudio {
             return repaired
         }
         framesConcealed += 1
+        // Nothing newer has arrived either: the sender is late (or slow), not lossy. Fill this slot
+        // and wait for its packet rather than skip it.
+        if packets.isEmpty {
+            nextSequence = sequence
+            framesStretched += 1
+        }
         return (try? decoder.conceal()) ?? [Int16](repeating: 0, count: decoder.sampleRate.samplesPer20Milliseconds)
     }
 }

@@ -31,9 +31,21 @@ final class MediaWorker: @unchecked Sendable {
     /// instead of copying a logger, a set and counters.
     private final class Entry {
         let session: WebRTCSession
-        /// The echo agent works on Opus frames directly; every other agent through a bridge.
+        /// The echo agent works on Opus frames directly; every other agent through a bridge (an
+        /// external agent's once it accepted the session).
         let echo: EchoAgent?
-        let bridge: AgentBridge?
+        var bridge: AgentBridge?
+        /// An external agent's WebSocket, and whether reading it is paused (its audio queue is full).
+        var link: WebSocketAgentLink?
+        var linkPaused = false
+        /// An external agent must accept by then.
+        var agentDeadline: Instant?
+        /// Why the agent failed, while the call waits (briefly) for `oai-events` to say so.
+        var agentFailure: String?
+        var agentFailureDetail: String?
+        var agentFailureDeadline: Instant?
+        /// When the failure notice went out on `oai-events`: the call ends once it is acknowledged.
+        var agentNoticeSentAt: Instant?
         let logger: Logger
         let createdAt: Instant
         var clients: Set<TransportAddress> = []
@@ -132,7 +144,7 @@ final class MediaWorker: @unchecked Sendable {
 
     /// Creates a session on this worker (on its event loop).
     func createSession(key: UInt32, parameters: SessionParameters, dtlsContext: DTLSContext, registry: CallRegistry,
-                       agent: AgentChoice = .echo) throws {
+                       agent: AgentTarget = .builtIn(.echo)) throws {
         eventLoop.preconditionInEventLoop()
         guard sessions[key] == nil else { throw SessionKeyInUse() }
         let now = monotonicNow()
@@ -142,11 +154,23 @@ final class MediaWorker: @unchecked Sendable {
         var sessionLogger = logger
         sessionLogger[metadataKey: "call"] = "\(parameters.id)"
         switch agent {
-        case .echo:
+        case .builtIn(.echo):
             sessions[key] = Entry(session: session, echo: EchoAgent(), bridge: nil, logger: sessionLogger, createdAt: now)
-        case .parrot:
+        case .builtIn(.parrot):
             let bridge = try AgentBridge(agent: ParrotAgent(), session: session, now: now)
             sessions[key] = Entry(session: session, echo: nil, bridge: bridge, logger: sessionLogger, createdAt: now)
+        case .webSocket(let endpoint):
+            let entry = Entry(session: session, echo: nil, bridge: nil, logger: sessionLogger, createdAt: now)
+            let link = WebSocketAgentLink(eventLoop: eventLoop) { [weak self] message in
+                self?.agentMessage(message, key: key)
+            }
+            entry.link = link
+            entry.agentDeadline = now + Self.agentAcceptTimeout
+            sessions[key] = entry
+            let negotiated = parameters.negotiated
+            link.connect(to: endpoint, first: AgentWire.sessionStarted(
+                callID: parameters.id,
+                offer: .init(opusParameters: negotiated.opus.parameters ?? "", dataChannel: negotiated.dataChannelMid != nil)))
         }
         // Registered on the worker's loop, where `remove` unregisters it: the two never race.
         registry.insert(parameters.id, .init(worker: index, sessionKey: key))
@@ -193,6 +217,86 @@ final class MediaWorker: @unchecked Sendable {
         drain(key: newKey, now: monotonicNow())
         flush()
         return true
+    }
+
+    // MARK: External agents
+
+    /// How long an external agent has to connect and accept a call.
+    static let agentAcceptTimeout: Duration = .seconds(3)
+    /// How long a call whose agent failed waits for `oai-events` to tell the client why.
+    static let agentFailureNoticeTimeout: Duration = .seconds(5)
+
+    private func agentMessage(_ message: AgentMessage, key: UInt32) {
+        guard let entry = sessions[key] else { return }
+        let now = monotonicNow()
+        switch message {
+        case .accept(let sampleRate):
+            guard entry.bridge == nil, let link = entry.link else { return }
+            link.sampleRate = sampleRate
+            do {
+                let bridge = try AgentBridge(agent: WebSocketVoiceAgent(sampleRate: sampleRate, link: link),
+                                             session: entry.session, now: now)
+                entry.bridge = bridge
+                entry.agentDeadline = nil
+                bridge.catchUp(now: now)
+                entry.logger.info("agent accepted", metadata: ["sample_rate": "\(sampleRate.rawValue)"])
+            } catch {
+                agentFailed(entry, reason: "agent_error", detail: "\(error)", now: now)
+            }
+        case .audio(let frame):
+            guard let output = (entry.bridge?.agent as? WebSocketVoiceAgent)?.output else { return }
+            output.sendAudio(frame)
+            if !output.wantsMore, !entry.linkPaused {
+                entry.linkPaused = true
+                entry.link?.setReading(false)
+            }
+        case .dataChannelSend(let label, let binary, let payload):
+            (entry.bridge?.agent as? WebSocketVoiceAgent)?.output?.sendDataChannelMessage(label: label, binary: binary, payload: payload)
+        case .clearAudio:
+            (entry.bridge?.agent as? WebSocketVoiceAgent)?.output?.clearAudio()
+        case .hangUp(let reason):
+            entry.session.close(.agent(reason), now: now)
+        case .failed(let detail):
+            agentFailed(entry, reason: entry.bridge == nil ? "agent_unavailable" : "agent_disconnected", detail: detail, now: now)
+        }
+        drain(key: key, now: now)
+        flush()
+    }
+
+    /// The agent is gone: tell the client on `oai-events` (now, or as soon as the channel opens, for
+    /// a few seconds at most), then end the call with the reason.
+    private func agentFailed(_ entry: Entry, reason: String, detail: String, now: Instant) {
+        guard entry.agentFailure == nil, !entry.session.isClosed else { return }
+        metrics.agentFailure(reason)
+        entry.logger.warning("agent failed", metadata: ["reason": "\(reason)", "detail": "\(detail)"])
+        entry.agentFailure = reason
+        entry.agentFailureDetail = detail
+        entry.agentFailureDeadline = now + Self.agentFailureNoticeTimeout
+        entry.link?.close()
+        endFailedCallIfNoticeable(entry, now: now)
+    }
+
+    /// Ends a call whose agent failed once the client was told why: the notice on `oai-events` is
+    /// acknowledged (SCTP), or could not be sent within the wait.
+    private func endFailedCallIfNoticeable(_ entry: Entry, now: Instant) {
+        guard let reason = entry.agentFailure, !entry.session.isClosed else { return }
+        if let sentAt = entry.agentNoticeSentAt {
+            if entry.session.dataChannelBufferedAmount == 0 || now - sentAt >= .seconds(2) {
+                entry.session.close(.agent(reason), now: now)
+            }
+            return
+        }
+        if let channel = entry.session.openDataChannels.first(where: { $0.value == AgentBridge.eventsLabel })?.key {
+            let notice = AgentWire.errorEvent(type: reason, message: entry.agentFailureDetail ?? reason)
+            if entry.session.sendDataChannelMessage(Array(notice.utf8), binary: false, channel: channel, now: now) {
+                entry.agentNoticeSentAt = now
+                return
+            }
+        }
+        let noChannelComing = entry.session.parameters.negotiated.dataChannelMid == nil && entry.session.state == .connected
+        if noChannelComing || now >= entry.agentFailureDeadline ?? now {
+            entry.session.close(.agent(reason), now: now)
+        }
     }
 
     private func close(key: UInt32, reason: CloseReason, now: Instant) {
@@ -276,6 +380,7 @@ final class MediaWorker: @unchecked Sendable {
                     entry.logger.info("DTLS connected", metadata: ["srtp": "\(profile)"])
                 case .dataChannelOpened(let id, let label):
                     entry.logger.info("data channel open", metadata: ["channel": "\(id)", "label": "\(label)"])
+                    if entry.agentFailure != nil { endFailedCallIfNoticeable(entry, now: now) }
                 case .dataChannelClosed(let id, let label):
                     entry.logger.info("data channel closed", metadata: ["channel": "\(id)", "label": "\(label)"])
                 case .dataChannelTransportClosed(let reason):
@@ -286,6 +391,7 @@ final class MediaWorker: @unchecked Sendable {
                     entry.logger.info("ICE restarted", metadata: ["remote_ufrag": "\(session.parameters.negotiated.remoteUfrag)"])
                 case .closed(let reason):
                     entry.logger.info("session closed", metadata: ["reason": "\(reason)"])
+                    if entry.bridge == nil { entry.link?.close(after: AgentWire.sessionEnded(reason: reason.description)) }
                 }
                 entry.echo?.handle(event, session: session, now: now)
                 entry.bridge?.handle(event, now: now)
@@ -345,6 +451,19 @@ final class MediaWorker: @unchecked Sendable {
             }
             if let bridge = entry.bridge, let wake = bridge.nextWakeup, wake <= now {
                 bridge.tick(now: now)
+                if entry.linkPaused, bridge.outgoing.wantsMore {
+                    entry.linkPaused = false
+                    entry.link?.setReading(true)
+                }
+                due = true
+            }
+            if let deadline = entry.agentDeadline, deadline <= now {
+                entry.agentDeadline = nil
+                agentFailed(entry, reason: "agent_unavailable", detail: "the agent did not accept the session in time", now: now)
+                due = true
+            }
+            if entry.agentFailure != nil {
+                endFailedCallIfNoticeable(entry, now: now)
                 due = true
             }
             if due { drain(key: key, now: now) }

@@ -29,7 +29,7 @@ public struct TransceiverConfiguration: Sendable {
     /// Refuse new calls beyond this many (503).
     public var maximumSessions = 10_000
     /// The agent each call talks to.
-    public var agent: AgentChoice = .echo
+    public var agent: AgentTarget = .builtIn(.echo)
 
     public init(keyring: RoutingKeyring) {
         self.keyring = keyring
@@ -51,4 +51,28 @@ public enum AgentChoice: String, Sendable, CaseIterable {
     case echo
     /// Plays each utterance back once the caller stops; barge-in clears it (ParrotAgent).
     case parrot
+}
+
+/// The agent a call talks to: a built-in one, or an external one over a WebSocket.
+public enum AgentTarget: Sendable, Equatable, CustomStringConvertible {
+    case builtIn(AgentChoice)
+    case webSocket(AgentEndpoint)
+
+    /// `echo`, `parrot`, or a `ws://` URL.
+    public init?(_ text: String) {
+        if let choice = AgentChoice(rawValue: text) {
+            self = .builtIn(choice)
+        } else if let endpoint = AgentEndpoint(url: text) {
+            self = .webSocket(endpoint)
+        } else {
+            return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .builtIn(let choice): choice.rawValue
+        case .webSocket(let endpoint): endpoint.description
+        }
+    }
 }

@@ -32,6 +32,10 @@ struct TransceiverMetrics: Sendable {
         Counter(label: "parley_sessions_closed_total", dimensions: [("reason", reason.label)]).increment()
     }
 
+    func agentFailure(_ reason: String) {
+        Counter(label: "parley_agent_failures_total", dimensions: [("reason", reason)]).increment()
+    }
+
     func signalingRequest(status: Int) {
         Counter(label: "parley_signaling_requests_total", dimensions: [("status", String(status))]).increment()
     }

@@ -256,6 +256,14 @@ public final class WebRTCSession {
         return id
     }
 
+    /// Data-channel bytes sent and not yet acknowledged by the client (or not yet sent).
+    public var dataChannelBufferedAmount: Int { dataChannels?.association.bufferedAmount ?? 0 }
+
+    /// Open data channels by id, with their labels.
+    public var openDataChannels: [UInt16: String] {
+        dataChannels?.channels.mapValues(\.label) ?? [:]
+    }
+
     public func closeDataChannel(_ channel: UInt16, now: Instant) {
         dataChannels?.close(channel: channel, now: now)
         pumpDataChannels(now: now)

@@ -1,0 +1,303 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import ParleyMedia
+import ParleyWire
+
+/// Where an external agent listens: `ws://host[:port][/path]` (docs/agent-protocol.md).
+public struct AgentEndpoint: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var path: String
+
+    /// Nil for anything but a `ws://` URL with a host (`wss://` is not supported yet).
+    public init?(url: String) {
+        guard url.hasPrefix("ws://") else { return nil }
+        let rest = url.dropFirst("ws://".count)
+        let authority = rest.prefix { $0 != "/" }
+        path = rest.count > authority.count ? String(rest.dropFirst(authority.count)) : "/"
+        if let colon = authority.lastIndex(of: ":") {
+            guard let port = Int(authority[authority.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+            host = String(authority[..<colon])
+            self.port = port
+        } else {
+            host = String(authority)
+            port = 80
+        }
+        guard !host.isEmpty else { return nil }
+    }
+
+    public var description: String { "ws://\(host):\(port)\(path)" }
+}
+
+/// What an external agent sent, decoded.
+enum AgentMessage: Equatable {
+    case accept(OpusSampleRate)
+    case audio([Int16])
+    case dataChannelSend(label: String, binary: Bool, payload: [UInt8])
+    case clearAudio
+    case hangUp(String)
+    /// The link is gone or the agent broke the protocol: the call ends with this reason.
+    case failed(String)
+}
+
+/// The agent protocol's JSON and PCM framing, both ways (no I/O).
+enum AgentWire {
+    static let protocolVersion = 1
+
+    static func sessionStarted(callID: String, offer: AgentSessionStart.Offer) -> String {
+        json(["type": "session.started", "protocol": protocolVersion, "call_id": callID,
+              "sample_rates": OpusSampleRate.allCases.map { Int($0.rawValue) },
+              "offer": ["opus_parameters": offer.opusParameters, "data_channel": offer.dataChannel]])
+    }
+
+    static func dataChannelMessage(label: String, binary: Bool, payload: [UInt8]) -> String {
+        json(["type": "data_channel.message", "label": label, "binary": binary,
+              "data": binary ? Data(payload).base64EncodedString() : String(decoding: payload, as: UTF8.self)])
+    }
+
+    static func sessionEnded(reason: String) -> String { json(["type": "session.ended", "reason": reason]) }
+
+    /// What the client reads on `oai-events` when its agent failed, shaped as the Realtime API's errors.
+    static func errorEvent(type: String, message: String) -> String {
+        json(["type": "error", "event_id": "event_parley_agent", "error": ["type": type, "message": message]])
+    }
+
+    /// One text message from the agent; `.failed` for anything the protocol does not allow.
+    static func decode(text: String) -> AgentMessage {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+              let type = object["type"] as? String else { return .failed("agent sent a message that is not a JSON object with a type") }
+        switch type {
+        case "session.accept":
+            guard let rate = object["sample_rate"] as? Int, let sampleRate = OpusSampleRate(rawValue: Int32(rate)) else {
+                return .failed("agent asked for an unsupported sample rate (16000, 24000 or 48000)")
+            }
+            return .accept(sampleRate)
+        case "data_channel.send":
+            guard let label = object["label"] as? String, let data = object["data"] as? String else {
+                return .failed("data_channel.send needs a label and data")
+            }
+            let binary = object["binary"] as? Bool ?? false
+            guard let payload = binary ? Data(base64Encoded: data).map(Array.init) : Array(data.utf8) else {
+                return .failed("data_channel.send: binary data is not base64")
+            }
+            return .dataChannelSend(label: label, binary: binary, payload: payload)
+        case "audio.clear":
+            return .clearAudio
+        case "session.hangup":
+            return .hangUp(object["reason"] as? String ?? "agent hung up")
+        default:
+            return .failed("agent sent an unknown message type \(type)")
+        }
+    }
+
+    /// PCM16 little-endian, one 20 ms frame per binary message.
+    static func decode(audio bytes: ByteBuffer, sampleRate: OpusSampleRate) -> AgentMessage {
+        let samples = sampleRate.samplesPer20Milliseconds
+        guard bytes.readableBytes == samples * 2 else {
+            return .failed("agent sent \(bytes.readableBytes) bytes of audio; a 20 ms frame at \(sampleRate.rawValue) Hz is \(samples * 2)")
+        }
+        return .audio(bytes.withUnsafeReadableBytes { raw in
+            (0..<samples).map { Int16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: Int16.self)) }
+        })
+    }
+
+    static func encode(audio frame: [Int16], into buffer: inout ByteBuffer) {
+        buffer.reserveCapacity(frame.count * 2)
+        for sample in frame { buffer.writeInteger(sample, endianness: .little) }
+    }
+
+    private static func json(_ object: [String: Any]) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// One call's WebSocket to its external agent. It lives on the call's media event loop: frames in
+/// are handed to `onMessage` there, frames out never wait (audio for an agent that does not keep up
+/// is dropped and counted, so a slow agent cannot hold the media loop or grow memory).
+final class WebSocketAgentLink: @unchecked Sendable {
+    /// Audio frames (20 ms each) allowed to wait in the socket toward the agent before dropping.
+    static let maximumPendingBytes = 64 * 1024
+
+    private let eventLoop: EventLoop
+    private let onMessage: (AgentMessage) -> Void
+    private var channel: Channel?
+    private var pendingText: [String] = []
+    private var closing = false
+    private var failed = false
+    /// Set once the agent accepted: binary frames are decoded at this rate.
+    var sampleRate: OpusSampleRate?
+    private(set) var audioFramesDropped = 0
+
+    init(eventLoop: EventLoop, onMessage: @escaping (AgentMessage) -> Void) {
+        self.eventLoop = eventLoop
+        self.onMessage = onMessage
+    }
+
+    /// Connects and upgrades; `first` is sent as soon as the WebSocket is open. Failures arrive as `.failed`.
+    func connect(to endpoint: AgentEndpoint, first: String, timeout: TimeAmount = .seconds(2)) {
+        eventLoop.preconditionInEventLoop()
+        pendingText.append(first)
+        let link = self
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let upgrader = NIOTypedWebSocketClientUpgrader<Bool>(maxFrameSize: 1 << 20) { channel, _ in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(
+                                NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64,
+                                                            maxAccumulatedFrameSize: 1 << 20))
+                            try channel.pipeline.syncOperations.addHandler(WebSocketAgentHandler(link: link))
+                            return true
+                        }
+                    }
+                    var headers = HTTPHeaders()
+                    headers.add(name: "Host", value: "\(endpoint.host):\(endpoint.port)")
+                    headers.add(name: "Content-Length", value: "0")
+                    let configuration = NIOTypedHTTPClientUpgradeConfiguration<Bool>(
+                        upgradeRequestHead: HTTPRequestHead(version: .http1_1, method: .GET, uri: endpoint.path, headers: headers),
+                        upgraders: [upgrader],
+                        notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(false) })
+                    let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
+                        configuration: .init(upgradeConfiguration: configuration))
+                    negotiated.whenComplete { result in
+                        switch result {
+                        // Only now is the HTTP codec gone from the pipeline: frames can be written.
+                        case .success(true): link.opened(channel)
+                        case .success(false): link.fail("agent at \(endpoint) refused the WebSocket upgrade")
+                        case .failure(let error): link.fail("agent at \(endpoint) failed the WebSocket upgrade: \(error)")
+                        }
+                    }
+                }
+            }
+            .connect(host: endpoint.host, port: endpoint.port)
+            .whenFailure { error in link.fail("agent at \(endpoint) unreachable: \(error)") }
+    }
+
+    fileprivate func opened(_ channel: Channel) {
+        self.channel = channel
+        if closing {
+            channel.close(promise: nil)
+            return
+        }
+        for text in pendingText { write(text: text) }
+        pendingText.removeAll()
+    }
+
+    fileprivate func received(_ frame: WebSocketFrame) {
+        switch frame.opcode {
+        case .text:
+            onMessage(AgentWire.decode(text: String(buffer: frame.unmaskedData)))
+        case .binary:
+            guard let sampleRate else { return fail("agent sent audio before session.accept") }
+            onMessage(AgentWire.decode(audio: frame.unmaskedData, sampleRate: sampleRate))
+        case .connectionClose:
+            fail("agent closed the WebSocket")
+        case .ping:
+            send(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
+        default:
+            break
+        }
+    }
+
+    fileprivate func inactive() {
+        if !closing { fail("agent connection dropped") }
+    }
+
+    func fail(_ reason: String) {
+        guard !failed, !closing else { return }
+        failed = true
+        channel?.close(promise: nil)
+        onMessage(.failed(reason))
+    }
+
+    func write(text: String) {
+        guard channel != nil else { return pendingText.append(text) }
+        send(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)))
+    }
+
+    func write(audio frame: [Int16]) {
+        guard let channel, !closing else { return }
+        // The agent reads too slowly: drop rather than queue without bound.
+        guard channel.isWritable else {
+            audioFramesDropped += 1
+            return
+        }
+        var buffer = channel.allocator.buffer(capacity: frame.count * 2)
+        AgentWire.encode(audio: frame, into: &buffer)
+        send(WebSocketFrame(fin: true, opcode: .binary, data: buffer))
+    }
+
+    /// Stops or resumes reading the agent's frames: TCP then holds back an agent that sends audio
+    /// faster than the queue takes it.
+    func setReading(_ reading: Bool) {
+        channel?.setOption(.autoRead, value: reading).whenFailure { _ in }
+    }
+
+    /// Sends `last` (if any) and closes; nothing is reported after this.
+    func close(after last: String? = nil) {
+        guard !closing else { return }
+        if let last { write(text: last) }
+        closing = true
+        guard let channel else { return }
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(),
+                                             data: ByteBuffer(bytes: [0x03, 0xE8]))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+
+    private func send(_ frame: WebSocketFrame) {
+        var frame = frame
+        frame.maskKey = .random()  // RFC 6455 §5.3: every client frame is masked
+        channel?.writeAndFlush(frame, promise: nil)
+    }
+}
+
+private final class WebSocketAgentHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = WebSocketFrame
+    let link: WebSocketAgentLink
+
+    init(link: WebSocketAgentLink) { self.link = link }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { link.received(unwrapInboundIn(data)) }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        link.inactive()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        link.fail("agent connection error: \(error)")
+        context.close(promise: nil)
+    }
+}
+
+/// The `VoiceAgent` the bridge talks to for an external agent: it forwards over the link.
+final class WebSocketVoiceAgent: VoiceAgent {
+    let sampleRate: OpusSampleRate
+    let link: WebSocketAgentLink
+    private(set) var output: AgentOutput?
+
+    init(sampleRate: OpusSampleRate, link: WebSocketAgentLink) {
+        self.sampleRate = sampleRate
+        self.link = link
+    }
+
+    func sessionStarted(_ start: AgentSessionStart, output: AgentOutput, now: Instant) { self.output = output }
+
+    func audio(_ frame: [Int16], now: Instant) { link.write(audio: frame) }
+
+    func dataChannelMessage(label: String, binary: Bool, payload: [UInt8], now: Instant) {
+        link.write(text: AgentWire.dataChannelMessage(label: label, binary: binary, payload: payload))
+    }
+
+    func sessionEnded(reason: String, now: Instant) {
+        output = nil
+        link.close(after: AgentWire.sessionEnded(reason: reason))
+    }
+}
