@@ -1,7 +1,10 @@
 """Headless Chromium calls `parley dev` through its own demo page and hears the echo."""
+import math
 import os
 import shutil
+import struct
 import time
+import wave
 
 import pytest
 from selenium import webdriver
@@ -10,13 +13,13 @@ from selenium.webdriver.chrome.service import Service
 ARTIFACTS = os.environ.get("PARLEY_ARTIFACTS", "/tmp/parley-interop")
 
 
-def chromium():  # noqa: used by other interop tests too
+def chromium(*extra_flags):  # noqa: used by other interop tests too
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream",
                  "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
                  "--autoplay-policy=no-user-gesture-required", "--window-size=900,900",
-                 "--disable-features=WebRtcHideLocalIpsWithMdns"):
+                 "--disable-features=WebRtcHideLocalIpsWithMdns", *extra_flags):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
 
@@ -99,3 +102,67 @@ def test_chromium_call_echoes_audio(parley):
             parley.get_json(f"/v1/realtime/calls/{call_id}")
     finally:
         driver.quit()
+
+
+def write_bursts(path, pattern=((1.5, False), (1.2, True), (2.8, False))):
+    """A 48 kHz mono WAV of speech-like bursts (a 180 Hz tone with a 4 Hz syllable envelope) between
+    quiet spans of faint noise; Chromium loops it as the microphone."""
+    rate, frames, n, seed = 48000, bytearray(), 0, 1
+    for seconds, loud in pattern:
+        for _ in range(int(seconds * rate)):
+            t = n / rate
+            if loud:
+                value = math.sin(2 * math.pi * 180 * t) * (5000 + 4000 * math.sin(2 * math.pi * 4 * t))
+            else:
+                seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+                value = (seed / 0x7FFFFFFF - 0.5) * 60
+            frames += struct.pack("<h", int(value))
+            n += 1
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(bytes(frames))
+
+
+def test_chromium_talks_to_parrot_and_hears_each_turn(parley, tmp_path):
+    """The demo page with the parrot agent, through the relay, a WAV of bursts as the microphone:
+    after each burst ends the page hears its turn played back (inbound audio level rises, after
+    silence while it spoke), with parrot.turn and output_audio_buffer.started/stopped on oai-events."""
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    wav = tmp_path / "bursts.wav"
+    write_bursts(wav)
+    driver = chromium("--use-file-for-fake-audio-capture=" + str(wav))
+    try:
+        driver.get(parley.base + "/?autostart=1&agent=parrot")
+        wait_for(driver, lambda s: s["state"] == "connected", 20, "connection state 'connected'")
+        levels = []  # (ms since Call, inbound audio level 0…1)
+        deadline = time.time() + 16
+        while time.time() < deadline:
+            now, level = driver.execute_script(
+                "return [window.parley.elapsed(), window.parley.stats.audioLevel || 0]")
+            levels.append((now, level))
+            time.sleep(0.1)
+        state = driver.execute_script("return window.parley")
+        driver.save_screenshot(os.path.join(ARTIFACTS, "chromium-parrot.png"))
+    finally:
+        driver.quit()
+    events = state["events"]
+    types = [event["type"] for event in events]
+    turns = [event for event in events if event["type"] == "parrot.turn"]
+    assert len(turns) >= 2, types
+    assert types.count("output_audio_buffer.started") >= 2 and types.count("output_audio_buffer.stopped") >= 1, types
+    for turn in turns[:2]:
+        assert 480 <= turn["turn_detection_ms"] <= 560 and 900 <= turn["speech_ms"] <= 1400, turn
+        at = turn["at"]
+        # While the caller spoke (and during the hangover) the agent was silent…
+        before = [level for t, level in levels if at - 1200 <= t < at - 200]
+        assert before and max(before) < 0.01, (turn, before)
+        # …and right after the turn ends, its reply is heard.
+        after = [level for t, level in levels if at + 200 <= t < at + 1500]
+        assert after and max(after) > 0.05, (turn, after)
+    # The page's own state: the selected agent, a full timeline, charts with samples.
+    assert state["agent"] == "parrot" and state["error"] is None
+    for step in ("offer", "answer", "ice", "dtls", "audio", "channel"):
+        assert step in state["timings"], step
+    assert len(state["series"]["rtt"]) >= 40 and max(state["series"]["level"]) > 0.05

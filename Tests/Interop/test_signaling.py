@@ -11,8 +11,8 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "..", "ParleyWireTests", "Fix
 CHROME = open(os.path.join(FIXTURES, "chrome.sdp")).read()
 
 
-def post(parley, body, content_type="application/sdp"):
-    request = urllib.request.Request(parley.base + "/v1/realtime/calls", data=body if isinstance(body, bytes) else body.encode(),
+def post(parley, body, content_type="application/sdp", query=""):
+    request = urllib.request.Request(parley.base + "/v1/realtime/calls" + query, data=body if isinstance(body, bytes) else body.encode(),
                                      method="POST", headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -45,6 +45,15 @@ def test_bad_offers_get_a_4xx_with_a_reason_and_create_nothing(parley, body, con
     assert code == status, text
     assert reason in json.loads(text)["error"]["message"]
     assert sessions_created(parley) in (None, 0), "a refused offer created a session"
+
+
+def test_unknown_built_in_agent_is_refused_with_the_choices(parley):
+    code, text = post(parley, CHROME, query="?agent=oracle")
+    assert code == 400
+    assert "unknown agent oracle" in json.loads(text)["error"]["message"] and "parrot" in text
+    assert sessions_created(parley) in (None, 0)
+    code, _ = post(parley, CHROME, query="?agent=parrot")
+    assert code == 201
 
 
 def test_good_offer_creates_exactly_one_call_and_delete_ends_it(parley):

@@ -81,8 +81,9 @@ public final class Transceiver: Sendable {
 
     public var activeCalls: Int { registry.count }
 
-    /// Creates a call from an SDP offer; returns its id and the SDP answer.
-    public func createCall(offer bytes: [UInt8]) async throws(CallSetupError) -> (id: String, answer: String) {
+    /// Creates a call from an SDP offer; returns its id and the SDP answer. `agent` picks a built-in
+    /// agent for this call instead of the configured one (the demo page's selector).
+    public func createCall(offer bytes: [UInt8], agent: AgentChoice? = nil) async throws(CallSetupError) -> (id: String, answer: String) {
         let offer: SessionDescription
         do { offer = try SessionDescription(parsing: bytes) } catch { throw .malformedOffer(error.description) }
         guard registry.count < configuration.maximumSessions else { throw .atCapacity }
@@ -116,7 +117,7 @@ public final class Transceiver: Sendable {
             do {
                 try await worker.eventLoop.submit {
                     try worker.createSession(key: token.nonce, parameters: sessionParameters, dtlsContext: dtlsContext,
-                                             registry: self.registry, agent: self.configuration.agent)
+                                             registry: self.registry, agent: agent.map { .builtIn($0) } ?? self.configuration.agent)
                 }.get()
             } catch is SessionKeyInUse {
                 continue

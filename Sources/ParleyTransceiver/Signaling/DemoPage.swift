@@ -26,16 +26,25 @@ enum DemoPage {
   .stat { background: var(--bg); border-radius: 8px; padding: 10px; } .stat b { display:block; font-size: 20px; font-variant-numeric: tabular-nums; }
   .stat span { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
   #error { color: var(--bad); }
+  select { font: inherit; padding: 9px; border-radius: 8px; border: 1px solid var(--line); background: var(--bg); color: var(--text); }
+  #talk.held { background: var(--ok); }
+  .charts { display: grid; grid-template-columns: repeat(4, 1fr); gap: 12px; margin-top: 12px; }
+  .chart { background: var(--bg); border-radius: 8px; padding: 6px 8px; } .chart span { color: var(--muted); font-size: 11px; text-transform: uppercase; }
+  .chart canvas { width: 100%; height: 44px; display: block; }
 </style>
 </head>
 <body>
 <main>
   <h1>Parley</h1>
-  <p class="sub">WebRTC edge for voice AI — this page calls the built-in <b>echo</b> agent with your microphone;
-  messages on the <code>oai-events</code> data channel come back too.</p>
+  <p class="sub">WebRTC edge for voice AI — call a built-in agent with your microphone: <b>echo</b> returns what
+  you say at once, <b>parrot</b> waits until you stop and says it back (talk over it to interrupt).
+  Agent events arrive on the <code>oai-events</code> data channel.</p>
   <div class="panel row">
+    <select id="agent" title="agent"><option value="echo">echo</option><option value="parrot">parrot</option></select>
     <button id="call">Call</button>
     <button id="hangup" class="secondary" disabled>Hang up</button>
+    <button id="talk" class="secondary" disabled title="hold to talk while the open mic is off">Hold to talk</button>
+    <label><input type="checkbox" id="open-mic" checked> open mic</label>
     <span>State: <span id="state" class="state">idle</span></span>
     <span id="error"></span>
   </div>
@@ -45,7 +54,7 @@ enum DemoPage {
       <tr><td>Answer received</td><td id="t-answer">—</td></tr>
       <tr><td>ICE connected</td><td id="t-ice">—</td></tr>
       <tr><td>DTLS connected</td><td id="t-dtls">—</td></tr>
-      <tr><td>First echoed audio</td><td id="t-audio">—</td></tr>
+      <tr><td>First audio from the agent</td><td id="t-audio">—</td></tr>
       <tr><td>oai-events open</td><td id="t-channel">—</td></tr>
     </table>
   </div>
@@ -54,6 +63,12 @@ enum DemoPage {
     <div class="stat"><span>Jitter</span><b id="s-jitter">—</b></div>
     <div class="stat"><span>Packets lost</span><b id="s-lost">—</b></div>
     <div class="stat"><span>Packets received</span><b id="s-received">—</b></div>
+  </div>
+  <div class="panel charts">
+    <div class="chart"><span>Round trip (ms)</span><canvas id="c-rtt" width="160" height="44"></canvas></div>
+    <div class="chart"><span>Jitter (ms)</span><canvas id="c-jitter" width="160" height="44"></canvas></div>
+    <div class="chart"><span>Lost (packets)</span><canvas id="c-lost" width="160" height="44"></canvas></div>
+    <div class="chart"><span>Agent audio level</span><canvas id="c-level" width="160" height="44"></canvas></div>
   </div>
   <div class="panel">
     <div class="row" style="justify-content: space-between"><b>oai-events</b> <span id="channel-state" class="state">closed</span></div>
@@ -69,7 +84,28 @@ enum DemoPage {
 <script>
 const $ = (id) => document.getElementById(id);
 const parley = window.parley = { state: "idle", callId: null, timings: {}, stats: {}, error: null,
-                                  channelState: "closed", messages: [] };
+                                  channelState: "closed", messages: [], events: [],
+                                  series: { rtt: [], jitter: [], lost: [], level: [] }, agent: null };
+const query = new URLSearchParams(location.search);
+if (query.get("agent")) $("agent").value = query.get("agent");
+let micTrack = null, holding = false;
+function updateMic() { if (micTrack) micTrack.enabled = $("open-mic").checked || holding; }
+
+// Sparklines of the last 30 s (a sample every 250 ms).
+function chart(name, value) {
+  const series = parley.series[name];
+  series.push(value ?? 0);
+  if (series.length > 120) series.shift();
+  const canvas = $("c-" + name), g = canvas.getContext("2d");
+  const max = Math.max(1e-6, ...series);
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  g.strokeStyle = name === "level" ? "#3ecf8e" : "#5b8cff"; g.lineWidth = 1.5; g.beginPath();
+  series.forEach((v, i) => {
+    const x = (i / 119) * (canvas.width - 2) + 1, y = canvas.height - 2 - (v / max) * (canvas.height - 6);
+    i ? g.lineTo(x, y) : g.moveTo(x, y);
+  });
+  g.stroke();
+}
 let channel = null, waiting = [];
 
 function logEvent(direction, data) {
@@ -97,6 +133,13 @@ function openChannel() {
   };
   channel.onmessage = (event) => {
     parley.messages.push(typeof event.data === "string" ? event.data.length : event.data.byteLength);
+    if (typeof event.data === "string") {
+      try {
+        const parsed = JSON.parse(event.data);
+        if (parsed && parsed.type) parley.events.push({ at: Math.round(performance.now() - started), ...parsed });
+        if (parley.events.length > 200) parley.events.shift();
+      } catch (_) { /* not JSON: shown in the log only */ }
+    }
     logEvent("in", event.data);
     const resolve = waiting.shift();
     if (resolve) resolve(event.data);
@@ -125,6 +168,7 @@ parley.echoTest = async function (sizes) {
 };
 let pc = null, statsTimer = null, started = 0;
 
+parley.elapsed = () => Math.round(performance.now() - started);
 function mark(name, cell) {
   if (parley.timings[name] !== undefined) return;
   parley.timings[name] = Math.round(performance.now() - started);
@@ -142,6 +186,8 @@ async function call() {
   for (const id of ["t-offer", "t-answer", "t-ice", "t-dtls", "t-audio", "t-channel"]) $(id).textContent = "—";
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    micTrack = stream.getAudioTracks()[0];
+    updateMic();
     pc = new RTCPeerConnection({ iceServers: [] });
     stream.getTracks().forEach((track) => pc.addTrack(track, stream));
     openChannel();
@@ -159,13 +205,14 @@ async function call() {
       setTimeout(resolve, 2000);
     });
     mark("offer", "t-offer");
-    const response = await fetch("/v1/realtime/calls", {
+    parley.agent = $("agent").value;
+    const response = await fetch("/v1/realtime/calls?agent=" + encodeURIComponent(parley.agent), {
       method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
     if (!response.ok) throw new Error("signaling: " + response.status + " " + (await response.text()));
     parley.callId = (response.headers.get("Location") || "").split("/").pop();
     await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
     mark("answer", "t-answer");
-    $("hangup").disabled = false;
+    $("hangup").disabled = false; $("talk").disabled = false; $("agent").disabled = true;
     statsTimer = setInterval(readStats, 250);
   } catch (error) {
     parley.error = String(error); $("error").textContent = parley.error; setState("failed");
@@ -180,6 +227,7 @@ async function readStats() {
     if (s.type === "inbound-rtp" && s.kind === "audio") {
       parley.stats.packetsReceived = s.packetsReceived; parley.stats.packetsLost = s.packetsLost;
       parley.stats.jitter = s.jitter; parley.stats.bytesReceived = s.bytesReceived;
+      parley.stats.audioLevel = s.audioLevel; parley.stats.totalAudioEnergy = s.totalAudioEnergy;
       if (s.packetsReceived > 0) mark("audio", "t-audio");
     }
     if (s.type === "remote-inbound-rtp" && s.kind === "audio" && s.roundTripTime !== undefined) parley.stats.roundTripTime = s.roundTripTime;
@@ -196,6 +244,10 @@ async function readStats() {
   $("s-jitter").textContent = st.jitter !== undefined ? (st.jitter * 1000).toFixed(1) + " ms" : "—";
   $("s-lost").textContent = st.packetsLost ?? "—";
   $("s-received").textContent = st.packetsReceived ?? "—";
+  chart("rtt", st.roundTripTime !== undefined ? st.roundTripTime * 1000 : 0);
+  chart("jitter", st.jitter !== undefined ? st.jitter * 1000 : 0);
+  chart("lost", st.packetsLost ?? 0);
+  chart("level", st.audioLevel ?? 0);
 }
 
 // ICE restart: new credentials through PATCH on the call, same DTLS association.
@@ -219,10 +271,14 @@ async function hangup() {
   if (parley.callId) await fetch("/v1/realtime/calls/" + parley.callId, { method: "DELETE" }).catch(() => {});
   if (pc) pc.close();
   pc = null; setState("closed");
-  $("call").disabled = false; $("hangup").disabled = true;
+  $("call").disabled = false; $("hangup").disabled = true; $("talk").disabled = true; $("agent").disabled = false;
 }
 
 $("call").onclick = call;
+for (const [type, held] of [["pointerdown", true], ["pointerup", false], ["pointerleave", false]]) {
+  $("talk").addEventListener(type, () => { holding = held; $("talk").classList.toggle("held", held); updateMic(); });
+}
+$("open-mic").onchange = updateMic;
 $("event-send").onclick = () => sendEvent($("event-text").value);
 $("hangup").onclick = hangup;
 if (new URLSearchParams(location.search).get("autostart") === "1") call();

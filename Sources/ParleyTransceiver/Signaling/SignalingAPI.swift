@@ -45,9 +45,18 @@ public struct SignalingAPI: Sendable {
     }
 
     private func createCall(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        // `?agent=echo|parrot`: a built-in agent for this call (external agents only by configuration).
+        var agent: AgentChoice?
+        if let name = request.uri.queryParameters.get("agent") {
+            guard let choice = AgentChoice(rawValue: name) else {
+                transceiver.metrics.signalingRequest(status: 400)
+                throw HTTPError(.badRequest, message: "unknown agent \(name): built-in agents are \(AgentChoice.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            agent = choice
+        }
         let offer = try await sdpBody(request)
         do {
-            let (id, answer) = try await transceiver.createCall(offer: offer)
+            let (id, answer) = try await transceiver.createCall(offer: offer, agent: agent)
             transceiver.metrics.signalingRequest(status: 201)
             return Response(
                 status: .created,
