@@ -8,7 +8,7 @@ BENCH_SESSIONS ?= 100,200,300,400
 BENCH_CAPACITY ?= 600,800,1000,1200,1500
 BENCH_REPEAT ?= 3
 
-.PHONY: dev test build fuzz bench bench-micro bench-transceiver bench-relay bench-sctp clean
+.PHONY: dev test build fuzz bench bench-micro bench-transceiver bench-relay bench-sctp bench-agents clean
 
 ## Run Parley in one process (relay + transceiver + demo page) with in-memory defaults.
 dev:
@@ -34,7 +34,7 @@ fuzz:
 
 ## Every benchmark, side by side with its reference (a C forwarder, a Pion server, libsrtp), pinned
 ## cores; rewrites the tables, JSON and plots in docs/. Takes about 15 minutes.
-bench: bench-micro bench-transceiver bench-relay bench-sctp
+bench: bench-micro bench-transceiver bench-relay bench-sctp bench-agents
 
 ## Micro-benchmarks (ordo-one/benchmark): time and allocations per operation on the hot paths.
 bench-micro:
@@ -54,6 +54,13 @@ bench-sctp:
 	$(SWIFT) build -c release --product parley
 	.build/release/parley bench-sctp | tee .build/bench-sctp.md
 	python3 scripts/benchlib.py bench-sctp docs/benchmarks.md < .build/bench-sctp.md
+
+## The agent path: pulse latency through echo, loopback in process and over the WebSocket protocol;
+## server CPU per call with Opus decode + encode on.
+bench-agents:
+	@scripts/install-deps.sh bench
+	$(SWIFT) build -c release --product parley
+	scripts/bench_agents.py --output-dir docs
 
 ## Relay forwarded packets/s, CPU and latency side by side with a C recvmmsg/sendmmsg forwarder.
 bench-relay:

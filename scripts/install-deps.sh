@@ -7,7 +7,7 @@
 #          aiortc, pytest, marionette_driver (Firefox has no driver package in Debian) and websockets
 #          (the example agent)
 #   bench  build, plus the reference servers' toolchain (Go and Debian's Pion v3 sources), gcc for
-#          the C forwarder, and matplotlib for the plots in docs/
+#          the C forwarder, matplotlib for the plots in docs/, websockets for the example agents
 set -euo pipefail
 profile=${1:-build}
 
@@ -42,7 +42,7 @@ if [ "$profile" = test ] && ! python3 -c "import selenium, aiortc, pytest, mario
     python3 -m pip install -q --disable-pip-version-check selenium aiortc pytest marionette_driver websockets
 fi
 
-if [ "$profile" = bench ] && ! python3 -c "import matplotlib" 2>/dev/null; then
-    echo "Installing from PyPI: matplotlib"
-    python3 -m pip install -q --disable-pip-version-check matplotlib
+if [ "$profile" = bench ] && ! python3 -c "import matplotlib, websockets" 2>/dev/null; then
+    echo "Installing from PyPI: matplotlib websockets"
+    python3 -m pip install -q --disable-pip-version-check matplotlib websockets
 fi

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOPosix
 import ParleyIO
@@ -27,6 +28,10 @@ public struct LoadConfiguration: Sendable {
     public var dataChannelInterval: Duration = .seconds(1)
     /// A session that has not reached DTLS by then is counted as failed.
     public var setupTimeout: Duration = .seconds(20)
+    /// Send real Opus — silence with a loud 20 ms pulse once a second — and decode what comes
+    /// back, timing each pulse from send to heard. Works through agents that decode and re-encode
+    /// (the payload's embedded send time does not survive them); costs a decode per received frame.
+    public var opusPulses = false
 
     public init(url: String, sessions: Int, duration: Duration, ramp: Duration) {
         self.url = url
@@ -67,6 +72,8 @@ public struct LoadReport: Codable, Sendable {
         public var jitterMilliseconds: Percentiles?
         /// Client send → client receive of the same frame (its send time rides in the payload).
         public var echoLatencyMilliseconds: Percentiles?
+        /// With `--opus-pulses`: a pulse's send → the first loud frame decoded from what came back.
+        public var pulseLatencyMilliseconds: Percentiles?
     }
 
     public struct DataChannelFigures: Codable, Sendable {
@@ -156,6 +163,9 @@ public final class LoadGenerator: @unchecked Sendable {
     private var sendLags: [Double] = []
     private var progress: (@Sendable (String) -> Void)?
     private var audioPayload: [UInt8]
+    /// With `opusPulses`: one second of Opus, a pulse then 49 frames of silence, sent in a loop.
+    private var pulsePackets: [[UInt8]] = []
+    private var pulseLatencies: [Double] = []
 
     /// One session's client; touched only on the generator's event loop.
     fileprivate final class Client: @unchecked Sendable {
@@ -177,6 +187,9 @@ public final class LoadGenerator: @unchecked Sendable {
         var eventsEchoed = 0
         var stream = EchoStreamStatistics()
         var failed = false
+        var decoder: OpusDecoder?
+        var lastPulseSentAt: Instant?
+        var pulseHeard = true
 
         init(session: ClientSession, startedAt: Instant) {
             self.session = session
@@ -189,6 +202,16 @@ public final class LoadGenerator: @unchecked Sendable {
         self.eventLoop = eventLoop
         dtlsContext = try DTLSContext(certificate: DTLSCertificate(commonName: "parley-load"))
         audioPayload = [UInt8](repeating: 0x5A, count: max(8, configuration.payloadBytes))
+        if configuration.opusPulses {
+            let encoder = try OpusEncoder(sampleRate: .hz48000)
+            let samples = OpusSampleRate.hz48000.samplesPer20Milliseconds
+            pulsePackets = try (0..<50).map { index in
+                let pcm: [Int16] = index == 0
+                    ? (0..<samples).map { Int16(sin(2 * Double.pi * 1000 * Double($0) / 48000) * 16000) }
+                    : [Int16](repeating: 0, count: samples)
+                return try encoder.encode(pcm)
+            }
+        }
     }
 
     /// Runs the whole load and returns its report. `progress` gets a line about once a second.
@@ -238,6 +261,7 @@ public final class LoadGenerator: @unchecked Sendable {
                 let session = ClientSession(dtlsContext: self.dtlsContext,
                                             dataChannelLabel: self.configuration.dataChannel ? "oai-events" : nil)
                 let client = Client(session: session, startedAt: Self.now())
+                if self.configuration.opusPulses { client.decoder = try OpusDecoder(sampleRate: .hz48000) }
                 session.audioHandler = { [unowned self, unowned client] sequenceNumber, timestamp, payload in
                     self.receiveAudio(client, sequenceNumber: sequenceNumber, timestamp: timestamp, payload: payload)
                 }
@@ -308,6 +332,9 @@ public final class LoadGenerator: @unchecked Sendable {
     }
 
     private func receiveAudio(_ client: Client, sequenceNumber: UInt16, timestamp: UInt32, payload: UnsafeRawBufferPointer) {
+        if let decoder = client.decoder {
+            return receivePulse(client, decoder: decoder, sequenceNumber: sequenceNumber, timestamp: timestamp, payload: payload)
+        }
         guard payload.count >= 8 else { return }
         let now = Self.now()
         let sentAt = Int64(bigEndian: payload.loadUnaligned(as: Int64.self))
@@ -315,6 +342,23 @@ public final class LoadGenerator: @unchecked Sendable {
         client.stream.record(sequenceNumber: sequenceNumber, timestamp: timestamp, arrival: now)
         if client.firstEchoAt == nil { client.firstEchoAt = now }
         echoLatencies.append(Double(now.nanoseconds - sentAt) / 1e6)
+    }
+
+    /// Decodes an echoed frame; the first loud one after a pulse was sent times that pulse.
+    private func receivePulse(_ client: Client, decoder: OpusDecoder, sequenceNumber: UInt16, timestamp: UInt32,
+                              payload: UnsafeRawBufferPointer) {
+        let now = Self.now()
+        client.echoed += 1
+        client.stream.record(sequenceNumber: sequenceNumber, timestamp: timestamp, arrival: now)
+        if client.firstEchoAt == nil { client.firstEchoAt = now }
+        guard let pcm = try? decoder.decode(Array(payload)), !pcm.isEmpty else { return }
+        var energy = 0.0
+        for sample in pcm { energy += Double(sample) * Double(sample) }
+        let loud = (energy / Double(pcm.count)).squareRoot() > 1000
+        if loud, !client.pulseHeard, let sentAt = client.lastPulseSentAt {
+            client.pulseHeard = true
+            pulseLatencies.append(Double((now - sentAt).nanoseconds) / 1e6)
+        }
     }
 
     /// Sessions by the millisecond (mod 20) their frames fall due in: each 1 ms tick visits only the
@@ -364,11 +408,21 @@ public final class LoadGenerator: @unchecked Sendable {
               let stop = client.stopAt else { return false }
         while let due = client.nextFrame, due <= now {
             guard due < stop else { return false }
-            withUnsafeBytes(of: now.nanoseconds.bigEndian) { time in
-                audioPayload.withUnsafeMutableBytes { $0.copyMemory(from: time) }
+            let frame: [UInt8]
+            if pulsePackets.isEmpty {
+                withUnsafeBytes(of: now.nanoseconds.bigEndian) { time in
+                    audioPayload.withUnsafeMutableBytes { $0.copyMemory(from: time) }
+                }
+                frame = audioPayload
+            } else {
+                frame = pulsePackets[client.sent % pulsePackets.count]
+                if client.sent % pulsePackets.count == 0 {
+                    client.lastPulseSentAt = now
+                    client.pulseHeard = false
+                }
             }
-            var buffer = channel.allocator.buffer(capacity: RTPHeader.fixedLength + audioPayload.count + SRTPContext.maximumOverhead)
-            let written = audioPayload.withUnsafeBytes { payload in
+            var buffer = channel.allocator.buffer(capacity: RTPHeader.fixedLength + frame.count + SRTPContext.maximumOverhead)
+            let written = frame.withUnsafeBytes { payload in
                 buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: buffer.capacity) { bytes in
                     client.session.writeAudio(payload, timestamp: client.timestamp, into: bytes) ?? 0
                 }
@@ -440,7 +494,8 @@ public final class LoadGenerator: @unchecked Sendable {
             audio: .init(packetsSent: sent, packetsEchoed: echoed, echoRatio: sent == 0 ? 0 : Double(echoed) / Double(sent),
                          packetsLost: clients.reduce(0) { $0 + $1.stream.lost },
                          jitterMilliseconds: .init(connected.filter { $0.stream.received > 1 }.map(\.stream.jitterMilliseconds)),
-                         echoLatencyMilliseconds: .init(echoLatencies)),
+                         echoLatencyMilliseconds: .init(echoLatencies),
+                         pulseLatencyMilliseconds: .init(pulseLatencies)),
             roundTripMilliseconds: .init(connected.compactMap { $0.session.roundTripTime.map { Double($0.nanoseconds) / 1e6 } }),
             dataChannel: .init(opened: clients.filter { $0.dataChannelOpenAt != nil }.count,
                                messagesSent: clients.reduce(0) { $0 + $1.eventsSent },

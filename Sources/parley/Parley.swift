@@ -287,6 +287,8 @@ struct Load: AsyncParsableCommand {
     var payloadBytes = 80
     @Flag(help: "Offer audio only: no data channel, no oai-events.")
     var noDataChannel = false
+    @Flag(help: "Send real Opus (silence, a pulse each second) and time each pulse's return; works through transcoding agents.")
+    var opusPulses = false
 
     func validate() throws {
         guard sessions >= 1 else { throw ValidationError("--sessions must be at least 1") }
@@ -299,6 +301,7 @@ struct Load: AsyncParsableCommand {
                                               ramp: .milliseconds(Int64(ramp * 1000)))
         configuration.payloadBytes = payloadBytes
         configuration.dataChannel = !noDataChannel
+        configuration.opusPulses = opusPulses
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let generator = try LoadGenerator(configuration: configuration, eventLoop: group.next())
         let report = try await generator.run { line in

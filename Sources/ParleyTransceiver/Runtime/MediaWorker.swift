@@ -159,6 +159,9 @@ final class MediaWorker: @unchecked Sendable {
         case .builtIn(.parrot):
             let bridge = try AgentBridge(agent: ParrotAgent(), session: session, now: now)
             sessions[key] = Entry(session: session, echo: nil, bridge: bridge, logger: sessionLogger, createdAt: now)
+        case .builtIn(.loopback):
+            let bridge = try AgentBridge(agent: LoopbackAgent(), session: session, now: now)
+            sessions[key] = Entry(session: session, echo: nil, bridge: bridge, logger: sessionLogger, createdAt: now)
         case .webSocket(let endpoint):
             let entry = Entry(session: session, echo: nil, bridge: nil, logger: sessionLogger, createdAt: now)
             let link = WebSocketAgentLink(eventLoop: eventLoop) { [weak self] message in

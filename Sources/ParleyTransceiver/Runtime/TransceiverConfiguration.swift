@@ -51,6 +51,9 @@ public enum AgentChoice: String, Sendable, CaseIterable {
     case echo
     /// Plays each utterance back once the caller stops; barge-in clears it (ParrotAgent).
     case parrot
+    /// Returns the caller's decoded audio as its own at once, re-encoded (LoopbackAgent): the
+    /// instrument for the transcoding path's latency and cost.
+    case loopback
 }
 
 /// The agent a call talks to: a built-in one, or an external one over a WebSocket.
