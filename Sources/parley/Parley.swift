@@ -38,12 +38,14 @@ struct ServingOptions: ParsableArguments {
     var advertised: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
-    @Option(help: "The agent each call talks to: \(AgentChoice.allCases.map(\.rawValue).joined(separator: ", ")), or ws://host:port/path (docs/agent-protocol.md).")
+    @Option(help: "The agent each call talks to: \(AgentChoice.allCases.map(\.rawValue).joined(separator: ", ")), or ws:// / wss://host:port/path (docs/agent-protocol.md).")
     var agent = "echo"
+    @Option(help: "PEM certificates a wss:// agent's certificate may chain to (default: the system's roots).")
+    var agentCa: String?
 
     func validate() throws {
         guard AgentTarget(agent) != nil else {
-            throw ValidationError("--agent \(agent): expected \(AgentChoice.allCases.map(\.rawValue).joined(separator: ", ")) or a ws:// URL")
+            throw ValidationError("--agent \(agent): expected \(AgentChoice.allCases.map(\.rawValue).joined(separator: ", ")) or a ws:// or wss:// URL")
         }
         guard (1...256).contains(workers) else { throw ValidationError("--workers must be 1…256") }
         guard IPv4Address(mediaHost) != nil else { throw ValidationError("--media-host must be an IPv4 address") }
@@ -61,6 +63,7 @@ struct ServingOptions: ParsableArguments {
         configuration.workers = workers
         configuration.advertisedAddresses = advertised.compactMap(TransportAddress.init)
         configuration.agent = AgentTarget(agent) ?? .builtIn(.echo)
+        configuration.agentTrustRootsFile = agentCa
         return configuration
     }
 }

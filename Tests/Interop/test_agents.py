@@ -230,3 +230,41 @@ def test_example_agent_process_killed_ends_its_call(parley_with):
         agent.kill()
         agent.wait(timeout=10)
     assert next(e for e in caller.events if e["type"] == "error")["error"]["type"] == "agent_disconnected"
+
+
+def test_wss_agent_with_its_certificate_trusted_and_refused_otherwise(parley_with, tmp_path):
+    """wss://: the agent's certificate (self-signed, for 127.0.0.1) is checked; trusted through
+    --agent-ca the call hears the agent, untrusted the call ends with agent_unavailable."""
+    import ssl
+    key, cert = tmp_path / "agent.key", tmp_path / "agent.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=parley test agent",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(str(cert), str(key))
+    port = free_port()
+
+    async def agent(websocket):
+        await websocket.recv()
+        await websocket.send(json.dumps({"type": "session.accept", "sample_rate": 16000}))
+        async for message in websocket:
+            if isinstance(message, bytes):
+                await websocket.send(message)
+
+    async def call(parley):
+        caller = Caller(parley, Bursts([(30, True)]))
+        await caller.start()
+        await caller.wait_for(lambda: len(caller.heard) > 50 or "error" in caller.types(), 10)
+        await caller.pc.close()
+        return caller
+
+    async def run():
+        async with websockets.serve(agent, "127.0.0.1", port, ssl=tls):
+            trusted = await call(parley_with("--agent", f"wss://127.0.0.1:{port}/", "--agent-ca", str(cert)))
+            untrusted = await call(parley_with("--agent", f"wss://127.0.0.1:{port}/"))
+            return trusted, untrusted
+    trusted, untrusted = asyncio.run(run())
+    assert len(trusted.heard) > 50 and "error" not in trusted.types(), trusted.events
+    error = next(event for event in untrusted.events if event["type"] == "error")
+    assert error["error"]["type"] == "agent_unavailable", error
+    assert "certificate" in error["error"]["message"].lower() or "handshake" in error["error"]["message"].lower(), error

@@ -2,20 +2,29 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import ParleyMedia
 import ParleyWire
 
-/// Where an external agent listens: `ws://host[:port][/path]` (docs/agent-protocol.md).
+/// Where an external agent listens: `ws://` or `wss://host[:port][/path]` (docs/agent-protocol.md).
 public struct AgentEndpoint: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
     public var path: String
+    /// `wss://`: TLS to the agent, its certificate checked against the host name (or IP address).
+    public var tls: Bool
 
-    /// Nil for anything but a `ws://` URL with a host (`wss://` is not supported yet).
+    /// Nil for anything but a `ws://` or `wss://` URL with a host.
     public init?(url: String) {
-        guard url.hasPrefix("ws://") else { return nil }
-        let rest = url.dropFirst("ws://".count)
+        if url.hasPrefix("wss://") {
+            tls = true
+        } else if url.hasPrefix("ws://") {
+            tls = false
+        } else {
+            return nil
+        }
+        let rest = url.dropFirst(tls ? "wss://".count : "ws://".count)
         let authority = rest.prefix { $0 != "/" }
         path = rest.count > authority.count ? String(rest.dropFirst(authority.count)) : "/"
         if let colon = authority.lastIndex(of: ":") {
@@ -24,12 +33,12 @@ public struct AgentEndpoint: Sendable, Equatable, CustomStringConvertible {
             self.port = port
         } else {
             host = String(authority)
-            port = 80
+            port = tls ? 443 : 80
         }
         guard !host.isEmpty else { return nil }
     }
 
-    public var description: String { "ws://\(host):\(port)\(path)" }
+    public var description: String { "\(tls ? "wss" : "ws")://\(host):\(port)\(path)" }
 }
 
 /// What an external agent sent, decoded.
@@ -138,15 +147,21 @@ final class WebSocketAgentLink: @unchecked Sendable {
     }
 
     /// Connects and upgrades; `first` is sent as soon as the WebSocket is open. Failures arrive as `.failed`.
-    func connect(to endpoint: AgentEndpoint, first: String, timeout: TimeAmount = .seconds(2)) {
+    func connect(to endpoint: AgentEndpoint, first: String, tls: NIOSSLContext?, timeout: TimeAmount = .seconds(2)) {
         eventLoop.preconditionInEventLoop()
         pendingText.append(first)
         let link = self
+        guard !endpoint.tls || tls != nil else { return fail("no TLS context for \(endpoint)") }
         ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if endpoint.tls, let tls {
+                        // SNI carries host names only; an IP address is checked against the certificate's IP SANs.
+                        let hostname = IPv4Address(endpoint.host) == nil && !endpoint.host.contains(":") ? endpoint.host : nil
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: hostname))
+                    }
                     let upgrader = NIOTypedWebSocketClientUpgrader<Bool>(maxFrameSize: 1 << 20) { channel, _ in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(

@@ -2,6 +2,7 @@ import Logging
 import Metrics
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ParleyMedia
 import ParleyIO
 import ParleyWire
@@ -61,6 +62,8 @@ final class MediaWorker: @unchecked Sendable {
     }
 
     private var sessions: [UInt32: Entry] = [:]
+    /// TLS for `wss://` agents (set at start when the agent is one).
+    var agentTLS: NIOSSLContext?
     /// Sessions by authenticated client address (whatever relay the client's datagrams come through).
     private var byClient: [TransportAddress: UInt32] = [:]
     private var workerDrops: [WorkerDropReason: Int] = [:]
@@ -173,7 +176,8 @@ final class MediaWorker: @unchecked Sendable {
             let negotiated = parameters.negotiated
             link.connect(to: endpoint, first: AgentWire.sessionStarted(
                 callID: parameters.id,
-                offer: .init(opusParameters: negotiated.opus.parameters ?? "", dataChannel: negotiated.dataChannelMid != nil)))
+                offer: .init(opusParameters: negotiated.opus.parameters ?? "", dataChannel: negotiated.dataChannelMid != nil)),
+                tls: agentTLS)
         }
         // Registered on the worker's loop, where `remove` unregisters it: the two never race.
         registry.insert(parameters.id, .init(worker: index, sessionKey: key))

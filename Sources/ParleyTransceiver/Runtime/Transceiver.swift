@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ParleyMedia
 import ParleyWire
 
@@ -57,6 +58,12 @@ public final class Transceiver: Sendable {
                         keyring: configuration.keyring, relayNetworks: configuration.relayNetworks,
                         registry: registry, metrics: metrics,
                         logger: logger)
+        }
+        if case .webSocket(let endpoint) = configuration.agent, endpoint.tls {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            if let file = configuration.agentTrustRootsFile { tls.trustRoots = .file(file) }
+            let context = try NIOSSLContext(configuration: tls)
+            for worker in workers { worker.agentTLS = context }
         }
     }
 

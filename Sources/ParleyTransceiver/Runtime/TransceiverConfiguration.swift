@@ -30,6 +30,8 @@ public struct TransceiverConfiguration: Sendable {
     public var maximumSessions = 10_000
     /// The agent each call talks to.
     public var agent: AgentTarget = .builtIn(.echo)
+    /// PEM certificates a `wss://` agent's certificate may chain to, instead of the system's roots.
+    public var agentTrustRootsFile: String?
 
     public init(keyring: RoutingKeyring) {
         self.keyring = keyring
