@@ -57,6 +57,7 @@ async def call(websocket):
     assert started["type"] == "session.started", started
     await websocket.send(json.dumps({"type": "session.accept", "sample_rate": RATE}))
     vad, recent, utterance, playback, turns = VoiceActivity(), [], [], None, 0
+    frame_index, onset_at, last_voiced_at = 0, 0, 0
 
     async def event(body):
         await websocket.send(json.dumps({"type": "data_channel.send", "label": "oai-events", "data": json.dumps(body)}))
@@ -71,7 +72,11 @@ async def call(websocket):
                 break
             continue
         transition = vad.process(message)
+        frame_index += 1
+        if vad.voiced_run:
+            last_voiced_at = frame_index
         if transition == "started":
+            onset_at = frame_index
             if playback and not playback.done():
                 playback.cancel()
                 await websocket.send(json.dumps({"type": "audio.clear"}))
@@ -79,7 +84,9 @@ async def call(websocket):
             utterance = list(recent)
         elif transition == "ended":
             turns += 1
-            await event({"type": "parrot.turn", "turn": turns, "frames": len(utterance)})
+            # Times in 20 ms frames: the speech from onset to its last voiced frame, and the hangover.
+            await event({"type": "parrot.turn", "turn": turns, "frames": len(utterance),
+                         "speech_ms": (last_voiced_at - onset_at) * 20, "turn_detection_ms": (frame_index - last_voiced_at) * 20})
             playback = asyncio.create_task(play(utterance + [message]))
             utterance = []
         elif vad.speaking:

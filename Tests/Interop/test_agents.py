@@ -268,3 +268,42 @@ def test_wss_agent_with_its_certificate_trusted_and_refused_otherwise(parley_wit
     error = next(event for event in untrusted.events if event["type"] == "error")
     assert error["error"]["type"] == "agent_unavailable", error
     assert "certificate" in error["error"]["message"].lower() or "handshake" in error["error"]["message"].lower(), error
+
+
+def test_an_agent_that_stops_reading_holds_up_no_other_call(parley_with):
+    """One call's agent accepts and then never reads again; the other call, on the same media
+    worker threads, keeps hearing its echo at full rate and the stalled call stays up."""
+    port = free_port()
+    accepted = []
+    finished = asyncio.Event()
+
+    async def agent(websocket):
+        await websocket.recv()
+        accepted.append(websocket)
+        await websocket.send(json.dumps({"type": "session.accept", "sample_rate": 16000}))
+        if len(accepted) == 2:
+            await finished.wait()  # stalled: reads nothing more until the test is over
+            return
+        async for message in websocket:
+            if isinstance(message, bytes):
+                await websocket.send(message)
+
+    async def run():
+        async with websockets.serve(agent, "127.0.0.1", port, max_queue=1):
+            parley = parley_with("--agent", f"ws://127.0.0.1:{port}/")
+            healthy = Caller(parley, Bursts([(30, True)]))
+            stalled = Caller(parley, Bursts([(30, True)]))
+            await healthy.start()
+            await stalled.start()
+            await asyncio.sleep(1)
+            heard = len(healthy.heard)
+            await asyncio.sleep(3)
+            result = (len(healthy.heard) - heard, healthy.pc.connectionState, stalled.pc.connectionState,
+                      parley.get_json(stalled.location)["state"])
+            finished.set()
+            await healthy.pc.close()
+            await stalled.pc.close()
+            return result
+    heard, healthy_state, stalled_state, stalled_call = asyncio.run(run())
+    assert heard >= 130, f"the healthy call heard only {heard} frames in 3 s"
+    assert healthy_state == "connected" and stalled_state == "connected" and stalled_call == "connected"

@@ -3,12 +3,16 @@ import math
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import time
 import wave
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+
+from conftest import ROOT, free_port
 
 ARTIFACTS = os.environ.get("PARLEY_ARTIFACTS", "/tmp/parley-interop")
 
@@ -125,16 +129,27 @@ def write_bursts(path, pattern=((1.5, False), (1.2, True), (2.8, False))):
         out.writeframes(bytes(frames))
 
 
-def test_chromium_talks_to_parrot_and_hears_each_turn(parley, tmp_path):
-    """The demo page with the parrot agent, through the relay, a WAV of bursts as the microphone:
-    after each burst ends the page hears its turn played back (inbound audio level rises, after
-    silence while it spoke), with parrot.turn and output_audio_buffer.started/stopped on oai-events."""
+@pytest.mark.parametrize("agent", ["built-in", "python-over-websocket"])
+def test_chromium_talks_to_parrot_and_hears_each_turn(parley_with, tmp_path, agent):
+    """The demo page calling a parrot — the built-in one, or examples/parrot_agent.py over the
+    WebSocket protocol — through the relay, a WAV of bursts as the microphone: after each burst ends
+    the page hears its turn played back (inbound audio level rises, after silence while it spoke),
+    with parrot.turn and output_audio_buffer.started/stopped on oai-events."""
     os.makedirs(ARTIFACTS, exist_ok=True)
     wav = tmp_path / "bursts.wav"
     write_bursts(wav)
+    helper = None
+    if agent == "built-in":
+        parley, page = parley_with(), "/?autostart=1&agent=parrot"
+    else:
+        port = free_port()
+        helper = subprocess.Popen([sys.executable, os.path.join(ROOT, "examples", "parrot_agent.py"), "--port", str(port)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert "parrot agent on" in helper.stdout.readline()
+        parley, page = parley_with("--agent", f"ws://127.0.0.1:{port}/"), "/?autostart=1"
     driver = chromium("--use-file-for-fake-audio-capture=" + str(wav))
     try:
-        driver.get(parley.base + "/?autostart=1&agent=parrot")
+        driver.get(parley.base + page)
         wait_for(driver, lambda s: s["state"] == "connected", 20, "connection state 'connected'")
         levels = []  # (ms since Call, inbound audio level 0…1)
         deadline = time.time() + 16
@@ -144,9 +159,12 @@ def test_chromium_talks_to_parrot_and_hears_each_turn(parley, tmp_path):
             levels.append((now, level))
             time.sleep(0.1)
         state = driver.execute_script("return window.parley")
-        driver.save_screenshot(os.path.join(ARTIFACTS, "chromium-parrot.png"))
+        driver.save_screenshot(os.path.join(ARTIFACTS, f"chromium-parrot-{agent}.png"))
     finally:
         driver.quit()
+        if helper:
+            helper.kill()
+            helper.wait(timeout=10)
     events = state["events"]
     types = [event["type"] for event in events]
     turns = [event for event in events if event["type"] == "parrot.turn"]
@@ -162,7 +180,7 @@ def test_chromium_talks_to_parrot_and_hears_each_turn(parley, tmp_path):
         after = [level for t, level in levels if at + 200 <= t < at + 1500]
         assert after and max(after) > 0.05, (turn, after)
     # The page's own state: the selected agent, a full timeline, charts with samples.
-    assert state["agent"] == "parrot" and state["error"] is None
+    assert state["agent"] == ("parrot" if agent == "built-in" else "") and state["error"] is None
     for step in ("offer", "answer", "ice", "dtls", "audio", "channel"):
         assert step in state["timings"], step
     assert len(state["series"]["rtt"]) >= 40 and max(state["series"]["level"]) > 0.05

@@ -36,11 +36,12 @@ enum DemoPage {
 <body>
 <main>
   <h1>Parley</h1>
-  <p class="sub">WebRTC edge for voice AI — call a built-in agent with your microphone: <b>echo</b> returns what
-  you say at once, <b>parrot</b> waits until you stop and says it back (talk over it to interrupt).
+  <p class="sub">WebRTC edge for voice AI — call an agent with your microphone: the one this server runs
+  (<code>--agent</code>), or a built-in one: <b>echo</b> returns what you say at once, <b>parrot</b> waits
+  until you stop and says it back (talk over it to interrupt).
   Agent events arrive on the <code>oai-events</code> data channel.</p>
   <div class="panel row">
-    <select id="agent" title="agent"><option value="echo">echo</option><option value="parrot">parrot</option></select>
+    <select id="agent" title="agent"><option value="">server's agent</option><option value="echo">echo</option><option value="parrot">parrot</option></select>
     <button id="call">Call</button>
     <button id="hangup" class="secondary" disabled>Hang up</button>
     <button id="talk" class="secondary" disabled title="hold to talk while the open mic is off">Hold to talk</button>
@@ -206,7 +207,8 @@ async function call() {
     });
     mark("offer", "t-offer");
     parley.agent = $("agent").value;
-    const response = await fetch("/v1/realtime/calls?agent=" + encodeURIComponent(parley.agent), {
+    const url = "/v1/realtime/calls" + (parley.agent ? "?agent=" + encodeURIComponent(parley.agent) : "");
+    const response = await fetch(url, {
       method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
     if (!response.ok) throw new Error("signaling: " + response.status + " " + (await response.text()));
     parley.callId = (response.headers.get("Location") || "").split("/").pop();
