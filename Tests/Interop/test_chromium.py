@@ -184,3 +184,29 @@ def test_chromium_talks_to_parrot_and_hears_each_turn(parley_with, tmp_path, age
     for step in ("offer", "answer", "ice", "dtls", "audio", "channel"):
         assert step in state["timings"], step
     assert len(state["series"]["rtt"]) >= 40 and max(state["series"]["level"]) > 0.05
+
+
+def test_chromium_ice_restart_keeps_the_call_with_its_external_agent(parley_with):
+    """An ICE restart gives the call a new routing token (so a new key on its worker); the call's
+    WebSocket agent (examples/loopback_agent.py, which returns the caller's audio) must stay
+    attached: audio from it keeps coming after the restart."""
+    port = free_port()
+    helper = subprocess.Popen([sys.executable, os.path.join(ROOT, "examples", "loopback_agent.py"), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert "loopback agent on" in helper.stdout.readline()
+    driver = chromium()
+    try:
+        parley = parley_with("--agent", f"ws://127.0.0.1:{port}/")
+        driver.get(parley.base + "/?autostart=1")
+        wait_for(driver, lambda s: s["state"] == "connected", 20, "connection state 'connected'")
+        wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) >= 50, 10, "audio from the agent")
+        driver.execute_async_script("const done = arguments[0]; window.parley.restartIce().then(() => done(), (e) => done(String(e)))")
+        before = driver.execute_script("return window.parley.stats.packetsReceived")
+        time.sleep(2)
+        state = driver.execute_script("return window.parley")
+        assert state["iceRestarts"] == 1 and state["state"] == "connected" and state["error"] is None
+        assert state["stats"]["packetsReceived"] > before + 50, "the agent's audio keeps coming after the restart"
+    finally:
+        driver.quit()
+        helper.kill()
+        helper.wait(timeout=10)

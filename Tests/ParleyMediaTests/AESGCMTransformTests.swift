@@ -113,6 +113,27 @@ import Testing
         #expect(Self.rejection { _ = try Self.unprotect(receiver, [0x40] + packets[1090].dropFirst()) } == 2, "not RTP version 2")
     }
 
+    /// The sender refuses to use an index twice (GCM nonce reuse), and the receiver's window
+    /// survives jumps beyond its size; a jump of exactly 2^15 keeps the ROC as libsrtp decides.
+    @Test func senderNeverReusesAnIndexAndTheWindowHandlesLargeJumps() throws {
+        let sender = try Self.gcm(.outbound, libsrtp: false), receiver = try Self.gcm(.inbound, libsrtp: false)
+        let reference = try Self.gcm(.inbound, libsrtp: true)
+        var random = SplitMix64(seed: 11)
+        func packet(_ sequence: UInt16) -> [UInt8] { Self.rtp(sequence: sequence, timestamp: 0, ssrc: 9, variant: 1, random: &random) }
+        let first = try Self.protect(sender, packet(100))
+        #expect(Self.rejection { _ = try Self.protect(sender, packet(100)) } == 9, "the same index again")
+        #expect(Self.rejection { _ = try Self.protect(sender, packet(99)) } == 9, "an older index")
+        _ = try Self.unprotect(receiver, first)
+        _ = try Self.unprotect(reference, first)
+        // Jumps: +2000 (beyond the 1,024 window), then exactly +32768 (same ROC for libsrtp), then on.
+        for sequence: UInt16 in [2100, 2101, 34869, 34870, 40000] {
+            let protected = try Self.protect(sender, packet(sequence))
+            #expect(try Self.unprotect(reference, protected).count == protected.count - 16, "libsrtp agrees at \(sequence)")
+            #expect(try Self.unprotect(receiver, protected).count == protected.count - 16, "ours at \(sequence)")
+            #expect(Self.rejection { _ = try Self.unprotect(receiver, protected) } == 9)
+        }
+    }
+
     @Test func srtcpReplayAndTheClearEFlagAreRejected() throws {
         let sender = try Self.gcm(.outbound, libsrtp: false), receiver = try Self.gcm(.inbound, libsrtp: false)
         let report: [UInt8] = [0x80, 201, 0, 1, 0, 0, 0, 9]

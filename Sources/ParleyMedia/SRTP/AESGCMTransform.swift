@@ -66,6 +66,9 @@ final class AESGCMTransform {
         let ssrc = buffer.loadUInt32(at: 8), sequence = buffer.loadUInt16(at: 2)
         guard let slot = stream(for: ssrc, create: true) else { throw .rejected(2) }
         let index = streams[slot].rtp.estimate(sequence)
+        // A (SSRC, ROC, SEQ) used twice with GCM would leak the authentication key: the sender's
+        // indexes only go up (Parley never retransmits RTP).
+        guard index > streams[slot].rtp.highest else { throw .rejected(9) }
         streams[slot].rtp.advance(to: index)
         writeRTPNonce(ssrc: ssrc, index: index)
         guard seal(rtpCipher, buffer, aadRange: 0..<headerLength, textRange: headerLength..<length, extraAAD: nil) else {
@@ -99,7 +102,9 @@ final class AESGCMTransform {
         let ssrc = buffer.loadUInt32(at: 4)
         guard let slot = stream(for: ssrc, create: true) else { throw .rejected(2) }
         let index = streams[slot].nextRTCPIndex
-        streams[slot].nextRTCPIndex = (index &+ 1) & 0x7FFF_FFFF
+        // 2^31 SRTCP packets under one key: it is spent (RFC 3711 §9.2), never wrap onto used nonces.
+        guard index < 0x7FFF_FFFF else { throw .rejected(15) }
+        streams[slot].nextRTCPIndex = index + 1
         let trailer = 0x8000_0000 | index
         writeRTCPNonce(ssrc: ssrc, index: index)
         guard seal(rtcpCipher, buffer, aadRange: 0..<8, textRange: 8..<length, extraAAD: trailer) else { throw .rejected(1) }
@@ -250,11 +255,18 @@ struct ReplayWindow {
     private var bits = [UInt64](repeating: 0, count: AESGCMTransform.replayWindow / 64)
 
     /// RFC 3711 §3.3.1: the index whose rollover counter puts `sequence` closest to the highest so far.
+    /// Decided exactly as libsrtp does (a jump of exactly 2^15 keeps the rollover counter).
     func estimate(_ sequence: UInt16) -> Int64 {
         guard highest >= 0 else { return Int64(sequence) }
-        let delta = Int64(Int16(truncatingIfNeeded: sequence &- UInt16(truncatingIfNeeded: highest)))
-        let index = highest + delta
-        return index >= 0 ? index : Int64(sequence)
+        let highestSequence = Int64(highest & 0xFFFF), rollover = highest >> 16, sequence = Int64(sequence)
+        var guess = rollover
+        if highestSequence < 0x8000 {
+            if sequence - highestSequence > 0x8000 { guess = rollover - 1 }
+        } else if highestSequence - 0x8000 > sequence {
+            guess = rollover + 1
+        }
+        // Before the first rollover a packet from "ROC -1" can only be a very late one: keep ROC 0.
+        return guess < 0 ? sequence : guess << 16 | sequence
     }
 
     /// libsrtp's codes: 9 replayed, 10 too old.

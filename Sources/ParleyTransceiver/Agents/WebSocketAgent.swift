@@ -27,7 +27,18 @@ public struct AgentEndpoint: Sendable, Equatable, CustomStringConvertible {
         let rest = url.dropFirst(tls ? "wss://".count : "ws://".count)
         let authority = rest.prefix { $0 != "/" }
         path = rest.count > authority.count ? String(rest.dropFirst(authority.count)) : "/"
-        if let colon = authority.lastIndex(of: ":") {
+        if authority.hasPrefix("[") {
+            // An IPv6 literal: [address] or [address]:port.
+            guard let close = authority.firstIndex(of: "]") else { return nil }
+            host = String(authority[authority.index(after: authority.startIndex)..<close])
+            let after = authority[authority.index(after: close)...]
+            if after.isEmpty {
+                port = tls ? 443 : 80
+            } else {
+                guard after.hasPrefix(":"), let port = Int(after.dropFirst()), (1...65535).contains(port) else { return nil }
+                self.port = port
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
             guard let port = Int(authority[authority.index(after: colon)...]), (1...65535).contains(port) else { return nil }
             host = String(authority[..<colon])
             self.port = port
@@ -80,7 +91,8 @@ enum AgentWire {
               let type = object["type"] as? String else { return .failed("agent sent a message that is not a JSON object with a type") }
         switch type {
         case "session.accept":
-            guard let rate = object["sample_rate"] as? Int, let sampleRate = OpusSampleRate(rawValue: Int32(rate)) else {
+            guard let rate = object["sample_rate"] as? Int, let rawRate = Int32(exactly: rate),
+                  let sampleRate = OpusSampleRate(rawValue: rawRate) else {
                 return .failed("agent asked for an unsupported sample rate (16000, 24000 or 48000)")
             }
             return .accept(sampleRate)
@@ -128,12 +140,16 @@ enum AgentWire {
 /// are handed to `onMessage` there, frames out never wait (audio for an agent that does not keep up
 /// is dropped and counted, so a slow agent cannot hold the media loop or grow memory).
 final class WebSocketAgentLink: @unchecked Sendable {
-    /// Audio frames (20 ms each) allowed to wait in the socket toward the agent before dropping.
-    static let maximumPendingBytes = 64 * 1024
+    /// Bytes written toward the agent and not yet taken by its socket, past which the agent is
+    /// considered gone: it stopped reading (audio alone is dropped sooner, at the channel's watermark).
+    static let maximumUnsentBytes = 1 << 20
 
     private let eventLoop: EventLoop
     private let onMessage: (AgentMessage) -> Void
     private var channel: Channel?
+    /// The connection before its upgrade completed: what `close` must close if it comes first.
+    private var connecting: Channel?
+    private var unsentBytes = 0
     private var pendingText: [String] = []
     private var closing = false
     private var failed = false
@@ -157,6 +173,7 @@ final class WebSocketAgentLink: @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    link.connecting = channel
                     if endpoint.tls, let tls {
                         // SNI carries host names only; an IP address is checked against the certificate's IP SANs.
                         let hostname = IPv4Address(endpoint.host) == nil && !endpoint.host.contains(":") ? endpoint.host : nil
@@ -205,6 +222,8 @@ final class WebSocketAgentLink: @unchecked Sendable {
     }
 
     fileprivate func received(_ frame: WebSocketFrame) {
+        // After a failure or our close, nothing the agent still sends counts.
+        guard !failed, !closing else { return }
         switch frame.opcode {
         case .text:
             onMessage(AgentWire.decode(text: String(buffer: frame.unmaskedData)))
@@ -227,7 +246,7 @@ final class WebSocketAgentLink: @unchecked Sendable {
     func fail(_ reason: String) {
         guard !failed, !closing else { return }
         failed = true
-        channel?.close(promise: nil)
+        (channel ?? connecting)?.close(promise: nil)
         onMessage(.failed(reason))
     }
 
@@ -254,22 +273,32 @@ final class WebSocketAgentLink: @unchecked Sendable {
         channel?.setOption(.autoRead, value: reading).whenFailure { _ in }
     }
 
-    /// Sends `last` (if any) and closes; nothing is reported after this.
+    /// Sends `last` (if any) and a close frame, then closes — at once if the connection is not up
+    /// yet, within a second if the agent does not take the close frame. Nothing is reported after this.
     func close(after last: String? = nil) {
         guard !closing else { return }
         if let last { write(text: last) }
         closing = true
-        guard let channel else { return }
+        guard let channel else {
+            connecting?.close(promise: nil)
+            return
+        }
         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(),
                                              data: ByteBuffer(bytes: [0x03, 0xE8]))).whenComplete { _ in
             channel.close(promise: nil)
         }
+        channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
     }
 
     private func send(_ frame: WebSocketFrame) {
+        guard let channel else { return }
         var frame = frame
         frame.maskKey = .random()  // RFC 6455 §5.3: every client frame is masked
-        channel?.writeAndFlush(frame, promise: nil)
+        let size = frame.length
+        unsentBytes += size
+        guard unsentBytes <= Self.maximumUnsentBytes else { return fail("agent stopped reading its connection") }
+        let link = self
+        channel.writeAndFlush(frame).whenComplete { _ in link.unsentBytes -= size }
     }
 }
 

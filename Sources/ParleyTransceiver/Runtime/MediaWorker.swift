@@ -51,6 +51,8 @@ final class MediaWorker: @unchecked Sendable {
         let createdAt: Instant
         var clients: Set<TransportAddress> = []
         var reported = SessionCounters()
+        /// The session's key in `sessions` (it changes with an ICE restart's new token).
+        var key: UInt32 = 0
 
         init(session: WebRTCSession, echo: EchoAgent?, bridge: AgentBridge?, logger: Logger, createdAt: Instant) {
             self.session = session
@@ -167,8 +169,10 @@ final class MediaWorker: @unchecked Sendable {
             sessions[key] = Entry(session: session, echo: nil, bridge: bridge, logger: sessionLogger, createdAt: now)
         case .webSocket(let endpoint):
             let entry = Entry(session: session, echo: nil, bridge: nil, logger: sessionLogger, createdAt: now)
-            let link = WebSocketAgentLink(eventLoop: eventLoop) { [weak self] message in
-                self?.agentMessage(message, key: key)
+            entry.key = key
+            let link = WebSocketAgentLink(eventLoop: eventLoop) { [weak self, weak entry] message in
+                guard let self, let entry else { return }
+                self.agentMessage(message, entry: entry)
             }
             entry.link = link
             entry.agentDeadline = now + Self.agentAcceptTimeout
@@ -219,6 +223,7 @@ final class MediaWorker: @unchecked Sendable {
         entry.session.restartICE(localUfrag: localUfrag, localPassword: localPassword,
                                  remoteUfrag: remoteUfrag, remotePassword: remotePassword, renegotiated: renegotiated)
         sessions[newKey] = entry
+        entry.key = newKey
         for client in entry.clients where byClient[client] == key { byClient[client] = newKey }
         registry.insert(entry.session.parameters.id, .init(worker: index, sessionKey: newKey))
         drain(key: newKey, now: monotonicNow())
@@ -233,12 +238,13 @@ final class MediaWorker: @unchecked Sendable {
     /// How long a call whose agent failed waits for `oai-events` to tell the client why.
     static let agentFailureNoticeTimeout: Duration = .seconds(5)
 
-    private func agentMessage(_ message: AgentMessage, key: UInt32) {
-        guard let entry = sessions[key] else { return }
+    private func agentMessage(_ message: AgentMessage, entry: Entry) {
+        let key = entry.key
+        guard sessions[key] === entry else { return }
         let now = monotonicNow()
         switch message {
         case .accept(let sampleRate):
-            guard entry.bridge == nil, let link = entry.link else { return }
+            guard entry.bridge == nil, entry.agentFailure == nil, let link = entry.link else { return }
             link.sampleRate = sampleRate
             do {
                 let bridge = try AgentBridge(agent: WebSocketVoiceAgent(sampleRate: sampleRate, link: link),
@@ -262,6 +268,7 @@ final class MediaWorker: @unchecked Sendable {
         case .clearAudio:
             (entry.bridge?.agent as? WebSocketVoiceAgent)?.output?.clearAudio()
         case .hangUp(let reason):
+            guard entry.agentFailure == nil else { break }
             entry.session.close(.agent(reason), now: now)
         case .failed(let detail):
             agentFailed(entry, reason: entry.bridge == nil ? "agent_unavailable" : "agent_disconnected", detail: detail, now: now)
@@ -398,7 +405,8 @@ final class MediaWorker: @unchecked Sendable {
                     entry.logger.info("ICE restarted", metadata: ["remote_ufrag": "\(session.parameters.negotiated.remoteUfrag)"])
                 case .closed(let reason):
                     entry.logger.info("session closed", metadata: ["reason": "\(reason)"])
-                    if entry.bridge == nil { entry.link?.close(after: AgentWire.sessionEnded(reason: reason.description)) }
+                    // Idempotent: the agent adapter closes it too once its session had started.
+                    entry.link?.close(after: AgentWire.sessionEnded(reason: reason.description))
                 }
                 entry.echo?.handle(event, session: session, now: now)
                 entry.bridge?.handle(event, now: now)
