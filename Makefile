@@ -33,7 +33,7 @@ fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 ## Every benchmark, side by side with its reference (a C forwarder, a Pion server, libsrtp), pinned
-## cores; rewrites the tables, JSON and plots in docs/. Takes about 15 minutes.
+## cores; rewrites the tables, JSON and plots in docs/. Takes about 25 minutes.
 bench: bench-micro bench-transceiver bench-relay bench-sctp bench-agents
 
 ## Micro-benchmarks (ordo-one/benchmark): time and allocations per operation on the hot paths.
