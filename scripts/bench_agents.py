@@ -19,9 +19,8 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
-from benchlib import cpu_seconds, free_port, update_markdown  # noqa: E402
+from benchlib import cpu_seconds, free_port, update_markdown, wait_until_healthy  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -46,12 +45,8 @@ def run(binary, agent, sessions, seconds):
         server = start([binary, "dev", "--direct", "--workers", "1", "--agent", agent_argument, "--http-port", str(http),
                         "--media-port", str(media), "--log-level", "error"])
         processes.append(server)
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        if not wait_until_healthy(f"http://127.0.0.1:{http}/healthz"):
+            raise RuntimeError("parley dev did not start")
         ramp = min(4.0, sessions / 100)
         load = subprocess.Popen(["taskset", "-c", "1", binary, "load", "--url", f"http://127.0.0.1:{http}/v1/realtime/calls",
                                  "--sessions", str(sessions), "--duration", str(seconds + ramp + 3), "--ramp", str(ramp),

@@ -29,9 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-from benchlib import cpu_seconds, free_port, rss_bytes, update_markdown  # noqa: E402
+from benchlib import cpu_seconds, free_port, rss_bytes, update_markdown, wait_until_healthy  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SERVER_CORE, CLIENT_CORE = "0", "1"
@@ -62,12 +61,8 @@ class Server:
     def __enter__(self):
         self.process = subprocess.Popen(["taskset", "-c", SERVER_CORE] + self.command,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(self.health, timeout=1)
-                return self
-            except OSError:
-                time.sleep(0.1)
+        if wait_until_healthy(self.health):
+            return self
         raise RuntimeError(f"{self.name} did not start")
 
     def __exit__(self, *_):

@@ -24,6 +24,20 @@ def rss_bytes(pid):
     return int(open(f"/proc/{pid}/statm").read().split()[1]) * PAGE
 
 
+def wait_until_healthy(url, seconds=10):
+    """Polls a server's health URL until it answers; False if it never did."""
+    import time
+    import urllib.request
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 def update_markdown(path, section, text):
     """Replaces what lies between `<!-- section:begin -->` and `<!-- section:end -->` in `path`."""
     begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"

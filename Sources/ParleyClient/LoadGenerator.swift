@@ -114,43 +114,6 @@ public struct LoadReport: Codable, Sendable {
     }
 }
 
-/// Receive-side figures of one echoed RTP stream: loss by sequence numbers (RFC 3550 A.1's
-/// extended highest sequence) and interarrival jitter (RFC 3550 A.8) on a 48 kHz clock.
-struct EchoStreamStatistics {
-    private(set) var received = 0
-    private var baseSequence: Int64?
-    private var highestSequence: Int64 = 0
-    private var lastTransit: Int64?
-    /// In 1/48000 s, times 16 as RFC 3550 A.8 keeps it.
-    private var jitterTimes16: Int64 = 0
-
-    mutating func record(sequenceNumber: UInt16, timestamp: UInt32, arrival: Instant) {
-        received += 1
-        let arrivalUnits = arrival.nanoseconds / 1_000_000 * 48 + (arrival.nanoseconds % 1_000_000) * 48 / 1_000_000
-        let transit = Int64(Int32(truncatingIfNeeded: UInt32(truncatingIfNeeded: arrivalUnits) &- timestamp))
-        if let lastTransit {
-            let difference = abs(transit - lastTransit)
-            jitterTimes16 += difference - (jitterTimes16 + 8) / 16
-        }
-        lastTransit = transit
-        if baseSequence == nil {
-            baseSequence = Int64(sequenceNumber)
-            highestSequence = Int64(sequenceNumber)
-        } else {
-            // The extended sequence number closest to the highest seen (wraps at 65536).
-            let delta = Int64(Int16(truncatingIfNeeded: sequenceNumber &- UInt16(truncatingIfNeeded: highestSequence)))
-            highestSequence = max(highestSequence, highestSequence + delta)
-        }
-    }
-
-    var lost: Int {
-        guard let baseSequence else { return 0 }
-        return max(0, Int(highestSequence - baseSequence + 1) - received)
-    }
-
-    var jitterMilliseconds: Double { Double(jitterTimes16) / 16 / 48 }
-}
-
 /// Runs the load on one event loop (one thread), with one UDP socket per session like real clients.
 public final class LoadGenerator: @unchecked Sendable {
     private let configuration: LoadConfiguration
@@ -185,7 +148,8 @@ public final class LoadGenerator: @unchecked Sendable {
         var echoed = 0
         var eventsSent = 0
         var eventsEchoed = 0
-        var stream = EchoStreamStatistics()
+        /// Loss and jitter of the echoed stream, as an RTCP receiver counts them (48 kHz RTP clock).
+        var stream = RTPReceiveStatistics(clockRate: 48000)
         var failed = false
         var decoder: OpusDecoder?
         var lastPulseSentAt: Instant?
@@ -339,7 +303,7 @@ public final class LoadGenerator: @unchecked Sendable {
         let now = Self.now()
         let sentAt = Int64(bigEndian: payload.loadUnaligned(as: Int64.self))
         client.echoed += 1
-        client.stream.record(sequenceNumber: sequenceNumber, timestamp: timestamp, arrival: now)
+        client.stream.record(sequence: sequenceNumber, timestamp: timestamp, ssrc: Self.echoedStream, arrival: .nanoseconds(now.nanoseconds))
         if client.firstEchoAt == nil { client.firstEchoAt = now }
         echoLatencies.append(Double(now.nanoseconds - sentAt) / 1e6)
     }
@@ -349,7 +313,7 @@ public final class LoadGenerator: @unchecked Sendable {
                               payload: UnsafeRawBufferPointer) {
         let now = Self.now()
         client.echoed += 1
-        client.stream.record(sequenceNumber: sequenceNumber, timestamp: timestamp, arrival: now)
+        client.stream.record(sequence: sequenceNumber, timestamp: timestamp, ssrc: Self.echoedStream, arrival: .nanoseconds(now.nanoseconds))
         if client.firstEchoAt == nil { client.firstEchoAt = now }
         guard let pcm = try? decoder.decode(Array(payload)), !pcm.isEmpty else { return }
         var energy = 0.0
@@ -492,8 +456,9 @@ public final class LoadGenerator: @unchecked Sendable {
             setup: .init(answer: steps(\.answerAt), ice: steps(\.iceAt), dtls: steps(\.connectedAt),
                          firstEchoedAudio: steps(\.firstEchoAt), dataChannelOpen: steps(\.dataChannelOpenAt)),
             audio: .init(packetsSent: sent, packetsEchoed: echoed, echoRatio: sent == 0 ? 0 : Double(echoed) / Double(sent),
-                         packetsLost: clients.reduce(0) { $0 + $1.stream.lost },
-                         jitterMilliseconds: .init(connected.filter { $0.stream.received > 1 }.map(\.stream.jitterMilliseconds)),
+                         packetsLost: clients.reduce(0) { $0 + max(0, Int($1.stream.cumulativeLost)) },
+                         jitterMilliseconds: .init(connected.filter { $0.stream.packetsReceived > 1 }
+                             .map { Double($0.stream.jitterInTimestampUnits) / 48 }),
                          echoLatencyMilliseconds: .init(echoLatencies),
                          pulseLatencyMilliseconds: .init(pulseLatencies)),
             roundTripMilliseconds: .init(connected.compactMap { $0.session.roundTripTime.map { Double($0.nanoseconds) / 1e6 } }),
@@ -519,6 +484,9 @@ public final class LoadGenerator: @unchecked Sendable {
         }
         return index > start ? value : nil
     }
+
+    /// Each session receives one audio stream; its SSRC is not needed to tell streams apart.
+    static let echoedStream: UInt32 = 1
 
     static func now() -> Instant { Instant(nanoseconds: Int64(NIODeadline.now().uptimeNanoseconds)) }
 

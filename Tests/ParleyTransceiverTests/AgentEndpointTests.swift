@@ -1,3 +1,4 @@
+import NIOCore
 import Testing
 @testable import ParleyTransceiver
 
@@ -32,6 +33,24 @@ import Testing
                 Issue.record("accepted \(bad)")
                 continue
             }
+        }
+    }
+
+    /// Agent audio: one 20 ms frame of PCM16 little-endian per binary message, at the accepted rate.
+    @Test func audioFramesAreExactlyOneFrameOfLittleEndianPCM() {
+        var buffer = ByteBuffer()
+        let frame = (0..<320).map { Int16(truncatingIfNeeded: $0 * 97 - 15000) }
+        AgentWire.encode(audio: frame, into: &buffer)
+        #expect(buffer.readableBytes == 640)
+        #expect(buffer.getInteger(at: 0, endianness: .little, as: Int16.self) == frame[0])
+        #expect(AgentWire.decode(audio: buffer, sampleRate: .hz16000) == .audio(frame))
+        for wrong in [0, 1, 639, 641, 960] {
+            guard case .failed(let reason) = AgentWire.decode(audio: ByteBuffer(bytes: [UInt8](repeating: 1, count: wrong)),
+                                                              sampleRate: .hz16000) else {
+                Issue.record("accepted \(wrong) bytes")
+                continue
+            }
+            #expect(reason.contains("640"))
         }
     }
 }
