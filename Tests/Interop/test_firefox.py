@@ -43,9 +43,10 @@ def wait_for(client, condition, timeout, what):
     raise AssertionError(f"timed out waiting for {what}; page state: {state}")
 
 
-def test_firefox_call_echoes_audio_and_data(parley):
+def test_firefox_call_echoes_audio_and_data(parley, tmp_path):
+    # gecko_log: Firefox's own log goes to the test's temporary folder, not the working directory.
     client = marionette.Marionette(host="127.0.0.1", port=PREFS["marionette.port"], bin=FIREFOX, headless=True,
-                                   prefs=PREFS, startup_timeout=90)
+                                   prefs=PREFS, startup_timeout=90, gecko_log=str(tmp_path / "gecko.log"))
     try:
         client.start_session()
         client.timeout.script = 60

@@ -407,6 +407,10 @@ final class MediaWorker: @unchecked Sendable {
                     entry.logger.info("session closed", metadata: ["reason": "\(reason)"])
                     // Idempotent: the agent adapter closes it too once its session had started.
                     entry.link?.close(after: AgentWire.sessionEnded(reason: reason.description))
+                    if let dropped = entry.link?.audioFramesDropped, dropped > 0 {
+                        metrics.agentAudioDropped.increment(by: dropped)
+                        entry.logger.warning("agent did not keep up", metadata: ["audio_frames_dropped": "\(dropped)"])
+                    }
                 }
                 entry.echo?.handle(event, session: session, now: now)
                 entry.bridge?.handle(event, now: now)

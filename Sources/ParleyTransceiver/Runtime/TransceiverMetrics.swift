@@ -12,6 +12,8 @@ struct TransceiverMetrics: Sendable {
     let datagramsSent = Counter(label: "parley_datagrams_sent_total")
     let rtpReceived = Counter(label: "parley_rtp_received_total")
     let rtpSent = Counter(label: "parley_rtp_sent_total")
+    /// Caller audio frames not sent to an external agent because it was not reading fast enough.
+    let agentAudioDropped = Counter(label: "parley_agent_audio_dropped_total")
     let drops: [DropReason: Counter]
     let workerDrops: [WorkerDropReason: Counter]
 
