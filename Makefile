@@ -15,11 +15,12 @@ dev:
 	@scripts/install-deps.sh build
 	$(SWIFT) run parley dev $(ARGS)
 
-## Build, run every Swift test target, then the interop tests (real Chromium and aiortc calling
-## `parley dev`, inside a loopback-only network namespace).
+## Build, check that no integer conversion can trap, run every Swift test target, then the interop
+## tests (real Chromium, Firefox, aiortc calling `parley dev`, inside a loopback-only network namespace).
 test:
 	@scripts/install-deps.sh test
 	$(SWIFT) build --build-tests
+	scripts/check-conversions.py  # no integer conversion that can trap on a network value
 	$(SWIFT) test --disable-xctest  # every test uses Swift Testing; skip the empty XCTest pass
 	scripts/interop.sh
 

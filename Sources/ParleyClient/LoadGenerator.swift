@@ -105,7 +105,7 @@ public struct LoadReport: Codable, Sendable {
         public init?(_ samples: [Double]) {
             guard !samples.isEmpty else { return nil }
             let sorted = samples.sorted()
-            func at(_ fraction: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))] }
+            func at(_ fraction: Double) -> Double { sorted[min(sorted.count - 1, Int(saturating: Double(sorted.count) * fraction))] }
             p50 = at(0.5)
             p95 = at(0.95)
             p99 = at(0.99)
@@ -171,7 +171,7 @@ public final class LoadGenerator: @unchecked Sendable {
             let samples = OpusSampleRate.hz48000.samplesPer20Milliseconds
             pulsePackets = try (0..<50).map { index in
                 let pcm: [Int16] = index == 0
-                    ? (0..<samples).map { Int16(sin(2 * Double.pi * 1000 * Double($0) / 48000) * 16000) }
+                    ? (0..<samples).map { Int16(saturating: sin(2 * Double.pi * 1000 * Double($0) / 48000) * 16000) }
                     : [Int16](repeating: 0, count: samples)
                 return try encoder.encode(pcm)
             }
@@ -419,7 +419,7 @@ public final class LoadGenerator: @unchecked Sendable {
         let open = clients.filter { $0.dataChannelOpenAt != nil }.count
         let sent = clients.reduce(0) { $0 + $1.sent }, echoed = clients.reduce(0) { $0 + $1.echoed }
         progress("sessions \(clients.count)/\(configuration.sessions) connected \(connected) channels \(open) "
-                 + "failed \(failures.count) packets sent \(sent) echoed \(echoed) client CPU \(Int(fraction * 100))%")
+                 + "failed \(failures.count) packets sent \(sent) echoed \(echoed) client CPU \(Int(saturating: fraction * 100))%")
     }
 
     private func flush(_ client: Client) {
@@ -468,7 +468,7 @@ public final class LoadGenerator: @unchecked Sendable {
                                echoLatencyMilliseconds: .init(dataChannelLatencies)),
             client: .init(cpuSeconds: cpu, wallSeconds: Double(wall.nanoseconds) / 1e9, peakCPUPercent: peakCPU * 100,
                           sendLagMilliseconds: lag, saturated: saturated,
-                          warning: saturated ? "the load generator saturated its core (peak \(Int(peakCPU * 100))% CPU, "
+                          warning: saturated ? "the load generator saturated its core (peak \(Int(saturating: peakCPU * 100))% CPU, "
                               + "p99 send lag \(String(format: "%.1f", lag?.p99 ?? 0)) ms): figures show its limit, not the server's" : nil))
     }
 
@@ -488,7 +488,7 @@ public final class LoadGenerator: @unchecked Sendable {
     /// Each session receives one audio stream; its SSRC is not needed to tell streams apart.
     static let echoedStream: UInt32 = 1
 
-    static func now() -> Instant { Instant(nanoseconds: Int64(NIODeadline.now().uptimeNanoseconds)) }
+    static func now() -> Instant { Instant(nanoseconds: Int64(clamping: NIODeadline.now().uptimeNanoseconds)) }
 
     static func processCPUSeconds() -> Double {
         var usage = rusage()

@@ -103,6 +103,6 @@ public enum SCTPBenchmark {
                 withVaList([sizePointer, residentPointer]) { vfscanf(file, "%ld %ld", $0) }
             }
         }
-        return resident * Int(sysconf(Int32(_SC_PAGESIZE)))
+        return resident * Int(sysconf(Int32(truncatingIfNeeded: _SC_PAGESIZE)))
     }
 }

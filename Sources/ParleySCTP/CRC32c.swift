@@ -2,7 +2,7 @@
 /// provides it; table-driven, checked against the RFC 3720 §B.4 vectors in the tests.
 public enum CRC32c {
     static let table: [UInt32] = (0..<256).map { index -> UInt32 in
-        var value = UInt32(index)
+        var value = UInt32(truncatingIfNeeded: index)
         for _ in 0..<8 { value = value & 1 == 1 ? 0x82F6_3B78 ^ (value >> 1) : value >> 1 }
         return value
     }

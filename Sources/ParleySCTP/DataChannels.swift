@@ -109,9 +109,10 @@ public final class DataChannels {
         channels[id] = channel
         opening.insert(id)
         var message: [UInt8] = [0x03, ordered ? 0x00 : 0x80, 0x01, 0x00, 0, 0, 0, 0]
-        let labelBytes = Array(label.utf8), protocolBytes = Array(`protocol`.utf8)
-        message += [UInt8(labelBytes.count >> 8), UInt8(labelBytes.count & 0xFF),
-                    UInt8(protocolBytes.count >> 8), UInt8(protocolBytes.count & 0xFF)]
+        // DCEP lengths are 16 bits; labels that long would not fit a packet anyway.
+        let labelBytes = Array(label.utf8.prefix(1024)), protocolBytes = Array(`protocol`.utf8.prefix(1024))
+        message += [UInt8(truncatingIfNeeded: labelBytes.count >> 8), UInt8(truncatingIfNeeded: labelBytes.count),
+                    UInt8(truncatingIfNeeded: protocolBytes.count >> 8), UInt8(truncatingIfNeeded: protocolBytes.count)]
         message += labelBytes + protocolBytes
         association.send(stream: id, protocolIdentifier: PPID.control, payload: message, unordered: false, now: now)
         return id

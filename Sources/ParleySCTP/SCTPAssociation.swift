@@ -448,7 +448,7 @@ public final class SCTPAssociation {
 
     // MARK: Receiving
 
-    private var advertisedWindow: UInt32 { UInt32(max(0, Int(configuration.receiveWindow) - bufferedBytes)) }
+    private var advertisedWindow: UInt32 { UInt32(clamping: Int(configuration.receiveWindow) - bufferedBytes) }
 
     private func receiveData(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer) {
         guard let data = try? SCTPData.decode(chunk, in: bytes), !data.payload.isEmpty else { return drop(.malformed) }
@@ -530,7 +530,7 @@ public final class SCTPAssociation {
         writer.chunk(.selectiveAck) { writer in
             writer.append32(peerCumulativeTSN)
             writer.append32(advertisedWindow)
-            writer.append16(UInt16(min(gaps.count, 64)))
+            writer.append16(UInt16(truncatingIfNeeded: min(gaps.count, 64)))
             writer.append16(0)
             for gap in gaps.prefix(64) {
                 writer.append16(gap.0)
@@ -698,7 +698,7 @@ public final class SCTPAssociation {
                 }
             }
         }
-        if !stale { peerWindow = UInt32(max(0, Int(sack.advertisedReceiverWindow) - flightSize)) }
+        if !stale { peerWindow = UInt32(clamping: Int(sack.advertisedReceiverWindow) - flightSize) }
         // RFC 9260 §6.3.2: T3 restarts only when the earliest outstanding TSN is acknowledged.
         if inFlight.isEmpty {
             retransmissionDeadline = nil
@@ -776,7 +776,7 @@ public final class SCTPAssociation {
             add(item)
             inFlight.append(item)
             flight += item.payload.count
-            peerWindow = UInt32(max(0, Int(peerWindow) - item.payload.count))
+            peerWindow = UInt32(clamping: Int(peerWindow) - item.payload.count)
         }
         emit()
         if inFlight.isEmpty {

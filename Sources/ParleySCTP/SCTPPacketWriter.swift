@@ -21,9 +21,7 @@ struct SCTPPacketWriter {
         bytes.append(flags)
         append16(0)
         body(&self)
-        let length = bytes.count - start
-        bytes[start + 2] = UInt8(length >> 8)
-        bytes[start + 3] = UInt8(length & 0xFF)
+        writeLength(at: start)
         while bytes.count % 4 != 0 { bytes.append(0) }
     }
 
@@ -33,19 +31,25 @@ struct SCTPPacketWriter {
         append16(type)
         append16(0)
         body(&self)
-        let length = bytes.count - start
-        bytes[start + 2] = UInt8(length >> 8)
-        bytes[start + 3] = UInt8(length & 0xFF)
+        writeLength(at: start)
         while bytes.count % 4 != 0 { bytes.append(0) }
     }
 
+    /// The 16-bit length of the chunk or parameter that starts at `start`. Every caller keeps its
+    /// chunks within one packet (an MTU), far below 2^16.
+    private mutating func writeLength(at start: Int) {
+        let length = UInt16(clamping: bytes.count - start)
+        bytes[start + 2] = UInt8(truncatingIfNeeded: length >> 8)
+        bytes[start + 3] = UInt8(truncatingIfNeeded: length)
+    }
+
     mutating func append16(_ value: UInt16) {
-        bytes.append(UInt8(value >> 8))
-        bytes.append(UInt8(value & 0xFF))
+        bytes.append(UInt8(truncatingIfNeeded: value >> 8))
+        bytes.append(UInt8(truncatingIfNeeded: value))
     }
 
     mutating func append32(_ value: UInt32) {
-        for shift in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
+        for shift in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> shift)) }
     }
 
     mutating func append(_ data: some Sequence<UInt8>) { bytes.append(contentsOf: data) }

@@ -49,6 +49,10 @@ struct ServingOptions: ParsableArguments {
         }
         guard (1...256).contains(workers) else { throw ValidationError("--workers must be 1…256") }
         guard IPv4Address(mediaHost) != nil else { throw ValidationError("--media-host must be an IPv4 address") }
+        guard (0...65535).contains(httpPort) else { throw ValidationError("--http-port must be 0…65535") }
+        guard mediaPort == 0 || (1...(65536 - workers)).contains(mediaPort) else {
+            throw ValidationError("--media-port must leave a port for each of the \(workers) workers (1…\(65536 - workers), or 0)")
+        }
         for address in advertised where TransportAddress(address) == nil {
             throw ValidationError("--advertise \(address): expected host:port")
         }

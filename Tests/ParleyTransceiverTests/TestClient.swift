@@ -142,7 +142,7 @@ final class TestClient {
 
     /// An SRTCP receiver report about the server's stream.
     func receiverReport(about block: RTCPReportBlock) -> [UInt8] {
-        var buffer = [UInt8](repeating: 0, count: 200)
+        var buffer = [UInt8](repeating: 0, count: RTCPCompound.maximumReportLength + 64)
         let length = buffer.withUnsafeMutableBytes { raw -> Int in
             let written = RTCPCompound.writeReport(ssrc: ssrc, sender: nil, blocks: [block], cname: "testclient", into: raw)
             return try! outboundSRTP!.protectRTCP(raw, length: written)

@@ -98,8 +98,8 @@ public final class DTLSConnection {
         SSL_set_bio(ssl, readBIO, writeBIO)
         _ = parley_dtls_set_link_mtu(ssl, context.configuration.mtu)
         _ = parley_dtls_set_retransmit_schedule(
-            ssl, UInt32(context.configuration.initialRetransmitDelay.microseconds),
-            UInt32(context.configuration.maximumRetransmitDelay.microseconds))
+            ssl, UInt32(clamping: context.configuration.initialRetransmitDelay.microseconds),
+            UInt32(clamping: context.configuration.maximumRetransmitDelay.microseconds))
         switch role {
         case .client: SSL_set_connect_state(ssl)
         case .server: SSL_set_accept_state(ssl)
@@ -117,7 +117,7 @@ public final class DTLSConnection {
     /// `takeApplicationData`.
     public func receive(_ datagram: UnsafeRawBufferPointer) {
         guard state == .handshaking || state == .connected, let base = datagram.baseAddress, !datagram.isEmpty else { return }
-        _ = BIO_write(readBIO, base, Int32(datagram.count))
+        _ = BIO_write(readBIO, base, Int32(clamping: datagram.count))
         if state == .handshaking { advanceHandshake() }
         if state == .connected { readApplicationData() }
         // Whatever the handshake or reads left unread (a stray or undecryptable record) is dropped,
@@ -163,7 +163,8 @@ public final class DTLSConnection {
     public func send(_ data: UnsafeRawBufferPointer) -> Bool {
         guard state == .connected, let base = data.baseAddress else { return false }
         ERR_clear_error()
-        return SSL_write(ssl, base, Int32(data.count)) == Int32(data.count)
+        guard data.count <= 16_384 else { return false }  // one DTLS record at most
+        return SSL_write(ssl, base, Int32(truncatingIfNeeded: data.count)) == Int32(truncatingIfNeeded: data.count)
     }
 
     /// Sends close_notify and stops.
@@ -233,7 +234,7 @@ public final class DTLSConnection {
         var buffer = [UInt8](repeating: 0, count: 16_384)
         while true {
             ERR_clear_error()
-            let read = SSL_read(ssl, &buffer, Int32(buffer.count))
+            let read = SSL_read(ssl, &buffer, Int32(truncatingIfNeeded: buffer.count))  // 16 KiB
             if read > 0 {
                 applicationData.append(Array(buffer[0..<Int(read)]))
                 continue
@@ -251,6 +252,9 @@ public final class DTLSConnection {
 extension Duration {
     var microseconds: Int64 {
         let (seconds, attoseconds) = components
-        return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000)
+        if overflow { return seconds < 0 ? .min : .max }
+        let (sum, sumOverflow) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000_000)
+        return sumOverflow ? (seconds < 0 ? .min : .max) : sum
     }
 }

@@ -45,7 +45,7 @@ public final class OpusEncoder {
         precondition(pcm.count == sampleRate.samplesPer20Milliseconds, "one 20 ms frame")
         let length = pcm.withUnsafeBufferPointer { samples in
             packet.withUnsafeMutableBufferPointer { output in
-                opus_encode(encoder, samples.baseAddress!, Int32(samples.count), output.baseAddress!, Int32(output.count))
+                opus_encode(encoder, samples.baseAddress!, Int32(clamping: samples.count), output.baseAddress!, Int32(clamping: output.count))
             }
         }
         guard length > 0 else { throw OpusError(code: length) }
@@ -88,10 +88,10 @@ public final class OpusDecoder {
         let decoded: Int32 = frame.withUnsafeMutableBufferPointer { output in
             if let packet {
                 return packet.withUnsafeBufferPointer { input in
-                    opus_decode(decoder, input.baseAddress, Int32(input.count), output.baseAddress!, Int32(samples), fec ? 1 : 0)
+                    opus_decode(decoder, input.baseAddress, Int32(clamping: input.count), output.baseAddress!, Int32(clamping: samples), fec ? 1 : 0)
                 }
             }
-            return opus_decode(decoder, nil, 0, output.baseAddress!, Int32(samples), 0)
+            return opus_decode(decoder, nil, 0, output.baseAddress!, Int32(clamping: samples), 0)
         }
         guard decoded >= 0 else { throw OpusError(code: decoded) }
         return Array(frame[0..<Int(decoded)])

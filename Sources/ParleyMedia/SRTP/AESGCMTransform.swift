@@ -148,18 +148,18 @@ final class AESGCMTransform {
     /// IV = salt XOR (0x0000 ‖ SSRC ‖ 0x0000 ‖ 0 ‖ SRTCP index) for SRTCP.
     private func writeRTCPNonce(ssrc: UInt32, index: UInt32) {
         for position in 0..<12 { iv[position] = 0 }
-        iv[2] = UInt8(ssrc >> 24); iv[3] = UInt8(truncatingIfNeeded: ssrc >> 16)
+        iv[2] = UInt8(truncatingIfNeeded: ssrc >> 24); iv[3] = UInt8(truncatingIfNeeded: ssrc >> 16)
         iv[4] = UInt8(truncatingIfNeeded: ssrc >> 8); iv[5] = UInt8(truncatingIfNeeded: ssrc)
-        iv[8] = UInt8(index >> 24); iv[9] = UInt8(truncatingIfNeeded: index >> 16)
+        iv[8] = UInt8(truncatingIfNeeded: index >> 24); iv[9] = UInt8(truncatingIfNeeded: index >> 16)
         iv[10] = UInt8(truncatingIfNeeded: index >> 8); iv[11] = UInt8(truncatingIfNeeded: index)
         for position in 0..<12 { iv[position] ^= rtcpSalt[position] }
     }
 
     private func writeNonce(salt: [UInt8], ssrc: UInt32, high: UInt32, low: UInt32) {
         iv[0] = 0; iv[1] = 0
-        iv[2] = UInt8(ssrc >> 24); iv[3] = UInt8(truncatingIfNeeded: ssrc >> 16)
+        iv[2] = UInt8(truncatingIfNeeded: ssrc >> 24); iv[3] = UInt8(truncatingIfNeeded: ssrc >> 16)
         iv[4] = UInt8(truncatingIfNeeded: ssrc >> 8); iv[5] = UInt8(truncatingIfNeeded: ssrc)
-        iv[6] = UInt8(high >> 24); iv[7] = UInt8(truncatingIfNeeded: high >> 16)
+        iv[6] = UInt8(truncatingIfNeeded: high >> 24); iv[7] = UInt8(truncatingIfNeeded: high >> 16)
         iv[8] = UInt8(truncatingIfNeeded: high >> 8); iv[9] = UInt8(truncatingIfNeeded: high)
         iv[10] = UInt8(truncatingIfNeeded: low >> 8); iv[11] = UInt8(truncatingIfNeeded: low)
         for position in 0..<12 { iv[position] ^= salt[position] }
@@ -173,9 +173,9 @@ final class AESGCMTransform {
         guard iv.withUnsafeBufferPointer({ EVP_EncryptInit_ex(context, nil, nil, nil, $0.baseAddress) }) == 1,
               addAAD(context, base + aadRange.lowerBound, aadRange.count, extraAAD, encrypt: true),
               textRange.isEmpty || EVP_EncryptUpdate(context, base + textRange.lowerBound, &written,
-                                                     base + textRange.lowerBound, Int32(textRange.count)) == 1,
+                                                     base + textRange.lowerBound, Int32(clamping: textRange.count)) == 1,
               EVP_EncryptFinal_ex(context, base + textRange.upperBound, &written) == 1 else { return false }
-        return EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_GET_TAG, Int32(Self.tagLength), base + textRange.upperBound) == 1
+        return EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_GET_TAG, Int32(truncatingIfNeeded: Self.tagLength), base + textRange.upperBound) == 1
     }
 
     /// Checks the tag after `textRange` and decrypts in place; false when it does not authenticate.
@@ -186,8 +186,8 @@ final class AESGCMTransform {
         guard iv.withUnsafeBufferPointer({ EVP_DecryptInit_ex(context, nil, nil, nil, $0.baseAddress) }) == 1,
               addAAD(context, base + aadRange.lowerBound, aadRange.count, extraAAD, encrypt: false),
               textRange.isEmpty || EVP_DecryptUpdate(context, base + textRange.lowerBound, &written,
-                                                     base + textRange.lowerBound, Int32(textRange.count)) == 1,
-              EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_SET_TAG, Int32(Self.tagLength), base + textRange.upperBound) == 1
+                                                     base + textRange.lowerBound, Int32(clamping: textRange.count)) == 1,
+              EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_SET_TAG, Int32(truncatingIfNeeded: Self.tagLength), base + textRange.upperBound) == 1
         else { return false }
         return EVP_DecryptFinal_ex(context, base + textRange.upperBound, &written) == 1
     }
@@ -196,9 +196,9 @@ final class AESGCMTransform {
                         encrypt: Bool) -> Bool {
         var written: Int32 = 0
         let update = encrypt ? EVP_EncryptUpdate : EVP_DecryptUpdate
-        guard count == 0 || update(context, nil, &written, bytes, Int32(count)) == 1 else { return false }
+        guard count == 0 || update(context, nil, &written, bytes, Int32(clamping: count)) == 1 else { return false }
         guard let extra else { return true }
-        aad[0] = UInt8(extra >> 24); aad[1] = UInt8(truncatingIfNeeded: extra >> 16)
+        aad[0] = UInt8(truncatingIfNeeded: extra >> 24); aad[1] = UInt8(truncatingIfNeeded: extra >> 16)
         aad[2] = UInt8(truncatingIfNeeded: extra >> 8); aad[3] = UInt8(truncatingIfNeeded: extra)
         return aad.withUnsafeBufferPointer { update(context, nil, &written, $0.baseAddress, 4) } == 1
     }
@@ -243,7 +243,7 @@ final class AESGCMTransform {
                 EVP_EncryptInit_ex(context, EVP_aes_128_ctr(), nil, key.baseAddress, counter.baseAddress)
             }
         }
-        guard status == 1, EVP_EncryptUpdate(context, &output, &written, zeros, Int32(length)) == 1 else { return nil }
+        guard status == 1, EVP_EncryptUpdate(context, &output, &written, zeros, Int32(clamping: length)) == 1 else { return nil }
         return output
     }
 }
@@ -290,17 +290,17 @@ struct ReplayWindow {
 
     private func isSet(_ index: Int64) -> Bool {
         let slot = Int(index & Int64(AESGCMTransform.replayWindow - 1))
-        return bits[slot >> 6] & (1 << UInt64(slot & 63)) != 0
+        return bits[slot >> 6] & ((1 as UInt64) << (slot & 63)) != 0
     }
 
     private mutating func set(_ index: Int64) {
         let slot = Int(index & Int64(AESGCMTransform.replayWindow - 1))
-        bits[slot >> 6] |= 1 << UInt64(slot & 63)
+        bits[slot >> 6] |= (1 as UInt64) << (slot & 63)
     }
 
     private mutating func clear(_ index: Int64) {
         let slot = Int(index & Int64(AESGCMTransform.replayWindow - 1))
-        bits[slot >> 6] &= ~(1 << UInt64(slot & 63))
+        bits[slot >> 6] &= ~((1 as UInt64) << (slot & 63))
     }
 }
 
@@ -310,7 +310,7 @@ extension UnsafeMutableRawBufferPointer {
         UInt32(self[offset]) << 24 | UInt32(self[offset + 1]) << 16 | UInt32(self[offset + 2]) << 8 | UInt32(self[offset + 3])
     }
     fileprivate func storeUInt32(_ value: UInt32, at offset: Int) {
-        self[offset] = UInt8(value >> 24); self[offset + 1] = UInt8(truncatingIfNeeded: value >> 16)
+        self[offset] = UInt8(truncatingIfNeeded: value >> 24); self[offset + 1] = UInt8(truncatingIfNeeded: value >> 16)
         self[offset + 2] = UInt8(truncatingIfNeeded: value >> 8); self[offset + 3] = UInt8(truncatingIfNeeded: value)
     }
 }

@@ -84,7 +84,7 @@ public final class SRTPContext {
             srtp_crypto_policy_set_rtcp_default(&policy.rtcp)
         }
         policy.ssrc.type = direction == .outbound ? ssrc_any_outbound : ssrc_any_inbound
-        policy.window_size = UInt(AESGCMTransform.replayWindow)
+        policy.window_size = UInt(truncatingIfNeeded: AESGCMTransform.replayWindow)
         policy.allow_repeat_tx = 1
         var key = keyAndSalt
         var created: srtp_t?
@@ -142,7 +142,8 @@ public final class SRTPContext {
         _ call: (UnsafeMutableRawPointer, UnsafeMutablePointer<Int32>) -> srtp_err_status_t
     ) throws(SRTPError) -> Int {
         try checked(buffer, length: length, grows: grows) { () throws(SRTPError) in
-            var newLength = Int32(length)
+            guard length <= Int(Int32.max) - Self.maximumOverhead else { throw .bufferTooSmall }
+            var newLength = Int32(truncatingIfNeeded: length)
             let status = call(buffer.baseAddress!, &newLength)
             guard status == srtp_err_status_ok else { throw .rejected(Int(status.rawValue)) }
             return Int(newLength)

@@ -81,13 +81,13 @@ final class RelayWorker: @unchecked Sendable {
     /// `publicPort` is the shared port (the one the first worker got when the configuration says 0).
     func start(publicPort requested: Int) throws {
         var bound: Int32 = 0
-        publicSocket = parley_udp_socket(configuration.publicHost, Int32(requested), 1,
-                                         Int32(configuration.socketBufferBytes), &bound)
+        publicSocket = parley_udp_socket(configuration.publicHost, Int32(clamping: requested), 1,
+                                         Int32(clamping: configuration.socketBufferBytes), &bound)
         guard publicSocket >= 0 else { throw RelayError.bind("\(configuration.publicHost):\(requested)", errno) }
         publicPort = Int(bound)
         let internalPort = configuration.internalPort == 0 ? 0 : configuration.internalPort + index
-        internalSocket = parley_udp_socket(configuration.internalHost, Int32(internalPort), 0,
-                                           Int32(configuration.socketBufferBytes), &bound)
+        internalSocket = parley_udp_socket(configuration.internalHost, Int32(clamping: internalPort), 0,
+                                           Int32(clamping: configuration.socketBufferBytes), &bound)
         guard internalSocket >= 0 else { throw RelayError.bind("\(configuration.internalHost):\(internalPort)", errno) }
         self.internalPort = Int(bound)
         var pipeEnds: [Int32] = [0, 0]
@@ -122,15 +122,15 @@ final class RelayWorker: @unchecked Sendable {
     // MARK: The loop
 
     private func run() {
-        var fds = [pollfd(fd: publicSocket, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: internalSocket, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+        var fds = [pollfd(fd: publicSocket, events: Int16(truncatingIfNeeded: POLLIN), revents: 0),
+                   pollfd(fd: internalSocket, events: Int16(truncatingIfNeeded: POLLIN), revents: 0),
+                   pollfd(fd: wakeRead, events: Int16(truncatingIfNeeded: POLLIN), revents: 0)]
         while !stopping.load(ordering: .relaxed) {
             let ready = poll(&fds, 3, 100)
             if ready > 0 {
-                if fds[0].revents & Int16(POLLIN) != 0 { drainClients() }
-                if fds[1].revents & Int16(POLLIN) != 0 { drainTransceivers() }
-                if fds[2].revents & Int16(POLLIN) != 0 { takeStoreAnswers() }
+                if fds[0].revents & Int16(truncatingIfNeeded: POLLIN) != 0 { drainClients() }
+                if fds[1].revents & Int16(truncatingIfNeeded: POLLIN) != 0 { drainTransceivers() }
+                if fds[2].revents & Int16(truncatingIfNeeded: POLLIN) != 0 { takeStoreAnswers() }
             }
             let now = Self.now()
             if now - lastHousekeeping >= .seconds(1) {
@@ -145,13 +145,13 @@ final class RelayWorker: @unchecked Sendable {
         var rounds = 0
         while rounds < 8 {  // a bounded share per wake-up, so the other socket is served too
             rounds += 1
-            let count = Int(parley_batch_receive(publicSocket, receiveBatch, receiveBuffers.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(Self.slot)))
+            let count = Int(parley_batch_receive(publicSocket, receiveBatch, receiveBuffers.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(truncatingIfNeeded: Self.slot)))
             guard count > 0 else { return }
             let now = Self.now()
             var sending = 0
             for index in 0..<count {
                 guard let client = source(index) else { continue }
-                let length = Int(parley_batch_length(receiveBatch, UInt32(index)))
+                let length = Int(parley_batch_length(receiveBatch, UInt32(truncatingIfNeeded: index)))
                 let datagram = UnsafeRawBufferPointer(rebasing: receiveBuffers[(index * Self.slot)..<(index * Self.slot + length)])
                 switch table.fromClient(datagram, client: client, now: now) {
                 case .forward(let transceiver):
@@ -176,7 +176,7 @@ final class RelayWorker: @unchecked Sendable {
                 }
             }
             if sending > 0 {
-                parley_batch_send(internalSocket, sendBatch, UInt32(sending))
+                parley_batch_send(internalSocket, sendBatch, UInt32(truncatingIfNeeded: sending))
                 forwardedToTransceiver += sending
             }
             saveCommits()
@@ -190,7 +190,7 @@ final class RelayWorker: @unchecked Sendable {
         var rounds = 0
         while rounds < 8 {
             rounds += 1
-            let count = Int(parley_batch_receive(internalSocket, receiveBatch, receiveBuffers.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(Self.slot)))
+            let count = Int(parley_batch_receive(internalSocket, receiveBatch, receiveBuffers.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(truncatingIfNeeded: Self.slot)))
             guard count > 0 else { return }
             let now = Self.now()
             var sending = 0
@@ -200,7 +200,7 @@ final class RelayWorker: @unchecked Sendable {
                     drops[.untrustedTransceiver, default: 0] += 1
                     continue
                 }
-                let length = Int(parley_batch_length(receiveBatch, UInt32(index)))
+                let length = Int(parley_batch_length(receiveBatch, UInt32(truncatingIfNeeded: index)))
                 let datagram = UnsafeRawBufferPointer(rebasing: receiveBuffers[(index * Self.slot)..<(index * Self.slot + length)])
                 guard let (header, headerLength) = try? TunnelHeader.decode(datagram), header.direction == .toClient else {
                     drops[.malformedTunnel, default: 0] += 1
@@ -218,7 +218,7 @@ final class RelayWorker: @unchecked Sendable {
                 }
             }
             if sending > 0 {
-                parley_batch_send(publicSocket, sendBatch, UInt32(sending))
+                parley_batch_send(publicSocket, sendBatch, UInt32(truncatingIfNeeded: sending))
                 forwardedToClient += sending
             }
             saveCommits()
@@ -230,7 +230,7 @@ final class RelayWorker: @unchecked Sendable {
         var bytes: (UInt64, UInt64) = (0, 0)
         var port: UInt16 = 0
         let family = withUnsafeMutableBytes(of: &bytes) { raw in
-            parley_batch_source(receiveBatch, UInt32(index), raw.baseAddress!.assumingMemoryBound(to: UInt8.self), &port)
+            parley_batch_source(receiveBatch, UInt32(truncatingIfNeeded: index), raw.baseAddress!.assumingMemoryBound(to: UInt8.self), &port)
         }
         return withUnsafeBytes(of: bytes) { raw -> TransportAddress? in
             switch family {
@@ -249,12 +249,12 @@ final class RelayWorker: @unchecked Sendable {
         switch address {
         case .v4(let ip, let port):
             withUnsafeBytes(of: ip.bits.bigEndian) { raw in
-                parley_batch_set(sendBatch, UInt32(index), bytes, UInt32(length),
+                parley_batch_set(sendBatch, UInt32(truncatingIfNeeded: index), bytes, UInt32(truncatingIfNeeded: length),
                                  raw.baseAddress!.assumingMemoryBound(to: UInt8.self), 4, port)
             }
         case .v6(let ip, let port):
             withUnsafeBytes(of: (ip.high.bigEndian, ip.low.bigEndian)) { raw in
-                parley_batch_set(sendBatch, UInt32(index), bytes, UInt32(length),
+                parley_batch_set(sendBatch, UInt32(truncatingIfNeeded: index), bytes, UInt32(truncatingIfNeeded: length),
                                  raw.baseAddress!.assumingMemoryBound(to: UInt8.self), 16, port)
             }
         }

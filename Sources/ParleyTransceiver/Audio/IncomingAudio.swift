@@ -66,11 +66,13 @@ public final class IncomingAudio {
         guard let start = startAt, now >= start, var sequence = nextSequence else { return nil }
         if packets.count > Self.maximumDepth, let newest = packets.keys.max(by: { $0.isBefore($1) }) {
             // The sender runs fast: drop the oldest so that `maximumDepth / 2` packets wait.
-            let target = newest &- UInt16(Self.maximumDepth / 2)
-            while sequence.isBefore(target) {
-                if packets.removeValue(forKey: sequence) != nil { framesSkipped += 1 }
-                sequence &+= 1
+            // At most `maximumPackets` entries are looked at, however far ahead the sender jumped.
+            let target = newest &- UInt16(truncatingIfNeeded: Self.maximumDepth / 2)
+            for skipped in packets.keys where skipped.isBefore(target) && !skipped.isBefore(sequence) {
+                packets[skipped] = nil
+                framesSkipped += 1
             }
+            sequence = target
         }
         nextSequence = sequence &+ 1
         framesPlayed += 1

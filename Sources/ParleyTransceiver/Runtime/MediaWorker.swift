@@ -91,8 +91,8 @@ final class MediaWorker: @unchecked Sendable {
     func start(bindHost: String, port: Int, receiveBufferBytes: Int) async throws {
         let bootstrap = DatagramBootstrap(group: eventLoop)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBufferBytes))
-            .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(receiveBufferBytes))
+            .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: receiveBufferBytes))
+            .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(clamping: receiveBufferBytes))
             .channelOption(.datagramVectorReadMessageCount, value: 32)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 2048))
             .channelInitializer { channel in
@@ -103,7 +103,7 @@ final class MediaWorker: @unchecked Sendable {
         let channel = try await bootstrap.bind(host: bindHost, port: port).get()
         let boundEndpoint: TransportAddress
         if port == 0, case .v4(let host, _) = endpoint, let bound = channel.localAddress?.port {
-            boundEndpoint = .v4(host, port: UInt16(bound))
+            boundEndpoint = .v4(host, port: UInt16(clamping: bound))  // a bound port, 1…65535
         } else {
             boundEndpoint = endpoint
         }
@@ -112,7 +112,7 @@ final class MediaWorker: @unchecked Sendable {
         for name in [SO_RCVBUFFORCE, SO_SNDBUFFORCE] {
             try? await channel.setOption(
                 ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: name)),
-                value: SocketOptionValue(receiveBufferBytes)).get()
+                value: SocketOptionValue(clamping: receiveBufferBytes)).get()
         }
         let granted: Int = (try? await channel.getOption(.socketOption(.so_rcvbuf)).get()).map { Int($0) } ?? 0
         logger.info("media socket bound", metadata: [

@@ -54,7 +54,7 @@ public final class Transceiver: Sendable {
         let host = configuration.workerEndpointHost ?? IPv4Address(configuration.mediaHost) ?? IPv4Address(127, 0, 0, 1)
         workers = loops.enumerated().map { index, loop in
             MediaWorker(index: index, eventLoop: loop,
-                        endpoint: .v4(host, port: configuration.mediaPort == 0 ? 0 : UInt16(configuration.mediaPort + index)),
+                        endpoint: .v4(host, port: configuration.mediaPort == 0 ? 0 : UInt16(clamping: configuration.mediaPort + index)),
                         keyring: configuration.keyring, relayNetworks: configuration.relayNetworks,
                         registry: registry, metrics: metrics,
                         logger: logger)
@@ -223,7 +223,7 @@ public final class Transceiver: Sendable {
             }
             return ICECandidate(
                 foundation: "\(index + 1)", component: 1, transport: "udp",
-                priority: ICECandidate.priority(typePreference: 126, localPreference: UInt32(65535 - index), component: 1),
+                priority: ICECandidate.priority(typePreference: 126, localPreference: UInt32(clamping: 65535 - index), component: 1),
                 address: host, port: address.port, kind: .host)
         }
     }

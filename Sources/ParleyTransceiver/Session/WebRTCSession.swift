@@ -221,7 +221,7 @@ public final class WebRTCSession {
         guard let length else { return false }
         sequenceNumber &+= 1
         packetsSent &+= 1
-        octetsSent &+= UInt32(payload.count)
+        octetsSent &+= UInt32(truncatingIfNeeded: payload.count)  // modulo 2^32 (RFC 3550 §6.4.1)
         lastSentTimestamp = timestamp
         lastSentAt = now
         counters.rtpSent += 1
@@ -532,7 +532,7 @@ public final class WebRTCSession {
 
     /// The time from `start` to `end` in NTP's 32.32 fixed point (for `ntpAtInstantZero`).
     public static func ntpDuration(since start: Instant, until end: Instant) -> UInt64 {
-        let nanoseconds = UInt64(max(0, (end - start).nanoseconds))
+        let nanoseconds = UInt64(clamping: (end - start).nanoseconds)
         let seconds = nanoseconds / 1_000_000_000
         let fraction = (nanoseconds % 1_000_000_000) << 32 / 1_000_000_000
         return seconds << 32 | fraction
@@ -542,15 +542,15 @@ public final class WebRTCSession {
     private func sendReport(now: Instant) {
         guard let path = selectedPath, let outboundSRTP else { return }
         var blocks: [RTCPReportBlock] = []
-        let delay = lastSenderReport.map { UInt32(clamping: (now - $0.arrival).nanoseconds * 65536 / 1_000_000_000) } ?? 0
+        let delay = lastSenderReport.map { (now - $0.arrival).ntpShortFormat } ?? 0
         if let block = receiveStatistics.makeReportBlock(lastSenderReport: lastSenderReport?.compactNTP ?? 0,
                                                          delaySinceLastSenderReport: delay) {
             blocks.append(block)
         }
         // The RTP timestamp of "now" on our stream's clock (RFC 3550 §6.4.1): the last one sent,
         // extrapolated at 48 kHz, so the client can align our NTP and RTP times.
-        let elapsed = lastSentAt.map { max(0, (now - $0).nanoseconds) } ?? 0
-        let rtpNow = lastSentTimestamp &+ UInt32(truncatingIfNeeded: elapsed * 48 / 1_000_000)
+        let elapsed = lastSentAt.map { now - $0 } ?? .zero
+        let rtpNow = lastSentTimestamp &+ (elapsed > .zero ? elapsed.rtpTicks(clockRate: 48000) : 0)
         let sender = packetsSent == 0 ? nil : RTCPSenderInfo(
             ssrc: parameters.localAudioSSRC, ntpTimestamp: ntp(at: now), rtpTimestamp: rtpNow,
             packetCount: packetsSent, octetCount: octetsSent)

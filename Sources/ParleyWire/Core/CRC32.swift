@@ -4,7 +4,7 @@
 public enum CRC32 {
     @usableFromInline
     static let table: [UInt32] = (0..<256).map { index -> UInt32 in
-        var value = UInt32(index)
+        var value = UInt32(truncatingIfNeeded: index)
         for _ in 0..<8 { value = value & 1 == 1 ? 0xEDB8_8320 ^ (value >> 1) : value >> 1 }
         return value
     }

@@ -27,3 +27,24 @@ extension Duration {
         return scaled &+ attoseconds / 1_000_000_000
     }
 }
+
+extension Duration {
+    /// The duration on an RTP clock of `clockRate` Hz, modulo 2^32 (what RTP timestamps count):
+    /// exact for any duration, never overflowing.
+    public func rtpTicks(clockRate: UInt32) -> UInt32 {
+        let nanoseconds = self.nanoseconds
+        let seconds = nanoseconds / 1_000_000_000, remainder = nanoseconds % 1_000_000_000
+        // |remainder| < 10^9 and the rate < 2^32: the product stays below 2^63.
+        return UInt32(truncatingIfNeeded: seconds &* Int64(clockRate) &+ remainder * Int64(clockRate) / 1_000_000_000)
+    }
+
+    /// The duration in NTP short format (1/65536 s, RFC 3550 §6.4.1's DLSR), saturating: 0 for
+    /// negative durations and 0xFFFFFFFF from about 18.2 hours on.
+    public var ntpShortFormat: UInt32 {
+        let nanoseconds = self.nanoseconds
+        guard nanoseconds > 0 else { return 0 }
+        let seconds = nanoseconds / 1_000_000_000, remainder = nanoseconds % 1_000_000_000
+        guard seconds < 65536 else { return .max }
+        return UInt32(truncatingIfNeeded: seconds << 16 | remainder * 65536 / 1_000_000_000)
+    }
+}

@@ -18,8 +18,8 @@ public struct SipHashKey: Sendable, Hashable {
         precondition(bytes.count == 16, "a SipHash key has 16 bytes")
         var words: (UInt64, UInt64) = (0, 0)
         for (index, byte) in bytes.enumerated() {
-            if index < 8 { words.0 |= UInt64(byte) << UInt64(8 * index) }
-            else { words.1 |= UInt64(byte) << UInt64(8 * (index - 8)) }
+            if index < 8 { words.0 |= UInt64(byte) << (8 * index) }
+            else { words.1 |= UInt64(byte) << (8 * (index - 8)) }
         }
         k0 = words.0
         k1 = words.1

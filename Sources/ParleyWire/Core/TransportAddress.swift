@@ -86,8 +86,8 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
         for (index, part) in parts.enumerated() {
             if index == parts.count - 1, allowIPv4Tail, part.contains(".") {
                 guard let v4 = IPv4Address(part) else { return nil }
-                result.append(UInt16(v4.bits >> 16))
-                result.append(UInt16(v4.bits & 0xFFFF))
+                result.append(UInt16(truncatingIfNeeded: v4.bits >> 16))
+                result.append(UInt16(truncatingIfNeeded: v4.bits))
             } else {
                 guard !part.isEmpty, part.count <= 4, let group = UInt16(part, radix: 16) else { return nil }
                 result.append(group)
@@ -98,15 +98,15 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
 
     /// Byte `index` (0–15) in network order.
     public subscript(byte index: Int) -> UInt8 {
-        index < 8 ? UInt8(truncatingIfNeeded: high >> UInt64(56 - 8 * index))
-            : UInt8(truncatingIfNeeded: low >> UInt64(56 - 8 * (index - 8)))
+        index < 8 ? UInt8(truncatingIfNeeded: high >> (56 - 8 * index))
+            : UInt8(truncatingIfNeeded: low >> (56 - 8 * (index - 8)))
     }
 
     /// RFC 5952 text: lowercase, leading zeros dropped, the longest run of zero groups as `::`.
     public var description: String {
         let groups = (0..<8).map { i -> UInt16 in
             let half = i < 4 ? high : low
-            return UInt16(truncatingIfNeeded: half >> UInt64(48 - 16 * (i % 4)))
+            return UInt16(truncatingIfNeeded: half >> (48 - 16 * (i % 4)))
         }
         var bestStart = -1, bestLength = 0, runStart = -1
         for i in 0...8 {
@@ -209,7 +209,7 @@ public struct IPv4Network: Hashable, Sendable, CustomStringConvertible {
         return false
     }
 
-    static func mask(_ length: Int) -> UInt32 { length == 0 ? 0 : UInt32.max << UInt32(32 - length) }
+    static func mask(_ length: Int) -> UInt32 { length == 0 ? 0 : UInt32.max << (32 - length) }
 
     public var description: String { "\(address)/\(prefixLength)" }
 }

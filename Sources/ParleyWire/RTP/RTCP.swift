@@ -50,7 +50,7 @@ public struct RTCPReportBlock: Sendable, Equatable {
         var lost = Int32(bitPattern: word & 0x00FF_FFFF)
         if lost & 0x80_0000 != 0 { lost -= 0x100_0000 }
         return RTCPReportBlock(
-            ssrc: packet.uint32(at: offset), fractionLost: UInt8(word >> 24), cumulativeLost: lost,
+            ssrc: packet.uint32(at: offset), fractionLost: UInt8(truncatingIfNeeded: word >> 24), cumulativeLost: lost,
             extendedHighestSequence: packet.uint32(at: offset + 8), jitter: packet.uint32(at: offset + 12),
             lastSenderReport: packet.uint32(at: offset + 16), delaySinceLastSenderReport: packet.uint32(at: offset + 20))
     }
@@ -127,18 +127,23 @@ public enum RTCPCompound {
         return packets
     }
 
+    /// The longest compound `writeReport` writes: an SR with 31 blocks and a 255-byte CNAME.
+    public static let maximumReportLength = 28 + 31 * RTCPReportBlock.length + 4 + 264
+
     /// Writes a compound packet: an SR (when `sender` is given) or an RR from `ssrc`, with `blocks`,
-    /// then SDES with the CNAME (RFC 3550 §6.1). Returns the length written.
+    /// then SDES with the CNAME (RFC 3550 §6.1). Returns the length written. `buffer` must hold
+    /// `maximumReportLength` bytes.
     public static func writeReport(
         ssrc: UInt32, sender: RTCPSenderInfo?, blocks: [RTCPReportBlock], cname: String,
         into buffer: UnsafeMutableRawBufferPointer
     ) -> Int {
+        precondition(buffer.count >= maximumReportLength, "an RTCP report needs a buffer of maximumReportLength bytes")
         let blocks = blocks.prefix(31)
         var offset = 0
         let reportLength = (sender == nil ? 8 : 28) + blocks.count * RTCPReportBlock.length
-        buffer[0] = 0x80 | UInt8(blocks.count)
+        buffer[0] = 0x80 | UInt8(truncatingIfNeeded: blocks.count)  // ≤ 31
         buffer[1] = sender == nil ? RTCPPacketType.receiverReport.rawValue : RTCPPacketType.senderReport.rawValue
-        buffer.store(UInt16(reportLength / 4 - 1), at: 2)
+        buffer.store(UInt16(truncatingIfNeeded: reportLength / 4 - 1), at: 2)
         buffer.store(ssrc, at: 4)
         offset = 8
         if let sender {
@@ -158,10 +163,10 @@ public enum RTCPCompound {
         let start = offset
         buffer[offset] = 0x81
         buffer[offset + 1] = RTCPPacketType.sourceDescription.rawValue
-        buffer.store(UInt16((4 + chunkLength) / 4 - 1), at: offset + 2)
+        buffer.store(UInt16(truncatingIfNeeded: (4 + chunkLength) / 4 - 1), at: offset + 2)
         buffer.store(ssrc, at: offset + 4)
         buffer[offset + 8] = 1
-        buffer[offset + 9] = UInt8(name.count)
+        buffer[offset + 9] = UInt8(truncatingIfNeeded: name.count)  // ≤ 255
         for (index, byte) in name.enumerated() { buffer[offset + 10 + index] = byte }
         for index in (offset + 10 + name.count)..<(start + 4 + chunkLength) { buffer[index] = 0 }
         return start + 4 + chunkLength

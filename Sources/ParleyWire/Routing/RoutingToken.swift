@@ -250,7 +250,7 @@ public struct RoutingKeyring: Sendable {
                 let stream = SipHash.hash(UnsafeRawBufferPointer(input), key: key)
                 var index = 0
                 while index < 8, offset + index < body.count {
-                    body[offset + index] ^= UInt8(truncatingIfNeeded: stream >> UInt64(56 - 8 * index))
+                    body[offset + index] ^= UInt8(truncatingIfNeeded: stream >> (56 - 8 * index))
                     index += 1
                 }
                 offset += 8

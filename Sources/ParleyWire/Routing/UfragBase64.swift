@@ -6,7 +6,7 @@ enum UfragBase64 {
     /// 0–63 for an alphabet character, 0xFF for anything else.
     static let decodeTable: [UInt8] = {
         var table = [UInt8](repeating: 0xFF, count: 256)
-        for (value, character) in alphabet.enumerated() { table[Int(character)] = UInt8(value) }
+        for (value, character) in alphabet.enumerated() { table[Int(character)] = UInt8(truncatingIfNeeded: value) }
         return table
     }()
 

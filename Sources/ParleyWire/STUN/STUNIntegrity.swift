@@ -53,7 +53,7 @@ extension STUNMessage {
     public func hasValidMessageIntegrity(in bytes: UnsafeRawBufferPointer, key: STUNIntegrityKey) -> Bool {
         guard let offset = messageIntegrityOffset, offset + 24 <= bytes.count else { return false }
         let mac = key.code(
-            UnsafeRawBufferPointer(rebasing: bytes[0..<offset]), lengthField: UInt16(offset + 24 - stunHeaderLength)
+            UnsafeRawBufferPointer(rebasing: bytes[0..<offset]), lengthField: UInt16(truncatingIfNeeded: offset + 24 - stunHeaderLength)
         )
         return mac.withUnsafeBytes { computed in
             constantTimeEqual(computed, UnsafeRawBufferPointer(rebasing: bytes[(offset + 4)..<(offset + 24)]))
@@ -71,7 +71,7 @@ extension STUNWriter {
         let offset = try reserve(.messageIntegrity, length: 20)
         hasIntegrity = true
         let prefix = UnsafeRawBufferPointer(rebasing: buffer[0..<(offset - 4)])
-        key.authenticate(prefix, lengthField: UInt16(count - stunHeaderLength), into: buffer, at: offset)
+        key.authenticate(prefix, lengthField: UInt16(truncatingIfNeeded: count - stunHeaderLength), into: buffer, at: offset)
     }
 }
 #endif

@@ -123,7 +123,7 @@ public struct STUNMessage: Sendable, Equatable {
         guard value.count >= 4 else { throw .malformedAttribute(type) }
         let family = bytes[value.lowerBound + 1]
         var port = bytes.uint16(at: value.lowerBound + 2)
-        if xor { port ^= UInt16(stunMagicCookie >> 16) }
+        if xor { port ^= UInt16(truncatingIfNeeded: stunMagicCookie >> 16) }
         switch (family, value.count) {
         case (0x01, 8):
             var bits = bytes.uint32(at: value.lowerBound + 4)

@@ -36,11 +36,11 @@ public struct STUNWriter {
             throw .bufferTooSmall
         }
         buffer.store(type.rawValue, at: count)
-        buffer.store(UInt16(length), at: count + 2)
+        buffer.store(UInt16(truncatingIfNeeded: length), at: count + 2)  // ≤ 0xFFFF - 4, checked above
         let valueOffset = count + 4
         for index in (valueOffset + length)..<(valueOffset + padded) { buffer[index] = paddingByte }
         count = valueOffset + padded
-        buffer.store(UInt16(count - stunHeaderLength), at: 2)
+        buffer.store(UInt16(truncatingIfNeeded: count - stunHeaderLength), at: 2)  // ≤ 0xFFFF, checked above
         return valueOffset
     }
 
@@ -97,7 +97,7 @@ public struct STUNWriter {
     private mutating func appendAddress(
         _ type: STUNAttributeType, _ address: TransportAddress, xor: Bool
     ) throws(STUNBuildError) {
-        let portMask: UInt16 = xor ? UInt16(stunMagicCookie >> 16) : 0
+        let portMask: UInt16 = xor ? UInt16(truncatingIfNeeded: stunMagicCookie >> 16) : 0
         switch address {
         case .v4(let ip, let port):
             let offset = try reserve(type, length: 8)
@@ -122,8 +122,8 @@ public struct STUNWriter {
         let phrase = Array(String(reason.prefix(127)).utf8)
         let offset = try reserve(.errorCode, length: 4 + phrase.count)
         buffer.store(UInt16(0), at: offset)
-        buffer[offset + 2] = UInt8(code / 100)
-        buffer[offset + 3] = UInt8(code % 100)
+        buffer[offset + 2] = UInt8(truncatingIfNeeded: code / 100)  // 3…6 (precondition above)
+        buffer[offset + 3] = UInt8(truncatingIfNeeded: code % 100)
         for (index, byte) in phrase.enumerated() { buffer[offset + 4 + index] = byte }
     }
 
