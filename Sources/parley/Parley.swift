@@ -185,6 +185,8 @@ struct RelayCommand: AsyncParsableCommand {
     var workerNetworks: [String] = []
     @Option(help: "Redis for the route store, host:port (default: in memory).")
     var redis: String?
+    @Option(help: "Route-store lookups each worker may start per second (unknown flows; a flood costs the store no more).")
+    var storeLookupRate = 1000
     @Option(help: "Address of the metrics and health endpoint (/metrics, /healthz).")
     var metricsHost = "127.0.0.1"
     @Option(help: "Port of the metrics and health endpoint (0: none).")
@@ -198,6 +200,7 @@ struct RelayCommand: AsyncParsableCommand {
         }
         guard !workerNetworks.isEmpty else { throw ValidationError("at least one --worker-network is required") }
         if let redis, redis.split(separator: ":").count != 2 { throw ValidationError("--redis: expected host:port") }
+        guard storeLookupRate >= 1 else { throw ValidationError("--store-lookup-rate must be at least 1") }
     }
 
     func run() async throws {
@@ -208,6 +211,7 @@ struct RelayCommand: AsyncParsableCommand {
         configuration.internalHost = internalHost
         configuration.internalPort = internalPort
         configuration.workers = workers
+        configuration.storeLookupsPerSecond = storeLookupRate
         configuration.policy.workerNetworks = workerNetworks.compactMap(IPv4Network.init)
         let storeGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let store: RouteStore

@@ -36,7 +36,29 @@ import ParleyTestSupport
         }
     }
 
+    /// The transceiver's own check toward the client ("<client ufrag>:<token>": no token before the colon).
+    static func serverCheck(transaction: STUNTransactionID = STUNTransactionID(5, 5, 5)) -> [UInt8] {
+        try! STUNWriter.build(type: .bindingRequest, transactionID: transaction) { writer throws(STUNBuildError) in
+            try writer.appendUsername("cli1:\(ufrag())")
+            try writer.appendICEControlled(tieBreaker: 1)
+            try writer.appendMessageIntegrity(key: STUNIntegrityKey(shortTermPassword: "the-client-password-here"))
+            try writer.appendFingerprint()
+        }
+    }
+
     let dtls: [UInt8] = [22, 0xfe, 0xfd] + [UInt8](repeating: 0, count: 30)
+
+    /// A client's whole first exchange: its check, the transceiver's answer and check, its answer.
+    func connect(_ table: inout RouteTable, _ client: TransportAddress, ufrag: String = RouteTableTests.ufrag(),
+                 worker: TransportAddress = RouteTableTests.worker, serverCheck: STUNTransactionID = STUNTransactionID(5, 5, 5))
+        -> RouteTable.ClientDecision {
+        // The transceiver answers and checks only what reached it.
+        let first = fromClient(&table, Self.check(ufrag: ufrag), client)
+        guard first == .forward(to: worker) else { return first }
+        _ = fromTransceiver(&table, Self.serverCheck(transaction: serverCheck), client, worker)
+        _ = fromTransceiver(&table, Self.success(), client, worker)
+        return fromClient(&table, Self.success(transaction: serverCheck), client)
+    }
     let now = Instant(nanoseconds: 1_000_000_000)
 
     func fromClient(_ table: inout RouteTable, _ bytes: [UInt8], _ client: TransportAddress, at instant: Instant? = nil)
@@ -49,15 +71,26 @@ import ParleyTestSupport
         bytes.withUnsafeBytes { table.fromTransceiver($0, client: client, source: source, now: now) }
     }
 
-    @Test func aCheckWithAValidTokenIsForwardedAndCommittedByTheAnswer() {
+    @Test func aCheckWithAValidTokenIsForwardedAndCommittedWhenTheClientAnswersTheTransceiver() {
         var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
         let check = Self.check(ufrag: Self.ufrag())
         #expect(fromClient(&table, check, Self.client) == .forward(to: Self.worker))
         #expect(table.pendingCount == 1 && table.committedCount == 0)
-        // DTLS before the answer is not forwarded.
-        #expect(fromClient(&table, dtls, Self.client) == .drop(.pendingNotSTUN))
-        // The transceiver's success response for that transaction commits the route.
+        // The transceiver checks the address first, then answers: both reach the client, and
+        // neither commits (a check's source address can be spoofed).
+        #expect(fromTransceiver(&table, Self.serverCheck(), Self.client, Self.worker) == .deliver(to: Self.client))
         #expect(fromTransceiver(&table, Self.success(), Self.client, Self.worker) == .deliver(to: Self.client))
+        #expect(table.pendingCount == 1 && table.committedCount == 0)
+        // Nothing else goes either way before the client answers, but for the client's first few
+        // DTLS datagrams toward the transceiver (which holds them until the client answers).
+        #expect((0..<6).map { _ in fromClient(&table, dtls, Self.client) }
+            == Array(repeating: .forward(to: Self.worker), count: 4) + Array(repeating: .drop(.pendingNotSTUN), count: 2))
+        #expect(fromClient(&table, [0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], Self.client) == .drop(.pendingNotSTUN))
+        #expect(fromTransceiver(&table, dtls, Self.client, Self.worker) == .drop(.pendingNotSTUN))
+        // An answer to some other transaction is no proof.
+        #expect(fromClient(&table, Self.success(transaction: STUNTransactionID(5, 5, 6)), Self.client) == .drop(.unmatchedAnswer))
+        // The client's answer to the transceiver's check commits the route.
+        #expect(fromClient(&table, Self.success(transaction: STUNTransactionID(5, 5, 5)), Self.client) == .forward(to: Self.worker))
         #expect(table.pendingCount == 0 && table.committedCount == 1)
         let commits = table.takeCommits()
         #expect(commits == [RouteTable.Commit(client: Self.client, transceiver: Self.worker)])
@@ -189,23 +222,101 @@ extension RouteTableTests {
         let transaction = STUNTransactionID(7, 7, 7)
         let check = Self.check(ufrag: Self.ufrag(worker: other), transaction: transaction)
         #expect(fromClient(&table, check, Self.client) == .forward(to: other))
-        // Until the new worker answers, media still goes to the old one; the new one may not send
-        // anything but that answer.
+        // Until the client answers the new worker's check, media still goes to the old one; the new
+        // one may send nothing but its answer and its check.
         #expect(fromClient(&table, dtls, Self.client) == .forward(to: Self.worker))
         #expect(fromTransceiver(&table, dtls, Self.client, other) == .drop(.notRouteOwner))
+        #expect(fromTransceiver(&table, Self.serverCheck(), Self.client, other) == .deliver(to: Self.client))
         #expect(fromTransceiver(&table, Self.success(transaction: transaction), Self.client, other) == .deliver(to: Self.client))
+        #expect(fromClient(&table, dtls, Self.client) == .forward(to: Self.worker))
+        #expect(fromClient(&table, Self.success(transaction: STUNTransactionID(5, 5, 5)), Self.client) == .forward(to: other))
         #expect(fromClient(&table, dtls, Self.client) == .forward(to: other))
         #expect(fromTransceiver(&table, dtls, Self.client, Self.worker) == .drop(.notRouteOwner))
         let commits = table.takeCommits()
         #expect(commits == [RouteTable.Commit(client: Self.client, transceiver: other)])
     }
 
-    @Test func theAnswerToAnEarlierRetransmittedCheckStillCommits() {
+    @Test func answersToEarlierRetransmittedChecksStillPass() {
         var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
         let first = STUNTransactionID(1, 1, 1), second = STUNTransactionID(2, 2, 2)
         _ = fromClient(&table, Self.check(ufrag: Self.ufrag(), transaction: first), Self.client)
         _ = fromClient(&table, Self.check(ufrag: Self.ufrag(), transaction: second), Self.client)
         #expect(fromTransceiver(&table, Self.success(transaction: first), Self.client, Self.worker) == .deliver(to: Self.client))
+        let ours = STUNTransactionID(3, 3, 3), retry = STUNTransactionID(4, 4, 4)
+        _ = fromTransceiver(&table, Self.serverCheck(transaction: ours), Self.client, Self.worker)
+        _ = fromTransceiver(&table, Self.serverCheck(transaction: retry), Self.client, Self.worker)
+        #expect(fromClient(&table, Self.success(transaction: ours), Self.client) == .forward(to: Self.worker))
         #expect(table.committedCount == 1 && table.pendingCount == 0)
+    }
+
+    /// A client of one session spoofs its checks from a victim's address: the transceiver answers and
+    /// checks the victim, who never answers: no route, and nothing but those two small messages.
+    @Test func aSpoofedSourceNeverCommits() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        let victim = TransportAddress.v4(IPv4Address(203, 0, 113, 50), port: 5060)
+        #expect(fromClient(&table, Self.check(ufrag: Self.ufrag()), victim) == .forward(to: Self.worker))
+        #expect(fromTransceiver(&table, Self.serverCheck(), victim, Self.worker) == .deliver(to: victim))
+        #expect(fromTransceiver(&table, Self.success(), victim, Self.worker) == .deliver(to: victim))
+        #expect(fromTransceiver(&table, dtls, victim, Self.worker) == .drop(.pendingNotSTUN))
+        var big = Self.serverCheck()
+        big += [UInt8](repeating: 0, count: 400)
+        #expect(fromTransceiver(&table, big, victim, Self.worker) == .drop(.pendingNotSTUN), "only check-sized STUN")
+        #expect(table.committedCount == 0 && !table.hasCommits)
+        table.expire(now: now + .seconds(5))
+        #expect(table.count == 0)
+    }
+
+    /// ~512 old tokens replayed from one host used to fill a worker's pending table: one network gets
+    /// its share, and everyone else keeps connecting.
+    @Test func oneNetworkCannotTakeThePendingTable() {
+        var policy = Self.policy()
+        policy.maximumPending = 4096
+        var table = RouteTable(keyring: Self.keyring, policy: policy)
+        var accepted = 0
+        for nonce in 0..<512 {
+            let ufrag = Self.keyring.seal(RoutingToken(keyID: 2, clusterID: 1, worker: Self.worker, issuedHour: 100,
+                                                       nonce: UInt32(5000 + nonce)))
+            let source = TransportAddress.v4(IPv4Address(192, 0, 2, UInt8(truncatingIfNeeded: nonce)), port: UInt16(10_000 + nonce))
+            if fromClient(&table, Self.check(ufrag: ufrag), source) != .drop(.pendingFull) { accepted += 1 }
+        }
+        #expect(accepted == policy.maximumPendingPerNetwork)
+        #expect(connect(&table, Self.client) == .forward(to: Self.worker), "a legitimate call still connects")
+        #expect(table.committedCount == 1)
+    }
+
+    /// One session that really owns many ports (so it can answer from each) still commits only a few routes.
+    @Test func aSessionCommitsABoundedNumberOfRoutes() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        var outcomes: [RouteTable.ClientDecision: Int] = [:]
+        for port in 0..<20 {
+            let source = TransportAddress.v4(IPv4Address(198, 51, 100, 20), port: UInt16(40_000 + port))
+            outcomes[connect(&table, source), default: 0] += 1
+        }
+        let limit = Self.policy().maximumRoutesPerSession
+        // Past the limit the answers are dropped, and those flows, left pending, soon use up the
+        // session's pending share too.
+        #expect(outcomes == [.forward(to: Self.worker): limit, .drop(.sessionRoutesFull): RouteTable.maximumPendingPerToken,
+                             .drop(.pendingFull): 20 - limit - RouteTable.maximumPendingPerToken])
+        #expect(table.committedCount == limit)
+        #expect(table.takeCommits().count == limit, "and so a bounded number of store writes")
+        // Routes idle out; then the session may commit again.
+        table.expire(now: now + .seconds(61))
+        #expect(connect(&table, Self.client) == .forward(to: Self.worker))
+    }
+
+    /// After a restart without a route store, a transceiver's consent check toward a client the relay
+    /// does not know opens a pending route; the client's answer commits it. Clients that send no
+    /// checks of their own come back this way.
+    @Test func aTransceiversCheckRecoversAClientThatSendsNoChecks() {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        #expect(fromTransceiver(&table, dtls, Self.client, Self.worker) == .unknown, "media alone opens nothing")
+        let outsider = TransportAddress.v4(IPv4Address(192, 168, 1, 1), port: 40000)
+        #expect(fromTransceiver(&table, Self.serverCheck(), Self.client, outsider) == .unknown)
+        #expect(fromTransceiver(&table, Self.serverCheck(), Self.client, Self.worker) == .deliver(to: Self.client))
+        #expect(table.pendingCount == 1)
+        #expect(fromClient(&table, [0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], Self.client) == .drop(.pendingNotSTUN))
+        #expect(fromClient(&table, Self.success(transaction: STUNTransactionID(5, 5, 5)), Self.client) == .forward(to: Self.worker))
+        #expect(table.committedCount == 1)
+        #expect(fromClient(&table, dtls, Self.client) == .forward(to: Self.worker))
     }
 }

@@ -33,7 +33,7 @@ import Testing
                 for datagram in toServer { datagram.withUnsafeBytes { session.receive($0, from: path, now: now) } }
                 for event in session.takeEvents() { echo.handle(event, session: session, now: now) }
                 let toClient = session.takeTransmits()
-                for transmit in toClient { transmit.bytes.withUnsafeBytes { client.receive($0, now: now) } }
+                for transmit in toClient { transmit.bytes.withUnsafeBytes { client.receive($0, from: client.serverAddress, now: now) } }
                 for event in client.takeEvents() {
                     if case .audio(_, _, let payload) = event { echoed.append(payload) } else { clientEvents.append(event) }
                 }

@@ -24,6 +24,11 @@ final class TestClient {
     private(set) var mappedAddresses: [TransportAddress] = []
     private(set) var audio: [(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: [UInt8])] = []
     private(set) var rtcp: [RTCPPacket] = []
+    /// The server's own checks (path validation, consent), as received.
+    private(set) var serverChecks: [[UInt8]] = []
+    /// Whether the client answers the server's checks (a full ICE agent does; set false to play
+    /// one that stopped answering, or an address that is not the client's).
+    var answersChecks = true
     /// SCTP over the DTLS connection, once `startSCTP` made one.
     private(set) var sctp: SCTPAssociation?
 
@@ -60,6 +65,18 @@ final class TestClient {
         }
     }
 
+    /// A success response to a server check that names us and carries our password's integrity.
+    func answer(_ request: STUNMessage, _ datagram: UnsafeRawBufferPointer) -> [UInt8]? {
+        let key = STUNIntegrityKey(shortTermPassword: password)
+        guard let username = request.username, datagram[username].elementsEqual(Array("\(ufrag):\(serverUfrag)".utf8)),
+              request.hasValidMessageIntegrity(in: datagram, key: key) else { return nil }
+        return try? STUNWriter.build(type: .bindingSuccess, transactionID: request.transactionID) { writer throws(STUNBuildError) in
+            try writer.appendXORMappedAddress(address)
+            try writer.appendMessageIntegrity(key: key)
+            try writer.appendFingerprint()
+        }
+    }
+
     func startDTLS() -> [[UInt8]] {
         dtls.start()
         return dtls.takeOutgoing()
@@ -71,6 +88,10 @@ final class TestClient {
             switch PacketKind.classify(datagram) {
             case .stun:
                 guard let message = try? STUNMessage.parse(datagram) else { return [] }
+                if message.type == .bindingRequest {
+                    serverChecks.append(Array(datagram))
+                    return answersChecks ? answer(message, datagram).map { [$0] } ?? [] : []
+                }
                 if message.type == .bindingSuccess {
                     precondition(message.hasValidMessageIntegrity(in: datagram, key: STUNIntegrityKey(shortTermPassword: serverPassword)))
                     precondition(message.hasValidFingerprint(in: datagram))

@@ -81,3 +81,22 @@ import Testing
         #expect(Int32(saturating: -7.9) == -7)
     }
 }
+
+@Suite struct TokenBucketTests {
+    @Test func aBurstThenOnePerInterval() {
+        let start = Instant(nanoseconds: 5_000_000_000)
+        var bucket = TokenBucket(capacity: 3, refillInterval: .milliseconds(100), now: start)
+        let burst = (0..<5).map { _ in bucket.take(now: start) }
+        #expect(burst == [true, true, true, false, false])
+        #expect(bucket.nextToken(now: start) == start + .milliseconds(100))
+        let steps = [99, 100, 150, 250].map { bucket.take(now: start + .milliseconds($0)) }
+        #expect(steps == [false, true, false, true], "one per 100 ms, the partial interval carried over")
+        // A long pause refills to the capacity, not beyond.
+        let later = start + .seconds(3600)
+        let refilled = (0..<5).map { _ in bucket.take(now: later) }
+        #expect(refilled == [true, true, true, false, false])
+        // A clock that goes backwards (it should not) takes nothing extra.
+        let backwards = bucket.take(now: start)
+        #expect(!backwards)
+    }
+}

@@ -6,9 +6,13 @@ import ParleyWire
 ///
 /// The rules (docs/relay.md):
 /// - An unknown client gets a route only from a STUN Binding request whose USERNAME starts with a
-///   token that opens. The flow is *pending* (bounded in number and time) until the transceiver the
-///   token names answers that request's transaction with a success response; then it is committed.
-/// - Committed flows are forwarded by lookup alone, both ways.
+///   token that opens. The flow is *pending* (bounded in number and time, per worker, per token and
+///   per source network): only STUN passes. The transceiver the token names answers the check and
+///   sends a check of its own to the client; the route is committed when the client's success
+///   response to *that* check comes back from the client's address. A transaction id is 96 random
+///   bits only someone at the address sees, so a spoofed source address can never commit a route
+///   (return routability, the same proof the transceiver itself requires before it sends media).
+/// - Committed flows are forwarded by lookup alone, both ways; a session commits a bounded number.
 /// - Toward a client, the relay sends only what that client's own transceiver sent.
 public struct RouteTable {
     public struct Policy: Sendable {
@@ -24,6 +28,12 @@ public struct RouteTable {
         public var workerPorts: ClosedRange<UInt16> = 1...65535
         /// How long the route store keeps a route; checks on the route refresh it a third of the way in.
         public var storeLifetime: Duration = .seconds(30)
+        /// Pending flows from one source network (an IPv4 /24, an IPv6 /64): one host replaying old
+        /// tokens cannot take the worker's pending slots.
+        public var maximumPendingPerNetwork = 64
+        /// Committed routes one session (token nonce) may hold: a client that moves between
+        /// addresses needs a few; one with many ports of its own gets no more.
+        public var maximumRoutesPerSession = 8
 
         public init() {}
     }
@@ -50,8 +60,8 @@ public struct RouteTable {
         public var transceiver: TransportAddress
     }
 
-    /// The last two checks' transaction ids: either one's success response commits (a client
-    /// retransmits, and answers can cross a newer check).
+    /// The last two checks' transaction ids (a client retransmits, and answers can cross a newer
+    /// check): answers to either may pass.
     struct Transactions {
         var latest: STUNTransactionID?
         var previous: STUNTransactionID?
@@ -69,22 +79,32 @@ public struct RouteTable {
     /// call, or a spoofed check): the route moves only when that worker answers.
     struct Candidate {
         var transceiver: TransportAddress
+        /// The client's checks naming that worker, and that worker's checks to the client.
         var transactions: Transactions
+        var serverChecks = Transactions()
         var createdAt: Instant
+        var nonce: UInt32
     }
 
     struct Route {
         var transceiver: TransportAddress
         var lastSeen: Instant
         var committed: Bool
-        /// Pending checks' transactions: only their success responses commit.
+        /// Pending: the client's checks (the transceiver's answers to them pass) and the
+        /// transceiver's own checks (the client's answer to one of them commits).
         var transactions = Transactions()
+        var serverChecks = Transactions()
         var createdAt: Instant
         var lastStored: Instant?
-        /// The token nonce that opened a pending route (pending routes are also limited per token).
+        /// The session's token nonce (pending routes are limited per token, committed ones per
+        /// session); 0 for routes installed from the store or opened by a transceiver's check.
         var nonce: UInt32 = 0
         var candidate: Candidate?
+        /// DTLS datagrams forwarded while pending.
+        var earlyDTLS: UInt8 = 0
     }
+
+    static let maximumEarlyDTLS: UInt8 = 4
 
     public let policy: Policy
     public private(set) var keyring: RoutingKeyring
@@ -95,6 +115,8 @@ public struct RouteTable {
     /// take every pending slot.
     private var pendingByToken: [UInt32: Int] = [:]
     public static let maximumPendingPerToken = 8
+    private var pendingByNetwork: [SourceNetwork: Int] = [:]
+    private var committedBySession: [UInt32: Int] = [:]
     private var commits: [Commit] = []
     /// Hour of the token clock, set by the owner (a relay worker refreshes it every second).
     public var currentHour: UInt16?
@@ -115,55 +137,130 @@ public struct RouteTable {
             if routes.values[index].committed {
                 routes.values[index].lastSeen = now
                 guard isSTUN else { return .forward(to: routes.values[index].transceiver) }
-                return committedCheck(datagram, index: index, client: client, now: now)
+                return committedSTUN(datagram, index: index, client: client, now: now)
             }
-            // Pending: only more checks (retransmissions, or the nominating one) go on.
-            guard isSTUN else { return .drop(.pendingNotSTUN) }
-            guard let check = openCheck(datagram), check.worker == routes.values[index].transceiver else {
-                return .drop(.badToken)
+            // Pending: only more checks (retransmissions, or the nominating one) and answers to the
+            // transceiver's checks go on, and the client's first few DTLS datagrams (its ClientHello
+            // may overtake its answer; the transceiver holds it until the answer, and never answers
+            // DTLS from an address that has not answered it).
+            guard isSTUN, let message = try? STUNMessage.parse(datagram) else {
+                guard PacketKind.classify(datagram) == .dtls, routes.values[index].earlyDTLS < Self.maximumEarlyDTLS else {
+                    return .drop(.pendingNotSTUN)
+                }
+                routes.values[index].earlyDTLS += 1
+                return .forward(to: routes.values[index].transceiver)
             }
+            let transceiver = routes.values[index].transceiver
+            if message.type == .bindingSuccess || message.type == .bindingError {
+                guard routes.values[index].serverChecks.contains(message.transactionID) else { return .drop(.unmatchedAnswer) }
+                if message.type == .bindingSuccess { return commitPending(index: index, client: client, now: now) }
+                return .forward(to: transceiver)
+            }
+            guard let check = openCheck(message, datagram), check.worker == transceiver else { return .drop(.badToken) }
             routes.values[index].transactions.add(check.transaction)
+            if routes.values[index].nonce == 0 {
+                // A route a transceiver's check opened learns its session from the client's check.
+                routes.values[index].nonce = check.nonce
+                pendingByToken[check.nonce, default: 0] += 1
+            }
             return .forward(to: check.worker)
         }
         guard isSTUN else { return .unknown }
-        guard let check = openCheck(datagram) else { return .drop(.badToken) }
+        guard let message = try? STUNMessage.parse(datagram), let check = openCheck(message, datagram) else { return .drop(.badToken) }
         guard isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
-        guard pendingCount < policy.maximumPending,
-              pendingByToken[check.nonce, default: 0] < Self.maximumPendingPerToken else { return .drop(.pendingFull) }
-        guard routes.count < policy.maximumRoutes else { return .drop(.routesFull) }
-        var route = Route(transceiver: check.worker, lastSeen: now, committed: false, createdAt: now, nonce: check.nonce)
-        route.transactions.add(check.transaction)
-        routes[client] = route
-        pendingCount += 1
-        pendingByToken[check.nonce, default: 0] += 1
+        guard pendingByToken[check.nonce, default: 0] < Self.maximumPendingPerToken else { return .drop(.pendingFull) }
+        guard openPending(client: client, transceiver: check.worker, nonce: check.nonce, now: now) else { return .drop(.pendingFull) }
+        routes[client]?.transactions.add(check.transaction)
         return .forward(to: check.worker)
     }
 
-    /// A STUN message on a committed flow: a consent check refreshes the stored route; a valid check
-    /// naming another worker goes to that worker as a candidate.
-    private mutating func committedCheck(_ datagram: UnsafeRawBufferPointer, index: Dictionary<TransportAddress, Route>.Index,
-                                         client: TransportAddress, now: Instant) -> ClientDecision {
+    /// Records a new pending route within the limits: per worker, per source network, and all routes.
+    private mutating func openPending(client: TransportAddress, transceiver: TransportAddress, nonce: UInt32, now: Instant) -> Bool {
+        let network = SourceNetwork(client)
+        guard pendingCount < policy.maximumPending, routes.count < policy.maximumRoutes,
+              pendingByNetwork[network, default: 0] < policy.maximumPendingPerNetwork else { return false }
+        routes[client] = Route(transceiver: transceiver, lastSeen: now, committed: false, createdAt: now, nonce: nonce)
+        pendingCount += 1
+        pendingByNetwork[network, default: 0] += 1
+        if nonce != 0 { pendingByToken[nonce, default: 0] += 1 }
+        return true
+    }
+
+    /// The client answered its transceiver's check: the address is the client's, and the route is committed.
+    private mutating func commitPending(index: Dictionary<TransportAddress, Route>.Index, client: TransportAddress,
+                                        now: Instant) -> ClientDecision {
+        let route = routes.values[index]
+        guard route.nonce == 0 || committedBySession[route.nonce, default: 0] < policy.maximumRoutesPerSession else {
+            return .drop(.sessionRoutesFull)
+        }
+        releasePending(client: client, nonce: route.nonce)
+        routes.values[index].committed = true
+        routes.values[index].transactions = Transactions()
+        routes.values[index].serverChecks = Transactions()
+        routes.values[index].lastStored = now
+        routes.values[index].lastSeen = now
+        committed(nonce: route.nonce)
+        commits.append(Commit(client: client, transceiver: route.transceiver))
+        return .forward(to: route.transceiver)
+    }
+
+    /// STUN on a committed flow: a consent check refreshes the stored route; a valid check naming
+    /// another worker goes to that worker as a candidate, and the route moves there when the client
+    /// answers that worker's own check.
+    private mutating func committedSTUN(_ datagram: UnsafeRawBufferPointer, index: Dictionary<TransportAddress, Route>.Index,
+                                        client: TransportAddress, now: Instant) -> ClientDecision {
         let current = routes.values[index].transceiver
-        guard let check = openCheck(datagram) else { return .forward(to: current) }
-        if check.worker == current {
-            if let stored = routes.values[index].lastStored, now - stored >= policy.storeLifetime / 3 {
-                routes.values[index].lastStored = now
-                commits.append(Commit(client: client, transceiver: current))
+        guard let message = try? STUNMessage.parse(datagram) else { return .forward(to: current) }
+        if message.type == .bindingSuccess || message.type == .bindingError {
+            if let candidate = routes.values[index].candidate, candidate.serverChecks.contains(message.transactionID) {
+                return message.type == .bindingSuccess ? moveToCandidate(index: index, client: client, now: now)
+                    : .forward(to: candidate.transceiver)
             }
+            refreshStore(index: index, client: client, now: now)
+            return .forward(to: current)
+        }
+        guard let check = openCheck(message, datagram) else { return .forward(to: current) }
+        if check.worker == current {
+            refreshStore(index: index, client: client, now: now)
             return .forward(to: current)
         }
         guard isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
         if routes.values[index].candidate?.transceiver != check.worker {
-            routes.values[index].candidate = Candidate(transceiver: check.worker, transactions: Transactions(), createdAt: now)
+            routes.values[index].candidate = Candidate(transceiver: check.worker, transactions: Transactions(), createdAt: now,
+                                                       nonce: check.nonce)
         }
         routes.values[index].candidate?.transactions.add(check.transaction)
         return .forward(to: check.worker)
     }
 
-    /// Parses a Binding request and opens the token before the `:` of its USERNAME.
-    private func openCheck(_ datagram: UnsafeRawBufferPointer) -> (worker: TransportAddress, transaction: STUNTransactionID, nonce: UInt32)? {
-        guard let message = try? STUNMessage.parse(datagram), message.type == .bindingRequest,
-              let ufrag = message.usernameRecipientPart(in: datagram),
+    private mutating func moveToCandidate(index: Dictionary<TransportAddress, Route>.Index, client: TransportAddress,
+                                          now: Instant) -> ClientDecision {
+        guard let candidate = routes.values[index].candidate else { return .drop(.unmatchedAnswer) }
+        guard candidate.nonce == 0 || committedBySession[candidate.nonce, default: 0] < policy.maximumRoutesPerSession else {
+            return .drop(.sessionRoutesFull)
+        }
+        released(nonce: routes.values[index].nonce)
+        routes.values[index].transceiver = candidate.transceiver
+        routes.values[index].nonce = candidate.nonce
+        routes.values[index].candidate = nil
+        routes.values[index].lastStored = now
+        committed(nonce: candidate.nonce)
+        commits.append(Commit(client: client, transceiver: candidate.transceiver))
+        return .forward(to: candidate.transceiver)
+    }
+
+    /// Consent traffic on a route rewrites it in the store a third of the way into its lifetime.
+    private mutating func refreshStore(index: Dictionary<TransportAddress, Route>.Index, client: TransportAddress, now: Instant) {
+        if let stored = routes.values[index].lastStored, now - stored >= policy.storeLifetime / 3 {
+            routes.values[index].lastStored = now
+            commits.append(Commit(client: client, transceiver: routes.values[index].transceiver))
+        }
+    }
+
+    /// Opens the token before the `:` of a Binding request's USERNAME.
+    private func openCheck(_ message: STUNMessage, _ datagram: UnsafeRawBufferPointer)
+        -> (worker: TransportAddress, transaction: STUNTransactionID, nonce: UInt32)? {
+        guard message.type == .bindingRequest, let ufrag = message.usernameRecipientPart(in: datagram),
               let token = try? keyring.open(UnsafeRawBufferPointer(rebasing: datagram[ufrag]), currentHour: currentHour)
         else { return nil }
         return (token.worker, message.transactionID, token.nonce)
@@ -178,44 +275,70 @@ public struct RouteTable {
     /// Decides what to do with a tunnel datagram from `source` (a transceiver worker) for `client`.
     public mutating func fromTransceiver(_ payload: UnsafeRawBufferPointer, client: TransportAddress,
                                          source: TransportAddress, now: Instant) -> TransceiverDecision {
-        guard let index = routes.index(forKey: client) else { return .unknown }
+        guard let index = routes.index(forKey: client) else { return openedByTransceiver(payload, client: client, source: source, now: now) }
         let route = routes.values[index]
         if route.transceiver == source {
             if route.committed {
                 routes.values[index].lastSeen = now
                 return .deliver(to: client)
             }
-            guard isSuccess(payload, for: route.transactions) else { return .drop(.pendingNotSTUN) }
-            routes.values[index].committed = true
-            routes.values[index].transactions = Transactions()
-            routes.values[index].lastStored = now
-            routes.values[index].lastSeen = now
-            releasePending(nonce: route.nonce)
-            committedCount += 1
-            commits.append(Commit(client: client, transceiver: source))
+            // Pending: the answers to the client's checks, and the transceiver's own checks.
+            guard let kind = pendingSTUN(payload, answering: route.transactions) else { return .drop(.pendingNotSTUN) }
+            if case .check(let id) = kind { routes.values[index].serverChecks.add(id) }
             return .deliver(to: client)
         }
         // Never a reflector: only the transceiver that owns this client may send to it, or the
-        // candidate worker answering the very check that named it.
+        // candidate worker answering the checks that named it and checking the address in turn.
         guard let candidate = route.candidate, candidate.transceiver == source,
-              isSuccess(payload, for: candidate.transactions) else { return .drop(.notRouteOwner) }
-        routes.values[index].transceiver = source
-        routes.values[index].candidate = nil
-        routes.values[index].lastStored = now
-        routes.values[index].lastSeen = now
-        commits.append(Commit(client: client, transceiver: source))
+              let kind = pendingSTUN(payload, answering: candidate.transactions) else { return .drop(.notRouteOwner) }
+        if case .check(let id) = kind { routes.values[index].candidate?.serverChecks.add(id) }
         return .deliver(to: client)
     }
 
-    private func isSuccess(_ payload: UnsafeRawBufferPointer, for transactions: Transactions) -> Bool {
-        guard let message = try? STUNMessage.parse(payload), message.type == .bindingSuccess else { return false }
-        return transactions.contains(message.transactionID)
+    enum PendingSTUN { case answer, check(STUNTransactionID) }
+
+    /// What may go to a client that has not answered yet: an answer to one of its own checks, or a
+    /// Binding request (small: a check is about 100 bytes).
+    private func pendingSTUN(_ payload: UnsafeRawBufferPointer, answering transactions: Transactions) -> PendingSTUN? {
+        guard payload.count <= Self.maximumCheckLength, let message = try? STUNMessage.parse(payload) else { return nil }
+        switch message.type {
+        case .bindingSuccess, .bindingError: return transactions.contains(message.transactionID) ? .answer : nil
+        case .bindingRequest: return .check(message.transactionID)
+        default: return nil
+        }
     }
 
-    private mutating func releasePending(nonce: UInt32) {
+    static let maximumCheckLength = 256
+
+    /// A transceiver's check toward a client the relay has no route for (after a restart without a
+    /// route store): a pending route owned by that transceiver, committed by the client's answer.
+    /// Clients that send no checks of their own (Pion once media flows) are recovered this way.
+    private mutating func openedByTransceiver(_ payload: UnsafeRawBufferPointer, client: TransportAddress,
+                                              source: TransportAddress, now: Instant) -> TransceiverDecision {
+        guard isAllowedWorker(source), case .check(let id) = pendingSTUN(payload, answering: Transactions()) else { return .unknown }
+        guard openPending(client: client, transceiver: source, nonce: 0, now: now) else { return .drop(.pendingFull) }
+        routes[client]?.serverChecks.add(id)
+        return .deliver(to: client)
+    }
+
+    private mutating func releasePending(client: TransportAddress, nonce: UInt32) {
         pendingCount -= 1
-        if let count = pendingByToken[nonce] {
+        let network = SourceNetwork(client)
+        if let count = pendingByNetwork[network] { pendingByNetwork[network] = count > 1 ? count - 1 : nil }
+        if nonce != 0, let count = pendingByToken[nonce] {
             pendingByToken[nonce] = count > 1 ? count - 1 : nil
+        }
+    }
+
+    private mutating func committed(nonce: UInt32) {
+        committedCount += 1
+        if nonce != 0 { committedBySession[nonce, default: 0] += 1 }
+    }
+
+    /// A committed route goes away (or moves off its session).
+    private mutating func released(nonce: UInt32) {
+        if nonce != 0, let count = committedBySession[nonce] {
+            committedBySession[nonce] = count > 1 ? count - 1 : nil
         }
     }
 
@@ -226,12 +349,12 @@ public struct RouteTable {
         guard isAllowedWorker(transceiver) else { return false }
         if let existing = routes[client] {
             if existing.committed { return existing.transceiver == transceiver }
-            releasePending(nonce: existing.nonce)
+            releasePending(client: client, nonce: existing.nonce)
         } else if routes.count >= policy.maximumRoutes {
             return false
         }
         routes[client] = Route(transceiver: transceiver, lastSeen: now, committed: true, createdAt: now, lastStored: now)
-        committedCount += 1
+        committed(nonce: 0)
         return true
     }
 
@@ -259,7 +382,12 @@ public struct RouteTable {
                 continue
             }
             routes[client] = nil
-            if route.committed { committedCount -= 1 } else { releasePending(nonce: route.nonce) }
+            if route.committed {
+                committedCount -= 1
+                released(nonce: route.nonce)
+            } else {
+                releasePending(client: client, nonce: route.nonce)
+            }
             removed += 1
         }
         return removed
@@ -284,5 +412,24 @@ public enum RelayDropReason: String, CaseIterable, Sendable {
     case malformedTunnel = "malformed_tunnel"
     case untrustedTransceiver = "untrusted_transceiver"
     case lookupQueueFull = "lookup_queue_full"
+    /// The store-lookup budget of the worker was spent (a flood of unknown sources).
+    case lookupRateLimited = "lookup_rate_limited"
     case unknownProtocol = "unknown_protocol"
+    /// A STUN answer on a pending flow that answers none of its transceiver's checks.
+    case unmatchedAnswer = "unmatched_answer"
+    /// The session already holds its maximum of committed routes.
+    case sessionRoutesFull = "session_routes_full"
+}
+
+/// The network a source address belongs to, for per-network limits: its IPv4 /24 or IPv6 /64.
+struct SourceNetwork: Hashable {
+    let prefix: UInt64
+    let isIPv6: Bool
+
+    init(_ address: TransportAddress) {
+        switch address {
+        case .v4(let ip, _): prefix = UInt64(ip.bits >> 8); isIPv6 = false
+        case .v6(let ip, _): prefix = ip.high; isIPv6 = true
+        }
+    }
 }

@@ -15,6 +15,10 @@ public struct RelayConfiguration: Sendable {
     public var lookupQueueDepth = 8
     /// Route-store lookups in flight per worker.
     public var maximumLookups = 1024
+    /// Route-store lookups a worker starts per second at most (a burst of as many, then steady):
+    /// a flood of unknown sources costs the store this much and no more. Recovering calls after a
+    /// restart retry with every packet, so they get through at this rate.
+    public var storeLookupsPerSecond = 1000
     public var socketBufferBytes = 4 * 1024 * 1024
 
     public init(keyring: RoutingKeyring) {

@@ -46,6 +46,7 @@ final class RelayWorker: @unchecked Sendable {
     private var drops: [RelayDropReason: Int] = [:]
     /// Clients the store did not know, and when: no new lookup for them for a second.
     private var recentMisses: [TransportAddress: Instant] = [:]
+    private var lookupBudget: TokenBucket
     private var forwardedToTransceiver = 0
     private var forwardedToClient = 0
     private var lastHousekeeping = RelayWorker.now()
@@ -61,6 +62,9 @@ final class RelayWorker: @unchecked Sendable {
         logger[metadataKey: "relay_worker"] = "\(index)"
         self.logger = logger
         table = RouteTable(keyring: configuration.keyring, policy: configuration.policy)
+        let rate = max(1, configuration.storeLookupsPerSecond)
+        lookupBudget = TokenBucket(capacity: rate, refillInterval: .nanoseconds(max(1, 1_000_000_000 / Int64(rate))),
+                                   now: Self.now())
         receiveBuffers = .allocate(byteCount: Int(PARLEY_BATCH) * Self.slot, alignment: 16)
         sendBuffers = .allocate(byteCount: Int(PARLEY_BATCH) * (Self.slot + Self.headroom), alignment: 16)
         receiveBatch = parley_batch_create()
@@ -275,6 +279,10 @@ final class RelayWorker: @unchecked Sendable {
         }
         guard waiting.count < configuration.maximumLookups else {
             drops[.lookupQueueFull, default: 0] += 1
+            return
+        }
+        guard lookupBudget.take(now: Self.now()) else {
+            drops[.lookupRateLimited, default: 0] += 1
             return
         }
         waiting[client] = [(fromClient, bytes, source)]

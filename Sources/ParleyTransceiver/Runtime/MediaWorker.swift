@@ -68,6 +68,13 @@ final class MediaWorker: @unchecked Sendable {
     var agentTLS: NIOSSLContext?
     /// Sessions by authenticated client address (whatever relay the client's datagrams come through).
     private var byClient: [TransportAddress: UInt32] = [:]
+    /// Sessions by the transaction id of a check they sent: the client's answer (which names no
+    /// session) finds its way back even from an address not validated yet. Entries last as long as
+    /// an answer counts (the consent timeout).
+    private var byCheck: [STUNTransactionID: (key: UInt32, sentAt: Instant)] = [:]
+    private static let checkAnswerLifetime: Duration = .seconds(30)
+    /// Each session has a few checks outstanding; this bounds the map whatever happens.
+    private static let maximumChecks = 1 << 20
     private var workerDrops: [WorkerDropReason: Int] = [:]
     private var pendingWrites = false
     /// The token clock, refreshed by the timer tick.
@@ -342,14 +349,19 @@ final class MediaWorker: @unchecked Sendable {
     private func route(_ datagram: UnsafeRawBufferPointer, from path: PeerPath) {
         let now = monotonicNow()
         var key = byClient[path.client]
-        // A check names its session in its USERNAME: the routing token's nonce is the key.
-        if PacketKind.classify(datagram) == .stun, let message = try? STUNMessage.parse(datagram),
-           let ufrag = message.usernameRecipientPart(in: datagram) {
-            guard let token = try? keyring.open(UnsafeRawBufferPointer(rebasing: datagram[ufrag]), currentHour: currentHour),
-                  token.worker == endpoint else {
-                return dropped(.badToken)
+        if PacketKind.classify(datagram) == .stun, let message = try? STUNMessage.parse(datagram) {
+            if let ufrag = message.usernameRecipientPart(in: datagram) {
+                // A check names its session in its USERNAME: the routing token's nonce is the key.
+                guard let token = try? keyring.open(UnsafeRawBufferPointer(rebasing: datagram[ufrag]), currentHour: currentHour),
+                      token.worker == endpoint else {
+                    return dropped(.badToken)
+                }
+                key = token.nonce
+            } else if message.type == .bindingSuccess || message.type == .bindingError,
+                      let owner = byCheck[message.transactionID] {
+                // An answer to one of our checks.
+                key = owner.key
             }
-            key = token.nonce
         }
         guard let key else { return dropped(.noRoute) }
         deliver(datagram, from: path, key: key, now: now)
@@ -417,7 +429,10 @@ final class MediaWorker: @unchecked Sendable {
             }
             events = session.takeEvents()
         }
-        for transmit in session.takeTransmits() { send(transmit) }
+        for transmit in session.takeTransmits() {
+            if let check = transmit.check, byCheck.count < Self.maximumChecks { byCheck[check] = (key, now) }
+            send(transmit)
+        }
         if session.isClosed { remove(key: key) }
     }
 
@@ -498,6 +513,10 @@ final class MediaWorker: @unchecked Sendable {
         let now = monotonicNow()
         guard now - lastMetricsReport >= .seconds(1) else { return }
         lastMetricsReport = now
+        // Once a second: checks whose answer would no longer count (or whose session ended) are forgotten.
+        if !byCheck.isEmpty {
+            byCheck = byCheck.filter { now - $0.value.sentAt < Self.checkAnswerLifetime && sessions[$0.value.key] != nil }
+        }
         for entry in sessions.values {
             report(entry.session.counters, since: entry.reported)
             entry.reported = entry.session.counters

@@ -35,14 +35,21 @@ public struct RelayHop: Hashable, Sendable {
 public struct Transmit: Sendable {
     public var path: PeerPath
     public var bytes: [UInt8]
+    /// Set when the datagram is one of the session's own checks: its answer carries no USERNAME,
+    /// so whoever routes datagrams to sessions finds the session by this transaction id.
+    public var check: STUNTransactionID?
 }
 
 /// Why a session ended.
 public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
     /// No authenticated ICE check arrived in time.
     case iceTimeout
-    /// Consent freshness (RFC 7675): no authenticated check for the consent timeout.
+    /// Consent freshness (RFC 7675): our checks went unanswered for the consent timeout.
     case consentExpired
+    /// The client revoked consent (a 403 answer to our check, RFC 7675 §5.2).
+    case consentRevoked
+    /// Checks arrived, but no address they came from answered ours in time (path validation).
+    case pathUnverified
     case dtlsFailed(DTLSError)
     case dtlsTimeout
     /// The client closed DTLS (close_notify).
@@ -58,6 +65,8 @@ public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .iceTimeout: "ice_timeout"
         case .consentExpired: "consent_expired"
+        case .consentRevoked: "consent_revoked"
+        case .pathUnverified: "path_unverified"
         case .dtlsFailed(let error): "dtls_failed: \(error)"
         case .dtlsTimeout: "dtls_timeout"
         case .peerClosed: "peer_closed"
@@ -105,8 +114,12 @@ public enum DropReason: String, CaseIterable, Sendable {
     case unauthenticatedSTUN = "unauthenticated_stun"
     case badFingerprint = "bad_fingerprint"
     case unexpectedSTUN = "unexpected_stun"
-    /// DTLS or media from an address no authenticated check came from.
+    /// An authenticated check whose transaction id came before from another address: a replay.
+    case replayedCheck = "replayed_check"
+    /// DTLS or media from an address that has not answered our check (path validation).
     case unvalidatedSource = "unvalidated_source"
+    /// A STUN response that answers none of our outstanding checks from that address.
+    case unmatchedResponse = "unmatched_stun_response"
     case mediaBeforeDTLS = "media_before_dtls"
     case srtpRejected = "srtp_rejected"
     case malformedRTP = "malformed_rtp"
@@ -120,8 +133,10 @@ public enum DropReason: String, CaseIterable, Sendable {
 public struct SessionTimeouts: Sendable {
     /// From creation to the first authenticated check.
     public var ice: Duration = .seconds(30)
-    /// RFC 7675: without an authenticated check for this long, consent is lost.
+    /// RFC 7675: without an answer to our consent checks for this long, consent is lost.
     public var consent: Duration = .seconds(30)
+    /// RFC 7675 §5.1: a consent check about this often (randomised by ±20 %).
+    public var consentInterval: Duration = .seconds(5)
     /// From the first authenticated check to DTLS connected.
     public var dtls: Duration = .seconds(30)
 
@@ -137,6 +152,10 @@ public struct SessionCounters: Sendable {
     public var rtcpReceived = 0
     public var rtcpSent = 0
     public var checksAnswered = 0
+    /// Our own Binding requests (path validation and consent), and the answers they got.
+    public var checksSent = 0
+    public var checkResponses = 0
+    public var checkErrors = 0
     public var iceRestarts = 0
     public var dataChannelMessagesReceived = 0
     public var dataChannelMessagesSent = 0

@@ -54,15 +54,27 @@ public final class WebRTCSession {
     private var lastNow: Instant
     private var integrityKey: STUNIntegrityKey
     private var expectedUsername: [UInt8]
+    /// Our own checks (path validation and consent) carry "<client ufrag>:<our ufrag>" and the
+    /// client's password (RFC 8445 §7.2.2), with ICE-CONTROLLED: a lite agent is always controlled.
+    private var remoteIntegrityKey: STUNIntegrityKey
+    private var checkUsername: [UInt8]
+    private let tieBreaker: UInt64
     private let dtls: DTLSConnection
     private var dtlsStartedAt: Instant?
     private var outboundSRTP: SRTPContext?
     private var inboundSRTP: SRTPContext?
-    /// Authenticated client addresses and when each last passed a check (a few at most: RFC 7675
-    /// consent). Keyed by the client's address alone: the relay in front of it may change (a relay
-    /// restarts, or another replica takes the flow) without the client doing anything.
-    private var consent: [TransportAddress: Instant] = [:]
-    private static let maximumPaths = 8
+    /// Client addresses that sent authenticated checks, and which of them answered ours (path
+    /// validation and RFC 7675 consent). Keyed by the client's address alone: the relay in front of
+    /// it may change (a relay restarts, or another replica takes the flow) without the client doing anything.
+    private var consent: ICEConsent
+    /// DTLS that arrived from an address still being validated (the client's ClientHello can
+    /// overtake its answer to our check): processed once the address answers, dropped if it does not.
+    private var heldDTLS: [(client: TransportAddress, bytes: [UInt8], arrival: Instant)] = []
+    private static let maximumHeldDTLS = 4
+    private static let heldDTLSLifetime: Duration = .seconds(4)
+    /// The latest authenticated checks' transaction ids and where each came from (replay detection).
+    private var recentChecks: [(id: STUNTransactionID, client: TransportAddress)] = []
+    private static let rememberedChecks = 16
 
     private var sequenceNumber: UInt16
     private var packetsSent: UInt32 = 0
@@ -86,11 +98,18 @@ public final class WebRTCSession {
         integrityKey = STUNIntegrityKey(shortTermPassword: parameters.localPassword)
         // Checks from the client carry "<our ufrag>:<its ufrag>" (RFC 8445 §7.2.2).
         expectedUsername = Array("\(parameters.localUfrag):\(parameters.negotiated.remoteUfrag)".utf8)
+        remoteIntegrityKey = STUNIntegrityKey(shortTermPassword: parameters.negotiated.remotePassword)
+        checkUsername = Array("\(parameters.negotiated.remoteUfrag):\(parameters.localUfrag)".utf8)
+        var consentSettings = ICEConsent.Settings()
+        consentSettings.consentTimeout = parameters.timeouts.consent
+        consentSettings.consentInterval = parameters.timeouts.consentInterval
+        consent = ICEConsent(settings: consentSettings, now: now)
         dtls = try DTLSConnection(
             context: dtlsContext, role: parameters.negotiated.localSetup == .active ? .client : .server,
             remoteFingerprints: parameters.negotiated.remoteFingerprints)
         var generator = SystemRandomNumberGenerator()
         sequenceNumber = UInt16.random(in: 0...UInt16.max, using: &generator)
+        tieBreaker = generator.next()
     }
 
     /// ICE restart (RFC 8445 §9): new credentials on both sides, same DTLS association. Media keeps
@@ -111,12 +130,16 @@ public final class WebRTCSession {
         parameters.negotiated.remotePassword = remotePassword
         integrityKey = STUNIntegrityKey(shortTermPassword: localPassword)
         expectedUsername = Array("\(localUfrag):\(remoteUfrag)".utf8)
+        remoteIntegrityKey = STUNIntegrityKey(shortTermPassword: remotePassword)
+        checkUsername = Array("\(remoteUfrag):\(localUfrag)".utf8)
+        consent.credentialsChanged(now: lastNow)
         counters.iceRestarts += 1
         events.append(.iceRestarted)
     }
 
-    /// Whether an authenticated check came from `path` (media is accepted only from such paths).
-    public func hasConsent(from path: PeerPath) -> Bool { consent[path.client] != nil }
+    /// Whether the client at `path` answered our check and its consent holds: only then does
+    /// anything but STUN from there count, and only then may the path carry media.
+    public func hasConsent(from path: PeerPath) -> Bool { consent.isValidated(path.client, now: lastNow) }
 
     public var isClosed: Bool {
         if case .closed = state { return true }
@@ -143,15 +166,18 @@ public final class WebRTCSession {
     public func handleTimeout(now: Instant) {
         lastNow = now
         guard !isClosed else { return }
-        if selectedPath == nil, consent.isEmpty, now - createdAt >= parameters.timeouts.ice {
-            return close(.iceTimeout, now: now)
+        if selectedPath == nil, now - createdAt >= parameters.timeouts.ice {
+            // Checks that came but whose address never answered ours are a different failure.
+            return close(consent.candidates.isEmpty && counters.checksAnswered == 0 ? .iceTimeout : .pathUnverified, now: now)
         }
-        if let path = selectedPath, let last = consent[path.client], now - last >= parameters.timeouts.consent {
-            return close(.consentExpired, now: now)
-        }
-        // Other addresses lose consent the same way (RFC 7675 is per candidate pair): no media from them.
-        if consent.count > 1 {
-            consent = consent.filter { $0.key == selectedPath?.client || now - $0.value < parameters.timeouts.consent }
+        if consent.consentExpired(now: now) { return close(.consentExpired, now: now) }
+        consent.handleTimeout(now: now)
+        sendChecks()
+        // Held DTLS whose address did not answer within a few validation timeouts is dropped.
+        if let oldest = heldDTLS.first, now - oldest.arrival >= Self.heldDTLSLifetime {
+            let before = heldDTLS.count
+            heldDTLS.removeAll { now - $0.arrival >= Self.heldDTLSLifetime }
+            counters.drops[.unvalidatedSource, default: 0] += before - heldDTLS.count
         }
         if state == .connecting {
             if let started = dtlsStartedAt, now - started >= parameters.timeouts.dtls {
@@ -180,8 +206,9 @@ public final class WebRTCSession {
             guard let instant else { return }
             if wake == nil || instant < wake! { wake = instant }
         }
-        if selectedPath == nil, consent.isEmpty { consider(createdAt + parameters.timeouts.ice) }
-        if let path = selectedPath, let last = consent[path.client] { consider(last + parameters.timeouts.consent) }
+        if selectedPath == nil { consider(createdAt + parameters.timeouts.ice) }
+        consider(consent.nextWakeup)
+        consider(heldDTLS.first.map { $0.arrival + Self.heldDTLSLifetime })
         if state == .connecting {
             consider(dtlsStartedAt.map { $0 + parameters.timeouts.dtls })
             consider(dtls.retransmitDelay.map { lastNow + $0 })
@@ -317,36 +344,99 @@ public final class WebRTCSession {
     private func receiveSTUN(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
         guard let message = try? STUNMessage.parse(datagram) else { return drop(.malformedSTUN) }
         if message.fingerprintOffset != nil, !message.hasValidFingerprint(in: datagram) { return drop(.badFingerprint) }
-        // A lite agent sends no checks, so it expects requests only (RFC 8445 §2.5).
-        guard message.type == .bindingRequest else {
-            if message.type != .bindingIndication { drop(.unexpectedSTUN) }
-            return
+        switch message.type {
+        case .bindingRequest: receiveCheck(message, datagram, from: path, now: now)
+        case .bindingSuccess, .bindingError: receiveAnswer(message, datagram, from: path, now: now)
+        case .bindingIndication: break  // a keepalive (RFC 8445 §11): nothing to do
+        default: drop(.unexpectedSTUN)
         }
-        guard let username = message.username, message.messageIntegrityOffset != nil else {
-            return answerError(message, code: STUNErrorCode.badRequest, reason: "Bad Request", to: path)
-        }
+    }
+
+    /// A connectivity check from the client (RFC 8445 §7.3). It is answered, and it tells where the
+    /// client may be; the address counts only once it answers a check of ours.
+    ///
+    /// A check that does not authenticate gets no answer (RFC 8489 would send a 400 or 401): its
+    /// source address may be anyone's, and an answer to a forged or replayed check is reflected at
+    /// that someone. The client with the wrong credentials learns as much from the silence.
+    private func receiveCheck(_ message: STUNMessage, _ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
+        guard let username = message.username, message.messageIntegrityOffset != nil else { return drop(.unauthenticatedSTUN) }
         let usernameMatches = expectedUsername.withUnsafeBytes { expected in
             UnsafeRawBufferPointer(rebasing: datagram[username]).elementsEqual(expected)
         }
         guard usernameMatches, message.hasValidMessageIntegrity(in: datagram, key: integrityKey) else {
-            drop(.unauthenticatedSTUN)
-            return answerError(message, code: STUNErrorCode.unauthorized, reason: "Unauthorized", to: path)
+            return drop(.unauthenticatedSTUN)
+        }
+        // A client's check, captured and replayed from other source addresses, authenticates too;
+        // its transaction id gives it away (a client retransmits a transaction only from where it
+        // sent it first).
+        if let seen = recentChecks.first(where: { $0.id == message.transactionID }), seen.client != path.client {
+            return drop(.replayedCheck)
+        }
+        if !recentChecks.contains(where: { $0.id == message.transactionID }) {
+            if recentChecks.count == Self.rememberedChecks { recentChecks.removeFirst() }
+            recentChecks.append((message.transactionID, path.client))
         }
         if message.unknownRequiredAttributes.count > 0 {
             return answerUnknownAttributes(message, to: path)
         }
+        consent.receivedRequest(from: path, nominated: message.useCandidate, now: now)
+        // Our check goes out before the answer: the client then answers it before it can start DTLS
+        // on our answer, and a relay in front commits the route on that answer (docs/relay.md).
+        sendChecks()
         answerSuccess(message, to: path)
         counters.checksAnswered += 1
-        if consent[path.client] == nil, consent.count >= Self.maximumPaths,
-           let stalest = consent.filter({ $0.key != selectedPath?.client }).min(by: { $0.value < $1.value })?.key {
-            consent[stalest] = nil
-        }
-        consent[path.client] = now
-
+        guard consent.isValidated(path.client, now: now) else { return }
+        followRelayChange(path)
         if message.useCandidate || selectedPath == nil {
             select(path, nominated: message.useCandidate, now: now)
         }
     }
+
+    /// An answer to one of our checks: authenticated with the client's password, for a request
+    /// still outstanding to that very address.
+    private func receiveAnswer(_ message: STUNMessage, _ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
+        guard message.hasValidMessageIntegrity(in: datagram, key: remoteIntegrityKey) else {
+            // Error answers without integrity (a 400 or 401) could come from anyone: never acted on.
+            return drop(.unauthenticatedSTUN)
+        }
+        if message.type == .bindingError {
+            let code = message.errorCode?.code ?? 0
+            guard consent.receivedError(message.transactionID, code: code, from: path) else { return drop(.unmatchedResponse) }
+            counters.checkErrors += 1
+            if code == 403, path.client == selectedPath?.client { close(.consentRevoked, now: now) }
+            return
+        }
+        let wasValidated = consent.isValidated(path.client, now: now)
+        guard consent.receivedSuccess(message.transactionID, from: path, now: now) else { return drop(.unmatchedResponse) }
+        counters.checkResponses += 1
+        followRelayChange(path)
+        guard !wasValidated else { return }
+        sendChecks()
+        let nominated = consent.isNominated(path.client)
+        if nominated || selectedPath == nil { select(path, nominated: nominated, now: now) }
+        releaseHeldDTLS(from: path.client, now: now)
+    }
+
+    /// Writes and sends the checks `consent` decided on.
+    private func sendChecks() {
+        for check in consent.takeChecks() {
+            let length = scratch.withUnsafeMutableBytes { buffer -> Int? in
+                guard var writer = try? STUNWriter(into: buffer, type: .bindingRequest, transactionID: check.transactionID),
+                      (try? writer.appendUsername(checkUsername)) != nil,
+                      (try? writer.appendPriority(Self.checkPriority)) != nil,
+                      (try? writer.appendICEControlled(tieBreaker: tieBreaker)) != nil,
+                      (try? writer.appendMessageIntegrity(key: remoteIntegrityKey)) != nil,
+                      (try? writer.appendFingerprint()) != nil else { return nil }
+                return writer.count
+            }
+            guard let length else { continue }
+            counters.checksSent += 1
+            emit(Array(scratch[0..<length]), to: check.path, check: check.transactionID)
+        }
+    }
+
+    /// PRIORITY of our checks (RFC 8445 §7.1.1): a peer-reflexive candidate's, as the client would learn it.
+    static let checkPriority = ICECandidate.priority(typePreference: 110, localPreference: 65535, component: 1)
 
     /// The selected client reached us through another relay hop (relay restart, another replica):
     /// answer the same way from now on. The hop is trusted: the worker accepts tunnel datagrams
@@ -363,9 +453,10 @@ public final class WebRTCSession {
         followRelayChange(path)
         guard path != selectedPath else { return }
         let previous = selectedPath
-        // Without nomination, the first authenticated path serves until one is nominated.
+        // Without nomination, the first validated path serves until one is nominated.
         if previous != nil, !nominated { return }
         selectedPath = path
+        consent.select(path.client, now: now)
         if let previous {
             events.append(.pathChanged(from: previous, to: path))
         } else {
@@ -388,14 +479,6 @@ public final class WebRTCSession {
         if let length { emit(Array(scratch[0..<length]), to: path) }
     }
 
-    private func answerError(_ request: STUNMessage, code: Int, reason: String, to path: PeerPath) {
-        let bytes = try? STUNWriter.build(type: .bindingError, transactionID: request.transactionID) { writer throws(STUNBuildError) in
-            try writer.appendErrorCode(code, reason: reason)
-            try writer.appendFingerprint()
-        }
-        if let bytes { emit(bytes, to: path) }
-    }
-
     private func answerUnknownAttributes(_ request: STUNMessage, to path: PeerPath) {
         let bytes = try? STUNWriter.build(type: .bindingError, transactionID: request.transactionID) { writer throws(STUNBuildError) in
             try writer.appendErrorCode(STUNErrorCode.unknownAttribute, reason: "Unknown Attribute")
@@ -409,13 +492,29 @@ public final class WebRTCSession {
     // MARK: DTLS
 
     private func receiveDTLS(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
-        guard consent[path.client] != nil else { return drop(.unvalidatedSource) }
+        guard consent.isValidated(path.client, now: now) else {
+            // Never a DTLS flight toward an address that has not answered us (no amplification);
+            // a few datagrams from one we are checking wait for its answer.
+            guard consent.candidates[path.client] != nil, heldDTLS.count < Self.maximumHeldDTLS else {
+                return drop(.unvalidatedSource)
+            }
+            heldDTLS.append((path.client, Array(datagram), now))
+            return
+        }
         dtls.receive(datagram)
         flushDTLS(now: now, replyTo: path)
         let records = dtls.takeApplicationData()
         guard let dataChannels, !records.isEmpty else { return }
         for record in records { record.withUnsafeBytes { dataChannels.handle($0, now: now) } }
         pumpDataChannels(now: now)
+    }
+
+    /// The DTLS an address sent while we checked it, now that it answered.
+    private func releaseHeldDTLS(from client: TransportAddress, now: Instant) {
+        guard heldDTLS.contains(where: { $0.client == client }), let path = consent.candidates[client]?.path else { return }
+        let held = heldDTLS.filter { $0.client == client }
+        heldDTLS.removeAll { $0.client == client }
+        for datagram in held { datagram.bytes.withUnsafeBytes { receiveDTLS($0, from: path, now: now) } }
     }
 
     private func flushDTLS(now: Instant, replyTo path: PeerPath? = nil) {
@@ -468,7 +567,7 @@ public final class WebRTCSession {
     }
 
     private func receiveRTP(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
-        guard consent[path.client] != nil else { return drop(.unvalidatedSource) }
+        guard consent.isValidated(path.client, now: now) else { return drop(.unvalidatedSource) }
         guard state == .connected else { return drop(.mediaBeforeDTLS) }
         guard let length = unprotect(datagram, rtcp: false) else { return drop(.srtpRejected) }
         followRelayChange(path)  // only an authenticated packet may move the answers to another hop
@@ -492,7 +591,7 @@ public final class WebRTCSession {
     }
 
     private func receiveRTCP(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
-        guard consent[path.client] != nil else { return drop(.unvalidatedSource) }
+        guard consent.isValidated(path.client, now: now) else { return drop(.unvalidatedSource) }
         guard state == .connected else { return drop(.mediaBeforeDTLS) }
         guard let length = unprotect(datagram, rtcp: true) else { return drop(.srtpRejected) }
         followRelayChange(path)
@@ -566,9 +665,9 @@ public final class WebRTCSession {
 
     // MARK: Helpers
 
-    private func emit(_ bytes: [UInt8], to path: PeerPath) {
+    private func emit(_ bytes: [UInt8], to path: PeerPath, check: STUNTransactionID? = nil) {
         counters.datagramsSent += 1
-        transmits.append(Transmit(path: path, bytes: bytes))
+        transmits.append(Transmit(path: path, bytes: bytes, check: check))
     }
 
     private func drop(_ reason: DropReason) {
