@@ -3,10 +3,10 @@
 # installs nothing. Usage: scripts/install-deps.sh [build|test]
 #   build  the C libraries Parley links (OpenSSL, libsrtp2, libopus) and pkg-config
 #   test   build, plus what the test suite runs against: usrsctp (an SCTP peer), Chromium and
-#          chromedriver, Firefox ESR, iproute2 (network namespaces), Redis, the openssl tool (a test
-#          agent's certificate), and from PyPI selenium,
-#          aiortc, pytest, marionette_driver (Firefox has no driver package in Debian) and websockets
-#          (the example agent)
+#          chromedriver, Firefox ESR, Go and Debian's Pion v3 sources (the Pion client), iproute2
+#          (network namespaces), Redis, the openssl tool (a test agent's certificate), and from PyPI
+#          selenium, aiortc, pytest, marionette_driver (Firefox has no driver package in Debian) and
+#          websockets (the example agent)
 #   bench  build, plus the reference servers' toolchain (Go and Debian's Pion v3 sources), gcc for
 #          the C forwarder, matplotlib for the plots in docs/, websockets for the example agents
 set -euo pipefail
@@ -15,7 +15,8 @@ profile=${1:-build}
 packages=(pkg-config libssl-dev libsrtp2-dev libopus-dev)
 case $profile in
     build) ;;
-    test) packages+=(libusrsctp-dev chromium chromium-driver firefox-esr iproute2 fonts-dejavu-core redis-server openssl) ;;
+    test) packages+=(libusrsctp-dev chromium chromium-driver firefox-esr golang-go golang-github-pion-webrtc.v3-dev
+                     iproute2 fonts-dejavu-core redis-server openssl) ;;
     bench) packages+=(gcc golang-go golang-github-pion-webrtc.v3-dev util-linux) ;;
     *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac

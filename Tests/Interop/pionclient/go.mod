@@ -1,0 +1,3 @@
+module pionclient
+
+go 1.19
