@@ -97,6 +97,12 @@ struct Dev: AsyncParsableCommand {
     @OptionGroup var serving: ServingOptions
     @Flag(help: "Skip the relay: the transceiver's workers take client traffic directly (worker i on --media-port + i).")
     var direct = false
+    @Option(help: "Route-store lookups each relay worker may start per second (see `parley relay --help`).")
+    var storeLookupRate = 1000
+
+    func validate() throws {
+        guard storeLookupRate >= 1 else { throw ValidationError("--store-lookup-rate must be at least 1") }
+    }
 
     func run() async throws {
         let logger = bootstrapObservability(level: serving.logLevel)
@@ -111,6 +117,7 @@ struct Dev: AsyncParsableCommand {
         relayConfiguration.publicPort = serving.mediaPort
         relayConfiguration.internalHost = "127.0.0.1"
         relayConfiguration.workers = serving.workers
+        relayConfiguration.storeLookupsPerSecond = storeLookupRate
         relayConfiguration.policy.workerNetworks = [loopback]
         let relay = Relay(configuration: relayConfiguration, store: InMemoryRouteStore(), logger: logger)
         try await relay.start()

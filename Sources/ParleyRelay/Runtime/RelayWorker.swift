@@ -169,11 +169,17 @@ final class RelayWorker: @unchecked Sendable {
                 case .unknown:
                     // Only what a live call sends (DTLS, RTP, RTCP) is worth a store lookup, and a
                     // client the store just did not know waits a second before the next one.
-                    let kind = PacketKind.classify(datagram)
-                    if kind == .dtls || kind == .rtp || kind == .rtcp, recentMisses[client] == nil {
-                        wait(Array(datagram), fromClient: true, client: client, source: client)
-                    } else {
+                    switch PacketKind.classify(datagram) {
+                    case .dtls, .rtp, .rtcp:
+                        if recentMisses[client] == nil {
+                            wait(Array(datagram), fromClient: true, client: client, source: client)
+                        } else {
+                            drops[.noRoute, default: 0] += 1
+                        }
+                    case .stun:
                         drops[.noRoute, default: 0] += 1
+                    default:
+                        drops[.unknownProtocol, default: 0] += 1
                     }
                 case .drop(let reason):
                     drops[reason, default: 0] += 1
