@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
@@ -66,7 +67,14 @@ let package = Package(
             ]
         ),
         // SCTP for data channels (RFC 9260 subset, RFC 8831/8832), pure Swift, sans-IO.
-        .target(name: "ParleySCTP", dependencies: ["ParleyWire"]),
+        .target(
+            name: "ParleySCTP",
+            dependencies: [
+                "ParleyWire",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ]
+        ),
         // SwiftNIO glue shared by the I/O edges: address conversion, clocks, thread pinning.
         .target(
             name: "ParleyIO",
@@ -118,7 +126,7 @@ let package = Package(
         .testTarget(
             name: "ParleySCTPTests",
             // usrsctp is linked only here, as an independent SCTP peer.
-            dependencies: ["ParleySCTP", "CUsrSCTP"]
+            dependencies: ["ParleySCTP", "CUsrSCTP", "ParleyTestSupport"]
         ),
         .testTarget(
             name: "ParleyRelayTests",

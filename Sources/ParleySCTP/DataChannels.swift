@@ -33,6 +33,8 @@ public enum DataChannelDropReason: String, CaseIterable, Sendable {
     case unknownChannel = "unknown_channel"
     case tooLarge = "too_large"
     case unknownProtocolIdentifier = "unknown_ppid"
+    /// An OPEN past the channel or label limits (`DataChannels.maximumChannels`, `maximumLabelLength`).
+    case tooManyChannels = "channel_limit"
 }
 
 public enum DataChannelError: Error, Equatable, Sendable {
@@ -58,6 +60,13 @@ public final class DataChannels {
     /// Unsent and unacknowledged bytes an association may hold for its channels (memory per call
     /// stays bounded whatever an agent sends).
     public static let maximumBufferedAmount = 4 << 20
+    /// …and chunks (a queued chunk costs ~150 bytes besides its payload: 1-byte messages must not
+    /// make 4 MiB into half a gigabyte).
+    public static let maximumBufferedChunks = 16_384
+    /// Channels the peer may have open at once, and the longest label and protocol it may give them:
+    /// what an association holds for its channels stays small whatever the peer opens.
+    public static let maximumChannels = 256
+    public static let maximumLabelLength = 1024
     /// The largest message we accept (what our SDP advertises).
     public let localMaximumMessageSize: Int
     /// The largest message the peer accepts (its SDP; 0 means no limit, RFC 8841 §6.1).
@@ -128,7 +137,8 @@ public final class DataChannels {
         guard let channel = channels[id], association.state == .established else { throw .notOpen }
         let limit = remoteMaximumMessageSize == 0 ? Int.max : remoteMaximumMessageSize
         guard payload.count <= limit else { throw .tooLarge(limit) }
-        guard association.bufferedAmount + payload.count <= Self.maximumBufferedAmount else { throw .bufferFull }
+        guard association.bufferedAmount + payload.count <= Self.maximumBufferedAmount,
+              association.bufferedChunks < Self.maximumBufferedChunks else { throw .bufferFull }
         var retransmissions: Int?
         var lifetime: Duration?
         switch channel.reliability {
@@ -206,6 +216,8 @@ public final class DataChannels {
                   stream < association.configuration.streams else {
                 return drop(.malformedDCEP)
             }
+            guard labelLength <= Self.maximumLabelLength, protocolLength <= Self.maximumLabelLength,
+                  channels.count < Self.maximumChannels else { return drop(.tooManyChannels) }
             let reliability: DataChannel.Reliability
             switch channelType & 0x7F {
             case 0x00: reliability = .reliable

@@ -38,6 +38,8 @@ public enum SCTPDropReason: String, CaseIterable, Sendable {
     case badCookie = "bad_cookie"
     case duplicate
     case windowFull = "window_full"
+    /// DATA on a stream the association does not have (acknowledged, then discarded; RFC 9260 §6.5).
+    case invalidStream = "invalid_stream"
     case unexpected
 }
 
@@ -64,9 +66,9 @@ public final class SCTPAssociation {
     // The peer.
     private(set) var peerTag: UInt32 = 0
     private var peerWindow: UInt32 = 0
-    /// Highest TSN received in sequence from the peer, and those received beyond it.
-    private var peerCumulativeTSN: UInt32 = 0
-    private var receivedAbove: Set<UInt32> = []
+    /// What arrived from the peer: its cumulative TSN, gaps, fragments, ordered messages waiting.
+    private var inbound: SCTPReceiveQueue
+    private var peerCumulativeTSN: UInt32 { inbound.cumulativeTSN }
     private var peerReconfigurationSequence: UInt32?
 
     // Stream reset (RFC 6525): one request of ours outstanding at a time, resent until answered;
@@ -122,18 +124,6 @@ public final class SCTPAssociation {
     private var handshakeAttempts = 0
 
     // Receiving.
-    struct Fragment {
-        var stream: UInt16
-        var ssn: UInt16
-        var protocolIdentifier: UInt32
-        var payload: [UInt8]
-        var flags: UInt8
-    }
-    private var fragments: [UInt32: Fragment] = [:]
-    static let maximumFragments = 8192
-    private var bufferedBytes = 0
-    private var orderedReady: [UInt16: [UInt16: (UInt32, [UInt8])]] = [:]
-    private var nextIncomingSSN: [UInt16: UInt16] = [:]
     private var sackRequired = false
 
     private var outgoing: [[UInt8]] = []
@@ -157,6 +147,7 @@ public final class SCTPAssociation {
         slowStartThreshold = Int(configuration.receiveWindow)
         rto = configuration.initialRTO
         lastNow = now
+        inbound = SCTPReceiveQueue(initialTSN: 0, inboundStreams: configuration.streams)
     }
 
     public convenience init(configuration: SCTPConfiguration = .init(), now: Instant) {
@@ -201,6 +192,7 @@ public final class SCTPAssociation {
                                    payload: payload[offset..<end], flags: flags, message: nextMessage,
                                    maximumRetransmissions: maximumRetransmissions, abandonAt: lifetime.map { now + $0 }))
             if lifetime != nil { hasLifetimes = true }
+            bufferedPayloadBytes += end - offset
             nextTSN &+= 1
             offset = end
         }
@@ -368,13 +360,16 @@ public final class SCTPAssociation {
 
     /// Receive-side state, for diagnostics.
     public var debugDescription: String {
-        "cum=\(peerCumulativeTSN) above=\(receivedAbove.sorted()) fragments=\(fragments.keys.sorted()) ready=\(orderedReady.mapValues { $0.keys.sorted() }) next=\(nextIncomingSSN)"
+        "cum=\(peerCumulativeTSN) gaps=\(inbound.gapBlocks(limit: 64)) buffered=\(inbound.bufferedBytes) held=\(inbound.heldMessages)"
     }
 
     /// Bytes queued or in flight (for backpressure).
-    public var bufferedAmount: Int {
-        queued.reduce(0) { $0 + $1.payload.count } + inFlight.reduce(0) { $0 + $1.payload.count }
-    }
+    public var bufferedAmount: Int { bufferedPayloadBytes }
+    private var bufferedPayloadBytes = 0
+
+    /// Chunks queued or in flight (their count is bounded too: a one-byte message costs far more
+    /// memory than its byte).
+    public var bufferedChunks: Int { queued.count + inFlight.count }
 
     /// Whether any message has a lifetime (so timers need to look at them).
     private var hasLifetimes = false
@@ -427,8 +422,9 @@ public final class SCTPAssociation {
     private func adoptPeer(_ initiation: SCTPInitiation) {
         peerTag = initiation.initiateTag
         peerWindow = initiation.advertisedReceiverWindow
-        peerCumulativeTSN = initiation.initialTSN &- 1
-        receivedAbove.removeAll()
+        // The peer's own limit on streams it sends on, within ours.
+        inbound = SCTPReceiveQueue(initialTSN: initiation.initialTSN,
+                                   inboundStreams: min(configuration.streams, initiation.outboundStreams))
     }
 
     private func becomeEstablished(now: Instant) {
@@ -448,93 +444,49 @@ public final class SCTPAssociation {
 
     // MARK: Receiving
 
-    private var advertisedWindow: UInt32 { UInt32(clamping: Int(configuration.receiveWindow) - bufferedBytes) }
+    private var advertisedWindow: UInt32 { UInt32(clamping: Int(configuration.receiveWindow) - inbound.bufferedBytes) }
+
+    /// Work the receive side did so far (see `SCTPReceiveQueue.steps`), for tests that bound it.
+    var receiveSteps: Int { inbound.steps }
 
     private func receiveData(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer) {
         guard let data = try? SCTPData.decode(chunk, in: bytes), !data.payload.isEmpty else { return drop(.malformed) }
-        if data.tsn.tsnAtMost(peerCumulativeTSN) || receivedAbove.contains(data.tsn) {
+        let outcome = inbound.receive(tsn: data.tsn, stream: data.streamID, ssn: data.streamSequence,
+                                      protocolIdentifier: data.payloadProtocol, flags: chunk.flags,
+                                      payload: UnsafeRawBufferPointer(rebasing: bytes[data.payload]),
+                                      window: Int(configuration.receiveWindow))
+        switch outcome {
+        case .accepted: break
+        case .duplicate:
             sackRequired = true
-            return drop(.duplicate)
+            drop(.duplicate)
+        case .refused: drop(.windowFull)
+        case .invalidStream: drop(.invalidStream)
         }
-        // The next in-sequence TSN is taken even over the window (up to twice it): a window filled
-        // with out-of-order data would otherwise never drain. Fragment count is capped too, since a
-        // tiny chunk costs far more memory than its payload.
-        let window = Int(configuration.receiveWindow)
-        let fits = bufferedBytes + data.payload.count <= window
-            || (data.tsn == peerCumulativeTSN &+ 1 && bufferedBytes + data.payload.count <= 2 * window)
-        guard fits, fragments.count < Self.maximumFragments,
-              data.tsn &- peerCumulativeTSN < 65536 else { return drop(.windowFull) }
-        receivedAbove.insert(data.tsn)
-        while receivedAbove.remove(peerCumulativeTSN &+ 1) != nil { peerCumulativeTSN &+= 1 }
-        fragments[data.tsn] = Fragment(stream: data.streamID, ssn: data.streamSequence, protocolIdentifier: data.payloadProtocol,
-                                       payload: Array(bytes[data.payload]), flags: chunk.flags)
-        bufferedBytes += data.payload.count
-        assemble(around: data.tsn)
+        deliverInbound()
         performDeferredPeerReset()
     }
 
-    /// Delivers the message the fragment at `tsn` completes, if it does.
-    private func assemble(around tsn: UInt32) {
-        guard let fragment = fragments[tsn] else { return }
-        var first = tsn
-        while fragments[first]!.flags & 0x02 == 0 {
-            guard let previous = fragments[first &- 1], previous.stream == fragment.stream,
-                  previous.flags & 0x04 == fragment.flags & 0x04 else { return }
-            first &-= 1
-        }
-        var last = tsn
-        while fragments[last]!.flags & 0x01 == 0 {
-            guard let next = fragments[last &+ 1], next.stream == fragment.stream else { return }
-            last &+= 1
-        }
-        var payload: [UInt8] = []
-        var cursor = first
-        while true {
-            let piece = fragments.removeValue(forKey: cursor)!
-            payload += piece.payload
-            bufferedBytes -= piece.payload.count
-            if cursor == last { break }
-            cursor &+= 1
-        }
-        let head = fragment
-        if head.flags & 0x04 != 0 {
-            events.append(.message(stream: head.stream, protocolIdentifier: head.protocolIdentifier, payload: payload, unordered: true))
-            return
-        }
-        // A sequence number already delivered or skipped (FORWARD-TSN, stream reset) is stale.
-        guard !head.ssn.ssnLessThan(nextIncomingSSN[head.stream, default: 0]) else { return drop(.duplicate) }
-        if let replaced = orderedReady[head.stream, default: [:]].updateValue((head.protocolIdentifier, payload), forKey: head.ssn) {
-            bufferedBytes -= replaced.1.count
-        }
-        bufferedBytes += payload.count
-        deliverOrdered(stream: head.stream)
-    }
-
-    private func deliverOrdered(stream: UInt16) {
-        while let (identifier, payload) = orderedReady[stream]?.removeValue(forKey: nextIncomingSSN[stream, default: 0]) {
-            bufferedBytes -= payload.count
-            nextIncomingSSN[stream] = nextIncomingSSN[stream, default: 0] &+ 1
-            events.append(.message(stream: stream, protocolIdentifier: identifier, payload: payload, unordered: false))
+    /// Turns the messages the receive side completed into events.
+    private func deliverInbound() {
+        for message in inbound.takeMessages() {
+            events.append(.message(stream: message.stream, protocolIdentifier: message.protocolIdentifier,
+                                   payload: message.payload, unordered: message.unordered))
         }
     }
 
     private func sendSelectiveAck() {
         sackRequired = false
         var writer = packetWriter(tag: peerTag)
-        let above = receivedAbove.sorted { $0.tsnLessThan($1) }
-        var gaps: [(UInt16, UInt16)] = []
-        for tsn in above {
-            let offset = UInt16(truncatingIfNeeded: tsn &- peerCumulativeTSN)
-            if let last = gaps.last, last.1 &+ 1 == offset { gaps[gaps.count - 1].1 = offset } else { gaps.append((offset, offset)) }
-        }
+        let gaps = inbound.gapBlocks(limit: 64)
         writer.chunk(.selectiveAck) { writer in
             writer.append32(peerCumulativeTSN)
             writer.append32(advertisedWindow)
-            writer.append16(UInt16(truncatingIfNeeded: min(gaps.count, 64)))
+            writer.append16(UInt16(truncatingIfNeeded: gaps.count))
             writer.append16(0)
-            for gap in gaps.prefix(64) {
-                writer.append16(gap.0)
-                writer.append16(gap.1)
+            for gap in gaps {
+                writer.append16(gap.start)
+                writer.append16(gap.end)
             }
         }
         outgoing.append(writer.finish())
@@ -543,28 +495,9 @@ public final class SCTPAssociation {
     private func receiveForwardTSN(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer) {
         guard let forward = try? SCTPForwardTSN.decode(chunk, in: bytes) else { return drop(.malformed) }
         guard peerCumulativeTSN.tsnLessThan(forward.newCumulativeTSN) else { return }
-        // Abandoned messages: forget their fragments, and skip their sequence numbers.
-        for (tsn, fragment) in fragments where tsn.tsnAtMost(forward.newCumulativeTSN) {
-            bufferedBytes -= fragment.payload.count
-            fragments[tsn] = nil
-        }
-        peerCumulativeTSN = forward.newCumulativeTSN
-        receivedAbove = receivedAbove.filter { peerCumulativeTSN.tsnLessThan($0) }
-        while receivedAbove.remove(peerCumulativeTSN &+ 1) != nil { peerCumulativeTSN &+= 1 }
-        defer { performDeferredPeerReset() }
-        for entry in forward.streams where !entry.sequence.ssnLessThan(nextIncomingSSN[entry.stream, default: 0]) {
-            // Complete messages held back behind the abandoned ones are delivered, in order, first.
-            let held = (orderedReady[entry.stream] ?? [:]).keys
-                .filter { $0.ssnLessThan(entry.sequence) || $0 == entry.sequence }
-                .sorted { $0.ssnLessThan($1) }
-            for ssn in held {
-                let (identifier, payload) = orderedReady[entry.stream]!.removeValue(forKey: ssn)!
-                bufferedBytes -= payload.count
-                events.append(.message(stream: entry.stream, protocolIdentifier: identifier, payload: payload, unordered: false))
-            }
-            nextIncomingSSN[entry.stream] = entry.sequence &+ 1
-            deliverOrdered(stream: entry.stream)
-        }
+        inbound.forward(to: forward.newCumulativeTSN, streams: forward.streams.map { ($0.stream, $0.sequence) })
+        deliverInbound()
+        performDeferredPeerReset()
         sackRequired = true
     }
 
@@ -607,12 +540,7 @@ public final class SCTPAssociation {
     private func performPeerReset(_ request: UInt32, streams: [UInt16]) {
         peerReconfigurationSequence = request
         deferredPeerReset = nil
-        for stream in streams {
-            nextIncomingSSN[stream] = 0
-            if let dropped = orderedReady.removeValue(forKey: stream) {
-                bufferedBytes -= dropped.values.reduce(0) { $0 + $1.1.count }
-            }
-        }
+        inbound.resetStreams(streams)
         events.append(.streamsReset(streams))
         lastPeerResetResult = (request, ResetResult.performed)
         sendResetResponse(request, result: ResetResult.performed)
@@ -645,6 +573,8 @@ public final class SCTPAssociation {
 
     private func receiveSelectiveAck(_ chunk: SCTPChunk, _ bytes: UnsafeRawBufferPointer, now: Instant) {
         guard let sack = try? SCTPSelectiveAck.decode(chunk, in: bytes) else { return drop(.malformed) }
+        // Acknowledging a TSN never sent is a protocol violation (RFC 9260 §6.2.1): the SACK is ignored.
+        guard sack.cumulativeTSN.tsnLessThan(nextTSN) else { return drop(.malformed) }
         // A SACK overtaken by a later one (reordered on the way) still reports gaps, but its
         // cumulative ack and window are stale (RFC 9260 §6.2.1 would drop it; usrsctp then hits
         // its retransmission limit in lossAndReorderingAreRecovered, see docs/datachannels.md).
@@ -655,18 +585,24 @@ public final class SCTPAssociation {
         if advancedPeerAckPoint.tsnAtMost(lastCumulativeAck) { forwardTSNStreams.removeAll() }
         var ackedBytes = 0
         var rttSample: Duration?
-        inFlight.removeAll { item in
-            guard item.tsn.tsnAtMost(sack.cumulativeTSN) else { return false }
+        // In flight is in TSN order: what the cumulative ack covers is a prefix.
+        let acked = firstInFlight(after: sack.cumulativeTSN)
+        for item in inFlight[..<acked] {
             if !item.gapAcked { ackedBytes += item.payload.count }
             if item.transmissions == 1, rttSample == nil, let sent = item.sentAt { rttSample = now - sent }
-            return true
+            bufferedPayloadBytes -= item.payload.count
         }
+        inFlight.removeFirst(acked)
         if ackedBytes > 0 { errorCount = 0 }
         var highestGapAcked: UInt32?
         for gap in sack.gaps {
             let start = sack.cumulativeTSN &+ UInt32(gap.start), end = sack.cumulativeTSN &+ UInt32(gap.end)
-            for index in inFlight.indices where start.tsnAtMost(inFlight[index].tsn) && inFlight[index].tsn.tsnAtMost(end) {
+            // Blocks come in order and apart (RFC 9260 §3.3.4); the rest of a SACK that says otherwise is ignored.
+            guard gap.start >= 1, gap.start <= gap.end, highestGapAcked.map({ $0.tsnLessThan(start) }) ?? true else { break }
+            var index = firstInFlight(after: start &- 1)
+            while index < inFlight.count, inFlight[index].tsn.tsnAtMost(end) {
                 inFlight[index].gapAcked = true
+                index += 1
             }
             highestGapAcked = end
         }
@@ -709,6 +645,16 @@ public final class SCTPAssociation {
     }
 
     private var flightSize: Int { inFlight.reduce(0) { $0 + ($1.gapAcked ? 0 : $1.payload.count) } }
+
+    /// The index of the first chunk in flight with a TSN after `tsn` (binary search: TSN order).
+    private func firstInFlight(after tsn: UInt32) -> Int {
+        var low = 0, high = inFlight.count
+        while low < high {
+            let middle = (low + high) / 2
+            if inFlight[middle].tsn.tsnAtMost(tsn) { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
 
     private func updateRTO(_ sample: Duration) {
         // RFC 9260 §6.3.1.
@@ -801,6 +747,7 @@ public final class SCTPAssociation {
             // Queued fragments of an abandoned message get TSNs already; they are abandoned unsent.
             for item in inFlight + queued where doomed.contains(item.message) {
                 abandoned[item.tsn] = (item.stream, item.ssn, item.flags & 0x04 == 0)
+                bufferedPayloadBytes -= item.payload.count
             }
             inFlight.removeAll { doomed.contains($0.message) }
             queued.removeAll { doomed.contains($0.message) }
@@ -865,6 +812,7 @@ public final class SCTPAssociation {
         advancedPeerAckPoint = lastCumulativeAck
         queued.removeAll()
         inFlight.removeAll()
+        bufferedPayloadBytes = 0
         events.append(.closed(reason))
     }
 

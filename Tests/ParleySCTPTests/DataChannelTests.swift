@@ -98,6 +98,38 @@ import Testing
         }
     }
 
+    /// What a peer can make an association hold for its channels is bounded by count, not only by
+    /// bytes: channels and label sizes on the way in, queued one-byte messages on the way out (the
+    /// echo agent returns whatever arrives).
+    @Test func channelCountLabelSizeAndQueuedChunksAreBounded() throws {
+        try UsrSCTP.lock.withLock {
+            let (link, channels) = try makeLink()
+            var events: [DataChannelEvent] = []
+            link.peer.connect()
+            pump(link, channels, events: &events)
+            link.peer.send(Self.openMessage(label: String(repeating: "x", count: 2000)), stream: 0, ppid: 50)
+            for stream in stride(from: UInt16(2), through: 600, by: 2) {
+                link.peer.send(Self.openMessage(label: "c\(stream)"), stream: stream, ppid: 50)
+            }
+            pump(link, channels, events: &events)
+            #expect(channels.channels[0] == nil, "a 2,000-byte label is refused")
+            #expect(channels.channels.count == DataChannels.maximumChannels)
+            #expect(channels.drops[.tooManyChannels] == 1 + 300 - DataChannels.maximumChannels)
+            // One-byte messages with nothing acknowledged meanwhile: refused past the chunk limit.
+            var accepted = 0
+            do {
+                for _ in 0..<20_000 {
+                    try channels.send([1], binary: true, channel: 2, now: link.now)
+                    accepted += 1
+                }
+            } catch {
+                #expect(error as? DataChannelError == .bufferFull)
+            }
+            #expect(accepted == DataChannels.maximumBufferedChunks)
+            #expect(link.association.bufferedAmount == DataChannels.maximumBufferedChunks)
+        }
+    }
+
     @Test func messagesOverThePeersMaximumAreRefused() throws {
         try UsrSCTP.lock.withLock {
             let (link, channels) = try makeLink()

@@ -66,6 +66,11 @@ final class UsrSCTPPeer {
         var buffer: Int32 = 4 << 20
         _ = usrsctp_setsockopt(socket, SOL_SOCKET, SO_SNDBUF, &buffer, socklen_t(MemoryLayout<Int32>.size))
         _ = usrsctp_setsockopt(socket, SOL_SOCKET, SO_RCVBUF, &buffer, socklen_t(MemoryLayout<Int32>.size))
+        // As many streams as browsers offer (usrsctp's default is 10).
+        var streams = sctp_initmsg()
+        streams.sinit_num_ostreams = 1024
+        streams.sinit_max_instreams = 1024
+        _ = usrsctp_setsockopt(socket, Int32(IPPROTO_SCTP), SCTP_INITMSG, &streams, socklen_t(MemoryLayout<sctp_initmsg>.size))
         var reset = sctp_assoc_value(assoc_id: 0, assoc_value: UInt32(SCTP_ENABLE_RESET_STREAM_REQ))
         _ = usrsctp_setsockopt(socket, Int32(IPPROTO_SCTP), SCTP_ENABLE_STREAM_RESET, &reset,
                                socklen_t(MemoryLayout<sctp_assoc_value>.size))
