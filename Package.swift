@@ -48,11 +48,15 @@ let package = Package(
             name: "ParleyMedia",
             dependencies: ["ParleyWire", "COpenSSL", "CSRTP", "COpus", "CParleyShims"]
         ),
-        // WebRTC sessions (sans-IO), workers, signaling, agent bridge.
+        // The sans-IO core of a call: the WebRTC session (ICE lite, consent, DTLS-SRTP, RTP/RTCP,
+        // data channels), the audio both ways, the agent bridge and the built-in agents, the agent
+        // protocol's messages. It cannot import NIO: the compiler holds the line.
+        .target(name: "ParleySession", dependencies: ["ParleyWire", "ParleyMedia", "ParleySCTP"]),
+        // The transceiver's I/O shell: media workers, signaling, the WebSocket agent link.
         .target(
             name: "ParleyTransceiver",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleyIO", "ParleySCTP",
+                "ParleyWire", "ParleyMedia", "ParleyIO", "ParleySCTP", "ParleySession",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -140,7 +144,7 @@ let package = Package(
         .testTarget(
             name: "ParleyTransceiverTests",
             dependencies: [
-                "ParleyTransceiver", "ParleyClient",
+                "ParleyTransceiver", "ParleySession", "ParleyClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -3,6 +3,7 @@ import ParleyMedia
 import ParleySCTP
 import ParleyWire
 import Testing
+@testable import ParleySession
 @testable import ParleyTransceiver
 
 /// An agent that records what the bridge gives it; tests drive its output by hand.

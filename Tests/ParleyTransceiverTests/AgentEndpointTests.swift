@@ -1,5 +1,6 @@
 import NIOCore
 import Testing
+@testable import ParleySession
 @testable import ParleyTransceiver
 
 /// `--agent` URLs and the agent protocol's JSON from the agent: what is accepted, what fails the link.

@@ -2,6 +2,7 @@ import Foundation
 import ParleyMedia
 import ParleyWire
 import Testing
+@testable import ParleySession
 @testable import ParleyTransceiver
 
 @Suite struct AudioTests {

@@ -2,6 +2,7 @@ import ParleyClient
 import ParleyMedia
 import ParleyWire
 import Testing
+@testable import ParleySession
 @testable import ParleyTransceiver
 
 /// The load generator's client against the session core, in memory: it connects, sends audio and

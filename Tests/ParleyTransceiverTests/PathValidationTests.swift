@@ -2,6 +2,7 @@ import Foundation
 import ParleyMedia
 import ParleyWire
 import Testing
+@testable import ParleySession
 @testable import ParleyTransceiver
 
 /// Parley checks an address itself before anything but STUN goes there (RFC 8445 §19.2's return

@@ -2,6 +2,7 @@ import Foundation
 import ParleyMedia
 import ParleyWire
 import Testing
+@testable import ParleySession
 @testable import ParleyTransceiver
 
 /// Whole calls between the session core and a client made of the same pieces, in memory, on a

@@ -3,6 +3,7 @@ import ParleyMedia
 import ParleySCTP
 import Testing
 import ParleyWire
+@testable import ParleySession
 @testable import ParleyTransceiver
 
 /// A WebRTC client made of Parley's own pieces (ICE controlling agent, DTLS client, SRTP), sans-IO

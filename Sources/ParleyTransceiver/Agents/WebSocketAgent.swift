@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import NIOWebSocket
 import ParleyMedia
+import ParleySession
 import ParleyWire
 
 /// Where an external agent listens: `ws://` or `wss://host[:port][/path]` (docs/agent-protocol.md).
@@ -52,87 +53,15 @@ public struct AgentEndpoint: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "\(tls ? "wss" : "ws")://\(host):\(port)\(path)" }
 }
 
-/// What an external agent sent, decoded.
-enum AgentMessage: Equatable {
-    case accept(OpusSampleRate)
-    case audio([Int16])
-    case dataChannelSend(label: String, binary: Bool, payload: [UInt8])
-    case clearAudio
-    case hangUp(String)
-    /// The link is gone or the agent broke the protocol: the call ends with this reason.
-    case failed(String)
-}
-
-/// The agent protocol's JSON and PCM framing, both ways (no I/O).
-enum AgentWire {
-    static let protocolVersion = 1
-
-    static func sessionStarted(callID: String, offer: AgentSessionStart.Offer) -> String {
-        json(["type": "session.started", "protocol": protocolVersion, "call_id": callID,
-              "sample_rates": OpusSampleRate.allCases.map { Int($0.rawValue) },
-              "offer": ["opus_parameters": offer.opusParameters, "data_channel": offer.dataChannel]])
-    }
-
-    static func dataChannelMessage(label: String, binary: Bool, payload: [UInt8]) -> String {
-        json(["type": "data_channel.message", "label": label, "binary": binary,
-              "data": binary ? Data(payload).base64EncodedString() : String(decoding: payload, as: UTF8.self)])
-    }
-
-    static func sessionEnded(reason: String) -> String { json(["type": "session.ended", "reason": reason]) }
-
-    /// What the client reads on `oai-events` when its agent failed, shaped as the Realtime API's errors.
-    static func errorEvent(type: String, message: String) -> String {
-        json(["type": "error", "event_id": "event_parley_agent", "error": ["type": type, "message": message]])
-    }
-
-    /// One text message from the agent; `.failed` for anything the protocol does not allow.
-    static func decode(text: String) -> AgentMessage {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-              let type = object["type"] as? String else { return .failed("agent sent a message that is not a JSON object with a type") }
-        switch type {
-        case "session.accept":
-            guard let rate = object["sample_rate"] as? Int, let rawRate = Int32(exactly: rate),
-                  let sampleRate = OpusSampleRate(rawValue: rawRate) else {
-                return .failed("agent asked for an unsupported sample rate (16000, 24000 or 48000)")
-            }
-            return .accept(sampleRate)
-        case "data_channel.send":
-            guard let label = object["label"] as? String, let data = object["data"] as? String else {
-                return .failed("data_channel.send needs a label and data")
-            }
-            let binary = object["binary"] as? Bool ?? false
-            guard let payload = binary ? Data(base64Encoded: data).map(Array.init) : Array(data.utf8) else {
-                return .failed("data_channel.send: binary data is not base64")
-            }
-            return .dataChannelSend(label: label, binary: binary, payload: payload)
-        case "audio.clear":
-            return .clearAudio
-        case "session.hangup":
-            return .hangUp(object["reason"] as? String ?? "agent hung up")
-        default:
-            return .failed("agent sent an unknown message type \(type)")
-        }
-    }
-
-    /// PCM16 little-endian, one 20 ms frame per binary message.
+extension AgentWire {
+    /// One binary message from the agent: a 20 ms PCM16 frame.
     static func decode(audio bytes: ByteBuffer, sampleRate: OpusSampleRate) -> AgentMessage {
-        let samples = sampleRate.samplesPer20Milliseconds
-        guard bytes.readableBytes == samples * 2 else {
-            return .failed("agent sent \(bytes.readableBytes) bytes of audio; a 20 ms frame at \(sampleRate.rawValue) Hz is \(samples * 2)")
-        }
-        return .audio(bytes.withUnsafeReadableBytes { raw in
-            (0..<samples).map { Int16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: Int16.self)) }
-        })
+        bytes.withUnsafeReadableBytes { decode(audio: $0, sampleRate: sampleRate) }
     }
 
     static func encode(audio frame: [Int16], into buffer: inout ByteBuffer) {
         buffer.reserveCapacity(frame.count * 2)
         for sample in frame { buffer.writeInteger(sample, endianness: .little) }
-    }
-
-    private static func json(_ object: [String: Any]) -> String {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
     }
 }
 

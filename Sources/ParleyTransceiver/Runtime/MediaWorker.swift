@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import ParleyMedia
+import ParleySession
 import ParleyIO
 import ParleyWire
 

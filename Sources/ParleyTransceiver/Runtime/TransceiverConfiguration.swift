@@ -1,4 +1,5 @@
 import ParleyMedia
+import ParleySession
 import ParleyWire
 
 /// Everything a transceiver process is told at start (command-line options or environment).

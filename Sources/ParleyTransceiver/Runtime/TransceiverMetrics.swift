@@ -1,4 +1,5 @@
 import Metrics
+import ParleySession
 
 /// The transceiver's metrics (swift-metrics; exported in Prometheus format at /metrics).
 /// Workers count locally per packet and add to these once per tick, so the packet path touches

@@ -16,6 +16,11 @@ public struct AgentSessionStart: Sendable, Equatable, Codable {
     public struct Offer: Sendable, Equatable, Codable {
         public var opusParameters: String
         public var dataChannel: Bool
+
+        public init(opusParameters: String, dataChannel: Bool) {
+            self.opusParameters = opusParameters
+            self.dataChannel = dataChannel
+        }
     }
 }
 

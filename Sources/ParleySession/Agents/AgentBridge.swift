@@ -14,7 +14,7 @@ public final class AgentBridge {
     public let agent: VoiceAgent
     let session: WebRTCSession
     let incoming: IncomingAudio
-    let outgoing: OutgoingAudio
+    public let outgoing: OutgoingAudio
     private var output: AgentOutput?
     /// Open channels by label (the client's `oai-events` among them).
     private var channels: [String: UInt16] = [:]
