@@ -50,7 +50,8 @@ let package = Package(
         ),
         // The sans-IO core of a call: the WebRTC session (ICE lite, consent, DTLS-SRTP, RTP/RTCP,
         // data channels), the audio both ways, the agent bridge and the built-in agents, the agent
-        // protocol's messages. It cannot import NIO: the compiler holds the line.
+        // protocol's messages, and the client side of a call (`ClientSession`: what `parley load`
+        // and the tests call with). It cannot import NIO: the compiler holds the line.
         .target(name: "ParleySession", dependencies: ["ParleyWire", "ParleyMedia", "ParleySCTP"]),
         // The transceiver's I/O shell: media workers, signaling, the WebSocket agent link.
         .target(
@@ -97,11 +98,11 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        // A WebRTC client from the same pieces (ICE controlling, DTLS client, SRTP): `parley load`.
+        // The load generator (`parley load`): many ParleySession clients on SwiftNIO sockets.
         .target(
             name: "ParleyClient",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleySCTP", "ParleyIO",
+                "ParleyWire", "ParleyMedia", "ParleySCTP", "ParleySession", "ParleyIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import ParleyIO
 import ParleyMedia
+import ParleySession
 import ParleyWire
 
 #if canImport(Glibc)

@@ -11,6 +11,7 @@ call (RFC 7675 consent expires after 30 s without an authenticated check).
 `start_pion_call` returns the client's Popen without waiting, so a long call can run beside other
 work (another test's call on the same `parley dev`) and be collected with `pion_report`.
 """
+import asyncio
 import json
 import os
 import re
@@ -18,6 +19,8 @@ import shutil
 import subprocess
 
 import pytest
+
+from test_hostile import long_aiortc_call
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT_SOURCE = os.path.join(HERE, "pionclient")
@@ -98,10 +101,18 @@ def test_pion_call_sets_up_and_echoes_audio_and_events(parley, pion_client):
 
 def test_pion_call_lasts_90_seconds_with_audio_both_ways(parley, pion_client, tmp_path):
     """Past the 30 s consent timeout: Parley must keep a call whose client sends no consent checks
-    while media flows (Pion), which an ICE-lite server can do only by checking on its own."""
+    while media flows (Pion), which an ICE-lite server can do only by checking on its own.
+
+    An aiortc call of the same length runs beside it on the same `parley dev` (a different ICE
+    stack, one that does send consent checks, and answers Parley's): it too must stay connected for
+    the 90 s (its own connection state and Parley's status every 5 s) with echoed audio decoded in
+    every 10 s window."""
     seconds = 90
     process = start_pion_call(pion_client, parley, seconds)
-    code, call, stderr = pion_report(process, timeout=seconds + 60, keep=tmp_path / "pion-call")
+    try:
+        side = asyncio.run(long_aiortc_call(parley, seconds))
+    finally:
+        code, call, stderr = pion_report(process, timeout=seconds + 60, keep=tmp_path / "pion-call")
     why = (f"failures: {call.get('failures')}; dropped: {call.get('dropped')}; last echo at second "
            f"{call['audio']['lastEchoSecond']}; states: {call['states']}; STUN: {call['stun']}; "
            f"server: {call.get('server')}\nparley: {session_endings(parley)}")
@@ -112,6 +123,16 @@ def test_pion_call_lasts_90_seconds_with_audio_both_ways(parley, pion_client, tm
     assert audio["echoRatio"] >= 0.9 and (audio["lastEchoSecond"] or 0) >= seconds - 1, why
     assert call["dataChannel"]["echoed"] == call["dataChannel"]["sent"] >= seconds - 1, why
     assert code == 0 and call["ok"], why
+    # The aiortc call beside it (a 20 ms frame every ~21.5 ms: about 460 frames per 10 s window).
+    print(f"aiortc call beside Pion: held {side['heldSeconds']:.1f} s, echoed frames per 10 s {side['windows']}, "
+          f"states {side['states']}, Parley's last status {side['final']}")
+    why = f"aiortc: {side}\nparley: {session_endings(parley)}"
+    assert side["heldSeconds"] >= seconds - 1 and side["states"][-1] == "connected", why
+    assert not {"disconnected", "failed", "closed"} & set(side["states"]), why
+    assert all(status is not None and status["state"] == "connected" for status in side["statuses"]), why
+    assert side["final"] is not None and side["final"]["state"] == "connected", why
+    assert len(side["windows"]) == seconds // 10 and all(frames >= 100 for frames in side["windows"]), why
+    assert side["final"]["rtpReceived"] >= (seconds - 1) * 40, why
 
 
 def test_pion_sequential_calls_report_setup_percentiles(parley, pion_client):

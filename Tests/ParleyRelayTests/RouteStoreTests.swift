@@ -41,8 +41,9 @@ import Testing
 
     @Test func respRepliesDecodeAndPartialOnesWait() throws {
         func decode(_ text: String) throws -> RESPValue? {
-            var buffer = ByteBuffer(string: text)
-            return try RESPDecoder.parse(&buffer, depth: 0)
+            let read = try Array(text.utf8).withUnsafeBytes { bytes throws(RESPError) in try RESPReader.read(bytes) }
+            if let read { #expect(read.length == text.utf8.count, "the whole reply, and no more") }
+            return read?.value
         }
         #expect(try decode("+OK\r\n") == .simple("OK"))
         #expect(try decode("-ERR wrong\r\n") == .error("ERR wrong"))
@@ -52,14 +53,20 @@ import Testing
         #expect(try decode("*2\r\n$1\r\na\r\n:1\r\n") == .array([.bulk("a"), .integer(1)]))
         #expect(try decode("$14\r\n10.0.0.1") == nil, "incomplete: wait for more bytes")
         #expect(try decode("+OK") == nil)
-        #expect(throws: RedisError.self) { try decode("?what\r\n") }
-        #expect(throws: RedisError.self) { try decode("$99999999\r\n") }
+        #expect(throws: RESPError.unknownType(UInt8(ascii: "?"))) { try decode("?what\r\n") }
+        #expect(throws: RESPError.tooLarge) { try decode("$99999999\r\n") }
+        #expect(throws: RESPError.badLength) { try decode("$-5\r\n") }
+        #expect(throws: RESPError.tooLarge) { try decode("$\(Int.max)\r\n") }
+        #expect(throws: RESPError.badLength) { try decode("$\(Int.min)\r\n") }
+        #expect(throws: RESPError.badInteger) { try decode(":x\r\n") }
+        #expect(throws: RESPError.tooDeep) { try decode(String(repeating: "*1\r\n", count: 9) + ":1\r\n") }
+        #expect(throws: RESPError.tooLarge) { try decode("+" + String(repeating: "a", count: 5000)) }
+        #expect(throws: RESPError.badLength) { try decode("$2\r\nabXY") }
     }
 
     @Test func commandsEncodeAsArraysOfBulkStrings() {
-        var buffer = ByteBuffer()
-        RESPValue.encode(command: ["SET", "k", "v", "EX", "30"], into: &buffer)
-        #expect(String(buffer: buffer) == "*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nEX\r\n$2\r\n30\r\n")
+        let bytes = RESPValue.encode(command: ["SET", "k", "v", "EX", "30"])
+        #expect(String(decoding: bytes, as: UTF8.self) == "*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nEX\r\n$2\r\n30\r\n")
     }
 
     /// Against nothing listening: lookups answer nil promptly instead of hanging.

@@ -100,7 +100,7 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
         }
         pending.append((promise, NIODeadline.now()))
         var buffer = channel.allocator.buffer(capacity: 64)
-        RESPValue.encode(command: command, into: &buffer)
+        buffer.writeBytes(RESPValue.encode(command: command))
         channel.writeAndFlush(buffer, promise: nil)
     }
 
@@ -172,73 +172,20 @@ public enum RedisError: Error, Equatable {
     case server(String)
 }
 
-/// The RESP values Parley's commands get back (RESP2).
-public enum RESPValue: Equatable, Sendable {
-    case simple(String)
-    case error(String)
-    case integer(Int)
-    case bulk(String?)
-    case array([RESPValue]?)
-
-    /// Writes a command as a RESP array of bulk strings.
-    static func encode(command: [String], into buffer: inout ByteBuffer) {
-        buffer.writeString("*\(command.count)\r\n")
-        for part in command {
-            buffer.writeString("$\(part.utf8.count)\r\n")
-            buffer.writeString(part)
-            buffer.writeString("\r\n")
-        }
-    }
-}
-
-/// Decodes RESP2 replies; waits for more bytes when a reply is incomplete; bounds sizes.
+/// Decodes RESP2 replies with ParleyWire's `RESPReader`; waits for more bytes when a reply is
+/// incomplete, and gives up on a connection whose unfinished reply grows past any it could send.
 struct RESPDecoder: ByteToMessageDecoder {
     typealias InboundOut = RESPValue
-    static let maximumBulk = 1 << 20
+    static let maximumPending = 2 * RESPReader.maximumBulk + 65536
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        var copy = buffer
-        guard let value = try Self.parse(&copy, depth: 0) else { return .needMoreData }
-        buffer = copy
+        let read = try buffer.withUnsafeReadableBytes { bytes throws(RESPError) in try RESPReader.read(bytes) }
+        guard let (value, length) = read else {
+            if buffer.readableBytes > Self.maximumPending { throw RedisError.server("reply too large") }
+            return .needMoreData
+        }
+        buffer.moveReaderIndex(forwardBy: length)
         context.fireChannelRead(wrapInboundOut(value))
         return .continue
-    }
-
-    static func parse(_ buffer: inout ByteBuffer, depth: Int) throws -> RESPValue? {
-        guard depth < 8, let type = buffer.readInteger(as: UInt8.self) else { return nil }
-        guard let line = readLine(&buffer) else { return nil }
-        switch type {
-        case UInt8(ascii: "+"): return .simple(line)
-        case UInt8(ascii: "-"): return .error(line)
-        case UInt8(ascii: ":"):
-            guard let value = Int(line) else { throw RedisError.server("bad integer") }
-            return .integer(value)
-        case UInt8(ascii: "$"):
-            guard let length = Int(line), length <= maximumBulk else { throw RedisError.server("bad bulk length") }
-            if length < 0 { return .bulk(nil) }
-            guard buffer.readableBytes >= length + 2, let text = buffer.readString(length: length) else { return nil }
-            buffer.moveReaderIndex(forwardBy: 2)
-            return .bulk(text)
-        case UInt8(ascii: "*"):
-            guard let count = Int(line), count <= 1024 else { throw RedisError.server("bad array length") }
-            if count < 0 { return .array(nil) }
-            var items: [RESPValue] = []
-            for _ in 0..<count {
-                guard let item = try parse(&buffer, depth: depth + 1) else { return nil }
-                items.append(item)
-            }
-            return .array(items)
-        default:
-            throw RedisError.server("unknown RESP type \(type)")
-        }
-    }
-
-    static func readLine(_ buffer: inout ByteBuffer) -> String? {
-        let view = buffer.readableBytesView
-        guard let end = view.firstIndex(of: UInt8(ascii: "\r")), end + 1 < view.endIndex,
-              view[end + 1] == UInt8(ascii: "\n") else { return nil }
-        let line = buffer.readString(length: end - view.startIndex)
-        buffer.moveReaderIndex(forwardBy: 2)
-        return line
     }
 }
