@@ -3,7 +3,8 @@
 
 SWIFT ?= swift
 ARGS ?=
-FUZZ_SECONDS ?= 30
+FUZZ_RUNS ?= 1000000
+FUZZ_SMOKE_SECONDS ?= 5
 BENCH_SESSIONS ?= 100,200,300,400
 BENCH_CAPACITY ?= 600,800,1000,1200,1500
 BENCH_REPEAT ?= 3
@@ -22,16 +23,18 @@ test:
 	$(SWIFT) build --build-tests
 	scripts/check-conversions.py  # no integer conversion that can trap on a network value
 	$(SWIFT) test --disable-xctest  # every test uses Swift Testing; skip the empty XCTest pass
+	scripts/fuzz.sh --seconds $(FUZZ_SMOKE_SECONDS)  # every harness briefly, so a crash cannot land
 	scripts/interop.sh
 
 build:
 	@scripts/install-deps.sh build
 	$(SWIFT) build
 
-## Run each ParleyWire parser under libFuzzer for FUZZ_SECONDS seconds.
+## Every libFuzzer harness (parsers, and the session, client, SCTP association, jitter buffer behind
+## their state) for FUZZ_RUNS inputs each; `scripts/fuzz.sh --help` for more.
 fuzz:
 	@scripts/install-deps.sh test
-	scripts/fuzz.sh $(FUZZ_SECONDS)
+	scripts/fuzz.sh --runs $(FUZZ_RUNS)
 
 ## Every benchmark, side by side with its reference (a C forwarder, a Pion server, libsrtp), pinned
 ## cores; rewrites the tables, JSON and plots in docs/. Takes about 25 minutes.
@@ -70,4 +73,4 @@ bench-relay:
 	scripts/bench_relay.py --output-dir docs
 
 clean:
-	rm -rf .build Benchmarks/.build Fuzz/bin
+	rm -rf .build .build-fuzz Benchmarks/.build Fuzz/bin Fuzz/logs

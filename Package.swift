@@ -15,6 +15,8 @@ let package = Package(
         .executable(name: "parley", targets: ["parley"]),
         .library(name: "ParleyWire", targets: ["ParleyWire"]),
         .library(name: "ParleyMedia", targets: ["ParleyMedia"]),
+        .library(name: "ParleySCTP", targets: ["ParleySCTP"]),
+        .library(name: "ParleySession", targets: ["ParleySession"]),
         .library(name: "ParleyRelay", targets: ["ParleyRelay"]),
     ],
     dependencies: [

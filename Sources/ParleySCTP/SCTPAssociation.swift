@@ -56,7 +56,7 @@ public final class SCTPAssociation {
     public private(set) var drops: [SCTPDropReason: Int] = [:]
 
     // Our side.
-    let localTag: UInt32
+    public let localTag: UInt32
     private let localInitialTSN: UInt32
     private var nextTSN: UInt32
     private var nextOutgoingSSN: [UInt16: UInt16] = [:]
@@ -64,7 +64,7 @@ public final class SCTPAssociation {
     private var reconfigurationSequence: UInt32
 
     // The peer.
-    private(set) var peerTag: UInt32 = 0
+    public private(set) var peerTag: UInt32 = 0
     private var peerWindow: UInt32 = 0
     /// What arrived from the peer: its cumulative TSN, gaps, fragments, ordered messages waiting.
     private var inbound: SCTPReceiveQueue
@@ -336,16 +336,23 @@ public final class SCTPAssociation {
         }
     }
 
+    /// The earliest timer (asked by the owner every tick: nothing is allocated).
     public var nextWakeup: Instant? {
-        var deadlines = [handshakeDeadline, retransmissionDeadline, state == .established ? nextHeartbeat : nil,
-                         pendingReset?.deadline]
-        if lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) { deadlines.append(forwardTSNDeadline ?? lastNow + rto) }
+        var earliest: Instant?
+        func consider(_ deadline: Instant?) {
+            if let deadline, earliest.map({ deadline < $0 }) ?? true { earliest = deadline }
+        }
+        consider(handshakeDeadline)
+        consider(retransmissionDeadline)
+        if state == .established { consider(nextHeartbeat) }
+        consider(pendingReset?.deadline)
+        if lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) { consider(forwardTSNDeadline ?? lastNow + rto) }
         // Lifetimes of queued or in-flight partially reliable messages.
         if hasLifetimes {
-            for item in queued { if let deadline = item.abandonAt { deadlines.append(deadline) } }
-            for item in inFlight { if let deadline = item.abandonAt { deadlines.append(deadline) } }
+            for item in queued { consider(item.abandonAt) }
+            for item in inFlight { consider(item.abandonAt) }
         }
-        return deadlines.compactMap { $0 }.min()
+        return earliest
     }
 
     public func takeOutgoing() -> [[UInt8]] {

@@ -564,28 +564,34 @@ def flood(connection, relay, seed, replay):
 
 
 class RelaySniffer(threading.Thread):
-    """Every UDP datagram leaving 127.0.0.1:`port` (the relay's public socket), seen on loopback by an
-    AF_PACKET socket. A classic BPF filter keeps only outgoing IPv4/UDP from that address and port
-    (each loopback packet is otherwise seen twice, and the flood itself would swamp Python)."""
+    """UDP datagrams seen leaving on loopback by an AF_PACKET socket: every one from 127.0.0.1:`port`
+    (the relay's public socket), and every one from any socket to a 127.0.0.0/8 address other than
+    127.0.0.1 (where all spoofed sources are: a reply to one of them from anywhere in Parley). A
+    classic BPF filter keeps only those outgoing IPv4/UDP packets (each loopback packet is
+    otherwise seen twice, and the floods themselves would swamp Python)."""
 
     def __init__(self, port):
         super().__init__(daemon=True)
         self.socket = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
-        drop_at = 12
+        keep, drop = 15, 16
         program = [
-            (0x20, 0, 0, 0xFFFFF004),                # ld  pkttype (SKF_AD_OFF + SKF_AD_PKTTYPE)
-            (0x15, 0, drop_at - 2, 4),               # jeq PACKET_OUTGOING
-            (0x28, 0, 0, 12),                        # ldh ethertype (loopback has a 14-byte Ethernet header)
-            (0x15, 0, drop_at - 4, 0x0800),          # jeq IPv4
-            (0x30, 0, 0, 23),                        # ldb IP protocol
-            (0x15, 0, drop_at - 6, 17),              # jeq UDP
-            (0x20, 0, 0, 26),                        # ld  IP source
-            (0x15, 0, drop_at - 8, 0x7F000001),      # jeq 127.0.0.1
-            (0xB1, 0, 0, 14),                        # ldxb 4*([14]&0xf): IP header length
-            (0x48, 0, 0, 14),                        # ldh [x+14]: UDP source port
-            (0x15, 0, drop_at - 11, port),           # jeq the relay's port
-            (0x06, 0, 0, 0x40000),                   # ret: keep
-            (0x06, 0, 0, 0),                         # ret: drop
+            (0x20, 0, 0, 0xFFFFF004),                # 0  ld  pkttype (SKF_AD_OFF + SKF_AD_PKTTYPE)
+            (0x15, 0, drop - 2, 4),                  # 1  jeq PACKET_OUTGOING
+            (0x28, 0, 0, 12),                        # 2  ldh ethertype (loopback has a 14-byte Ethernet header)
+            (0x15, 0, drop - 4, 0x0800),             # 3  jeq IPv4
+            (0x30, 0, 0, 23),                        # 4  ldb IP protocol
+            (0x15, 0, drop - 6, 17),                 # 5  jeq UDP
+            (0x20, 0, 0, 30),                        # 6  ld  IP destination
+            (0x15, 0, 13 - 8, 0x7F000001),           # 7  jeq 127.0.0.1, else to 13
+            (0x20, 0, 0, 26),                        # 8  ld  IP source
+            (0x15, 0, drop - 10, 0x7F000001),        # 9  jeq 127.0.0.1
+            (0xB1, 0, 0, 14),                        # 10 ldxb 4*([14]&0xf): IP header length
+            (0x48, 0, 0, 14),                        # 11 ldh [x+14]: UDP source port
+            (0x15, keep - 13, drop - 13, port),      # 12 jeq the relay's port
+            (0x54, 0, 0, 0xFF000000),                # 13 and: the destination's first byte
+            (0x15, keep - 15, drop - 15, 0x7F000000),  # 14 jeq 127.x.y.z (not 127.0.0.1)
+            (0x06, 0, 0, 0x40000),                   # 15 ret: keep
+            (0x06, 0, 0, 0),                         # 16 ret: drop
         ]
         code = b"".join(struct.pack("HBBI", *instruction) for instruction in program)
         self._code = ctypes.create_string_buffer(code)
@@ -593,7 +599,6 @@ class RelaySniffer(threading.Thread):
         self.socket.setsockopt(socket.SOL_SOCKET, 26, fprog)  # SO_ATTACH_FILTER
         self.socket.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE
         self.socket.bind(("lo", 0x0003))
-        self.socket.settimeout(0.2)
         self.socket.setblocking(False)
         try:
             while self.socket.recv(65535):  # whatever arrived before the filter was attached
@@ -602,7 +607,8 @@ class RelaySniffer(threading.Thread):
             pass
         self.socket.settimeout(0.2)
         self.statistics()  # reading the statistics resets them
-        self.datagrams = []  # (time, destination address, destination port, first payload byte, payload length)
+        # (source "ip:port", destination "ip:port", first payload byte, payload length)
+        self.datagrams = []
         self.stopping = threading.Event()
 
     def run(self):
@@ -613,10 +619,11 @@ class RelaySniffer(threading.Thread):
                 continue
             ip = frame[14:]
             header = (ip[0] & 0x0F) * 4
+            source_port, destination_port = struct.unpack("!HH", ip[header:header + 4])
             payload = ip[header + 8:]
-            self.datagrams.append((time.monotonic(), socket.inet_ntoa(ip[16:20]),
-                                   struct.unpack("!H", ip[header + 2:header + 4])[0], payload[0] if payload else None,
-                                   len(payload)))
+            self.datagrams.append((f"{socket.inet_ntoa(ip[12:16])}:{source_port}",
+                                   f"{socket.inet_ntoa(ip[16:20])}:{destination_port}",
+                                   payload[0] if payload else None, len(payload)))
 
     def statistics(self):
         """(packets, drops) the filter passed since the last call (PACKET_STATISTICS)."""
@@ -688,7 +695,8 @@ def test_relay_floods_leave_a_chromium_call_untouched(parley_with):
     Asserted: the call's audio never stops (the page's inbound-rtp packetsReceived, read every
     500 ms, grows in every sample); parley's RSS grows by less than 10 MiB; the relay sends not one
     datagram to a spoofed source (an AF_PACKET capture of everything leaving its public port sees
-    only the Chromium client and our capture socket, and dropped nothing); store lookups grow by at
+    only the Chromium client and our capture socket, nothing on loopback goes to any 127.x.y.z other
+    than 127.0.0.1 from any socket, and the capture dropped nothing); store lookups grow by at
     most 100/s × 2 workers over the floods that ask + a burst of 100 per worker; and each flood is counted by its
     reason — bad_token for (a), pending_full for (b) (8 pending flows per token and worker pass to
     the transceiver, which drops them), no_route + lookup_rate_limited + lookup_queue_full for
@@ -782,9 +790,13 @@ def test_relay_floods_leave_a_chromium_call_untouched(parley_with):
     # tokens) per worker, then `rate` per second per worker while those floods ran (+0.5 s slack).
     lookup_span = sent["rtp"]["ended"] - sent["dtls"]["began"]
     lookup_bound = workers * lookup_rate * (1 + lookup_span + 0.5)
-    destinations = {}
-    for _, address, port, first, length in sniffer.datagrams:
-        destinations.setdefault(f"{address}:{port}", []).append((first, length))
+    relay_address = f"127.0.0.1:{parley.media_port}"
+    destinations = {}  # what the relay's public socket sent, by destination
+    for source, destination, first, length in sniffer.datagrams:
+        if source == relay_address:
+            destinations.setdefault(destination, []).append((first, length))
+    # From any socket at all to a spoofed address (127.x.y.z other than 127.0.0.1).
+    to_spoofed = [datagram for datagram in sniffer.datagrams if not datagram[1].startswith("127.0.0.1:")]
     chromium_count = len(destinations.pop(chromium_address, []))
     capture_datagrams = destinations.pop(capture_address, [])
     print(f"Chromium at {chromium_address}: audio samples every 500 ms {samples}")
@@ -795,7 +807,8 @@ def test_relay_floods_leave_a_chromium_call_untouched(parley_with):
           f"transceiver drops: {transceiver_drops}")
     print(f"relay → Chromium: {chromium_count} datagrams; → our capture socket {capture_address} (the real "
           f"sender of the replayed check): {[(first, length) for first, length in capture_datagrams]}; → anyone else: "
-          f"{ {address: len(items) for address, items in destinations.items()} }; capture filter passed "
+          f"{ {address: len(items) for address, items in destinations.items()} }; from any socket to spoofed addresses: "
+          f"{len(to_spoofed)}; capture filter passed "
           f"{captured}, dropped {sniffer_drops}; call status: {call}")
 
     # The call never noticed.
@@ -809,6 +822,7 @@ def test_relay_floods_leave_a_chromium_call_untouched(parley_with):
     assert sniffer_drops == 0, "the capture missed datagrams: no claim about reflection can be made"
     assert chromium_count > 0, "the capture saw the relay's audio to Chromium"
     assert destinations == {}, f"the relay sent datagrams to spoofed sources: {destinations}"
+    assert to_spoofed == [], f"datagrams went to spoofed sources: {to_spoofed[:20]} ({len(to_spoofed)} in all)"
     # Our capture socket (the replayed check's real sender) got Parley's answer and validation requests only.
     assert all(first in (0x00, 0x01) and length <= 150 for first, length in capture_datagrams), capture_datagrams
     assert 0 < lookups <= lookup_bound, (lookups, lookup_bound)

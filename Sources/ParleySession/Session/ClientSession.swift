@@ -340,3 +340,22 @@ public enum ClientError: Error, CustomStringConvertible {
         }
     }
 }
+
+// MARK: For the fuzz harnesses
+
+/// What the fuzz harnesses (Fuzz/) need to play this client's server with bytes of their own.
+/// Not for production use.
+extension ClientSession {
+    @_spi(Fuzzing) public var srtpKeys: SRTPKeyMaterial? { dtls?.srtpKeys }
+
+    /// `bytes` as a DTLS application-data record toward the server: the datagrams to deliver.
+    @_spi(Fuzzing) public func sealApplicationData(_ bytes: [UInt8]) -> [[UInt8]] {
+        guard let dtls, isConnected, bytes.withUnsafeBytes({ dtls.send($0) }) else { return [] }
+        return dtls.takeOutgoing()
+    }
+
+    /// The data channels' SCTP verification tags: ours, and the server's.
+    @_spi(Fuzzing) public var sctpTags: (local: UInt32, peer: UInt32)? {
+        dataChannels.map { ($0.association.localTag, $0.association.peerTag) }
+    }
+}

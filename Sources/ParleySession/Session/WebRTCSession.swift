@@ -674,3 +674,23 @@ public final class WebRTCSession {
         counters.drops[reason, default: 0] += 1
     }
 }
+
+// MARK: For the fuzz harnesses
+
+/// What the fuzz harnesses (Fuzz/) need to play this session's peer with bytes of their own: the
+/// keys to encrypt SRTP as the session's client would receive it, and DTLS to carry SCTP packets.
+/// Not for production use.
+extension WebRTCSession {
+    @_spi(Fuzzing) public var srtpKeys: SRTPKeyMaterial? { dtls.srtpKeys }
+
+    /// `bytes` as a DTLS application-data record toward the client: the datagrams to deliver.
+    @_spi(Fuzzing) public func sealApplicationData(_ bytes: [UInt8]) -> [[UInt8]] {
+        guard state == .connected, bytes.withUnsafeBytes({ dtls.send($0) }) else { return [] }
+        return dtls.takeOutgoing()
+    }
+
+    /// The data channels' SCTP verification tags: ours, and the client's.
+    @_spi(Fuzzing) public var sctpTags: (local: UInt32, peer: UInt32)? {
+        dataChannels.map { ($0.association.localTag, $0.association.peerTag) }
+    }
+}

@@ -1,3 +1,6 @@
+import ParleySCTP
+import ParleyWire
+
 // libFuzzer entry point: SCTP packet and chunk decoding (ParleySCTP).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSCTP(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {

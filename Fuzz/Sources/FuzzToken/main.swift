@@ -1,3 +1,5 @@
+import ParleyWire
+
 // libFuzzer entry point: routing token verification on arbitrary ufrag bytes.
 let fuzzKeyring = RoutingKeyring(current: RoutingKey(id: 1, secret: (0..<32).map { UInt8($0) }))
 

@@ -1,5 +1,7 @@
+import ParleyWire
+
 // libFuzzer entry point: STUN parsing, the FINGERPRINT check and the USERNAME split.
-// Built with scripts/fuzz.sh together with ParleyWire's sources (see docs/testing.md).
+// Built by scripts/fuzz.sh (see docs/testing.md).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSTUN(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: data, count: size)

@@ -1,3 +1,5 @@
+import ParleyWire
+
 // libFuzzer entry point: SDP parsing, serializing what parsed, and answering it.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSDP(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {

@@ -1,3 +1,5 @@
+import ParleyWire
+
 // libFuzzer entry point: tunnel header decoding.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzTunnel(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {

@@ -1,0 +1,68 @@
+// libFuzzer entry point: Parley's WebRTCSession behind the crypto. A real call (ICE both ways,
+// DTLS, SCTP, `oai-events`) is set up with Parley's own client, then each record of the input is
+// delivered to the session as the client would send it, with the call's keys:
+//   0 SRTP: the record is an RTP packet's plaintext (any header), encrypted with the client's key
+//   1 SRTCP: the record is a compound RTCP packet's plaintext
+//   2 SCTP over DTLS: the record is SCTP chunks; the harness adds the session's verification tag
+//     and the CRC-32C, and sends the packet as a DTLS record
+//   3 a raw datagram (STUN, DTLS, garbage: whatever the bytes are)
+//   4 an authenticated Binding request carrying the record as its attributes
+//   5 a data-channel message on `oai-events` (text or binary by the first byte)
+//   6 time passes: the record's first two bytes in milliseconds (timers, consent, retransmissions)
+//   7 an answer to the session's latest check, with the record as attributes (consent, validation)
+// What the session sends goes back to the client, which answers as a client does. Calls alternate
+// between the echo agent and the parrot (jitter buffer, Opus both ways, VAD). A call is set up
+// again when the last one ended, and every few thousand inputs, so state stays varied but a
+// crash reproduces from its input alone in most cases (replay the input to check).
+import FuzzSupport
+import ParleyMedia
+@_spi(Fuzzing) import ParleySession
+import ParleyWire
+
+nonisolated(unsafe) var call: Call?
+nonisolated(unsafe) var inputs = 0
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzSession(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    inputs += 1
+    if call == nil || !call!.isUsable || inputs % 4000 == 0 { call = Call(parrot: inputs % 8000 >= 4000) }
+    guard let call, call.isUsable else { return 0 }
+    var checks = 0
+    for record in Records(data, size) {
+        switch record.kind % 8 {
+        case 0, 1:
+            if let packet = Call.protect(record.bytes, rtcp: record.kind % 8 == 1, keys: call.client.srtpKeys) {
+                call.deliverToServer(packet)
+            }
+        case 2:
+            if let tags = call.client.sctpTags {
+                for datagram in call.client.sealApplicationData(Call.sctpPacket(record.bytes, tag: tags.peer)) {
+                    call.deliverToServer(datagram)
+                }
+            }
+        case 3:
+            call.deliverToServer(record.bytes)
+        case 4:
+            checks += 1
+            let id = STUNTransactionID(UInt32(truncatingIfNeeded: inputs), UInt32(truncatingIfNeeded: checks), 0x5EED)
+            if let check = Call.check(username: "\(call.serverUfrag):\(call.client.ufrag)", password: Call.serverPassword,
+                                      transaction: id, attributes: record.bytes) {
+                call.deliverToServer(check)
+            }
+        case 5:
+            _ = call.client.sendDataChannelMessage(record.array.dropFirst().map { $0 }, binary: record.bytes.first.map { $0 & 1 == 1 } ?? false,
+                                                   now: call.now)
+        case 6:
+            call.advance(by: .milliseconds(Int64(record.number(UInt16.self))))
+        default:
+            // An answer to the session's last check, authenticated with the client's password.
+            if let request = call.lastServerCheck,
+               let answer = Call.check(username: "\(call.client.ufrag):\(call.serverUfrag)", password: call.client.password,
+                                       transaction: request, attributes: record.bytes, type: .bindingSuccess) {
+                call.deliverToServer(answer)
+            }
+        }
+        call.exchange()
+    }
+    return 0
+}
