@@ -8,8 +8,9 @@ FUZZ_SMOKE_SECONDS ?= 5
 BENCH_SESSIONS ?= 100,200,300,400
 BENCH_CAPACITY ?= 600,800,1000,1200,1500
 BENCH_REPEAT ?= 3
+BENCH_SETUP_CALLS ?= 100
 
-.PHONY: dev test build fuzz bench bench-micro bench-transceiver bench-relay bench-sctp bench-agents clean
+.PHONY: dev test build fuzz bench bench-micro bench-transceiver bench-setup bench-relay bench-sctp bench-agents clean
 
 ## Run Parley in one process (relay + transceiver + demo page) with in-memory defaults.
 dev:
@@ -37,8 +38,8 @@ fuzz:
 	scripts/fuzz.sh --runs $(FUZZ_RUNS)
 
 ## Every benchmark, side by side with its reference (a C forwarder, a Pion server, libsrtp), pinned
-## cores; rewrites the tables, JSON and plots in docs/. Takes about 25 minutes.
-bench: bench-micro bench-transceiver bench-relay bench-sctp bench-agents
+## cores; rewrites the tables, JSON and plots in docs/. Takes about 30 minutes.
+bench: bench-micro bench-transceiver bench-setup bench-relay bench-sctp bench-agents
 
 ## Micro-benchmarks (ordo-one/benchmark): time and allocations per operation on the hot paths.
 bench-micro:
@@ -51,6 +52,15 @@ bench-transceiver:
 	@scripts/install-deps.sh bench
 	$(SWIFT) build -c release --product parley
 	scripts/bench_transceiver.py --sessions $(BENCH_SESSIONS) --capacity $(BENCH_CAPACITY) --repeat $(BENCH_REPEAT) --output-dir docs
+
+## Setup with full-ICE clients: offer → ICE, DTLS, first echoed audio over BENCH_SETUP_CALLS sequential
+## calls of the Pion client (Tests/Interop/pionclient) and an aiortc client, against Parley and the Pion
+## reference server (server core 0, client core 1). aiortc comes with the test profile's PyPI packages.
+bench-setup:
+	@scripts/install-deps.sh bench
+	@python3 -c "import aiortc" 2>/dev/null || scripts/install-deps.sh test
+	$(SWIFT) build -c release --product parley
+	scripts/bench_setup.py --calls $(BENCH_SETUP_CALLS) --output-dir docs
 
 ## Data-channel throughput, handshake cost and idle memory of ParleySCTP (in memory, one core).
 bench-sctp:
