@@ -152,10 +152,62 @@ import Testing
         call.connect()
         for index in 0..<200 {
             call.inject(call.client.check(useCandidate: false), from: .v4(IPv4Address(bits: 0xC633_6400 | UInt32(index)), port: 9))
+            // The same spoofed source again and again: it gets a few answers, not one per check.
+            for _ in 0..<5 { call.inject(call.client.check(useCandidate: false), from: .v4(IPv4Address(bits: 0xC633_6400), port: 9)) }
         }
-        let requests = call.sentElsewhere.values.joined().filter { (try? STUNMessage.parse($0))?.type == .bindingRequest }
-        #expect(requests.count <= 8, "the burst of validation checks a session may start: \(requests.count)")
+        call.advance(by: .seconds(20))
+        // Everything sent to the 200 spoofed addresses over 20 s: answers and checks, retransmissions included.
+        let sent = call.sentElsewhere.values.joined()
+        let requests = sent.filter { (try? STUNMessage.parse($0))?.type == .bindingRequest }
+        #expect(sent.allSatisfy { $0.count <= 120 })
+        // The burst of 8 new addresses, then one a second, each checked at most five times and answered at most eight times.
+        #expect(requests.count <= (8 + 20) * 5, "\(requests.count) checks")
+        #expect(sent.count - requests.count <= (8 + 20) * 8, "\(sent.count - requests.count) answers")
+        #expect(call.sentElsewhere.count <= 8 + 20, "\(call.sentElsewhere.count) addresses got anything")
         #expect(call.session.selectedPath == PeerPath(client: call.client.address))
+        #expect(call.session.state == .connected)
+    }
+
+    /// Moving to a path validated a while ago: its consent runs from its own last answer, so it is
+    /// checked at once, not 4–6 s later (when it might have run out).
+    @Test func switchingToAnOlderValidatedPathChecksItAtOnce() throws {
+        let call = try Call()
+        call.connect()
+        let first = call.client.address, second = TransportAddress.v4(IPv4Address(198, 51, 100, 8), port: 62000)
+        call.client.address = second
+        call.deliver(fromClient: [call.client.check(useCandidate: false)])
+        #expect(call.session.hasConsent(from: PeerPath(client: second)))
+        #expect(call.session.selectedPath?.client == first, "validated, not nominated: the first path stays")
+        call.client.address = first
+        call.advance(by: .seconds(25))
+        call.client.address = second
+        call.deliver(fromClient: [call.client.check(useCandidate: true)])
+        #expect(call.session.selectedPath?.client == second)
+        call.advance(by: .seconds(15))
+        #expect(call.session.state == .connected, "the new path's consent was refreshed at once")
+    }
+
+    /// A path whose validation lapsed (validated once, then unused past the consent timeout while the
+    /// client kept checking it) is validated again when the client needs it: handover keeps working.
+    @Test func aLapsedPathIsValidatedAgain() throws {
+        let call = try Call()
+        call.connect()
+        let first = call.client.address, second = TransportAddress.v4(IPv4Address(198, 51, 100, 9), port: 62001)
+        call.client.address = second
+        call.deliver(fromClient: [call.client.check(useCandidate: false)])
+        call.client.address = first
+        for _ in 0..<24 {
+            call.advance(by: .milliseconds(2500))
+            call.inject(call.client.check(useCandidate: false), from: second)  // pings on the spare path
+        }
+        #expect(!call.session.hasConsent(from: PeerPath(client: second)), "60 s without an answer from there")
+        // Wi-Fi goes: the client is reachable only on the spare path now, and nominates it.
+        call.client.address = second
+        call.deliver(fromClient: [call.client.check(useCandidate: true)])
+        // Validated again by the next (or a triggered) check of ours, within a retransmission.
+        call.advance(by: .seconds(1))
+        #expect(call.session.selectedPath?.client == second)
+        call.advance(by: .seconds(40))
         #expect(call.session.state == .connected)
     }
 

@@ -48,6 +48,10 @@ struct ICEConsent {
         var nextCheck: Instant?
         /// Requests that may still be answered, newest last.
         var outstanding: [STUNTransactionID] = []
+        /// Checks from here answered before the address answered ours.
+        var answersUnvalidated = 0
+        /// When our latest validation request left.
+        var sentAt: Instant?
     }
 
     let settings: Settings
@@ -74,22 +78,66 @@ struct ICEConsent {
     func isNominated(_ address: TransportAddress) -> Bool { candidates[address]?.nominated ?? false }
 
     /// An authenticated check came from `path`: remember the address, and start validating it if
-    /// it has not answered us yet.
-    mutating func receivedRequest(from path: PeerPath, nominated: Bool, now: Instant) {
+    /// it has not answered us yet (or its consent lapsed). Returns whether the check may be answered:
+    /// an address that has not answered us gets a few answers only, and a new one only within the
+    /// validation budget, so a client spoofing checks has little reflected, whatever its rate.
+    mutating func receivedRequest(from path: PeerPath, nominated: Bool, now: Instant) -> Bool {
         if var candidate = candidates[path.client] {
             candidate.path = path
             candidate.lastRequest = now
             if nominated { candidate.nominated = true }
-            // A client retransmitting its check gets ours again at once if it is still unanswered.
-            let waiting = candidate.answeredAt == nil && candidate.outstanding.isEmpty
+            if let answered = candidate.answeredAt, now - answered >= settings.consentTimeout {
+                // Consent lapsed (a path not used for a while): the address must answer again.
+                candidate.answeredAt = nil
+                candidate.outstanding.removeAll()
+                candidate.attempts = 0
+                candidate.nextCheck = nil
+                candidate.answersUnvalidated = 0
+            }
+            let validated = candidate.answeredAt != nil
+            // A client retransmitting its check gets ours again at once if it is still unanswered
+            // (and a new round of answers: rounds are paced by the validation budget).
+            let waiting = !validated && candidate.outstanding.isEmpty
+            if waiting {
+                candidates[path.client] = candidate
+                scheduleValidation(path.client, now: now)
+                candidate = candidates[path.client] ?? candidate
+                if !candidate.outstanding.isEmpty { candidate.answersUnvalidated = 0 }
+            } else if !validated, let id = candidate.outstanding.last, let sent = candidate.sentAt,
+                      now - sent >= settings.validationTimeout, candidate.answersUnvalidated < Self.maximumAnswersUnvalidated {
+                // A triggered check (RFC 8445 §7.3.1.4): the client is checking this address now, so
+                // ours goes again at once rather than at its next retransmission, or never if those ran out.
+                candidate.sentAt = now
+                // …and is retransmitted at least once more after it.
+                candidate.attempts = min(candidate.attempts, settings.validationAttempts - 1)
+                candidate.nextCheck = now + settings.validationTimeout
+                checks.append(Check(path: path, transactionID: id))
+            }
+            if !validated {
+                guard candidate.answersUnvalidated < Self.maximumAnswersUnvalidated else {
+                    candidates[path.client] = candidate
+                    return false
+                }
+                candidate.answersUnvalidated += 1
+            }
             candidates[path.client] = candidate
-            if waiting { scheduleValidation(path.client, now: now) }
-            return
+            return true
         }
         if candidates.count >= settings.maximumCandidates { evictStalest() }
-        guard candidates.count < settings.maximumCandidates else { return }
-        candidates[path.client] = Candidate(path: path, nominated: nominated, lastRequest: now)
-        scheduleValidation(path.client, now: now)
+        guard candidates.count < settings.maximumCandidates, budget.take(now: now) else { return false }
+        var candidate = Candidate(path: path, nominated: nominated, lastRequest: now)
+        candidate.answersUnvalidated = 1
+        candidates[path.client] = candidate
+        scheduleValidation(path.client, now: now, paid: true)
+        return true
+    }
+
+    /// Answers an address that has not answered us gets (its client retransmits a few checks).
+    static let maximumAnswersUnvalidated = 8
+
+    /// Whether `transactionID` is one of ours outstanding toward `address` (checked before any HMAC).
+    func isOutstanding(_ transactionID: STUNTransactionID, to address: TransportAddress) -> Bool {
+        candidates[address]?.outstanding.contains(transactionID) ?? false
     }
 
     /// A success response to one of our checks, already authenticated by the session. Returns
@@ -131,10 +179,15 @@ struct ICEConsent {
         return true
     }
 
-    /// Media now flows to `address` (validated): consent checks start there.
+    /// Media now flows to `address` (validated): consent checks start there — at once when it is a
+    /// new path, whose consent runs from its own last answer, which may be nearly 30 s old.
     mutating func select(_ address: TransportAddress, now: Instant) {
+        let changed = selected != address
         selected = address
-        if candidates[address]?.answeredAt != nil, candidates[address]?.nextCheck == nil {
+        guard candidates[address]?.answeredAt != nil else { return }
+        if changed {
+            candidates[address]?.nextCheck = now
+        } else if candidates[address]?.nextCheck == nil {
             let interval = nextConsentInterval()
             candidates[address]?.nextCheck = now + interval
         }
@@ -181,6 +234,7 @@ struct ICEConsent {
                 }
                 candidate.attempts += 1
                 candidate.nextCheck = now + settings.validationTimeout * (1 << min(candidate.attempts - 1, 6))
+                candidate.sentAt = now
                 checks.append(Check(path: candidate.path, transactionID: id))
             } else if address == selected {
                 // Consent: a new transaction each time, each sent once; older ones stay answerable.
@@ -198,11 +252,12 @@ struct ICEConsent {
 
     var nextWakeup: Instant? {
         var wake: Instant?
+        func consider(_ instant: Instant?) {
+            if let instant, wake.map({ instant < $0 }) ?? true { wake = instant }
+        }
         for (address, candidate) in candidates {
-            for instant in [candidate.nextCheck,
-                            address == selected ? candidate.answeredAt.map { $0 + settings.consentTimeout } : nil] {
-                if let instant, wake.map({ instant < $0 }) ?? true { wake = instant }
-            }
+            consider(candidate.nextCheck)
+            if address == selected { consider(candidate.answeredAt.map { $0 + settings.consentTimeout }) }
         }
         return wake
     }
@@ -215,9 +270,9 @@ struct ICEConsent {
 
     // MARK: Pieces
 
-    private mutating func scheduleValidation(_ address: TransportAddress, now: Instant) {
+    private mutating func scheduleValidation(_ address: TransportAddress, now: Instant, paid: Bool = false) {
         guard var candidate = candidates[address], candidate.answeredAt == nil else { return }
-        guard budget.take(now: now) else {
+        guard paid || budget.take(now: now) else {
             // Out of budget: try again when a check is allowed.
             candidate.nextCheck = budget.nextToken(now: now)
             candidate.attempts = 0
@@ -227,6 +282,7 @@ struct ICEConsent {
         let id = STUNTransactionID.random(using: &generator)
         candidate.outstanding = [id]
         candidate.attempts = 1
+        candidate.sentAt = now
         candidate.nextCheck = now + settings.validationTimeout
         candidates[address] = candidate
         checks.append(Check(path: candidate.path, transactionID: id))

@@ -74,7 +74,7 @@ public final class WebRTCSession {
     private static let heldDTLSLifetime: Duration = .seconds(4)
     /// The latest authenticated checks' transaction ids and where each came from (replay detection).
     private var recentChecks: [(id: STUNTransactionID, client: TransportAddress)] = []
-    private static let rememberedChecks = 16
+    private static let rememberedChecks = 64
 
     private var sequenceNumber: UInt16
     private var packetsSent: UInt32 = 0
@@ -379,7 +379,9 @@ public final class WebRTCSession {
         if message.unknownRequiredAttributes.count > 0 {
             return answerUnknownAttributes(message, to: path)
         }
-        consent.receivedRequest(from: path, nominated: message.useCandidate, now: now)
+        guard consent.receivedRequest(from: path, nominated: message.useCandidate, now: now) else {
+            return drop(.unvalidatedSource)
+        }
         // Our check goes out before the answer: the client then answers it before it can start DTLS
         // on our answer, and a relay in front commits the route on that answer (docs/relay.md).
         sendChecks()
@@ -395,6 +397,8 @@ public final class WebRTCSession {
     /// An answer to one of our checks: authenticated with the client's password, for a request
     /// still outstanding to that very address.
     private func receiveAnswer(_ message: STUNMessage, _ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
+        // The cheap test first: an answer to nothing we sent costs no HMAC.
+        guard consent.isOutstanding(message.transactionID, to: path.client) else { return drop(.unmatchedResponse) }
         guard message.hasValidMessageIntegrity(in: datagram, key: remoteIntegrityKey) else {
             // Error answers without integrity (a 400 or 401) could come from anyone: never acted on.
             return drop(.unauthenticatedSTUN)
