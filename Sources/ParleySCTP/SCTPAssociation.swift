@@ -192,6 +192,7 @@ public final class SCTPAssociation {
                                    payload: payload[offset..<end], flags: flags, message: nextMessage,
                                    maximumRetransmissions: maximumRetransmissions, abandonAt: lifetime.map { now + $0 }))
             if lifetime != nil { hasLifetimes = true }
+            if lifetime != nil || maximumRetransmissions != nil { hasPartialReliability = true }
             bufferedPayloadBytes += end - offset
             nextTSN &+= 1
             offset = end
@@ -346,7 +347,8 @@ public final class SCTPAssociation {
         consider(retransmissionDeadline)
         if state == .established { consider(nextHeartbeat) }
         consider(pendingReset?.deadline)
-        if lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) { consider(forwardTSNDeadline ?? lastNow + rto) }
+        // FORWARD-TSN is resent only with nothing in flight (handleTimeout): no wake-up otherwise.
+        if inFlight.isEmpty, lastCumulativeAck.tsnLessThan(advancedPeerAckPoint) { consider(forwardTSNDeadline ?? lastNow + rto) }
         // Lifetimes of queued or in-flight partially reliable messages.
         if hasLifetimes {
             for item in queued { consider(item.abandonAt) }
@@ -380,6 +382,10 @@ public final class SCTPAssociation {
 
     /// Whether any message has a lifetime (so timers need to look at them).
     private var hasLifetimes = false
+    /// Whether any message is partially reliable (only then does a flush look for ones to abandon).
+    private var hasPartialReliability = false
+    /// Payload bytes in flight not yet gap-acknowledged (RFC 9260's flight size), kept as it changes.
+    private var flightSize = 0
 
     // MARK: Handshake
 
@@ -595,7 +601,10 @@ public final class SCTPAssociation {
         // In flight is in TSN order: what the cumulative ack covers is a prefix.
         let acked = firstInFlight(after: sack.cumulativeTSN)
         for item in inFlight[..<acked] {
-            if !item.gapAcked { ackedBytes += item.payload.count }
+            if !item.gapAcked {
+                ackedBytes += item.payload.count
+                flightSize -= item.payload.count
+            }
             if item.transmissions == 1, rttSample == nil, let sent = item.sentAt { rttSample = now - sent }
             bufferedPayloadBytes -= item.payload.count
         }
@@ -608,7 +617,10 @@ public final class SCTPAssociation {
             guard gap.start >= 1, gap.start <= gap.end, highestGapAcked.map({ $0.tsnLessThan(start) }) ?? true else { break }
             var index = firstInFlight(after: start &- 1)
             while index < inFlight.count, inFlight[index].tsn.tsnAtMost(end) {
-                inFlight[index].gapAcked = true
+                if !inFlight[index].gapAcked {
+                    inFlight[index].gapAcked = true
+                    flightSize -= inFlight[index].payload.count
+                }
                 index += 1
             }
             highestGapAcked = end
@@ -651,7 +663,6 @@ public final class SCTPAssociation {
         if state == .shutdownSent { sendShutdownIfDrained() }
     }
 
-    private var flightSize: Int { inFlight.reduce(0) { $0 + ($1.gapAcked ? 0 : $1.payload.count) } }
 
     /// The index of the first chunk in flight with a TSN after `tsn` (binary search: TSN order).
     private func firstInFlight(after tsn: UInt32) -> Int {
@@ -728,6 +739,7 @@ public final class SCTPAssociation {
             item.transmissions = 1
             add(item)
             inFlight.append(item)
+            flightSize += item.payload.count
             flight += item.payload.count
             peerWindow = UInt32(clamping: Int(peerWindow) - item.payload.count)
         }
@@ -742,6 +754,7 @@ public final class SCTPAssociation {
     /// RFC 3758: abandons partially reliable messages whose retransmissions or lifetime ran out (all
     /// of a message's fragments together), and tells the peer to skip them with FORWARD-TSN.
     private func abandonExpired(now: Instant, writer: inout SCTPPacketWriter?) {
+        guard hasPartialReliability else { return sendForwardTSNIfNeeded(writer: &writer) }
         var doomed = Set<UInt64>()
         for item in inFlight where !item.gapAcked {
             if let limit = item.maximumRetransmissions, item.needsRetransmission, item.transmissions > limit { doomed.insert(item.message) }
@@ -756,6 +769,7 @@ public final class SCTPAssociation {
                 abandoned[item.tsn] = (item.stream, item.ssn, item.flags & 0x04 == 0)
                 bufferedPayloadBytes -= item.payload.count
             }
+            for item in inFlight where !item.gapAcked && doomed.contains(item.message) { flightSize -= item.payload.count }
             inFlight.removeAll { doomed.contains($0.message) }
             queued.removeAll { doomed.contains($0.message) }
         }
@@ -820,6 +834,7 @@ public final class SCTPAssociation {
         queued.removeAll()
         inFlight.removeAll()
         bufferedPayloadBytes = 0
+        flightSize = 0
         events.append(.closed(reason))
     }
 

@@ -129,8 +129,9 @@ struct SCTPReceiveQueue {
             return .invalidStream
         }
         let inSequence = ahead == 1
+        // The next in-sequence TSN is exempt from the fragment cap too: what waits ahead could otherwise stall it.
         guard bufferedBytes + payload.count <= (inSequence ? 2 * window : window),
-              fragments.count < Self.maximumFragments else { return .refused }
+              inSequence || fragments.count < Self.maximumFragments else { return .refused }
         let unordered = flags & 0x04 != 0
         // A message that would wait for its turn needs room among the held ones.
         if !unordered, heldMessages >= Self.maximumHeldMessages, streams[stream].map({ ssn != $0.nextSSN }) ?? (ssn != 0) {

@@ -232,6 +232,7 @@ extension RouteTableTests {
         #expect(fromClient(&table, Self.success(transaction: STUNTransactionID(5, 5, 5)), Self.client) == .forward(to: other))
         #expect(fromClient(&table, dtls, Self.client) == .forward(to: other))
         #expect(fromTransceiver(&table, dtls, Self.client, Self.worker) == .drop(.notRouteOwner))
+        #expect(table.committedCount == 1, "the route changed hands; it is still one route")
         let commits = table.takeCommits()
         #expect(commits == [RouteTable.Commit(client: Self.client, transceiver: other)])
     }
@@ -272,16 +273,22 @@ extension RouteTableTests {
         var policy = Self.policy()
         policy.maximumPending = 4096
         var table = RouteTable(keyring: Self.keyring, policy: policy)
-        var accepted = 0
+        // A neighbour in the same /24 whose check its transceiver answered.
+        let neighbour = TransportAddress.v4(IPv4Address(192, 0, 2, 250), port: 9999)
+        _ = fromClient(&table, Self.check(ufrag: Self.ufrag()), neighbour)
+        _ = fromTransceiver(&table, Self.serverCheck(), neighbour, Self.worker)
         for nonce in 0..<512 {
             let ufrag = Self.keyring.seal(RoutingToken(keyID: 2, clusterID: 1, worker: Self.worker, issuedHour: 100,
                                                        nonce: UInt32(5000 + nonce)))
             let source = TransportAddress.v4(IPv4Address(192, 0, 2, UInt8(truncatingIfNeeded: nonce)), port: UInt16(10_000 + nonce))
-            if fromClient(&table, Self.check(ufrag: ufrag), source) != .drop(.pendingFull) { accepted += 1 }
+            _ = fromClient(&table, Self.check(ufrag: ufrag), source)
         }
-        #expect(accepted == policy.maximumPendingPerNetwork)
-        #expect(connect(&table, Self.client) == .forward(to: Self.worker), "a legitimate call still connects")
-        #expect(table.committedCount == 1)
+        // The replayed, never-answered flows take turns in the network's 64 slots; they take nothing else.
+        #expect(table.pendingCount == policy.maximumPendingPerNetwork)
+        #expect(table.route(for: neighbour) != nil, "a flow its transceiver answered is never the one that goes")
+        #expect(fromClient(&table, Self.success(transaction: STUNTransactionID(5, 5, 5)), neighbour) == .forward(to: Self.worker))
+        #expect(connect(&table, Self.client) == .forward(to: Self.worker), "a legitimate call elsewhere still connects")
+        #expect(table.committedCount == 2)
     }
 
     /// One session that really owns many ports (so it can answer from each) still commits only a few routes.
@@ -315,7 +322,11 @@ extension RouteTableTests {
         #expect(fromTransceiver(&table, Self.serverCheck(), Self.client, Self.worker) == .deliver(to: Self.client))
         #expect(table.pendingCount == 1)
         #expect(fromClient(&table, [0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], Self.client) == .drop(.pendingNotSTUN))
-        #expect(fromClient(&table, Self.success(transaction: STUNTransactionID(5, 5, 5)), Self.client) == .forward(to: Self.worker))
+        // Even a compromised transceiver gets only a few checks through to an address that does not answer.
+        let sent = (0..<20).map { fromTransceiver(&table, Self.serverCheck(transaction: STUNTransactionID(6, 6, UInt32($0))), Self.client, Self.worker) }
+        #expect(sent.filter { $0 == .deliver(to: Self.client) }.count == Int(RouteTable.maximumChecksWhilePending) - 1)
+        let last = STUNTransactionID(6, 6, UInt32(RouteTable.maximumChecksWhilePending) - 2)
+        #expect(fromClient(&table, Self.success(transaction: last), Self.client) == .forward(to: Self.worker))
         #expect(table.committedCount == 1)
         #expect(fromClient(&table, dtls, Self.client) == .forward(to: Self.worker))
     }

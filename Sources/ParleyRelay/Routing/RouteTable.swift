@@ -84,6 +84,7 @@ public struct RouteTable {
         var serverChecks = Transactions()
         var createdAt: Instant
         var nonce: UInt32
+        var checksToClient: UInt8 = 0
     }
 
     struct Route {
@@ -102,6 +103,12 @@ public struct RouteTable {
         var candidate: Candidate?
         /// DTLS datagrams forwarded while pending.
         var earlyDTLS: UInt8 = 0
+        /// Checks the transceiver sent the pending client (bounded).
+        var checksToClient: UInt8 = 0
+        /// The transceiver answered or checked this pending flow: its check authenticated there.
+        /// Flows it never answered (a captured check replayed from elsewhere, a forged signature)
+        /// are the first to go when a limit is reached.
+        var answered = false
     }
 
     static let maximumEarlyDTLS: UInt8 = 4
@@ -113,9 +120,9 @@ public struct RouteTable {
     public private(set) var committedCount = 0
     /// Pending routes per token nonce: one valid token replayed from many spoofed sources cannot
     /// take every pending slot.
-    private var pendingByToken: [UInt32: Int] = [:]
+    private var pendingByToken: [UInt32: [TransportAddress]] = [:]
     public static let maximumPendingPerToken = 8
-    private var pendingByNetwork: [SourceNetwork: Int] = [:]
+    private var pendingByNetwork: [SourceNetwork: [TransportAddress]] = [:]
     private var committedBySession: [UInt32: Int] = [:]
     private var commits: [Commit] = []
     /// Hour of the token clock, set by the owner (a relay worker refreshes it every second).
@@ -161,28 +168,41 @@ public struct RouteTable {
             if routes.values[index].nonce == 0 {
                 // A route a transceiver's check opened learns its session from the client's check.
                 routes.values[index].nonce = check.nonce
-                pendingByToken[check.nonce, default: 0] += 1
+                pendingByToken[check.nonce, default: []].append(client)
             }
             return .forward(to: check.worker)
         }
         guard isSTUN else { return .unknown }
         guard let message = try? STUNMessage.parse(datagram), let check = openCheck(message, datagram) else { return .drop(.badToken) }
         guard isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
-        guard pendingByToken[check.nonce, default: 0] < Self.maximumPendingPerToken else { return .drop(.pendingFull) }
         guard openPending(client: client, transceiver: check.worker, nonce: check.nonce, now: now) else { return .drop(.pendingFull) }
         routes[client]?.transactions.add(check.transaction)
         return .forward(to: check.worker)
     }
 
-    /// Records a new pending route within the limits: per worker, per source network, and all routes.
+    /// Records a new pending route within the limits: per token, per source network, per worker and
+    /// all routes. At the token's or the network's limit, a pending flow its transceiver never
+    /// answered (a captured check replayed from elsewhere, a forged signature) makes room: one who
+    /// saw a session's check cannot pin that session's, or a shared network's, pending slots.
     private mutating func openPending(client: TransportAddress, transceiver: TransportAddress, nonce: UInt32, now: Instant) -> Bool {
         let network = SourceNetwork(client)
-        guard pendingCount < policy.maximumPending, routes.count < policy.maximumRoutes,
-              pendingByNetwork[network, default: 0] < policy.maximumPendingPerNetwork else { return false }
+        if nonce != 0, pendingByToken[nonce, default: []].count >= Self.maximumPendingPerToken,
+           !evictUnanswered(among: pendingByToken[nonce] ?? []) { return false }
+        if pendingByNetwork[network, default: []].count >= policy.maximumPendingPerNetwork,
+           !evictUnanswered(among: pendingByNetwork[network] ?? []) { return false }
+        guard pendingCount < policy.maximumPending, routes.count < policy.maximumRoutes else { return false }
         routes[client] = Route(transceiver: transceiver, lastSeen: now, committed: false, createdAt: now, nonce: nonce)
         pendingCount += 1
-        pendingByNetwork[network, default: 0] += 1
-        if nonce != 0 { pendingByToken[nonce, default: 0] += 1 }
+        pendingByNetwork[network, default: []].append(client)
+        if nonce != 0 { pendingByToken[nonce, default: []].append(client) }
+        return true
+    }
+
+    /// Removes the oldest pending flow of `clients` its transceiver has not answered; false if none.
+    private mutating func evictUnanswered(among clients: [TransportAddress]) -> Bool {
+        guard let victim = clients.first(where: { routes[$0].map { !$0.committed && !$0.answered } ?? false }),
+              let route = routes.removeValue(forKey: victim) else { return false }
+        releasePending(client: victim, nonce: route.nonce)
         return true
     }
 
@@ -244,7 +264,8 @@ public struct RouteTable {
         routes.values[index].nonce = candidate.nonce
         routes.values[index].candidate = nil
         routes.values[index].lastStored = now
-        committed(nonce: candidate.nonce)
+        // Still one route: it only changes hands (and sessions).
+        if candidate.nonce != 0 { committedBySession[candidate.nonce, default: 0] += 1 }
         commits.append(Commit(client: client, transceiver: candidate.transceiver))
         return .forward(to: candidate.transceiver)
     }
@@ -284,49 +305,75 @@ public struct RouteTable {
             }
             // Pending: the answers to the client's checks, and the transceiver's own checks.
             guard let kind = pendingSTUN(payload, answering: route.transactions) else { return .drop(.pendingNotSTUN) }
-            if case .check(let id) = kind { routes.values[index].serverChecks.add(id) }
+            if case .check(let id, _) = kind {
+                guard route.checksToClient < Self.maximumChecksWhilePending else { return .drop(.pendingNotSTUN) }
+                routes.values[index].checksToClient += 1
+                routes.values[index].serverChecks.add(id)
+            }
+            routes.values[index].answered = true
             return .deliver(to: client)
         }
         // Never a reflector: only the transceiver that owns this client may send to it, or the
         // candidate worker answering the checks that named it and checking the address in turn.
         guard let candidate = route.candidate, candidate.transceiver == source,
               let kind = pendingSTUN(payload, answering: candidate.transactions) else { return .drop(.notRouteOwner) }
-        if case .check(let id) = kind { routes.values[index].candidate?.serverChecks.add(id) }
+        if case .check(let id, _) = kind {
+            guard candidate.checksToClient < Self.maximumChecksWhilePending else { return .drop(.notRouteOwner) }
+            routes.values[index].candidate?.checksToClient += 1
+            routes.values[index].candidate?.serverChecks.add(id)
+        }
         return .deliver(to: client)
     }
 
-    enum PendingSTUN { case answer, check(STUNTransactionID) }
+    enum PendingSTUN { case answer, check(STUNTransactionID, nonce: UInt32) }
 
     /// What may go to a client that has not answered yet: an answer to one of its own checks, or a
-    /// Binding request (small: a check is about 100 bytes).
+    /// Binding request (small: a check is about 100 bytes). A transceiver's check names its session:
+    /// its USERNAME is "<client ufrag>:<routing token>".
     private func pendingSTUN(_ payload: UnsafeRawBufferPointer, answering transactions: Transactions) -> PendingSTUN? {
         guard payload.count <= Self.maximumCheckLength, let message = try? STUNMessage.parse(payload) else { return nil }
         switch message.type {
         case .bindingSuccess, .bindingError: return transactions.contains(message.transactionID) ? .answer : nil
-        case .bindingRequest: return .check(message.transactionID)
+        case .bindingRequest:
+            let token = message.usernameSenderPart(in: payload).flatMap {
+                try? keyring.open(UnsafeRawBufferPointer(rebasing: payload[$0]), currentHour: currentHour)
+            }
+            return .check(message.transactionID, nonce: token?.nonce ?? 0)
         default: return nil
         }
     }
 
     static let maximumCheckLength = 256
+    /// Checks a transceiver may send to a client that has not answered (a validation and its four
+    /// retransmissions, with room for triggered ones): even a compromised transceiver gets no more
+    /// through toward an address, so the relay never becomes its reflector.
+    static let maximumChecksWhilePending: UInt8 = 8
 
     /// A transceiver's check toward a client the relay has no route for (after a restart without a
     /// route store): a pending route owned by that transceiver, committed by the client's answer.
     /// Clients that send no checks of their own (Pion once media flows) are recovered this way.
     private mutating func openedByTransceiver(_ payload: UnsafeRawBufferPointer, client: TransportAddress,
                                               source: TransportAddress, now: Instant) -> TransceiverDecision {
-        guard isAllowedWorker(source), case .check(let id) = pendingSTUN(payload, answering: Transactions()) else { return .unknown }
-        guard openPending(client: client, transceiver: source, nonce: 0, now: now) else { return .drop(.pendingFull) }
+        guard isAllowedWorker(source), case .check(let id, let nonce) = pendingSTUN(payload, answering: Transactions()) else {
+            return .unknown
+        }
+        guard openPending(client: client, transceiver: source, nonce: nonce, now: now) else { return .drop(.pendingFull) }
         routes[client]?.serverChecks.add(id)
+        routes[client]?.checksToClient = 1
+        routes[client]?.answered = true
         return .deliver(to: client)
     }
 
     private mutating func releasePending(client: TransportAddress, nonce: UInt32) {
         pendingCount -= 1
         let network = SourceNetwork(client)
-        if let count = pendingByNetwork[network] { pendingByNetwork[network] = count > 1 ? count - 1 : nil }
-        if nonce != 0, let count = pendingByToken[nonce] {
-            pendingByToken[nonce] = count > 1 ? count - 1 : nil
+        if var clients = pendingByNetwork[network], let index = clients.firstIndex(of: client) {
+            clients.remove(at: index)
+            pendingByNetwork[network] = clients.isEmpty ? nil : clients
+        }
+        if nonce != 0, var clients = pendingByToken[nonce], let index = clients.firstIndex(of: client) {
+            clients.remove(at: index)
+            pendingByToken[nonce] = clients.isEmpty ? nil : clients
         }
     }
 

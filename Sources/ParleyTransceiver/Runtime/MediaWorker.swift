@@ -73,7 +73,12 @@ final class MediaWorker: @unchecked Sendable {
     /// session) finds its way back even from an address not validated yet. Entries last as long as
     /// an answer counts (the consent timeout).
     private var byCheck: [STUNTransactionID: (key: UInt32, sentAt: Instant)] = [:]
+    /// Addresses a session is checking and has not mapped yet: their DTLS (a ClientHello that
+    /// overtakes the answer to our check) reaches the session, which holds it until the answer.
+    /// Only a fallback: `byClient` (validated addresses) wins, and entries go with `byCheck`'s.
+    private var checking: [TransportAddress: (key: UInt32, sentAt: Instant)] = [:]
     private static let checkAnswerLifetime: Duration = .seconds(30)
+    private static let earlyDTLSLifetime: Duration = .seconds(5)
     /// Each session has a few checks outstanding; this bounds the map whatever happens.
     private static let maximumChecks = 1 << 20
     private var workerDrops: [WorkerDropReason: Int] = [:]
@@ -364,6 +369,7 @@ final class MediaWorker: @unchecked Sendable {
                 key = owner.key
             }
         }
+        if key == nil, PacketKind.classify(datagram) == .dtls, let pending = checking[path.client] { key = pending.key }
         guard let key else { return dropped(.noRoute) }
         deliver(datagram, from: path, key: key, now: now)
     }
@@ -431,7 +437,10 @@ final class MediaWorker: @unchecked Sendable {
             events = session.takeEvents()
         }
         for transmit in session.takeTransmits() {
-            if let check = transmit.check, byCheck.count < Self.maximumChecks { byCheck[check] = (key, now) }
+            if let check = transmit.check, byCheck.count < Self.maximumChecks {
+                byCheck[check] = (key, now)
+                if byClient[transmit.path.client] == nil { checking[transmit.path.client] = (key, now) }
+            }
             send(transmit)
         }
         if session.isClosed { remove(key: key) }
@@ -517,6 +526,9 @@ final class MediaWorker: @unchecked Sendable {
         // Once a second: checks whose answer would no longer count (or whose session ended) are forgotten.
         if !byCheck.isEmpty {
             byCheck = byCheck.filter { now - $0.value.sentAt < Self.checkAnswerLifetime && sessions[$0.value.key] != nil }
+        }
+        if !checking.isEmpty {
+            checking = checking.filter { now - $0.value.sentAt < Self.earlyDTLSLifetime && sessions[$0.value.key] != nil }
         }
         for entry in sessions.values {
             report(entry.session.counters, since: entry.reported)

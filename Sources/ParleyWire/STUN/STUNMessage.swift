@@ -159,6 +159,18 @@ public struct STUNMessage: Sendable, Equatable {
         CRC32.checksum(prefix) ^ 0x5354_554E
     }
 
+    /// The username attribute's bytes after the first `:` — in an ICE check, the sender's ufrag
+    /// (in Parley's own checks, its routing token). Nil without a `:`.
+    public func usernameSenderPart(in bytes: UnsafeRawBufferPointer) -> Range<Int>? {
+        guard let username else { return nil }
+        var index = username.lowerBound
+        while index < username.upperBound {
+            if bytes[index] == UInt8(ascii: ":") { return (index + 1)..<username.upperBound }
+            index += 1
+        }
+        return nil
+    }
+
     /// The username attribute's bytes up to the first `:` — in an ICE check, the recipient's ufrag.
     public func usernameRecipientPart(in bytes: UnsafeRawBufferPointer) -> Range<Int>? {
         guard let username else { return nil }
