@@ -40,8 +40,15 @@ binary_name() {
 for target in "${targets[@]}"; do binary_name "$target" > /dev/null; done
 
 echo "== building the harnesses (Fuzz/, release, fuzzer + address sanitizers)"
-swift build -c release --package-path Fuzz --scratch-path .build-fuzz --sanitize=fuzzer --sanitize=address \
-    2> >(grep -v "Cannot export local symbol" >&2)
+# Release builds compile each module whole (-wmo), and swiftc then drops -sanitize=fuzzer's coverage
+# instrumentation unless it is asked for explicitly: without it libFuzzer would fuzz blind.
+# Each harness is built as its own product: a plain build would also link Parley's own executable,
+# whose main clashes with libFuzzer's.
+for target in "${targets[@]}"; do
+    swift build -c release --package-path Fuzz --scratch-path .build-fuzz --sanitize=fuzzer --sanitize=address \
+        -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --product "$(binary_name "$target")" \
+        2> >(grep -v "Cannot export local symbol" >&2) | grep -v "^\[" || true
+done
 bin=.build-fuzz/release
 rm -f Fuzz/*-crash-* Fuzz/*-leak-* Fuzz/*-timeout-* Fuzz/*-oom-* Fuzz/*-slow-unit-*
 mkdir -p Fuzz/logs

@@ -15,6 +15,17 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PARLEY = os.environ.get("PARLEY_BIN", os.path.join(ROOT, ".build", "debug", "parley"))
 
 
+def require(condition, reason):
+    """A test's precondition (a tool installed, a capability held). `make test` installs and runs
+    everything, so a missing one fails the test, not skips it: a skipped requirement would pass
+    unseen. PARLEY_ALLOW_SKIP=1 makes it a skip, for a partial run on a machine without it."""
+    if condition:
+        return
+    if os.environ.get("PARLEY_ALLOW_SKIP") == "1":
+        pytest.skip(reason)
+    pytest.fail(reason + " (set PARLEY_ALLOW_SKIP=1 to skip instead)")
+
+
 def free_port(kind=socket.SOCK_STREAM):
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

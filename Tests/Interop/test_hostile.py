@@ -35,7 +35,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from conftest import ParleyProcess, free_port
+from conftest import ParleyProcess, free_port, require
 from test_aiortc import Tone  # importing it also makes aioice offer 127.0.0.1 as a host candidate
 from test_chromium import chromium, wait_for
 
@@ -383,7 +383,7 @@ def raw_socket():
     try:
         return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     except PermissionError:
-        pytest.skip("spoofing source addresses needs CAP_NET_RAW (scripts/interop.sh runs the tests as root)")
+        require(False, "spoofing source addresses needs CAP_NET_RAW (scripts/interop.sh runs the tests as root)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import subprocess
 
 import pytest
 
+from conftest import require
 from test_hostile import long_aiortc_call
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,9 +33,9 @@ PION_SOURCES = os.path.join(GOCODE, "src", "github.com", "pion", "webrtc")
 def pion_client(tmp_path_factory):
     """The pionclient binary, built offline against Debian's Pion: a GOPATH build (no modules, no
     proxy) like scripts/bench_transceiver.py's reference server."""
-    if not shutil.which("go") or not os.path.isdir(PION_SOURCES):
-        pytest.skip("Pion tests need Go and Debian's Pion v3 sources: "
-                    "apt-get install golang-go golang-github-pion-webrtc.v3-dev (scripts/install-deps.sh test)")
+    require(shutil.which("go") and os.path.isdir(PION_SOURCES),
+            "Pion tests need Go and Debian's Pion v3 sources: "
+            "apt-get install golang-go golang-github-pion-webrtc.v3-dev (scripts/install-deps.sh test)")
     work = tmp_path_factory.mktemp("pionclient")
     gopath = work / "gopath"
     shutil.copytree(CLIENT_SOURCE, gopath / "src" / "pionclient")

@@ -10,6 +10,10 @@
 //   5 a data-channel message on `oai-events` (text or binary by the first byte)
 //   6 time passes: the record's first two bytes in milliseconds (timers, consent, retransmissions)
 //   7 an answer to the session's latest check, with the record as attributes (consent, validation)
+//   8 from another address of the client's (the record's first byte picks it): an authenticated
+//     check (USE-CANDIDATE by the second byte) with the rest as attributes, or SRTP, or raw bytes —
+//     path validation, switching, replay and held DTLS
+//   9 a captured check of the client's replayed from another address
 // What the session sends goes back to the client, which answers as a client does. Calls alternate
 // between the echo agent and the parrot (jitter buffer, Opus both ways, VAD). A call is set up
 // again when the last one ended, and every few thousand inputs, so state stays varied but a
@@ -29,9 +33,9 @@ public func fuzzSession(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard let call, call.isUsable else { return 0 }
     var checks = 0
     for record in Records(data, size) {
-        switch record.kind % 8 {
+        switch record.kind % 10 {
         case 0, 1:
-            if let packet = Call.protect(record.bytes, rtcp: record.kind % 8 == 1, keys: call.client.srtpKeys) {
+            if let packet = Call.protect(record.bytes, rtcp: record.kind % 10 == 1, keys: call.client.srtpKeys) {
                 call.deliverToServer(packet)
             }
         case 2:
@@ -54,6 +58,30 @@ public func fuzzSession(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                                                    now: call.now)
         case 6:
             call.advance(by: .milliseconds(Int64(record.number(UInt16.self))))
+        case 8:
+            guard record.bytes.count >= 2 else { break }
+            let source = Call.otherAddresses[Int(record.bytes[0]) % Call.otherAddresses.count]
+            let rest = UnsafeRawBufferPointer(rebasing: record.bytes.dropFirst(2))
+            switch record.bytes[1] % 4 {
+            case 0, 1:
+                checks += 1
+                let id = STUNTransactionID(UInt32(truncatingIfNeeded: inputs), UInt32(truncatingIfNeeded: checks), 0xA17)
+                let nominate: [UInt8] = record.bytes[1] & 1 == 1 ? [0x00, 0x25, 0x00, 0x00] : []
+                let attributes = nominate + Array(rest)
+                if let check = attributes.withUnsafeBytes({
+                    Call.check(username: "\(call.serverUfrag):\(call.client.ufrag)", password: Call.serverPassword,
+                               transaction: id, attributes: $0) }) {
+                    call.deliverToServer(check, from: source)
+                }
+            case 2:
+                if let packet = Call.protect(rest, rtcp: false, keys: call.client.srtpKeys) { call.deliverToServer(packet, from: source) }
+            default:
+                call.deliverToServer(rest, from: source)
+            }
+        case 9:
+            if let check = call.lastClientCheck {
+                call.deliverToServer(check, from: Call.otherAddresses[Int(record.number(UInt8.self)) % Call.otherAddresses.count])
+            }
         default:
             // An answer to the session's last check, authenticated with the client's password.
             if let request = call.lastServerCheck,

@@ -51,25 +51,43 @@ public final class Call {
 
     public var isUsable: Bool { client.isDataChannelOpen && !server.isClosed }
 
+    /// Other addresses the client has (a second interface, a NAT rebinding): what the session sends
+    /// to one reaches the client, and the client's immediate answers come back from there.
+    public static let otherAddresses: [TransportAddress] = [
+        .v4(IPv4Address(127, 0, 0, 2), port: 50001), .v4(IPv4Address(127, 0, 0, 3), port: 50002),
+        .v6(IPv6Address("::1")!, port: 50003),
+    ]
+
     /// Delivers datagrams both ways (a bounded number of rounds) and lets the agent act on events.
     public func exchange(rounds: Int = 8) {
         for _ in 0..<rounds {
             let toServer = client.takeTransmits()
             for datagram in toServer { deliverToServer(datagram) }
             let toClient = server.takeTransmits()
-            for transmit in toClient { deliverToClient(transmit.bytes) }
+            for transmit in toClient {
+                deliverToClient(transmit.bytes)
+                if transmit.path.client != Self.clientAddress {
+                    for answer in client.takeTransmits() { deliverToServer(answer, from: transmit.path.client) }
+                }
+            }
             _ = client.takeEvents()
             if toServer.isEmpty && toClient.isEmpty { return }
         }
     }
 
-    public func deliverToServer(_ datagram: [UInt8]) {
-        datagram.withUnsafeBytes { server.receive($0, from: PeerPath(client: Self.clientAddress), now: now) }
+    /// The latest Binding request the client sent (for replays).
+    public private(set) var lastClientCheck: [UInt8]?
+
+    public func deliverToServer(_ datagram: [UInt8], from source: TransportAddress = Call.clientAddress) {
+        if source == Self.clientAddress, let message = try? STUNMessage.parse(datagram), message.type == .bindingRequest {
+            lastClientCheck = datagram
+        }
+        datagram.withUnsafeBytes { server.receive($0, from: PeerPath(client: source), now: now) }
         serveEvents()
     }
 
-    public func deliverToServer(_ datagram: UnsafeRawBufferPointer) {
-        server.receive(datagram, from: PeerPath(client: Self.clientAddress), now: now)
+    public func deliverToServer(_ datagram: UnsafeRawBufferPointer, from source: TransportAddress = Call.clientAddress) {
+        server.receive(datagram, from: PeerPath(client: source), now: now)
         serveEvents()
     }
 
