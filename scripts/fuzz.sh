@@ -5,7 +5,7 @@
 #
 # Usage: scripts/fuzz.sh [--runs N | --seconds S] [--jobs J] [target …]
 #   targets: stun sdp token tunnel sctp rtp resp association agent jitter session client (default: all)
-#   --runs N     inputs per target (default 1000000; the recorded campaign ran 10^7)
+#   --runs N     inputs per target (default 1000000; `make fuzz` and the recorded campaign: 10^7)
 #   --seconds S  or this long per target instead
 #   --jobs J     parallel fuzzing processes per target (libFuzzer -fork; default 1)
 # A crash, timeout or out-of-memory leaves its input as Fuzz/<target>-crash-* (…-oom-*, …) and makes
