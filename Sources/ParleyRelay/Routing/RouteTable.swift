@@ -112,6 +112,7 @@ public struct RouteTable {
     }
 
     static let maximumEarlyDTLS: UInt8 = 4
+    static let unansweredEvictionAge: Duration = .seconds(1)
 
     public let policy: Policy
     public private(set) var keyring: RoutingKeyring
@@ -181,15 +182,17 @@ public struct RouteTable {
     }
 
     /// Records a new pending route within the limits: per token, per source network, per worker and
-    /// all routes. At the token's or the network's limit, a pending flow its transceiver never
-    /// answered (a captured check replayed from elsewhere, a forged signature) makes room: one who
-    /// saw a session's check cannot pin that session's, or a shared network's, pending slots.
+    /// all routes. At the token's or the network's limit, a pending flow its transceiver has not
+    /// answered within a second (a captured check replayed from elsewhere, a forged signature; a
+    /// real check is answered within a round trip) makes room: a few replayed checks cannot pin a
+    /// session's, or a shared network's, pending slots for their whole lifetime, and a flood of
+    /// them reaches the transceiver at a few a second, not at its rate.
     private mutating func openPending(client: TransportAddress, transceiver: TransportAddress, nonce: UInt32, now: Instant) -> Bool {
         let network = SourceNetwork(client)
         if nonce != 0, pendingByToken[nonce, default: []].count >= Self.maximumPendingPerToken,
-           !evictUnanswered(among: pendingByToken[nonce] ?? []) { return false }
+           !evictUnanswered(among: pendingByToken[nonce] ?? [], now: now) { return false }
         if pendingByNetwork[network, default: []].count >= policy.maximumPendingPerNetwork,
-           !evictUnanswered(among: pendingByNetwork[network] ?? []) { return false }
+           !evictUnanswered(among: pendingByNetwork[network] ?? [], now: now) { return false }
         guard pendingCount < policy.maximumPending, routes.count < policy.maximumRoutes else { return false }
         routes[client] = Route(transceiver: transceiver, lastSeen: now, committed: false, createdAt: now, nonce: nonce)
         pendingCount += 1
@@ -198,9 +201,11 @@ public struct RouteTable {
         return true
     }
 
-    /// Removes the oldest pending flow of `clients` its transceiver has not answered; false if none.
-    private mutating func evictUnanswered(among clients: [TransportAddress]) -> Bool {
-        guard let victim = clients.first(where: { routes[$0].map { !$0.committed && !$0.answered } ?? false }),
+    /// Removes the oldest pending flow of `clients` its transceiver has not answered in a second; false if none.
+    private mutating func evictUnanswered(among clients: [TransportAddress], now: Instant) -> Bool {
+        guard let victim = clients.first(where: {
+            routes[$0].map { !$0.committed && !$0.answered && now - $0.createdAt >= Self.unansweredEvictionAge } ?? false
+        }),
               let route = routes.removeValue(forKey: victim) else { return false }
         releasePending(client: victim, nonce: route.nonce)
         return true
