@@ -23,6 +23,7 @@ import ParleyWire
 struct SCTPReceiveQueue {
     static let maximumRanges = 256
     static let maximumFragments = 8192
+    static let reservedForInSequence = 1024
     static let maximumHeldMessages = 1024
     /// TSNs further ahead than a SACK's 16-bit gap offsets can report are refused.
     static let maximumAhead: UInt32 = 65535
@@ -129,9 +130,11 @@ struct SCTPReceiveQueue {
             return .invalidStream
         }
         let inSequence = ahead == 1
-        // The next in-sequence TSN is exempt from the fragment cap too: what waits ahead could otherwise stall it.
+        // Out-of-order fragments may fill only part of the fragment cap: the rest is kept for the next
+        // in-sequence TSN, which what waits ahead could otherwise stall.
         guard bufferedBytes + payload.count <= (inSequence ? 2 * window : window),
-              inSequence || fragments.count < Self.maximumFragments else { return .refused }
+              fragments.count < (inSequence ? Self.maximumFragments : Self.maximumFragments - Self.reservedForInSequence)
+        else { return .refused }
         let unordered = flags & 0x04 != 0
         // A message that would wait for its turn needs room among the held ones.
         if !unordered, heldMessages >= Self.maximumHeldMessages, streams[stream].map({ ssn != $0.nextSSN }) ?? (ssn != 0) {

@@ -211,6 +211,38 @@ import Testing
         #expect(call.session.state == .connected)
     }
 
+    /// A client that keeps sending checks but stops answering ours loses consent all the same: its
+    /// checks do not renew it (only answers do), whatever their rate.
+    @Test func checksWithoutAnswersDoNotKeepConsent() throws {
+        let call = try Call()
+        call.connect()
+        call.client.answersChecks = false
+        for _ in 0..<400 {
+            call.advance(by: .milliseconds(100))
+            call.deliver(fromClient: [call.client.check(useCandidate: true)])
+            if call.session.isClosed { break }
+        }
+        #expect(call.session.state == .closed(.consentExpired))
+    }
+
+    /// A check with an unknown comprehension-required attribute gets a 420, but only through the same
+    /// gate as any answer: spoofed from many addresses, it reflects no more than other checks.
+    @Test func unknownAttributeAnswersAreGatedToo() throws {
+        let call = try Call()
+        call.connect()
+        for index in 0..<200 {
+            let check = try STUNWriter.build(type: .bindingRequest, transactionID: .random()) { writer throws(STUNBuildError) in
+                try writer.appendUsername("\(call.client.serverUfrag):\(call.client.ufrag)")
+                try writer.append(STUNAttributeType(rawValue: 0x0077), value: [1, 2, 3, 4])
+                try writer.appendMessageIntegrity(key: STUNIntegrityKey(shortTermPassword: call.client.serverPassword))
+                try writer.appendFingerprint()
+            }
+            call.inject(check, from: .v4(IPv4Address(bits: 0xC633_6500 | UInt32(index)), port: 9))
+        }
+        #expect(call.sentElsewhere.count <= 8, "\(call.sentElsewhere.count) addresses got an answer")
+        #expect(call.session.counters.drops[.checkRefused, default: 0] >= 190)
+    }
+
     /// A 403 to our consent check revokes consent at once (RFC 7675 §5.2).
     @Test func aForbiddenAnswerRevokesConsent() throws {
         let call = try Call()

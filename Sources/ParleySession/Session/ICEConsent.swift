@@ -77,6 +77,13 @@ struct ICEConsent {
 
     func isNominated(_ address: TransportAddress) -> Bool { candidates[address]?.nominated ?? false }
 
+    /// Whether `address` answered recently enough to switch to it at once (within two consent
+    /// intervals): an older answer is checked again first, or the switch could outlive its consent.
+    func isFresh(_ address: TransportAddress, now: Instant) -> Bool {
+        guard let answered = candidates[address]?.answeredAt else { return false }
+        return now - answered < settings.consentInterval * 2
+    }
+
     /// An authenticated check came from `path`: remember the address, and start validating it if
     /// it has not answered us yet (or its consent lapsed). Returns whether the check may be answered:
     /// an address that has not answered us gets a few answers only, and a new one only within the
@@ -86,7 +93,8 @@ struct ICEConsent {
             candidate.path = path
             candidate.lastRequest = now
             if nominated { candidate.nominated = true }
-            if let answered = candidate.answeredAt, now - answered >= settings.consentTimeout {
+            // (The selected path's lapse is final: the call ends on it, whatever checks come after.)
+            if path.client != selected, let answered = candidate.answeredAt, now - answered >= settings.consentTimeout {
                 // Consent lapsed (a path not used for a while): the address must answer again.
                 candidate.answeredAt = nil
                 candidate.outstanding.removeAll()
@@ -95,6 +103,15 @@ struct ICEConsent {
                 candidate.answersUnvalidated = 0
             }
             let validated = candidate.answeredAt != nil
+            if validated, path.client != selected, !isFresh(path.client, now: now), let sent = candidate.sentAt ?? candidate.answeredAt,
+               now - sent >= settings.validationTimeout {
+                // A spare path checked again before the client may switch to it (it is selected on the answer).
+                let id = STUNTransactionID.random(using: &generator)
+                candidate.outstanding.append(id)
+                if candidate.outstanding.count > Self.maximumOutstanding { candidate.outstanding.removeFirst() }
+                candidate.sentAt = now
+                checks.append(Check(path: path, transactionID: id))
+            }
             // A client retransmitting its check gets ours again at once if it is still unanswered
             // (and a new round of answers: rounds are paced by the validation budget).
             let waiting = !validated && candidate.outstanding.isEmpty
@@ -102,7 +119,6 @@ struct ICEConsent {
                 candidates[path.client] = candidate
                 scheduleValidation(path.client, now: now)
                 candidate = candidates[path.client] ?? candidate
-                if !candidate.outstanding.isEmpty { candidate.answersUnvalidated = 0 }
             } else if !validated, let id = candidate.outstanding.last, let sent = candidate.sentAt,
                       now - sent >= settings.validationTimeout, candidate.answersUnvalidated < Self.maximumAnswersUnvalidated {
                 // A triggered check (RFC 8445 §7.3.1.4): the client is checking this address now, so
@@ -123,12 +139,12 @@ struct ICEConsent {
             candidates[path.client] = candidate
             return true
         }
+        guard budget.take(now: now) else { return false }
         if candidates.count >= settings.maximumCandidates { evictStalest() }
-        guard candidates.count < settings.maximumCandidates, budget.take(now: now) else { return false }
-        var candidate = Candidate(path: path, nominated: nominated, lastRequest: now)
-        candidate.answersUnvalidated = 1
-        candidates[path.client] = candidate
+        guard candidates.count < settings.maximumCandidates else { return false }
+        candidates[path.client] = Candidate(path: path, nominated: nominated, lastRequest: now)
         scheduleValidation(path.client, now: now, paid: true)
+        candidates[path.client]?.answersUnvalidated = 1
         return true
     }
 
@@ -158,6 +174,7 @@ struct ICEConsent {
             // next check tick (Pion: ~200 ms sooner), and the answer refreshes consent.
             let id = STUNTransactionID.random(using: &generator)
             candidate.outstanding.append(id)
+            candidate.sentAt = now
             checks.append(Check(path: path, transactionID: id))
         }
         candidates[path.client] = candidate
@@ -185,8 +202,11 @@ struct ICEConsent {
         let changed = selected != address
         selected = address
         guard candidates[address]?.answeredAt != nil else { return }
-        if changed {
+        if changed, candidates[address]?.sentAt.map({ now - $0 >= .seconds(1) }) ?? true {
             candidates[address]?.nextCheck = now
+        } else if changed {
+            let interval = nextConsentInterval()
+            candidates[address]?.nextCheck = now + interval
         } else if candidates[address]?.nextCheck == nil {
             let interval = nextConsentInterval()
             candidates[address]?.nextCheck = now + interval
@@ -282,6 +302,7 @@ struct ICEConsent {
         let id = STUNTransactionID.random(using: &generator)
         candidate.outstanding = [id]
         candidate.attempts = 1
+        candidate.answersUnvalidated = 0  // a new round of answers with each round of validation
         candidate.sentAt = now
         candidate.nextCheck = now + settings.validationTimeout
         candidates[address] = candidate

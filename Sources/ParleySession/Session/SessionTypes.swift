@@ -118,6 +118,9 @@ public enum DropReason: String, CaseIterable, Sendable {
     case replayedCheck = "replayed_check"
     /// DTLS or media from an address that has not answered our check (path validation).
     case unvalidatedSource = "unvalidated_source"
+    /// An authenticated check from an address that has not answered ours, past what such an address
+    /// gets answered (a few per round of validation, new addresses within the validation budget).
+    case checkRefused = "check_refused"
     /// A STUN response that answers none of our outstanding checks from that address.
     case unmatchedResponse = "unmatched_stun_response"
     case mediaBeforeDTLS = "media_before_dtls"

@@ -376,11 +376,13 @@ public final class WebRTCSession {
             if recentChecks.count == Self.rememberedChecks { recentChecks.removeFirst() }
             recentChecks.append((message.transactionID, path.client))
         }
-        if message.unknownRequiredAttributes.count > 0 {
-            return answerUnknownAttributes(message, to: path)
-        }
         guard consent.receivedRequest(from: path, nominated: message.useCandidate, now: now) else {
-            return drop(.unvalidatedSource)
+            return drop(.checkRefused)
+        }
+        // After the gate: a 420 is an answer too, and must not reach spoofed sources any faster.
+        if message.unknownRequiredAttributes.count > 0 {
+            sendChecks()
+            return answerUnknownAttributes(message, to: path)
         }
         // Our check goes out before the answer: the client then answers it before it can start DTLS
         // on our answer, and a relay in front commits the route on that answer (docs/relay.md).
@@ -389,7 +391,9 @@ public final class WebRTCSession {
         counters.checksAnswered += 1
         guard consent.isValidated(path.client, now: now) else { return }
         followRelayChange(path)
-        if message.useCandidate || selectedPath == nil {
+        // A switch waits for a fresh answer from the new path (sent above when it was stale).
+        let canSwitch = path.client == selectedPath?.client || consent.isFresh(path.client, now: now)
+        if (message.useCandidate && canSwitch) || selectedPath == nil {
             select(path, nominated: message.useCandidate, now: now)
         }
     }
@@ -414,11 +418,10 @@ public final class WebRTCSession {
         guard consent.receivedSuccess(message.transactionID, from: path, now: now) else { return drop(.unmatchedResponse) }
         counters.checkResponses += 1
         followRelayChange(path)
-        guard !wasValidated else { return }
         sendChecks()
         let nominated = consent.isNominated(path.client)
-        if nominated || selectedPath == nil { select(path, nominated: nominated, now: now) }
-        releaseHeldDTLS(from: path.client, now: now)
+        if (nominated && selectedPath?.client != path.client) || selectedPath == nil { select(path, nominated: nominated, now: now) }
+        if !wasValidated { releaseHeldDTLS(from: path.client, now: now) }
     }
 
     /// Writes and sends the checks `consent` decided on.

@@ -22,7 +22,7 @@ final class MediaWorker: @unchecked Sendable {
     /// Set once by `start` (the bound port when asked for port 0), before any call is created.
     private(set) var endpoint: TransportAddress
     private let keyring: RoutingKeyring
-    private let relayNetworks: [IPv4Network]
+    private let relayNetworks: [IPNetwork]
     private let registry: CallRegistry
     private let metrics: TransceiverMetrics
     private let logger: Logger
@@ -86,7 +86,7 @@ final class MediaWorker: @unchecked Sendable {
     /// The token clock, refreshed by the timer tick.
     private var currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
 
-    init(index: Int, eventLoop: EventLoop, endpoint: TransportAddress, keyring: RoutingKeyring, relayNetworks: [IPv4Network],
+    init(index: Int, eventLoop: EventLoop, endpoint: TransportAddress, keyring: RoutingKeyring, relayNetworks: [IPNetwork],
          registry: CallRegistry, metrics: TransceiverMetrics, logger: Logger) {
         self.relayNetworks = relayNetworks
         self.index = index
@@ -238,6 +238,8 @@ final class MediaWorker: @unchecked Sendable {
         sessions[newKey] = entry
         entry.key = newKey
         for client in entry.clients where byClient[client] == key { byClient[client] = newKey }
+        for (id, owner) in byCheck where owner.key == key { byCheck[id] = (newKey, owner.sentAt) }
+        for (client, owner) in checking where owner.key == key { checking[client] = (newKey, owner.sentAt) }
         registry.insert(entry.session.parameters.id, .init(worker: index, sessionKey: newKey))
         drain(key: newKey, now: monotonicNow())
         flush()
@@ -439,7 +441,10 @@ final class MediaWorker: @unchecked Sendable {
         for transmit in session.takeTransmits() {
             if let check = transmit.check, byCheck.count < Self.maximumChecks {
                 byCheck[check] = (key, now)
-                if byClient[transmit.path.client] == nil { checking[transmit.path.client] = (key, now) }
+                // The first session to check an address keeps it (one spoofing the address later cannot take its DTLS).
+                if byClient[transmit.path.client] == nil, checking[transmit.path.client].map({ $0.key == key }) ?? true {
+                    checking[transmit.path.client] = (key, now)
+                }
             }
             send(transmit)
         }
