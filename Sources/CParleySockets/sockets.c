@@ -90,6 +90,22 @@ int parley_batch_send(int fd, parley_batch *batch, unsigned count) {
     return (int)sent;
 }
 
+int parley_udp_port_in_use(const char *host, int port) {
+    // No SO_REUSEADDR, no SO_REUSEPORT: the bind fails if anyone holds the port, however they bound it.
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &address.sin_addr) != 1) {
+        close(fd);
+        return -1;
+    }
+    int result = bind(fd, (struct sockaddr *)&address, sizeof address) == 0 ? 0 : (errno == EADDRINUSE ? 1 : -1);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return result;
+}
+
 int parley_udp_socket(const char *host, int port, int reuse_port, int buffer_bytes, int *bound_port) {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;

@@ -31,7 +31,7 @@ struct ServingOptions: ParsableArguments {
     var mediaHost = "127.0.0.1"
     @Option(help: "UDP port of the first media worker; worker i binds port + i.")
     var mediaPort = 3478
-    @Option(help: "Media worker threads, one UDP port each (default: one per core).")
+    @Option(help: "Media worker threads, one UDP port each (one per core by default).")
     var workers = System.coreCount
     @Option(name: .customLong("advertise"),
             help: "Address put in SDP answers as a candidate, e.g. 203.0.113.5:3478 (repeat for several; default: the worker's own).")
@@ -79,10 +79,22 @@ struct RoutingKeyOptions: ParsableArguments {
     @Option(help: "Id (0–15) of the routing key.")
     var routingKeyID: UInt8 = 0
 
+    func validate() throws {
+        guard routingKeyID < 16 else { throw ValidationError("--routing-key-id must be 0…15") }
+        if let hex = routingKey ?? ProcessInfo.processInfo.environment["PARLEY_ROUTING_KEY"] {
+            guard RoutingKey(id: routingKeyID, hexSecret: hex) != nil else {
+                let source = routingKey != nil ? "--routing-key" : "PARLEY_ROUTING_KEY"
+                throw ValidationError("\(source): expected 64 hex characters (32 random bytes), got \(hex.count) characters. "
+                                      + "Make one with `openssl rand -hex 32` and give the same one to every relay and transceiver")
+            }
+        }
+    }
+
     func keyring() throws -> RoutingKeyring {
         guard let hex = routingKey ?? ProcessInfo.processInfo.environment["PARLEY_ROUTING_KEY"],
               let key = RoutingKey(id: routingKeyID, hexSecret: hex) else {
-            throw ValidationError("a routing key is required: --routing-key or PARLEY_ROUTING_KEY, 64 hex characters")
+            throw StartupError("a routing key is required: --routing-key or PARLEY_ROUTING_KEY, 64 hex characters "
+                               + "shared by every relay and transceiver. Make one with `openssl rand -hex 32`")
         }
         return RoutingKeyring(current: key)
     }
@@ -95,6 +107,10 @@ struct Dev: AsyncParsableCommand {
     )
 
     @OptionGroup var serving: ServingOptions
+    @Option(help: "The relay's public address (the same as --media-host): 0.0.0.0 to take calls from other machines, whose addresses the answers then advertise.")
+    var publicHost: String?
+    @Flag(help: "Share the public UDP port with a process that already holds it, on purpose (without it a port in use is refused).")
+    var takeOverPort = false
     @Flag(help: "Skip the relay: the transceiver's workers take client traffic directly (worker i on --media-port + i).")
     var direct = false
     @Option(help: "Route-store lookups each relay worker may start per second (see `parley relay --help`).")
@@ -102,19 +118,30 @@ struct Dev: AsyncParsableCommand {
 
     func validate() throws {
         guard storeLookupRate >= 1 else { throw ValidationError("--store-lookup-rate must be at least 1") }
+        if let publicHost, IPv4Address(publicHost) == nil { throw ValidationError("--public-host must be an IPv4 address") }
     }
 
     func run() async throws {
         let logger = bootstrapObservability(level: serving.logLevel)
         let keyring = TransceiverConfiguration.randomKeyring()
         var configuration = serving.configuration(keyring: keyring)
-        guard !direct else { return try await serve(configuration, logger: logger) }
+        let publicHost = self.publicHost ?? serving.mediaHost
+        guard !direct else {
+            if configuration.advertisedAddresses.isEmpty, publicHost == "0.0.0.0" {
+                configuration.advertisedAddresses = localAddresses(port: UInt16(clamping: serving.mediaPort))
+            }
+            configuration.mediaHost = publicHost
+            return try await serve(configuration, logger: logger,
+                                   banner: Banner(mode: "direct (no relay): the workers take client traffic themselves",
+                                                  agent: serving.agent, advertised: configuration.advertisedAddresses))
+        }
 
         // The relay owns the public port; the transceiver hides behind it on loopback.
-        let loopback = IPv4Network("127.0.0.0/8")!
+        let loopback = IPNetwork("127.0.0.0/8")!
         var relayConfiguration = RelayConfiguration(keyring: keyring)
-        relayConfiguration.publicHost = serving.mediaHost
+        relayConfiguration.publicHost = publicHost
         relayConfiguration.publicPort = serving.mediaPort
+        relayConfiguration.takeOverPort = takeOverPort
         relayConfiguration.internalHost = "127.0.0.1"
         relayConfiguration.workers = serving.workers
         relayConfiguration.storeLookupsPerSecond = storeLookupRate
@@ -124,11 +151,18 @@ struct Dev: AsyncParsableCommand {
         configuration.mediaHost = "127.0.0.1"
         configuration.mediaPort = 0
         configuration.relayNetworks = [loopback]
-        if configuration.advertisedAddresses.isEmpty, let ip = IPv4Address(serving.mediaHost) {
-            configuration.advertisedAddresses = [.v4(ip, port: UInt16(relay.publicPort ?? serving.mediaPort))]
+        let relayPort = UInt16(clamping: relay.publicPort ?? serving.mediaPort)
+        if configuration.advertisedAddresses.isEmpty {
+            if publicHost == "0.0.0.0" {
+                configuration.advertisedAddresses = localAddresses(port: relayPort)
+            } else if let ip = IPv4Address(publicHost) {
+                configuration.advertisedAddresses = [.v4(ip, port: relayPort)]
+            }
         }
         do {
-            try await serve(configuration, logger: logger)
+            try await serve(configuration, logger: logger,
+                            banner: Banner(mode: "relay on UDP \(publicHost):\(relayPort) in front of the transceiver",
+                                           agent: serving.agent, advertised: configuration.advertisedAddresses))
         } catch {
             await relay.shutdown()
             throw error
@@ -155,8 +189,8 @@ struct TransceiverCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let workerHost, IPv4Address(workerHost) == nil { throw ValidationError("--worker-host must be an IPv4 address") }
-        for network in relayNetworks where IPv4Network(network) == nil {
-            throw ValidationError("--relay-network \(network): expected a.b.c.d/n")
+        for network in relayNetworks where IPNetwork(network) == nil {
+            throw ValidationError("--relay-network \(network): expected a.b.c.d/n or an IPv6 prefix such as fd00::/8")
         }
     }
 
@@ -164,7 +198,7 @@ struct TransceiverCommand: AsyncParsableCommand {
         let logger = bootstrapObservability(level: serving.logLevel)
         var configuration = serving.configuration(keyring: try key.keyring())
         configuration.clusterID = clusterID
-        configuration.relayNetworks = relayNetworks.compactMap(IPv4Network.init)
+        configuration.relayNetworks = relayNetworks.compactMap(IPNetwork.init)
         configuration.workerEndpointHost = workerHost.flatMap { IPv4Address($0) }
         try await serve(configuration, logger: logger)
     }
@@ -184,7 +218,7 @@ struct RelayCommand: AsyncParsableCommand {
     var internalHost = "127.0.0.1"
     @Option(help: "Internal UDP port of worker 0; worker i binds port + i (0: any free port).")
     var internalPort = 0
-    @Option(help: "Worker threads (default: one per core).")
+    @Option(help: "Worker threads, each pinned to a core (one per core by default).")
     var workers = System.coreCount
     @OptionGroup var key: RoutingKeyOptions
     @Option(name: .customLong("worker-network"),
@@ -192,6 +226,8 @@ struct RelayCommand: AsyncParsableCommand {
     var workerNetworks: [String] = []
     @Option(help: "Redis for the route store, host:port (default: in memory).")
     var redis: String?
+    @Flag(help: "Share the public port with a relay that already holds it, on purpose: how a new relay replaces a running one (without it a port in use is refused).")
+    var takeOverPort = false
     @Option(help: "Route-store lookups each worker may start per second (unknown flows; a flood costs the store no more).")
     var storeLookupRate = 1000
     @Option(help: "Address of the metrics and health endpoint (/metrics, /healthz).")
@@ -202,8 +238,8 @@ struct RelayCommand: AsyncParsableCommand {
     var logLevel = "info"
 
     func validate() throws {
-        for network in workerNetworks where IPv4Network(network) == nil {
-            throw ValidationError("--worker-network \(network): expected a.b.c.d/n")
+        for network in workerNetworks where IPNetwork(network) == nil {
+            throw ValidationError("--worker-network \(network): expected a.b.c.d/n or an IPv6 prefix such as fd00::/8")
         }
         guard !workerNetworks.isEmpty else { throw ValidationError("at least one --worker-network is required") }
         if let redis, redis.split(separator: ":").count != 2 { throw ValidationError("--redis: expected host:port") }
@@ -219,7 +255,8 @@ struct RelayCommand: AsyncParsableCommand {
         configuration.internalPort = internalPort
         configuration.workers = workers
         configuration.storeLookupsPerSecond = storeLookupRate
-        configuration.policy.workerNetworks = workerNetworks.compactMap(IPv4Network.init)
+        configuration.takeOverPort = takeOverPort
+        configuration.policy.workerNetworks = workerNetworks.compactMap(IPNetwork.init)
         let storeGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let store: RouteStore
         if let redis {
@@ -405,21 +442,91 @@ func bootstrapObservability(level: String) -> Logger {
 
 let prometheusRegistry = PrometheusCollectorRegistry()
 
+/// An error at startup, said plainly (ArgumentParser prints it as `Error: …`, without the usage).
+struct StartupError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// What `parley dev` prints once it listens: where to go, what answers, how calls reach it.
+struct Banner {
+    var mode: String
+    var agent: String
+    var advertised: [TransportAddress]
+}
+
 /// Runs a transceiver and its signaling API until SIGINT or SIGTERM, then ends every call.
-func serve(_ configuration: TransceiverConfiguration, logger: Logger) async throws {
+func serve(_ configuration: TransceiverConfiguration, logger: Logger, banner: Banner? = nil) async throws {
     let transceiver = try Transceiver(configuration: configuration, logger: logger)
-    try await transceiver.start()
+    do {
+        try await transceiver.start()
+    } catch let error as IOError {
+        await transceiver.shutdown()
+        throw StartupError("cannot bind the media workers' UDP ports on \(configuration.mediaHost) "
+                           + "(--media-port \(configuration.mediaPort)): \(describe(error)). Is another parley running? "
+                           + "Choose another --media-port, or 0 for any free one")
+    }
     let api = SignalingAPI(transceiver: transceiver, prometheus: prometheusRegistry)
     let app = Application(
         router: api.makeRouter(),
         configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "parley"),
+        onServerRunning: { _ in if let banner { printBanner(banner, configuration: configuration) } },
         logger: logger)
     logger.info("signaling API and demo page", metadata: ["url": "http://\(configuration.httpHost):\(configuration.httpPort)/"])
     do {
         try await app.runService()
+    } catch let error as IOError {
+        await transceiver.shutdown()
+        throw StartupError("cannot listen for HTTP on \(configuration.httpHost):\(configuration.httpPort): \(describe(error)). "
+                           + "Is another parley running? Choose another --http-port")
     } catch {
         await transceiver.shutdown()
         throw error
     }
     await transceiver.shutdown()
+}
+
+/// An OS error as a person reads it: "address already in use (errno 98)".
+func describe(_ error: IOError) -> String {
+    "\(String(cString: strerror(error.errnoCode)).lowercased()) (errno \(error.errnoCode))"
+}
+
+func printBanner(_ banner: Banner, configuration: TransceiverConfiguration) {
+    let host = configuration.httpHost == "0.0.0.0" ? "127.0.0.1" : configuration.httpHost
+    let candidates = banner.advertised.map { "\($0)" }.joined(separator: ", ")
+    var lines = [
+        "",
+        "  Parley is running: open http://\(host):\(configuration.httpPort)/ and press Call.",
+        "",
+        "  agent       \(banner.agent)  (--agent echo|parrot|loopback|ws://…)",
+        "  media       \(banner.mode)",
+        "  answers     advertise \(candidates.isEmpty ? "the workers' own addresses" : candidates) as the ICE candidate",
+        "  signaling   http://\(configuration.httpHost):\(configuration.httpPort)/v1/realtime/calls",
+    ]
+    if banner.advertised.allSatisfy({ "\($0)".hasPrefix("127.") }) {
+        lines += [
+            "",
+            "  Calls from this machine only. From elsewhere (a remote VM, a container): --http-host 0.0.0.0",
+            "  --public-host 0.0.0.0, or --advertise <address clients can reach>:\(configuration.advertisedAddresses.first?.port ?? 3478).",
+        ]
+    }
+    FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n\n").utf8))
+}
+
+/// This machine's IPv4 addresses (non-loopback first, then loopback), as candidates on `port`.
+func localAddresses(port: UInt16) -> [TransportAddress] {
+    var list: UnsafeMutablePointer<ifaddrs>?
+    guard getifaddrs(&list) == 0, let first = list else { return [.v4(IPv4Address(127, 0, 0, 1), port: port)] }
+    defer { freeifaddrs(list) }
+    var external: [TransportAddress] = [], loopback: [TransportAddress] = []
+    var cursor: UnsafeMutablePointer<ifaddrs>? = first
+    while let entry = cursor {
+        defer { cursor = entry.pointee.ifa_next }
+        guard let address = entry.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET) else { continue }
+        let ip = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPv4Address(bits: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)) }
+        let candidate = TransportAddress.v4(ip, port: port)
+        guard !external.contains(candidate), !loopback.contains(candidate) else { continue }
+        if ip.bits >> 24 == 127 { loopback.append(candidate) } else { external.append(candidate) }
+    }
+    return external + loopback
 }

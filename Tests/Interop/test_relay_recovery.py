@@ -50,11 +50,11 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def relay(self):
+    def relay(self, take_over=False):
         self.relay_started = time.monotonic()
         self.metrics_port = free_port(socket.SOCK_STREAM)
         process = self.spawn("relay", [
-            PARLEY, "relay", "--metrics-port", str(self.metrics_port)] + [
+            PARLEY, "relay", "--metrics-port", str(self.metrics_port)] + (["--take-over-port"] if take_over else []) + [
             "--routing-key", self.key, "--public-host", "127.0.0.1",
             "--public-port", str(self.relay_port), "--worker-network", "127.0.0.0/8", "--workers", "1",
             "--redis", f"127.0.0.1:{self.redis_port}", "--log-level", "debug"])
@@ -129,7 +129,7 @@ def test_call_survives_relay_restart_second_relay_and_redis_loss(stack):
         assert "route recovered from the store" in restarted_log, "recovered by Redis, not by a later check"
 
         # 2. A second relay process on the same port (SO_REUSEPORT); the first stops; the call goes on.
-        second = stack.relay()
+        second = stack.relay(take_over=True)
         relay.send_signal(signal.SIGTERM)
         relay.wait(timeout=10)
         assert resumes_within(driver, 2.0) is not None, "audio did not continue through the second relay"

@@ -87,3 +87,34 @@ def test_cors_preflight_allows_another_origin(parley):
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.headers.get("Access-Control-Allow-Origin") == "*"
         assert "POST" in response.headers.get("Access-Control-Allow-Methods")
+
+
+def test_startup_refuses_ports_in_use_with_a_clear_message_and_prints_a_banner(parley):
+    """A second `parley dev` on the same UDP port used to start and share it (SO_REUSEPORT), and
+    calls then failed at random: now it is refused, saying which port and what to do; an HTTP port
+    in use is said just as plainly. The one that runs says where to go and what it runs."""
+    import subprocess
+    from conftest import PARLEY, free_port
+    banner = parley.logs()
+    assert f"open http://127.0.0.1:{parley.http_port}/ and press Call" in banner, banner[-2000:]
+    assert "agent       echo" in banner and f"127.0.0.1:{parley.media_port}" in banner
+    same_udp = subprocess.run([PARLEY, "dev", "--http-port", str(free_port()), "--media-port", str(parley.media_port)],
+                              capture_output=True, text=True, timeout=30)
+    assert same_udp.returncode != 0
+    assert f"UDP 127.0.0.1:{parley.media_port} is already in use" in same_udp.stderr, same_udp.stderr
+    assert "--take-over-port" in same_udp.stderr and "Usage" not in same_udp.stderr
+    same_http = subprocess.run([PARLEY, "dev", "--http-port", str(parley.http_port), "--media-port", "0"],
+                               capture_output=True, text=True, timeout=30)
+    assert same_http.returncode != 0
+    assert f"cannot listen for HTTP on 127.0.0.1:{parley.http_port}: address already in use" in same_http.stderr, same_http.stderr
+    # Calls still work on the first one: nothing took its port.
+    status, _ = post(parley, CHROME)
+    assert status == 201
+
+
+def test_a_malformed_routing_key_is_explained():
+    import subprocess
+    from conftest import PARLEY
+    result = subprocess.run([PARLEY, "transceiver", "--routing-key", "abcd"], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "expected 64 hex characters" in result.stderr and "openssl rand -hex 32" in result.stderr, result.stderr

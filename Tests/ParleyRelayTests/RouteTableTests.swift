@@ -10,7 +10,7 @@ import ParleyTestSupport
 
     static func policy() -> RouteTable.Policy {
         var policy = RouteTable.Policy()
-        policy.workerNetworks = [IPv4Network("10.0.0.0/8")!]
+        policy.workerNetworks = [IPNetwork("10.0.0.0/8")!]
         policy.maximumPending = 100
         policy.maximumRoutes = 1000
         return policy

@@ -73,5 +73,15 @@ import Testing
         #expect(IPv4Network("10.0.0.0/33") == nil)
         #expect(IPv4Network("10.0.0/8") == nil)
         #expect(IPv4Network("10.0.0.0/8/1") == nil)
+        // IPv6 prefixes for worker and relay networks.
+        let v6 = try #require(IPNetwork("fd00:1::/32"))
+        #expect(v6.contains(.v6(IPv6Address("fd00:1:ffff::5")!, port: 1)))
+        #expect(!v6.contains(.v6(IPv6Address("fd00:2::5")!, port: 1)))
+        #expect(!v6.contains(.v4(IPv4Address(10, 0, 0, 1), port: 1)))
+        #expect(IPNetwork("fd00:1:2:3:4:5:6:7/100")?.description == "fd00:1:2:3:4:5::/100")
+        #expect(IPNetwork("::1")?.contains(.v6(IPv6Address("::1")!, port: 9)) == true)
+        #expect(IPNetwork("::/0")?.contains(.v6(IPv6Address("2001:db8::1")!, port: 9)) == true)
+        #expect(IPNetwork("10.0.0.0/8")?.contains(.v4(IPv4Address(10, 9, 9, 9), port: 1)) == true)
+        #expect(IPNetwork("fd00::/129") == nil)
     }
 }

@@ -33,6 +33,9 @@ int parley_batch_send(int fd, parley_batch *batch, unsigned count);
 
 /// A non-blocking UDP socket bound to host:port (IPv4), with SO_REUSEPORT when asked and socket
 /// buffers of `buffer_bytes` (forced where permitted). Returns the fd, or -1; `bound_port` gets the port.
+/// 1 when someone holds UDP host:port (bound in any way), 0 when it is free, -1 on another error.
+int parley_udp_port_in_use(const char *host, int port);
+
 int parley_udp_socket(const char *host, int port, int reuse_port, int buffer_bytes, int *bound_port);
 
 #endif

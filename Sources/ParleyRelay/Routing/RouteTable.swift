@@ -24,7 +24,7 @@ public struct RouteTable {
         public var idleTimeout: Duration = .seconds(60)
         /// Transceiver workers a token may name. Anything else is refused: whoever holds the routing
         /// key must not be able to point the relay at arbitrary internal addresses.
-        public var workerNetworks: [IPv4Network] = []
+        public var workerNetworks: [IPNetwork] = []
         public var workerPorts: ClosedRange<UInt16> = 1...65535
         /// How long the route store keeps a route; checks on the route refresh it a third of the way in.
         public var storeLifetime: Duration = .seconds(30)
@@ -166,7 +166,7 @@ public struct RouteTable {
             }
             guard let check = openCheck(message, datagram), check.worker == transceiver else { return .drop(.badToken) }
             routes.values[index].transactions.add(check.transaction)
-            if routes.values[index].nonce == 0 {
+            if routes.values[index].nonce == 0, check.nonce != 0 {
                 // A route a transceiver's check opened learns its session from the client's check.
                 routes.values[index].nonce = check.nonce
                 pendingByToken[check.nonce, default: []].append(client)
@@ -189,11 +189,12 @@ public struct RouteTable {
     /// them reaches the transceiver at a few a second, not at its rate.
     private mutating func openPending(client: TransportAddress, transceiver: TransportAddress, nonce: UInt32, now: Instant) -> Bool {
         let network = SourceNetwork(client)
+        // The table's own limits first: nothing is evicted for a flow that could not be opened anyway.
+        guard pendingCount < policy.maximumPending, routes.count < policy.maximumRoutes else { return false }
         if nonce != 0, pendingByToken[nonce, default: []].count >= Self.maximumPendingPerToken,
            !evictUnanswered(among: pendingByToken[nonce] ?? [], now: now) { return false }
         if pendingByNetwork[network, default: []].count >= policy.maximumPendingPerNetwork,
            !evictUnanswered(among: pendingByNetwork[network] ?? [], now: now) { return false }
-        guard pendingCount < policy.maximumPending, routes.count < policy.maximumRoutes else { return false }
         routes[client] = Route(transceiver: transceiver, lastSeen: now, committed: false, createdAt: now, nonce: nonce)
         pendingCount += 1
         pendingByNetwork[network, default: []].append(client)

@@ -1,9 +1,14 @@
+import CParleySockets
 import Logging
 import Metrics
 import NIOCore
 import NIOPosix
 import ParleyIO
 import ParleyWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A relay: worker threads on one public port (SO_REUSEPORT), each pinned to a core with its own
 /// sockets and route table, sharing a route store. A small event loop serves the store's answers
@@ -29,6 +34,9 @@ public final class Relay: Sendable {
     }
 
     public func start() async throws {
+        if !configuration.takeOverPort, configuration.publicPort != 0 {
+            try Self.refuseSharedPort(host: configuration.publicHost, port: configuration.publicPort)
+        }
         var port = configuration.publicPort
         for worker in workers {
             try worker.start(publicPort: port)
@@ -48,6 +56,16 @@ public final class Relay: Sendable {
         storeStateTask?.cancel()
         for worker in workers { worker.stop() }
         try? await controlGroup.shutdownGracefully()
+    }
+
+    /// A socket bound without SO_REUSEPORT fails if anyone holds the port, with SO_REUSEPORT or not:
+    /// the test for "is it ours to take" before the workers bind it with SO_REUSEPORT.
+    static func refuseSharedPort(host: String, port: Int) throws {
+        switch parley_udp_port_in_use(host, Int32(clamping: port)) {
+        case 0: return
+        case 1: throw RelayError.portInUse("\(host):\(port)")
+        default: throw RelayError.bind("\(host):\(port)", errno)
+        }
     }
 
     /// The public port actually bound (useful when configured as 0).

@@ -20,6 +20,10 @@ public struct RelayConfiguration: Sendable {
     /// restart retry with every packet, so they get through at this rate.
     public var storeLookupsPerSecond = 1000
     public var socketBufferBytes = 4 * 1024 * 1024
+    /// Share the public port with a process that already holds it (SO_REUSEPORT), as a relay that
+    /// replaces another does. Without it a port in use is refused: two unrelated processes on one
+    /// port would each get a random share of every call's packets.
+    public var takeOverPort = false
 
     public init(keyring: RoutingKeyring) {
         self.keyring = keyring

@@ -360,10 +360,14 @@ final class RelayWorker: @unchecked Sendable {
 
 public enum RelayError: Error, CustomStringConvertible {
     case bind(String, Int32)
+    case portInUse(String)
 
     public var description: String {
         switch self {
-        case .bind(let what, let code): "cannot bind \(what): \(String(cString: strerror(code)))"
+        case .bind(let what, let code): "cannot bind UDP \(what): \(String(cString: strerror(code)))"
+        case .portInUse(let address):
+            "UDP \(address) is already in use (another parley?). Stop it, choose another port, "
+                + "or pass --take-over-port to share it on purpose (a relay replacing another)"
         }
     }
 }

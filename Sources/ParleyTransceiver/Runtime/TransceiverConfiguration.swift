@@ -20,7 +20,7 @@ public struct TransceiverConfiguration: Sendable {
     public var keyring: RoutingKeyring
     /// Sources whose tunnel datagrams (relay-forwarded, carrying a client address) are believed.
     /// Anyone else could claim any client address, so tunnel datagrams from elsewhere are dropped.
-    public var relayNetworks: [IPv4Network] = []
+    public var relayNetworks: [IPNetwork] = []
     public var clusterID: UInt16 = 0
     public var dtls = DTLSConfiguration()
     public var timeouts = SessionTimeouts()

@@ -213,3 +213,50 @@ public struct IPv4Network: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(address)/\(prefixLength)" }
 }
+
+/// An IPv4 or IPv6 prefix (`10.0.0.0/8`, `fd00::/8`), for allow-lists: worker networks, relay networks.
+public enum IPNetwork: Hashable, Sendable, CustomStringConvertible {
+    case v4(IPv4Network)
+    /// The prefix's address (host bits cleared) and its length, 0–128.
+    case v6(high: UInt64, low: UInt64, prefixLength: Int)
+
+    /// Parses `a.b.c.d/n` or `x:y::z/n` (a bare address is a /32 or /128).
+    public init?(_ text: String) {
+        if let network = IPv4Network(text) {
+            self = .v4(network)
+            return
+        }
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let address = IPv6Address(String(parts[0])) else { return nil }
+        var length = 128
+        if parts.count == 2 {
+            guard let parsed = Int(parts[1]), (0...128).contains(parsed) else { return nil }
+            length = parsed
+        }
+        let (highMask, lowMask) = Self.masks(length)
+        self = .v6(high: address.high & highMask, low: address.low & lowMask, prefixLength: length)
+    }
+
+    public func contains(_ transport: TransportAddress) -> Bool {
+        switch (self, transport) {
+        case (.v4(let network), _): return network.contains(transport)
+        case (.v6(let high, let low, let length), .v6(let ip, _)):
+            let (highMask, lowMask) = Self.masks(length)
+            return ip.high & highMask == high && ip.low & lowMask == low
+        default: return false
+        }
+    }
+
+    static func masks(_ length: Int) -> (UInt64, UInt64) {
+        let high = length >= 64 ? UInt64.max : (length == 0 ? 0 : UInt64.max << (64 - length))
+        let low = length <= 64 ? 0 : (length == 128 ? UInt64.max : UInt64.max << (128 - length))
+        return (high, low)
+    }
+
+    public var description: String {
+        switch self {
+        case .v4(let network): return network.description
+        case .v6(let high, let low, let length): return "\(IPv6Address(high: high, low: low))/\(length)"
+        }
+    }
+}
