@@ -210,3 +210,36 @@ def test_chromium_ice_restart_keeps_the_call_with_its_external_agent(parley_with
         driver.quit()
         helper.kill()
         helper.wait(timeout=10)
+
+
+def test_the_page_says_why_a_call_does_not_connect(parley_with):
+    """A Parley whose answers advertise an address the browser cannot reach (what `make dev` on a
+    remote machine looked like): the page explains it within a few seconds instead of sitting at
+    "connecting", and names the options that fix it."""
+    parley = parley_with("--advertise", "127.0.0.1:9")
+    driver = chromium()
+    try:
+        driver.get(parley.base + "/?autostart=1")
+        state = wait_for(driver, lambda s: s.get("reason"), 8, "a reason on the page")
+        assert "127.0.0.1:9" in state["reason"] and "--advertise" in state["reason"] and "--public-host" in state["reason"], state["reason"]
+        assert state["state"] != "connected"
+        driver.save_screenshot(os.path.join(ARTIFACTS, "chromium-ice-failure.png"))
+    finally:
+        driver.quit()
+
+
+def test_the_page_says_when_the_agent_is_unreachable_and_can_call_again(parley_with):
+    """An external agent that is not there: the reason is shown in words at once (not a truncated
+    row at the bottom of the log), the state is not a green "connected" for long, and Call works again."""
+    parley = parley_with("--agent", f"ws://127.0.0.1:{free_port()}/")
+    driver = chromium()
+    try:
+        driver.get(parley.base + "/?autostart=1")
+        state = wait_for(driver, lambda s: s.get("reason") and "agent" in s["reason"], 10, "the agent failure on the page")
+        assert "could not be reached" in state["reason"], state["reason"]
+        assert state["error"] == "agent_unavailable"
+        wait_for(driver, lambda s: s["state"] in ("closed", "failed", "disconnected"), 15, "the call ended")
+        assert driver.execute_script("return document.getElementById('call').disabled") is False, "Call is enabled again"
+        driver.save_screenshot(os.path.join(ARTIFACTS, "chromium-agent-failure.png"))
+    finally:
+        driver.quit()

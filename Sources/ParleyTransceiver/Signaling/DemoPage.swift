@@ -19,18 +19,20 @@ enum DemoPage {
   button { font: inherit; border: 0; border-radius: 8px; padding: 10px 18px; cursor: pointer; background: var(--accent); color: white; }
   button.secondary { background: var(--line); color: var(--text); } button:disabled { opacity: .5; cursor: default; }
   .row { display: flex; gap: 12px; align-items: center; flex-wrap: wrap; }
-  .state { font-weight: 600; } .state.connected { color: var(--ok); } .state.failed, .state.closed { color: var(--bad); }
+  .state { font-weight: 600; } .state.connected { color: var(--ok); } .state.failed { color: var(--bad); } .state.closed { color: var(--muted); }
   table { width: 100%; border-collapse: collapse; } td { padding: 4px 0; border-bottom: 1px solid var(--line); }
   td:last-child { text-align: right; font-variant-numeric: tabular-nums; color: var(--muted); }
   .stats { display: grid; grid-template-columns: repeat(4, 1fr); gap: 12px; }
   .stat { background: var(--bg); border-radius: 8px; padding: 10px; } .stat b { display:block; font-size: 20px; font-variant-numeric: tabular-nums; }
   .stat span { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
-  #error { color: var(--bad); }
+  #error { color: var(--bad); } #hint { color: var(--muted); }
+  .reason { display: none; margin-top: 12px; padding: 10px 12px; border-radius: 8px; background: #2a1518; color: #ffd1d1; border: 1px solid #5c2a31; }
+  .reason.shown { display: block; } .reason code { color: #fff; }
   select { font: inherit; padding: 9px; border-radius: 8px; border: 1px solid var(--line); background: var(--bg); color: var(--text); }
   #talk.held { background: var(--ok); }
   .charts { display: grid; grid-template-columns: repeat(4, 1fr); gap: 12px; margin-top: 12px; }
   .chart { background: var(--bg); border-radius: 8px; padding: 6px 8px; } .chart span { color: var(--muted); font-size: 11px; text-transform: uppercase; }
-  .chart canvas { width: 100%; height: 44px; display: block; }
+  .chart canvas { width: 100%; height: 44px; display: block; } .chart .scale { float: right; text-transform: none; }
 </style>
 </head>
 <body>
@@ -48,15 +50,17 @@ enum DemoPage {
     <label><input type="checkbox" id="open-mic" checked> open mic</label>
     <span>State: <span id="state" class="state">idle</span></span>
     <span id="error"></span>
+    <span id="hint"></span>
   </div>
+  <div id="reason" class="reason panel"></div>
   <div class="panel">
     <table id="timeline">
-      <tr><td>Offer created</td><td id="t-offer">—</td></tr>
-      <tr><td>Answer received</td><td id="t-answer">—</td></tr>
-      <tr><td>ICE connected</td><td id="t-ice">—</td></tr>
-      <tr><td>DTLS connected</td><td id="t-dtls">—</td></tr>
-      <tr><td>First audio from the agent</td><td id="t-audio">—</td></tr>
-      <tr><td>oai-events open</td><td id="t-channel">—</td></tr>
+      <tr data-step="offer"><td>Offer created</td><td id="t-offer">—</td></tr>
+      <tr data-step="answer"><td>Answer received</td><td id="t-answer">—</td></tr>
+      <tr data-step="ice"><td>ICE connected</td><td id="t-ice">—</td></tr>
+      <tr data-step="dtls"><td>DTLS connected</td><td id="t-dtls">—</td></tr>
+      <tr data-step="audio"><td>First audio from the agent</td><td id="t-audio">—</td></tr>
+      <tr data-step="channel"><td>oai-events open</td><td id="t-channel">—</td></tr>
     </table>
   </div>
   <div class="panel stats">
@@ -66,10 +70,10 @@ enum DemoPage {
     <div class="stat"><span>Packets received</span><b id="s-received">—</b></div>
   </div>
   <div class="panel charts">
-    <div class="chart"><span>Round trip (ms)</span><canvas id="c-rtt" width="160" height="44"></canvas></div>
-    <div class="chart"><span>Jitter (ms)</span><canvas id="c-jitter" width="160" height="44"></canvas></div>
-    <div class="chart"><span>Lost (packets)</span><canvas id="c-lost" width="160" height="44"></canvas></div>
-    <div class="chart"><span>Agent audio level</span><canvas id="c-level" width="160" height="44"></canvas></div>
+    <div class="chart"><span>Round trip (ms)</span><span class="scale" id="m-rtt"></span><canvas id="c-rtt" width="160" height="44"></canvas></div>
+    <div class="chart"><span>Jitter (ms)</span><span class="scale" id="m-jitter"></span><canvas id="c-jitter" width="160" height="44"></canvas></div>
+    <div class="chart"><span>Lost (packets)</span><span class="scale" id="m-lost"></span><canvas id="c-lost" width="160" height="44"></canvas></div>
+    <div class="chart"><span>Agent audio level</span><span class="scale" id="m-level"></span><canvas id="c-level" width="160" height="44"></canvas></div>
   </div>
   <div class="panel">
     <div class="row" style="justify-content: space-between"><b>oai-events</b> <span id="channel-state" class="state">closed</span></div>
@@ -92,20 +96,72 @@ if (query.get("agent")) $("agent").value = query.get("agent");
 let micTrack = null, holding = false;
 function updateMic() { if (micTrack) micTrack.enabled = $("open-mic").checked || holding; }
 
-// Sparklines of the last 30 s (a sample every 250 ms).
+// Sparklines of the last 30 s (a sample every 250 ms), scaled to their maximum, shown at the top
+// right. A sample with no data (nothing measured yet) is a gap, not a zero.
 function chart(name, value) {
   const series = parley.series[name];
-  series.push(value ?? 0);
+  series.push(value ?? null);
   if (series.length > 120) series.shift();
   const canvas = $("c-" + name), g = canvas.getContext("2d");
-  const max = Math.max(1e-6, ...series);
+  const known = series.filter((v) => v !== null);
+  const max = Math.max(1e-6, ...known);
+  $("m-" + name).textContent = known.length ? "max " + (name === "level" ? max.toFixed(2) : max < 10 ? max.toFixed(1) : Math.round(max)) : "no data";
   g.clearRect(0, 0, canvas.width, canvas.height);
   g.strokeStyle = name === "level" ? "#3ecf8e" : "#5b8cff"; g.lineWidth = 1.5; g.beginPath();
+  let drawing = false;
   series.forEach((v, i) => {
+    if (v === null) { drawing = false; return; }
     const x = (i / 119) * (canvas.width - 2) + 1, y = canvas.height - 2 - (v / max) * (canvas.height - 6);
-    i ? g.lineTo(x, y) : g.moveTo(x, y);
+    drawing ? g.lineTo(x, y) : g.moveTo(x, y);
+    drawing = true;
   });
   g.stroke();
+}
+
+// Why a call did not come up or went down, in words, with what to do (parley.reason for tests).
+function showReason(html) {
+  parley.reason = html.replace(/<[^>]+>/g, "");
+  $("reason").innerHTML = html; $("reason").classList.add("shown");
+}
+function clearReason() { parley.reason = null; $("reason").innerHTML = ""; $("reason").classList.remove("shown"); }
+
+function agentHint() {
+  const agent = $("agent").value;
+  $("hint").textContent = agent === "parrot" ? "parrot: speak, then pause — it says it back" :
+    agent === "echo" ? "echo: you hear yourself at once" : "";
+}
+$("agent").onchange = agentHint;
+agentHint();
+
+// While the call is not up, ask the server what it saw, and explain the usual causes.
+let diagnoseTimer = null;
+function diagnose(candidate) {
+  clearInterval(diagnoseTimer);
+  const since = performance.now();
+  diagnoseTimer = setInterval(async () => {
+    if (!pc || ["connected", "closed"].includes(pc.connectionState) || !parley.callId) return clearInterval(diagnoseTimer);
+    const waited = performance.now() - since;
+    let call = null;
+    try {
+      const response = await fetch("/v1/realtime/calls/" + parley.callId);
+      call = response.ok ? await response.json() : null;
+    } catch (_) { /* the server is gone: said below */ }
+    if (!call) {
+      showReason("The call ended on the server before it connected (see its log for the reason).");
+      return clearInterval(diagnoseTimer);
+    }
+    if (waited < 3000) return;
+    if (call.checksAnswered === 0) {
+      showReason("No connectivity check from this browser reached Parley at <code>" + candidate + "</code>, the address " +
+        "its answer advertises. If Parley runs on another machine or in a container, start it with " +
+        "<code>--public-host 0.0.0.0 --http-host 0.0.0.0</code> (it then advertises the machine's addresses) or " +
+        "<code>--advertise HOST:PORT</code> with an address this browser can reach, and let UDP to that port through.");
+    } else {
+      showReason("Parley answered this browser's checks at <code>" + candidate + "</code>, but the browser has not answered " +
+        "Parley's own checks or finished DTLS. A firewall letting UDP in only one way, or a relay in front of Parley " +
+        "that does not forward the answers, would do this.");
+    }
+  }, 1000);
 }
 let channel = null, waiting = [];
 
@@ -139,6 +195,14 @@ function openChannel() {
         const parsed = JSON.parse(event.data);
         if (parsed && parsed.type) parley.events.push({ at: Math.round(performance.now() - started), ...parsed });
         if (parley.events.length > 200) parley.events.shift();
+        if (parsed && parsed.type === "error" && parsed.error) {
+          const kind = parsed.error.type === "agent_unavailable" ? "The agent could not be reached" :
+            parsed.error.type === "agent_disconnected" ? "The agent went away" : "The server reported an error";
+          showReason(kind + ": " + (parsed.error.message || parsed.error.type) + ". The call ends.");
+          parley.error = parsed.error.type; $("error").textContent = parsed.error.type;
+          // The server ends the call once this is acknowledged: end it here too, and Call works again.
+          setTimeout(() => { if (pc) hangup(false).then(() => setState("failed")); }, 300);
+        }
       } catch (_) { /* not JSON: shown in the log only */ }
     }
     logEvent("in", event.data);
@@ -170,10 +234,14 @@ parley.echoTest = async function (sizes) {
 let pc = null, statsTimer = null, started = 0;
 
 parley.elapsed = () => Math.round(performance.now() - started);
+// Each step's time since Call; the rows keep the order in which the steps happened.
 function mark(name, cell) {
   if (parley.timings[name] !== undefined) return;
   parley.timings[name] = Math.round(performance.now() - started);
   $(cell).textContent = parley.timings[name] + " ms";
+  const table = $("timeline"), rows = Array.from(table.rows);
+  rows.sort((a, b) => (parley.timings[a.dataset.step] ?? Infinity) - (parley.timings[b.dataset.step] ?? Infinity));
+  rows.forEach((row) => table.appendChild(row));
 }
 function setState(state) {
   parley.state = state;
@@ -182,7 +250,7 @@ function setState(state) {
 }
 
 async function call() {
-  $("call").disabled = true; $("error").textContent = ""; parley.error = null;
+  $("call").disabled = true; $("error").textContent = ""; parley.error = null; clearReason();
   started = performance.now(); parley.timings = {};
   for (const id of ["t-offer", "t-answer", "t-ice", "t-dtls", "t-audio", "t-channel"]) $(id).textContent = "—";
   try {
@@ -196,7 +264,12 @@ async function call() {
     pc.oniceconnectionstatechange = () => { if (["connected", "completed"].includes(pc.iceConnectionState)) mark("ice", "t-ice"); };
     pc.onconnectionstatechange = () => {
       setState(pc.connectionState);
-      if (pc.connectionState === "connected") mark("dtls", "t-dtls");
+      if (pc.connectionState === "connected") { mark("dtls", "t-dtls"); if (!parley.error) clearReason(); }
+      if (["failed", "closed", "disconnected"].includes(pc.connectionState)) {
+        // The call is over (the agent or the server ended it, or the path failed): Call works again.
+        if (pc.connectionState === "failed" && !parley.reason) showReason("The connection failed: the path to Parley stopped working.");
+        $("call").disabled = false; $("hangup").disabled = true; $("talk").disabled = true; $("agent").disabled = false;
+      }
     };
     setState("connecting");
     await pc.setLocalDescription(await pc.createOffer());
@@ -212,8 +285,11 @@ async function call() {
       method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
     if (!response.ok) throw new Error("signaling: " + response.status + " " + (await response.text()));
     parley.callId = (response.headers.get("Location") || "").split("/").pop();
-    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+    const answer = await response.text();
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
     mark("answer", "t-answer");
+    const candidate = (answer.match(/a=candidate:\S+ \d+ udp \d+ (\S+) (\d+)/i) || []).slice(1).join(":") || "its advertised address";
+    diagnose(candidate);
     $("hangup").disabled = false; $("talk").disabled = false; $("agent").disabled = true;
     statsTimer = setInterval(readStats, 250);
   } catch (error) {
@@ -268,9 +344,9 @@ parley.restartIce = async function () {
   parley.iceRestarts = (parley.iceRestarts || 0) + 1;
 };
 
-async function hangup() {
-  clearInterval(statsTimer);
-  if (parley.callId) await fetch("/v1/realtime/calls/" + parley.callId, { method: "DELETE" }).catch(() => {});
+async function hangup(tellServer = true) {
+  clearInterval(statsTimer); clearInterval(diagnoseTimer);
+  if (tellServer && parley.callId) await fetch("/v1/realtime/calls/" + parley.callId, { method: "DELETE" }).catch(() => {});
   if (pc) pc.close();
   pc = null; setState("closed");
   $("call").disabled = false; $("hangup").disabled = true; $("talk").disabled = true; $("agent").disabled = false;
@@ -282,7 +358,7 @@ for (const [type, held] of [["pointerdown", true], ["pointerup", false], ["point
 }
 $("open-mic").onchange = updateMic;
 $("event-send").onclick = () => sendEvent($("event-text").value);
-$("hangup").onclick = hangup;
+$("hangup").onclick = () => hangup();
 if (new URLSearchParams(location.search).get("autostart") === "1") call();
 </script>
 </body>
