@@ -15,7 +15,9 @@ BENCH_SETUP_CALLS ?= 100
 ## Run Parley in one process (relay + transceiver + demo page) with in-memory defaults.
 dev:
 	@scripts/install-deps.sh build
-	$(SWIFT) run parley dev $(ARGS)
+	@echo "Building Parley (a first build takes a few minutes)…"
+	@$(SWIFT) build --product parley -q 2>&1 | grep -v "^warning: \|^  *$$\|CMakeLists.txt" || true
+	@.build/debug/parley dev $(ARGS)
 
 ## Build, check that no integer conversion can trap, run every Swift test target, then the interop
 ## tests (real Chromium, Firefox, aiortc calling `parley dev`, inside a loopback-only network namespace).
@@ -44,43 +46,43 @@ bench: bench-micro bench-transceiver bench-setup bench-relay bench-sctp bench-ag
 ## Micro-benchmarks (ordo-one/benchmark): time and allocations per operation on the hot paths.
 bench-micro:
 	@scripts/install-deps.sh bench
-	scripts/bench_micro.py --output-dir docs
+	.venv/bin/python scripts/bench_micro.py --output-dir docs
 
 ## Parley's transceiver against a Pion answerer: CPU and memory per call at 100/200/400 calls, the
 ## calls one core sustains, setup for one call and a burst of 100 (server core 0, `parley load` core 1).
 bench-transceiver:
 	@scripts/install-deps.sh bench
 	$(SWIFT) build -c release --product parley
-	scripts/bench_transceiver.py --sessions $(BENCH_SESSIONS) --capacity $(BENCH_CAPACITY) --repeat $(BENCH_REPEAT) --output-dir docs
+	.venv/bin/python scripts/bench_transceiver.py --sessions $(BENCH_SESSIONS) --capacity $(BENCH_CAPACITY) --repeat $(BENCH_REPEAT) --output-dir docs
 
 ## Setup with full-ICE clients: offer → ICE, DTLS, first echoed audio over BENCH_SETUP_CALLS sequential
 ## calls of the Pion client (Tests/Interop/pionclient) and an aiortc client, against Parley and the Pion
 ## reference server (server core 0, client core 1). aiortc comes with the test profile's PyPI packages.
 bench-setup:
 	@scripts/install-deps.sh bench
-	@python3 -c "import aiortc" 2>/dev/null || scripts/install-deps.sh test
+	@.venv/bin/python -c "import aiortc" 2>/dev/null || scripts/install-deps.sh test
 	$(SWIFT) build -c release --product parley
-	scripts/bench_setup.py --calls $(BENCH_SETUP_CALLS) --output-dir docs
+	.venv/bin/python scripts/bench_setup.py --calls $(BENCH_SETUP_CALLS) --output-dir docs
 
 ## Data-channel throughput, handshake cost and idle memory of ParleySCTP (in memory, one core).
 bench-sctp:
 	@scripts/install-deps.sh build
 	$(SWIFT) build -c release --product parley
 	.build/release/parley bench-sctp | tee .build/bench-sctp.md
-	python3 scripts/benchlib.py bench-sctp docs/benchmarks.md < .build/bench-sctp.md
+	python3 scripts/benchlib.py bench-sctp docs/benchmarks.md < .build/bench-sctp.md  # the standard library only
 
 ## The agent path: pulse latency through echo, loopback in process and over the WebSocket protocol;
 ## server CPU per call with Opus decode + encode on.
 bench-agents:
 	@scripts/install-deps.sh bench
 	$(SWIFT) build -c release --product parley
-	scripts/bench_agents.py --output-dir docs
+	.venv/bin/python scripts/bench_agents.py --output-dir docs
 
 ## Relay forwarded packets/s, CPU and latency side by side with a C recvmmsg/sendmmsg forwarder.
 bench-relay:
 	@scripts/install-deps.sh bench
 	$(SWIFT) build -c release --product parley
-	scripts/bench_relay.py --output-dir docs
+	.venv/bin/python scripts/bench_relay.py --output-dir docs
 
 clean:
 	rm -rf .build .build-fuzz Benchmarks/.build Fuzz/bin Fuzz/logs

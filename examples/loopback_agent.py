@@ -3,7 +3,7 @@
 each call at 48 kHz and sends every 20 ms PCM frame straight back, so the caller hears itself
 through the whole agent path. `make bench-agents` times it against the in-process agents.
 
-    python3 examples/loopback_agent.py --port 9001
+    .venv/bin/python examples/loopback_agent.py --port 9001
     swift run parley dev --agent ws://127.0.0.1:9001/
 """
 import argparse

@@ -4,10 +4,10 @@
 It listens until the caller speaks and stops, then plays the utterance back; if the caller speaks
 while it plays, it clears its output at once (barge-in). Run it, then point Parley at it:
 
-    python3 examples/parrot_agent.py --port 9000
+    .venv/bin/python examples/parrot_agent.py --port 9000
     swift run parley dev --agent ws://127.0.0.1:9000/
 
-Needs `pip install websockets`.
+Needs websockets: `scripts/install-deps.sh test` puts it in the repository's .venv.
 """
 import argparse
 import asyncio

@@ -6,7 +6,7 @@
 #          chromedriver, Firefox ESR, Go and Debian's Pion v3 sources (the Pion client), iproute2
 #          (network namespaces), Redis, the openssl tool (a test agent's certificate), and from PyPI
 #          selenium, aiortc, pytest, marionette_driver (Firefox has no driver package in Debian) and
-#          websockets (the example agent)
+#          websockets (the example agent), into the repository's .venv
 #   bench  build, plus the reference servers' toolchain (Go and Debian's Pion v3 sources), gcc for
 #          the C forwarder, matplotlib for the plots in docs/, websockets for the example agents
 set -euo pipefail
@@ -15,9 +15,9 @@ profile=${1:-build}
 packages=(pkg-config libssl-dev libsrtp2-dev libopus-dev)
 case $profile in
     build) ;;
-    test) packages+=(libusrsctp-dev chromium chromium-driver firefox-esr golang-go golang-github-pion-webrtc.v3-dev
+    test) packages+=(python3-venv libusrsctp-dev chromium chromium-driver firefox-esr golang-go golang-github-pion-webrtc.v3-dev
                      iproute2 fonts-dejavu-core redis-server openssl) ;;
-    bench) packages+=(gcc golang-go golang-github-pion-webrtc.v3-dev util-linux) ;;
+    bench) packages+=(python3-venv gcc golang-go golang-github-pion-webrtc.v3-dev util-linux) ;;
     *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac
 
@@ -39,12 +39,23 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "$profile" = test ] && ! python3 -c "import selenium, aiortc, pytest, marionette_driver, websockets" 2>/dev/null; then
-    echo "Installing from PyPI: selenium aiortc pytest marionette_driver websockets"
-    python3 -m pip install -q --disable-pip-version-check selenium aiortc pytest marionette_driver websockets
-fi
-
-if [ "$profile" = bench ] && ! python3 -c "import matplotlib, websockets" 2>/dev/null; then
-    echo "Installing from PyPI: matplotlib websockets"
-    python3 -m pip install -q --disable-pip-version-check matplotlib websockets
+# Python packages go into a virtual environment of the repository's own (.venv), never into the
+# system's Python: Debian 12 refuses that (PEP 668), and it is not ours to change. The tests, the
+# benchmarks and the example agents run with .venv/bin/python.
+python_packages=()
+case $profile in
+    test) python_packages=(selenium aiortc pytest marionette_driver websockets) ;;
+    bench) python_packages=(matplotlib websockets aiortc) ;;
+esac
+if [ ${#python_packages[@]} -gt 0 ]; then
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    if [ ! -x "$root/.venv/bin/python" ]; then
+        echo "Creating $root/.venv (Python packages for the tests, benchmarks and examples)"
+        python3 -m venv "$root/.venv"
+    fi
+    modules=$(IFS=,; echo "${python_packages[*]}")
+    if ! "$root/.venv/bin/python" -c "import ${modules}" 2>/dev/null; then
+        echo "Installing into .venv from PyPI: ${python_packages[*]}"
+        "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check "${python_packages[@]}"
+    fi
 fi

@@ -7,6 +7,8 @@ namespace="parley-interop-$$"
 ip netns add "$namespace"
 trap 'ip netns delete "$namespace" 2>/dev/null || true' EXIT
 ip netns exec "$namespace" ip link set lo up
-ip netns exec "$namespace" env HOME="${HOME:-/root}" python3 -m pytest -q -p no:cacheprovider \
+python=.venv/bin/python
+[ -x "$python" ] || python=python3  # scripts/install-deps.sh test creates .venv
+ip netns exec "$namespace" env HOME="${HOME:-/root}" "$python" -m pytest -q -p no:cacheprovider \
     -W "ignore:distro.linux_distribution:DeprecationWarning" -W "ignore:'telnetlib' is deprecated:DeprecationWarning" \
     Tests/Interop "$@"

@@ -185,6 +185,7 @@ public final class LoadGenerator: @unchecked Sendable {
         let started = Self.now()
         let cpuStart = Self.processCPUSeconds()
         let tick = try await eventLoop.submit {
+            self.runStartedAt = started
             self.lastProgressCPU = Self.threadCPUSeconds()
             self.lastProgress = Self.now()
             return self.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(1), delay: .milliseconds(1)) { _ in self.tick() }
@@ -403,6 +404,7 @@ public final class LoadGenerator: @unchecked Sendable {
     }
 
     private var lastProgress = Instant.zero
+    private var runStartedAt = Instant.zero
     private var lastProgressCPU = 0.0
     private var peakCPU = 0.0
 
@@ -417,10 +419,15 @@ public final class LoadGenerator: @unchecked Sendable {
         lastProgressCPU = cpu
         guard let progress else { return }
         let connected = clients.filter { $0.connectedAt != nil }.count
+        let connecting = clients.filter { $0.connectedAt == nil && !$0.failed }.count
         let open = clients.filter { $0.dataChannelOpenAt != nil }.count
         let sent = clients.reduce(0) { $0 + $1.sent }, echoed = clients.reduce(0) { $0 + $1.echoed }
-        progress("sessions \(clients.count)/\(configuration.sessions) connected \(connected) channels \(open) "
-                 + "failed \(failures.count) packets sent \(sent) echoed \(echoed) client CPU \(Int(saturating: fraction * 100))%")
+        let elapsed = Double((now - runStartedAt).nanoseconds) / 1e9
+        // A session counts as failed once it gave up (refused, or not connected within the setup timeout).
+        progress(String(format: "%5.1fs ", elapsed)
+                 + "sessions \(clients.count)/\(configuration.sessions) connecting \(connecting) connected \(connected) "
+                 + "channels \(open) failed \(failures.count) packets sent \(sent) echoed \(echoed) "
+                 + "client CPU \(Int(saturating: fraction * 100))%")
     }
 
     private func flush(_ client: Client) {

@@ -3,6 +3,7 @@ seconds must connect, get every audio frame and data-channel event echoed, and r
 step. The full benchmark (make bench) is not a CI step; this keeps the generator and the server's
 echo path from breaking unnoticed."""
 import json
+import re
 import subprocess
 
 from conftest import PARLEY
@@ -33,7 +34,8 @@ def test_load_smoke_echoes_audio_and_events(parley):
     assert setup["dtls"]["p50"] <= setup["dataChannelOpen"]["p50"]
     assert report["roundTripMilliseconds"]["p50"] > 0
     assert report["client"]["saturated"] is False
-    assert "connected 4" in progress  # the progress line
+    assert "connected 4" in progress  # the progress line: elapsed time, connecting, connected, failed
+    assert re.search(r"^\s*\d+\.\ds sessions \d+/4 connecting \d+ connected \d+ channels \d+ failed 0 ", progress, re.M), progress
 
 
 def test_load_without_data_channel_offers_audio_only(parley):
