@@ -44,8 +44,8 @@ fi
 # benchmarks and the example agents run with .venv/bin/python.
 python_packages=()
 case $profile in
-    test) python_packages=(selenium aiortc pytest marionette_driver websockets) ;;
-    bench) python_packages=(matplotlib websockets aiortc) ;;
+    test) python_packages=(selenium aiortc pytest marionette_driver websockets numpy) ;;
+    bench) python_packages=(matplotlib websockets aiortc numpy) ;;
 esac
 if [ ${#python_packages[@]} -gt 0 ]; then
     root=$(cd "$(dirname "$0")/.." && pwd)

@@ -118,3 +118,13 @@ def test_a_malformed_routing_key_is_explained():
     result = subprocess.run([PARLEY, "transceiver", "--routing-key", "abcd"], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "expected 64 hex characters" in result.stderr and "openssl rand -hex 32" in result.stderr, result.stderr
+
+
+def test_public_host_any_address_takes_calls_and_advertises_a_reachable_one(parley_with):
+    """`--public-host 0.0.0.0` (parley dev on a remote machine): the relay binds every address and
+    the answer advertises this host's addresses (here, in a loopback-only namespace, 127.0.0.1)."""
+    parley = parley_with("--public-host", "0.0.0.0")
+    status, location, answer = parley.post_offer(CHROME)
+    assert status == 201
+    assert f"127.0.0.1 {parley.media_port} typ host" in answer, answer
+    assert "0.0.0.0" not in answer.split("a=candidate")[1]
