@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "ParleySCTP", targets: ["ParleySCTP"]),
         .library(name: "ParleySession", targets: ["ParleySession"]),
         .library(name: "ParleyRelay", targets: ["ParleyRelay"]),
+        .library(name: "ParleySignaling", targets: ["ParleySignaling"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -30,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
     ],
     targets: [
         // C libraries from Debian (see docs/architecture.md for the apt packages).
@@ -55,11 +57,17 @@ let package = Package(
         // protocol's messages, and the client side of a call (`ClientSession`: what `parley load`
         // and the tests call with). It cannot import NIO: the compiler holds the line.
         .target(name: "ParleySession", dependencies: ["ParleyWire", "ParleyMedia", "ParleySCTP"]),
+        // The signaling API's decisions, sans-IO: API keys, client secrets, who may touch which
+        // call, session configurations, rate limits and admission, the sideband's messages.
+        .target(
+            name: "ParleySignaling",
+            dependencies: ["ParleyWire", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // The transceiver's I/O shell: media workers, signaling, the WebSocket agent link.
         .target(
             name: "ParleyTransceiver",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleyIO", "ParleySCTP", "ParleySession",
+                "ParleyWire", "ParleyMedia", "ParleyIO", "ParleySCTP", "ParleySession", "ParleySignaling",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -71,6 +79,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                // The sideband (`GET /v1/realtime?call_id=`), a WebSocket on the signaling port.
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             ]
         ),
         // SCTP for data channels (RFC 9260 subset, RFC 8831/8832), pure Swift, sans-IO.
@@ -112,7 +122,7 @@ let package = Package(
         .executableTarget(
             name: "parley",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleyTransceiver", "ParleyClient", "ParleyRelay",
+                "ParleyWire", "ParleyMedia", "ParleyTransceiver", "ParleyClient", "ParleyRelay", "ParleySignaling",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -145,9 +155,13 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "ParleySignalingTests",
+            dependencies: ["ParleySignaling", "ParleyTestSupport"]
+        ),
+        .testTarget(
             name: "ParleyTransceiverTests",
             dependencies: [
-                "ParleyTransceiver", "ParleySession", "ParleyClient",
+                "ParleyTransceiver", "ParleySession", "ParleyClient", "ParleySignaling", "ParleyTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -13,6 +13,7 @@ let wire: Target.Dependency = .product(name: "ParleyWire", package: "Parley")
 let sctp: Target.Dependency = .product(name: "ParleySCTP", package: "Parley")
 let media: Target.Dependency = .product(name: "ParleyMedia", package: "Parley")
 let session: Target.Dependency = .product(name: "ParleySession", package: "Parley")
+let signaling: Target.Dependency = .product(name: "ParleySignaling", package: "Parley")
 
 let package = Package(
     name: "ParleyFuzz",
@@ -31,5 +32,6 @@ let package = Package(
         harness("FuzzJitterBuffer", [wire, media, session, "FuzzSupport"]),
         harness("FuzzSession", [wire, media, session, "FuzzSupport"]),
         harness("FuzzClientSession", [wire, media, session, "FuzzSupport"]),
+        harness("FuzzSignaling", [wire, signaling]),
     ]
 )

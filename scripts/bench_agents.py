@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from benchlib import cpu_seconds, free_port, update_markdown, wait_until_healthy  # noqa: E402
+from benchlib import API_KEY, cpu_seconds, free_port, update_markdown, wait_until_healthy  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -43,7 +43,7 @@ def run(binary, agent, sessions, seconds):
             agent_argument = agent
         http, media = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
         server = start([binary, "dev", "--direct", "--workers", "1", "--agent", agent_argument, "--http-port", str(http),
-                        "--media-port", str(media), "--log-level", "error"])
+                        "--media-port", str(media), "--log-level", "error", "--api-key", API_KEY, "--metrics-port", "0"])
         processes.append(server)
         if not wait_until_healthy(f"http://127.0.0.1:{http}/healthz"):
             raise RuntimeError("parley dev did not start")

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import free_port, update_markdown, wait_until_healthy  # noqa: E402
+from benchlib import API_KEY, AUTH, free_port, update_markdown, wait_until_healthy  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SERVER_CORE, CLIENT_CORE = "0", "1"
@@ -117,13 +117,14 @@ def aiortc_client(url, calls, timeout):
             return frame
 
     def post(sdp):
-        request = urllib.request.Request(url, data=sdp.encode(), method="POST", headers={"Content-Type": "application/sdp"})
+        request = urllib.request.Request(url, data=sdp.encode(), method="POST", headers={"Content-Type": "application/sdp", **AUTH})
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.headers.get("Location"), response.read().decode()
 
     def delete(location):
         try:
-            urllib.request.urlopen(urllib.request.Request(urllib.parse.urljoin(url, location), method="DELETE"), timeout=5)
+            urllib.request.urlopen(urllib.request.Request(urllib.parse.urljoin(url, location), method="DELETE", headers=AUTH),
+                                   timeout=5)
         except (urllib.error.URLError, OSError):
             pass  # the Pion server takes no DELETE (405); it ends the call when DTLS closes
 
@@ -228,7 +229,7 @@ def server_factories(parley, pion, names):
     def parley_server():
         http, media = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
         return Server("parley", [parley, "dev", "--direct", "--workers", "1", "--http-port", str(http),
-                                 "--media-port", str(media), "--log-level", "error"],
+                                 "--media-port", str(media), "--log-level", "error", "--api-key", API_KEY, "--metrics-port", "0"],
                       f"http://127.0.0.1:{http}/v1/realtime/calls", f"http://127.0.0.1:{http}/healthz")
 
     def pion_server():

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import cpu_seconds, free_port, rss_bytes, update_markdown, wait_until_healthy  # noqa: E402
+from benchlib import API_KEY, cpu_seconds, free_port, rss_bytes, update_markdown, wait_until_healthy  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SERVER_CORE, CLIENT_CORE = "0", "1"
@@ -77,7 +77,7 @@ def servers(binary, pion, names):
     def parley():
         http, media = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
         return Server("parley", [binary, "dev", "--direct", "--workers", "1", "--http-port", str(http),
-                                 "--media-port", str(media), "--log-level", "error"],
+                                 "--media-port", str(media), "--log-level", "error", "--api-key", API_KEY, "--metrics-port", "0"],
                       f"http://127.0.0.1:{http}/v1/realtime/calls", f"http://127.0.0.1:{http}/healthz")
 
     def pion_server():

@@ -5,6 +5,11 @@ import socket
 import sys
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The API key the benchmarks' `parley dev` takes; `parley load` and pionclient read it from the
+# environment, the aiortc client from AUTH. A Pion reference server ignores the header.
+API_KEY = "sk_bench_0123456789abcdef0123"
+os.environ["PARLEY_API_KEY"] = API_KEY
+AUTH = {"Authorization": "Bearer " + API_KEY}
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 

@@ -102,6 +102,16 @@ def seeds(target):
             yield "checks", record(4, stun_attribute(0x0025, b"") + stun_attribute(0x0024, b"\x6e\xff\xff\xff")) + record(7, b"")
         else:
             yield "checks", record(4, stun_attribute(0x8029, b"\0" * 8)) + record(5, b"\0\0\0\1")
+    elif target == "signaling":
+        yield "api-key", b"\x00Bearer sk_fuzz_0123456789abcdef"
+        yield "secret", b"\x00Bearer ek_AQEqKioqKioqKioqKipBQS6pTsa-vmJO9JeM0nUA-0tQ4x0NaWmp_n7_km4OcFXSSFUiKARepwAqwN0MucPB9rJIlMwRRX4g78ql6nXt8x7RwEW5Ug5gpGjhaocRotGgkKYaok9x1qjgkjoSqotecubn0r00AyWA8zE4O4jwZyzfix1HWp6Yo5sO38wh78FIO50t9g"
+        yield "sideband-send", b'\x02{"type":"call.send","event":{"type":"x"}}'
+        yield "sideband-update", b'\x02{"type":"session.update","session":{"instructions":"hi"}}'
+        yield "session", b'\x03{"agent":"parrot","type":"realtime","tools":[{"n":1}]}'
+        yield "forwarded", b"\x04198.51.100.1, 10.0.0.1\n[2001:db8::1]:80"
+        yield "key-file", b"\x051 " + b"ab" * 32 + b"\n2 " + b"cd" * 32 + b" current\n"
+        yield "multipart", (b'\x06--b\r\nContent-Disposition: form-data; name="sdp"\r\n\r\nv=0\r\n'
+                            b'--b\r\nContent-Disposition: form-data; name="session"\r\n\r\n{}\r\n--b--\r\n')
     else:
         raise SystemExit(f"no seeds for {target}")
 

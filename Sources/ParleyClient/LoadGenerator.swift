@@ -33,6 +33,8 @@ public struct LoadConfiguration: Sendable {
     /// back, timing each pulse from send to heard. Works through agents that decode and re-encode
     /// (the payload's embedded send time does not survive them); costs a decode per received frame.
     public var opusPulses = false
+    /// The API key (or a client secret) each offer's `Authorization: Bearer` carries; none when nil.
+    public var apiKey: String?
 
     public init(url: String, sessions: Int, duration: Duration, ramp: Duration) {
         self.url = url
@@ -244,7 +246,8 @@ public final class LoadGenerator: @unchecked Sendable {
                 }
                 .bind(host: "127.0.0.1", port: 0).get()
             let response = try await SignalingClient.send(
-                method: "POST", url: configuration.url, contentType: "application/sdp", body: client.session.offer, on: eventLoop)
+                method: "POST", url: configuration.url, contentType: "application/sdp", body: client.session.offer,
+                bearer: configuration.apiKey, on: eventLoop)
             guard response.status == 201 || response.status == 200 else {
                 throw ClientError.unusableAnswer("HTTP \(response.status): \(response.body.prefix(200))")
             }

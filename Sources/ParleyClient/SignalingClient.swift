@@ -42,7 +42,7 @@ public enum SignalingClient {
     }
 
     public static func send(method: String, url: String, contentType: String? = nil, body: String = "",
-                            on eventLoop: EventLoop) async throws -> Response {
+                            bearer: String? = nil, on eventLoop: EventLoop) async throws -> Response {
         let (host, port, path) = try parse(url: url)
         let collector = ResponseCollector(promise: eventLoop.makePromise())
         let channel = try await ClientBootstrap(group: eventLoop)
@@ -52,6 +52,7 @@ public enum SignalingClient {
             .connect(host: host, port: port).get()
         var request = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n"
         if let contentType { request += "Content-Type: \(contentType)\r\n" }
+        if let bearer { request += "Authorization: Bearer \(bearer)\r\n" }
         request += "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
         try await channel.writeAndFlush(ByteBuffer(string: request)).get()
         let raw = try await collector.promise.futureResult.get()

@@ -8,9 +8,11 @@ import NIOPosix
 import ParleyClient
 import ParleyMedia
 import ParleyRelay
+import ParleySignaling
 import ParleyTransceiver
 import ParleyWire
 import Prometheus
+import ServiceLifecycle
 
 @main
 struct Parley: AsyncParsableCommand {
@@ -42,8 +44,66 @@ struct ServingOptions: ParsableArguments {
     var agent = "echo"
     @Option(help: "PEM certificates a wss:// agent's certificate may chain to (default: the system's roots).")
     var agentCa: String?
+    @Option(name: .customLong("named-agent"),
+            help: "An agent a call's session may choose by name: NAME=ws://host:port/path (repeat). Built-in agents are always there.")
+    var namedAgents: [String] = []
+
+    @Option(name: .customLong("api-key"),
+            help: "An API key requests authenticate with, Authorization: Bearer KEY (repeat; also PARLEY_API_KEYS, comma-separated).")
+    var apiKeys: [String] = []
+    @Option(help: "A file of API keys, one per line (# starts a comment); reloaded on SIGHUP.")
+    var apiKeyFile: String?
+    @Flag(help: "Take requests without credentials (only on a network you control): every call then has one anonymous owner.")
+    var insecureNoAuth = false
+    @Option(name: .customLong("trusted-proxy"),
+            help: "A proxy (load balancer) network whose X-Forwarded-For is believed for a request's address, e.g. 10.0.0.0/8 (repeat).")
+    var trustedProxies: [String] = []
+
+    @Option(help: "Calls a client address may start per second (IPv6: per /64), after a burst of --burst-per-address.")
+    var ratePerAddress: Double = 5
+    @Option(help: "Calls a client address may start at once.")
+    var burstPerAddress = 20
+    @Option(help: "Calls an API key (with its client secrets) may start per second, after a burst of --burst-per-key.")
+    var ratePerKey: Double = 50
+    @Option(help: "Calls an API key may start at once.")
+    var burstPerKey = 200
+    @Option(help: "Live calls an API key may have at once.")
+    var maxCallsPerKey = 1000
+    @Option(help: "Live calls this transceiver takes (503 past it).")
+    var maxSessions = 10_000
+    @Option(help: "Seconds a new HTTP connection has to send its first request's head.")
+    var httpHeaderTimeout: Double = 10
+    @Option(help: "Seconds a request's body has to arrive.")
+    var httpBodyTimeout: Double = 10
+    @Option(help: "Seconds an HTTP connection may sit idle between requests.")
+    var httpIdleTimeout: Double = 60
+    @Option(help: "HTTP connections open at once (past it, new ones wait in the backlog).")
+    var maxConnections = 4096
+    @Option(help: "Address of the metrics endpoint (/metrics, /healthz, /readyz); keep it internal.")
+    var metricsHost = "127.0.0.1"
+    @Option(help: "Port of the metrics endpoint (0: none).")
+    var metricsPort = 9090
+    @Option(help: "Seconds a draining transceiver (first SIGTERM, or POST /admin/drain) waits for its calls to end before it ends them.")
+    var drainTimeout: Double = 3600
 
     func validate() throws {
+        for entry in namedAgents {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, AgentChoice(rawValue: parts[0]) == nil,
+                  case .webSocket? = AgentTarget(parts[1]) else {
+                throw ValidationError("--named-agent \(entry): expected NAME=ws://host:port/path (a name other than a built-in agent's)")
+            }
+        }
+        for network in trustedProxies where IPNetwork(network) == nil {
+            throw ValidationError("--trusted-proxy \(network): expected a.b.c.d/n or an IPv6 prefix")
+        }
+        guard ratePerAddress > 0, ratePerKey > 0, burstPerAddress >= 1, burstPerKey >= 1, maxCallsPerKey >= 1, maxSessions >= 1 else {
+            throw ValidationError("rates must be positive, bursts and call limits at least 1")
+        }
+        guard httpHeaderTimeout > 0, httpBodyTimeout > 0, httpIdleTimeout > 0, maxConnections >= 1, drainTimeout >= 0 else {
+            throw ValidationError("HTTP timeouts must be positive, --max-connections at least 1, --drain-timeout not negative")
+        }
+        guard (0...65535).contains(metricsPort) else { throw ValidationError("--metrics-port must be 0…65535") }
         guard AgentTarget(agent) != nil else {
             throw ValidationError("--agent \(agent): expected \(AgentChoice.allCases.map(\.rawValue).joined(separator: ", ")) or a ws:// or wss:// URL")
         }
@@ -68,8 +128,51 @@ struct ServingOptions: ParsableArguments {
         configuration.advertisedAddresses = advertised.compactMap(TransportAddress.init)
         configuration.agent = AgentTarget(agent) ?? .builtIn(.echo)
         configuration.agentTrustRootsFile = agentCa
+        for entry in namedAgents {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2, let target = AgentTarget(parts[1]) { configuration.namedAgents[parts[0]] = target }
+        }
+        configuration.requireAuthentication = !insecureNoAuth
+        configuration.trustedProxies = trustedProxies.compactMap(IPNetwork.init)
+        configuration.admission.callsPerSecondPerAddress = ratePerAddress
+        configuration.admission.callBurstPerAddress = burstPerAddress
+        configuration.admission.callsPerSecondPerKey = ratePerKey
+        configuration.admission.callBurstPerKey = burstPerKey
+        configuration.admission.maximumCallsPerKey = maxCallsPerKey
+        configuration.admission.maximumSessions = maxSessions
+        configuration.http.headerTimeout = .milliseconds(Int64(saturating: httpHeaderTimeout * 1000))
+        configuration.http.bodyTimeout = .milliseconds(Int64(saturating: httpBodyTimeout * 1000))
+        configuration.http.idleTimeout = .milliseconds(Int64(saturating: httpIdleTimeout * 1000))
+        configuration.http.maximumConnections = maxConnections
+        configuration.drainTimeout = .milliseconds(Int64(saturating: drainTimeout * 1000))
         return configuration
     }
+
+    /// The API keys from --api-key, PARLEY_API_KEYS and --api-key-file, in that order.
+    func loadAPIKeys() throws -> [String] {
+        var keys = apiKeys
+        if let environment = ProcessInfo.processInfo.environment["PARLEY_API_KEYS"] {
+            keys += environment.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        if let apiKeyFile {
+            let text: String
+            do { text = try String(contentsOfFile: apiKeyFile, encoding: .utf8) } catch {
+                throw StartupError("cannot read --api-key-file \(apiKeyFile): \(error.localizedDescription)")
+            }
+            keys += text.split(whereSeparator: \.isNewline).map { $0.prefix { $0 != "#" }.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty }
+        }
+        do { _ = try APIKeys(keys) } catch { throw StartupError(error.message) }
+        return keys
+    }
+
+    var metricsListener: MetricsListener? { metricsPort > 0 ? MetricsListener(host: metricsHost, port: metricsPort) : nil }
+}
+
+/// Where /metrics (with /healthz and /readyz) is served: its own listener, kept off the public port.
+struct MetricsListener {
+    var host: String
+    var port: Int
 }
 
 /// The routing key every relay and transceiver of a cluster shares ([protocol.md](docs/protocol.md)).
@@ -78,9 +181,12 @@ struct RoutingKeyOptions: ParsableArguments {
     var routingKey: String?
     @Option(help: "Id (0–15) of the routing key.")
     var routingKeyID: UInt8 = 0
+    @Option(help: "A file of routing keys, `ID HEX` per line, the sealing one marked `current` (else the last); reloaded on SIGHUP. Rotate keys with it (docs/operations.md).")
+    var routingKeyFile: String?
 
     func validate() throws {
         guard routingKeyID < 16 else { throw ValidationError("--routing-key-id must be 0…15") }
+        if routingKeyFile != nil, routingKey != nil { throw ValidationError("give --routing-key or --routing-key-file, not both") }
         if let hex = routingKey ?? ProcessInfo.processInfo.environment["PARLEY_ROUTING_KEY"] {
             guard RoutingKey(id: routingKeyID, hexSecret: hex) != nil else {
                 let source = routingKey != nil ? "--routing-key" : "PARLEY_ROUTING_KEY"
@@ -91,6 +197,15 @@ struct RoutingKeyOptions: ParsableArguments {
     }
 
     func keyring() throws -> RoutingKeyring {
+        if let routingKeyFile {
+            let text: String
+            do { text = try String(contentsOfFile: routingKeyFile, encoding: .utf8) } catch {
+                throw StartupError("cannot read --routing-key-file \(routingKeyFile): \(error.localizedDescription)")
+            }
+            do { return try RoutingKeyFile.parse(text) } catch {
+                throw StartupError("--routing-key-file \(routingKeyFile), \(error.description)")
+            }
+        }
         guard let hex = routingKey ?? ProcessInfo.processInfo.environment["PARLEY_ROUTING_KEY"],
               let key = RoutingKey(id: routingKeyID, hexSecret: hex) else {
             throw StartupError("a routing key is required: --routing-key or PARLEY_ROUTING_KEY, 64 hex characters "
@@ -125,13 +240,23 @@ struct Dev: AsyncParsableCommand {
         let logger = bootstrapObservability(level: serving.logLevel)
         let keyring = TransceiverConfiguration.randomKeyring()
         var configuration = serving.configuration(keyring: keyring)
+        // Zero setup: without a key of its own, dev makes one (and prints it) for the app's server.
+        var apiKeys = try serving.loadAPIKeys()
+        var generatedKey = false
+        if apiKeys.isEmpty, !serving.insecureNoAuth {
+            var generator = SystemRandomNumberGenerator()
+            apiKeys = [APIKeys.generate(using: &generator)]
+            generatedKey = true
+        }
+        configuration.apiKeys = apiKeys
+        let dev = DevServing(key: apiKeys.first, generated: generatedKey)
         let publicHost = self.publicHost ?? serving.mediaHost
         guard !direct else {
             if configuration.advertisedAddresses.isEmpty, publicHost == "0.0.0.0" {
                 configuration.advertisedAddresses = localAddresses(port: UInt16(clamping: serving.mediaPort))
             }
             configuration.mediaHost = publicHost
-            return try await serve(configuration, logger: logger,
+            return try await serve(configuration, logger: logger, metrics: serving.metricsListener, dev: dev,
                                    banner: Banner(mode: "direct (no relay): the workers take client traffic themselves",
                                                   agent: serving.agent, advertised: configuration.advertisedAddresses))
         }
@@ -160,7 +285,7 @@ struct Dev: AsyncParsableCommand {
             }
         }
         do {
-            try await serve(configuration, logger: logger,
+            try await serve(configuration, logger: logger, metrics: serving.metricsListener, dev: dev,
                             banner: Banner(mode: "relay on UDP \(publicHost):\(relayPort) in front of the transceiver",
                                            agent: serving.agent, advertised: configuration.advertisedAddresses))
         } catch {
@@ -186,6 +311,8 @@ struct TransceiverCommand: AsyncParsableCommand {
     var relayNetworks: [String] = []
     @Option(help: "The address relays reach this transceiver's workers at (the pod IP), written into routing tokens (default: --media-host).")
     var workerHost: String?
+    @Flag(help: "Serve the demo page at / (it takes a client secret from ?client_secret=ek_…; nothing mints one for it).")
+    var demoPage = false
 
     func validate() throws {
         if let workerHost, IPv4Address(workerHost) == nil { throw ValidationError("--worker-host must be an IPv4 address") }
@@ -200,7 +327,19 @@ struct TransceiverCommand: AsyncParsableCommand {
         configuration.clusterID = clusterID
         configuration.relayNetworks = relayNetworks.compactMap(IPNetwork.init)
         configuration.workerEndpointHost = workerHost.flatMap { IPv4Address($0) }
-        try await serve(configuration, logger: logger)
+        configuration.apiKeys = try serving.loadAPIKeys()
+        guard !configuration.apiKeys.isEmpty || serving.insecureNoAuth else {
+            throw StartupError("a transceiver on a network needs API keys: --api-key, PARLEY_API_KEYS or --api-key-file "
+                               + "(make one with `openssl rand -hex 24`). Only where no one else can reach it: --insecure-no-auth")
+        }
+        if serving.insecureNoAuth {
+            logger.warning("--insecure-no-auth: anyone who reaches the signaling port can make, read and end calls")
+        }
+        let key = self.key, serving = self.serving
+        try await serve(configuration, logger: logger, metrics: serving.metricsListener, demoPage: demoPage) {
+            // SIGHUP: the key files again (a key given on the command line stays as it is).
+            (try key.keyring(), serving.apiKeyFile != nil ? try serving.loadAPIKeys() : nil)
+        }
     }
 }
 
@@ -344,6 +483,8 @@ struct Load: AsyncParsableCommand {
     var noDataChannel = false
     @Flag(help: "Send real Opus (silence, a pulse each second) and time each pulse's return; works through transcoding agents.")
     var opusPulses = false
+    @Option(help: "The API key each offer carries as Authorization: Bearer (or env PARLEY_API_KEY).")
+    var apiKey: String?
 
     func validate() throws {
         guard sessions >= 1 else { throw ValidationError("--sessions must be at least 1") }
@@ -357,6 +498,7 @@ struct Load: AsyncParsableCommand {
         configuration.payloadBytes = payloadBytes
         configuration.dataChannel = !noDataChannel
         configuration.opusPulses = opusPulses
+        configuration.apiKey = apiKey ?? ProcessInfo.processInfo.environment["PARLEY_API_KEY"]
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let generator = try LoadGenerator(configuration: configuration, eventLoop: group.next())
         let report = try await generator.run { line in
@@ -455,8 +597,18 @@ struct Banner {
     var advertised: [TransportAddress]
 }
 
-/// Runs a transceiver and its signaling API until SIGINT or SIGTERM, then ends every call.
-func serve(_ configuration: TransceiverConfiguration, logger: Logger, banner: Banner? = nil) async throws {
+/// What `parley dev` adds to serving: the demo page with its client-secret route, and its key.
+struct DevServing {
+    var key: String?
+    var generated: Bool
+}
+
+/// Runs a transceiver, its signaling API and its metrics listener. The first SIGTERM or SIGINT (or
+/// `POST /admin/drain`) drains: `/readyz` answers 503, new offers are refused, live calls go on
+/// until they end or the drain timeout passes, then the process stops. A second signal ends every
+/// call at once. SIGHUP calls `reload` for new routing and API keys.
+func serve(_ configuration: TransceiverConfiguration, logger: Logger, metrics: MetricsListener? = nil, dev: DevServing? = nil,
+           demoPage: Bool = false, banner: Banner? = nil, reload: (@Sendable () throws -> (RoutingKeyring, [String]?))? = nil) async throws {
     let transceiver = try Transceiver(configuration: configuration, logger: logger)
     do {
         try await transceiver.start()
@@ -466,15 +618,59 @@ func serve(_ configuration: TransceiverConfiguration, logger: Logger, banner: Ba
                            + "(--media-port \(configuration.mediaPort)): \(describe(error)). Is another parley running? "
                            + "Choose another --media-port, or 0 for any free one")
     }
-    let api = SignalingAPI(transceiver: transceiver, prometheus: prometheusRegistry)
+    let drain = DrainController(transceiver: transceiver, timeout: configuration.drainTimeout, logger: logger)
+    let api = SignalingAPI(transceiver: transceiver, demoPage: demoPage, devSecrets: dev.map { .init(key: $0.key) },
+                           onDrain: { drain.start() })
+    let router = api.makeRouter()
     let app = Application(
-        router: api.makeRouter(),
-        configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "parley"),
-        onServerRunning: { _ in if let banner { printBanner(banner, configuration: configuration) } },
+        router: router,
+        server: SignalingServer.builder(router: router, limits: configuration.http),
+        configuration: SignalingServer.configuration(host: configuration.httpHost, port: configuration.httpPort,
+                                                     limits: configuration.http, logger: logger),
+        onServerRunning: { _ in if let banner { printBanner(banner, configuration: configuration, metrics: metrics, dev: dev) } },
         logger: logger)
-    logger.info("signaling API and demo page", metadata: ["url": "http://\(configuration.httpHost):\(configuration.httpPort)/"])
+    var services = [ServiceGroupConfiguration.ServiceConfiguration(service: app)]
+    if let metrics {
+        // Off the public port; a listener that cannot bind costs the metrics, not the calls.
+        services.append(.init(service: metricsApplication(metrics, transceiver: transceiver, logger: logger),
+                              successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
+    }
+    let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [], logger: logger))
+    drain.onFinished = { Task { await group.triggerGracefulShutdown() } }
+    logger.info("signaling API", metadata: ["url": "http://\(configuration.httpHost):\(configuration.httpPort)/"])
+
+    let signals = ProcessSignals()
+    let signalTask = Task {
+        for await number in signals.stream {
+            switch number {
+            case SIGHUP:
+                guard let reload else {
+                    logger.notice("SIGHUP: nothing to reload (no key files given)")
+                    continue
+                }
+                do {
+                    let (keyring, apiKeys) = try reload()
+                    try transceiver.reload(keyring: keyring, apiKeys: apiKeys)
+                    logger.notice("keys reloaded", metadata: [
+                        "routing_keys": "\(keyring.keyIDs)", "sealing_key": "\(keyring.currentKeyID)",
+                        "api_keys": "\(apiKeys.map { "\($0.count)" } ?? "unchanged")",
+                    ])
+                } catch {
+                    logger.error("SIGHUP: keys not reloaded, the old ones stay", metadata: ["error": "\(error)"])
+                }
+            default:
+                if drain.isDraining {
+                    logger.notice("second signal: ending every call now")
+                    await group.triggerGracefulShutdown()
+                } else {
+                    drain.start()
+                }
+            }
+        }
+    }
+    defer { signalTask.cancel() }
     do {
-        try await app.runService()
+        try await group.run()
     } catch let error as IOError {
         await transceiver.shutdown()
         throw StartupError("cannot listen for HTTP on \(configuration.httpHost):\(configuration.httpPort): \(describe(error)). "
@@ -483,7 +679,78 @@ func serve(_ configuration: TransceiverConfiguration, logger: Logger, banner: Ba
         await transceiver.shutdown()
         throw error
     }
+    let remaining = transceiver.activeCalls
+    if remaining > 0 { logger.notice("ending the calls still live", metadata: ["calls": "\(remaining)"]) }
     await transceiver.shutdown()
+    logger.info("stopped")
+}
+
+/// /metrics, /healthz and /readyz on their own (internal) listener.
+func metricsApplication(_ listener: MetricsListener, transceiver: Transceiver, logger: Logger) -> some Service {
+    let router = Router()
+    router.get("/healthz") { _, _ in "ok\n" }
+    router.get("/readyz") { _, _ -> Response in
+        transceiver.isDraining
+            ? Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "draining\n")))
+            : Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+    }
+    router.get("/metrics") { _, _ -> Response in
+        var bytes: [UInt8] = []
+        prometheusRegistry.emit(into: &bytes)
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+    return Application(router: router, configuration: .init(address: .hostname(listener.host, port: listener.port), serverName: "parley-metrics"),
+                       logger: logger)
+}
+
+/// A transceiver's drain: once started, new calls are refused; when the last call ends, or the
+/// timeout passes, `onFinished` runs (the process then stops, ending what is left).
+final class DrainController: @unchecked Sendable {
+    private let transceiver: Transceiver
+    private let timeout: Duration
+    private let logger: Logger
+    private let lock = NSLock()
+    private var started = false
+    var onFinished: @Sendable () -> Void = {}
+
+    init(transceiver: Transceiver, timeout: Duration, logger: Logger) {
+        self.transceiver = transceiver
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    var isDraining: Bool { lock.withLock { started } }
+
+    func start() {
+        let first = lock.withLock { () -> Bool in
+            defer { started = true }
+            return !started
+        }
+        guard first else { return }
+        transceiver.startDraining()
+        logger.notice("draining: new calls are refused, live calls go on (a second SIGTERM or SIGINT ends them now)", metadata: [
+            "calls": "\(transceiver.activeCalls)", "timeout": "\(timeout)",
+        ])
+        let transceiver = self.transceiver, timeout = self.timeout, logger = self.logger, onFinished = self.onFinished
+        Task {
+            let clock = ContinuousClock()
+            let deadline = clock.now + timeout
+            var lastReport = clock.now
+            while transceiver.activeCalls > 0, clock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(200))
+                if clock.now - lastReport >= .seconds(10) {
+                    lastReport = clock.now
+                    logger.notice("draining", metadata: ["calls": "\(transceiver.activeCalls)"])
+                }
+            }
+            if transceiver.activeCalls > 0 {
+                logger.notice("drain timeout: ending the calls still live", metadata: ["calls": "\(transceiver.activeCalls)"])
+            } else {
+                logger.notice("drained: no calls left")
+            }
+            onFinished()
+        }
+    }
 }
 
 /// An OS error as a person reads it: "address already in use (errno 98)".
@@ -491,7 +758,7 @@ func describe(_ error: IOError) -> String {
     "\(String(cString: strerror(error.errnoCode)).lowercased()) (errno \(error.errnoCode))"
 }
 
-func printBanner(_ banner: Banner, configuration: TransceiverConfiguration) {
+func printBanner(_ banner: Banner, configuration: TransceiverConfiguration, metrics: MetricsListener?, dev: DevServing?) {
     let host = configuration.httpHost == "0.0.0.0" ? "127.0.0.1" : configuration.httpHost
     let candidates = banner.advertised.map { "\($0)" }.joined(separator: ", ")
     var lines = [
@@ -503,6 +770,13 @@ func printBanner(_ banner: Banner, configuration: TransceiverConfiguration) {
         "  answers     advertise \(candidates.isEmpty ? "the workers' own addresses" : candidates) as the ICE candidate",
         "  signaling   http://\(configuration.httpHost):\(configuration.httpPort)/v1/realtime/calls",
     ]
+    if let key = dev?.key {
+        lines.append("  API key     \(key)\(dev?.generated == true ? "  (made for this run; --api-key KEY to choose one)" : "")")
+        lines.append("              the page gets client secrets from /dev/client_secret, as an app's server mints them with the key")
+    } else {
+        lines.append("  API key     none: --insecure-no-auth, anyone who reaches the port can make calls")
+    }
+    if let metrics { lines.append("  metrics     http://\(metrics.host):\(metrics.port)/metrics") }
     if banner.advertised.allSatisfy({ "\($0)".hasPrefix("127.") }) {
         lines += [
             "",

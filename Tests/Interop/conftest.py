@@ -32,16 +32,27 @@ def free_port(kind=socket.SOCK_STREAM):
         return s.getsockname()[1]
 
 
+# The API key the tests' `parley dev` takes (as an app's server would hold it).
+API_KEY = "sk_test_interop_0123456789abcdef"
+
+
+def auth(key=API_KEY):
+    return {"Authorization": "Bearer " + key}
+
+
 class ParleyProcess:
-    def __init__(self, http_port, media_port, log_path, extra_args=()):
+    def __init__(self, http_port, media_port, log_path, extra_args=(), api_key=API_KEY):
         self.http_port = http_port
         self.media_port = media_port
+        self.metrics_port = free_port()
         self.base = f"http://127.0.0.1:{http_port}"
+        self.metrics_base = f"http://127.0.0.1:{self.metrics_port}"
+        self.api_key = api_key
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
             [PARLEY, "dev", "--http-port", str(http_port), "--media-port", str(media_port), "--log-level", "debug",
-             *extra_args],
+             "--metrics-port", str(self.metrics_port), *(["--api-key", api_key] if api_key else []), *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -54,24 +65,37 @@ class ParleyProcess:
         self.stop()
         raise RuntimeError("parley dev did not start:\n" + open(log_path).read())
 
+    def headers(self):
+        return auth(self.api_key) if self.api_key else {}
+
     def get_json(self, path):
         import json
-        with urllib.request.urlopen(self.base + path, timeout=5) as response:
+        request = urllib.request.Request(self.base + path, headers=self.headers())
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
+
+    def metrics(self):
+        with urllib.request.urlopen(self.metrics_base + "/metrics", timeout=5) as response:
+            return response.read().decode()
 
     def post_offer(self, sdp):
         request = urllib.request.Request(self.base + "/v1/realtime/calls", data=sdp.encode(), method="POST",
-                                         headers={"Content-Type": "application/sdp"})
+                                         headers={"Content-Type": "application/sdp", **self.headers()})
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.headers.get("Location"), response.read().decode()
 
     def stop(self):
+        """SIGTERM drains (live calls go on); a second one ends every call at once."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
         self.log.close()
 
     def logs(self):

@@ -123,7 +123,7 @@ def start_example_agent():
 
 
 def metric(parley, name):
-    text = urllib.request.urlopen(parley.base + "/metrics", timeout=5).read().decode()
+    text = parley.metrics()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 

@@ -637,7 +637,7 @@ class RelaySniffer(threading.Thread):
 
 def read_metrics(parley):
     """`GET /metrics` as {(name, ((label, value), …)): number}."""
-    text = urllib.request.urlopen(parley.base + "/metrics", timeout=5).read().decode()
+    text = parley.metrics()
     values = {}
     for line in text.splitlines():
         match = re.match(r"^([A-Za-z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", line)

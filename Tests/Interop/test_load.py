@@ -6,12 +6,12 @@ import json
 import re
 import subprocess
 
-from conftest import PARLEY
+from conftest import API_KEY, PARLEY
 
 
 def run_load(url, sessions, seconds, *extra):
     result = subprocess.run([PARLEY, "load", "--url", url, "--sessions", str(sessions), "--duration", str(seconds),
-                             "--ramp", "0.5", *extra], capture_output=True, text=True, timeout=90)
+                             "--ramp", "0.5", "--api-key", API_KEY, *extra], capture_output=True, text=True, timeout=90)
     return result.returncode, json.loads(result.stdout), result.stderr
 
 

@@ -52,7 +52,8 @@ def start_pion_call(client, parley, seconds, *extra_args):
     """Starts pionclient against `parley` for one call of `seconds` (or more: extra_args such as
     "-calls", "10") and returns at once with its Popen; `pion_report` collects the result."""
     return subprocess.Popen([client, "-url", parley.base + "/v1/realtime/calls", "-seconds", str(seconds), "-json",
-                             *extra_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "-api-key", parley.api_key or "", *extra_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def pion_report(process, timeout, keep=None):

@@ -11,8 +11,18 @@ import urllib.request
 
 import pytest
 
-from conftest import PARLEY, free_port
+from conftest import API_KEY, PARLEY, auth, free_port
 from test_chromium import chromium, wait_for
+
+
+def mint_secret(http_port, session=None, seconds=600, key=API_KEY):
+    """A client secret from POST /v1/realtime/client_secrets."""
+    import json
+    body = json.dumps({"expires_after": {"anchor": "created_at", "seconds": seconds}, "session": session or {}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/realtime/client_secrets", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **auth(key)})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())["value"]
 
 
 def wait_http(url, seconds=30):
@@ -40,9 +50,14 @@ class Stack:
                                           "--save", "", "--appendonly", "no"])
         self.transceiver = self.spawn("transceiver", [
             PARLEY, "transceiver", "--routing-key", self.key, "--http-port", str(self.http_port),
-            "--media-host", "127.0.0.1", "--media-port", "0", "--workers", "1",
+            "--media-host", "127.0.0.1", "--media-port", "0", "--workers", "1", "--api-key", API_KEY,
+            "--metrics-port", str(free_port()), "--demo-page",
             "--relay-network", "127.0.0.0/8", "--advertise", f"127.0.0.1:{self.relay_port}"])
         wait_http(f"http://127.0.0.1:{self.http_port}/healthz")
+
+    def page(self):
+        """The transceiver's demo page with a client secret the test minted, as an app's server would."""
+        return f"http://127.0.0.1:{self.http_port}/?autostart=1&client_secret={mint_secret(self.http_port)}"
 
     def spawn(self, name, arguments):
         log = open(self.tmp / f"{name}-{len(self.processes)}.log", "w")
@@ -111,7 +126,7 @@ def test_call_survives_relay_restart_second_relay_and_redis_loss(stack):
     relay = stack.relay()
     driver = chromium()
     try:
-        driver.get(f"http://127.0.0.1:{stack.http_port}/?autostart=1")
+        driver.get(stack.page())
         wait_for(driver, lambda s: s["state"] == "connected", 20, "connected through the relay")
         wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) >= 100, 20, "echoed audio")
         time.sleep(0.5)  # the route reaches Redis asynchronously

@@ -11,9 +11,10 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "..", "ParleyWireTests", "Fix
 CHROME = open(os.path.join(FIXTURES, "chrome.sdp")).read()
 
 
-def post(parley, body, content_type="application/sdp", query=""):
+def post(parley, body, content_type="application/sdp", query="", headers=None):
     request = urllib.request.Request(parley.base + "/v1/realtime/calls" + query, data=body if isinstance(body, bytes) else body.encode(),
-                                     method="POST", headers={"Content-Type": content_type})
+                                     method="POST", headers={"Content-Type": content_type,
+                                                             **(parley.headers() if headers is None else headers)})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()
@@ -21,9 +22,16 @@ def post(parley, body, content_type="application/sdp", query=""):
         return error.code, error.read().decode()
 
 
+def multipart(fields, boundary="parleyboundary7"):
+    """A multipart/form-data body (what `curl -F` sends) and its content type."""
+    body = b""
+    for name, value in fields.items():
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").encode() + value.encode() + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
 def sessions_created(parley):
-    with urllib.request.urlopen(parley.base + "/metrics", timeout=5) as response:
-        text = response.read().decode()
+    text = parley.metrics()
     match = re.search(r"^parley_sessions_created_total(?:\{\})? (\d+)", text, re.MULTILINE)
     return int(match.group(1)) if match else None
 
@@ -37,6 +45,9 @@ def sessions_created(parley):
     ("no-fingerprint", (CHROME.replace("a=fingerprint:", "a=x-fingerprint:"), "application/sdp", 400, "fingerprint")),
     ("no-ice-pwd", (CHROME.replace("a=ice-pwd:", "a=x-ice-pwd:"), "application/sdp", 400, "ice-ufrag/ice-pwd")),
     ("wrong-content-type", (CHROME, "text/plain", 415, "application/sdp")),
+    ("multipart-without-sdp", (*multipart({"session": "{}"}), 400, "sdp part")),
+    ("multipart-bad-session", (*multipart({"sdp": CHROME, "session": "[1]"}), 400, "JSON object")),
+    ("multipart-no-boundary", (b"x", "multipart/form-data", 400, "boundary")),
     ("too-large", ("v=0\r\n" + "a=x\r\n" * 20000, "application/sdp", 413, "larger than")),
     ("not-utf8", (b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=\xff\xfe\r\n", "application/sdp", 400, "not valid SDP text")),
 ]])
@@ -47,26 +58,27 @@ def test_bad_offers_get_a_4xx_with_a_reason_and_create_nothing(parley, body, con
     assert sessions_created(parley) in (None, 0), "a refused offer created a session"
 
 
-def test_unknown_built_in_agent_is_refused_with_the_choices(parley):
-    code, text = post(parley, CHROME, query="?agent=oracle")
+def test_an_unknown_agent_is_refused_with_the_choices(parley):
+    code, text = post(parley, *multipart({"sdp": CHROME, "session": '{"agent":"oracle"}'}))
     assert code == 400
     assert "unknown agent oracle" in json.loads(text)["error"]["message"] and "parrot" in text
+    assert json.loads(text)["error"]["code"] == "unknown_agent"
     assert sessions_created(parley) in (None, 0)
-    code, _ = post(parley, CHROME, query="?agent=parrot")
+    code, _ = post(parley, *multipart({"sdp": CHROME, "session": '{"agent":"parrot"}'}))
+    assert code == 201
+    # The query parameter that once chose an agent chooses nothing any more.
+    code, _ = post(parley, CHROME, query="?agent=oracle")
     assert code == 201
 
 
 def test_good_offer_creates_exactly_one_call_and_delete_ends_it(parley):
-    request = urllib.request.Request(parley.base + "/v1/realtime/calls", data=CHROME.encode(), method="POST",
-                                     headers={"Content-Type": "application/sdp"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 201
-        location = response.headers["Location"]
-        answer = response.read().decode()
+    status, location, answer = parley.post_offer(CHROME)
+    assert status == 201
     assert sessions_created(parley) == 1
     assert "a=ice-lite" in answer and "a=setup:passive" in answer
     assert parley.get_json(location)["state"] == "waitingForICE"
-    with urllib.request.urlopen(urllib.request.Request(parley.base + location, method="DELETE"), timeout=5) as response:
+    request = urllib.request.Request(parley.base + location, method="DELETE", headers=parley.headers())
+    with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 204
     with pytest.raises(urllib.error.HTTPError) as error:
         parley.get_json(location)
@@ -74,7 +86,7 @@ def test_good_offer_creates_exactly_one_call_and_delete_ends_it(parley):
 
 
 def test_unknown_call_is_404(parley):
-    request = urllib.request.Request(parley.base + "/v1/realtime/calls/rtc_nope", method="DELETE")
+    request = urllib.request.Request(parley.base + "/v1/realtime/calls/rtc_nope", method="DELETE", headers=parley.headers())
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(request, timeout=5)
     assert error.value.code == 404
@@ -83,10 +95,11 @@ def test_unknown_call_is_404(parley):
 def test_cors_preflight_allows_another_origin(parley):
     request = urllib.request.Request(parley.base + "/v1/realtime/calls", method="OPTIONS", headers={
         "Origin": "http://example.test", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type"})
+        "Access-Control-Request-Headers": "content-type, authorization"})
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.headers.get("Access-Control-Allow-Origin") == "*"
         assert "POST" in response.headers.get("Access-Control-Allow-Methods")
+        assert "authorization" in response.headers.get("Access-Control-Allow-Headers").lower()
 
 
 def test_startup_refuses_ports_in_use_with_a_clear_message_and_prints_a_banner(parley):

@@ -24,9 +24,13 @@ public final class AgentBridge {
     public private(set) var isStarted = false
     public private(set) var isEnded = false
 
-    public init(agent: VoiceAgent, session: WebRTCSession, now: Instant) throws(OpusError) {
+    /// The call's session configuration (a JSON object as text), as `session.started` tells the agent.
+    public private(set) var configuration: String
+
+    public init(agent: VoiceAgent, session: WebRTCSession, configuration: String = "{}", now: Instant) throws(OpusError) {
         self.agent = agent
         self.session = session
+        self.configuration = configuration
         lastNow = now
         incoming = try IncomingAudio(sampleRate: agent.sampleRate)
         var generator = SystemRandomNumberGenerator()
@@ -60,9 +64,15 @@ public final class AgentBridge {
             agent.dataChannelMessage(label: label, binary: binary, payload: payload, now: now)
         case .closed(let reason):
             end(reason: reason.description, now: now)
-        case .iceConnected, .pathChanged, .iceRestarted:
+        case .clientAuthenticated, .iceConnected, .pathChanged, .iceRestarted:
             break
         }
+    }
+
+    /// The app's server changed the session configuration: the agent hears of it once it started.
+    public func updateConfiguration(_ configuration: String, now: Instant) {
+        self.configuration = configuration
+        if isStarted, !isEnded { agent.sessionUpdated(configuration, now: now) }
     }
 
     /// Runs every 20 ms step that is due: one frame to the agent, one packet to the client.
@@ -102,7 +112,35 @@ public final class AgentBridge {
 
     func send(label: String, binary: Bool, payload: [UInt8]) -> Bool {
         guard !isEnded, let channel = channels[label] else { return false }
-        return session.sendDataChannelMessage(payload, binary: binary, channel: channel, now: lastNow)
+        let sent = session.sendDataChannelMessage(payload, binary: binary, channel: channel, now: lastNow)
+        if sent, recordsSentMessages {
+            if sentMessages.count == Self.maximumRecordedMessages { sentMessages.removeFirst() }
+            sentMessages.append(DataChannelMessage(label: label, binary: binary, payload: payload))
+        }
+        return sent
+    }
+
+    // MARK: What the app's server watches
+
+    /// A message the agent sent the client.
+    public struct DataChannelMessage: Sendable, Equatable {
+        public var label: String
+        public var binary: Bool
+        public var payload: [UInt8]
+    }
+
+    /// True while the app's server watches the call (a sideband is open): what the agent sends the
+    /// client is kept until `takeSentMessages`, at most `maximumRecordedMessages` (the oldest go).
+    public var recordsSentMessages = false {
+        didSet { if !recordsSentMessages { sentMessages.removeAll() } }
+    }
+    private var sentMessages: [DataChannelMessage] = []
+    public static let maximumRecordedMessages = 256
+
+    public func takeSentMessages() -> [DataChannelMessage] {
+        guard !sentMessages.isEmpty else { return [] }
+        defer { sentMessages.removeAll(keepingCapacity: true) }
+        return sentMessages
     }
 
     func hangUp(reason: String) {
@@ -122,7 +160,8 @@ public final class AgentBridge {
         agent.sessionStarted(AgentSessionStart(
             callID: session.parameters.id, sampleRate: Int(agent.sampleRate.rawValue),
             frameSamples: agent.sampleRate.samplesPer20Milliseconds,
-            offer: .init(opusParameters: negotiated.opus.parameters ?? "", dataChannel: negotiated.dataChannelMid != nil)),
+            offer: .init(opusParameters: negotiated.opus.parameters ?? "", dataChannel: negotiated.dataChannelMid != nil),
+            session: configuration),
             output: output, now: now)
     }
 

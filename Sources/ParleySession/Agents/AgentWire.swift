@@ -17,10 +17,21 @@ public enum AgentMessage: Equatable, Sendable {
 public enum AgentWire {
     public static let protocolVersion = 1
 
-    public static func sessionStarted(callID: String, offer: AgentSessionStart.Offer) -> String {
+    public static func sessionStarted(callID: String, offer: AgentSessionStart.Offer, session: String = "{}") -> String {
         json(["type": "session.started", "protocol": protocolVersion, "call_id": callID,
               "sample_rates": OpusSampleRate.allCases.map { Int($0.rawValue) },
-              "offer": ["opus_parameters": offer.opusParameters, "data_channel": offer.dataChannel]])
+              "offer": ["opus_parameters": offer.opusParameters, "data_channel": offer.dataChannel],
+              "session": object(session)])
+    }
+
+    /// The app's server changed the session (its sideband's `session.update`): the whole new one.
+    public static func sessionUpdated(session: String) -> String {
+        json(["type": "session.updated", "session": object(session)])
+    }
+
+    /// A session's JSON text as an object to embed (it was validated as one when the call was made).
+    private static func object(_ text: String) -> Any {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [String: Any]()
     }
 
     public static func dataChannelMessage(label: String, binary: Bool, payload: [UInt8]) -> String {

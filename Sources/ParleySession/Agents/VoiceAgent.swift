@@ -12,6 +12,9 @@ public struct AgentSessionStart: Sendable, Equatable, Codable {
     public var frameSamples: Int
     /// What the client offered: its Opus parameters (`a=fmtp`), whether it asked for a data channel.
     public var offer: Offer
+    /// The call's session configuration (docs/api.md): a JSON object as text, `{}` when none was
+    /// given. The app's server chose it (with its API key, or in the client secret it minted).
+    public var session: String = "{}"
 
     public struct Offer: Sendable, Equatable, Codable {
         public var opusParameters: String
@@ -39,6 +42,14 @@ public protocol VoiceAgent: AnyObject {
     func dataChannelMessage(label: String, binary: Bool, payload: [UInt8], now: Instant)
     /// The call ended (the agent's `output` does nothing from now on).
     func sessionEnded(reason: String, now: Instant)
+    /// The app's server changed the session configuration (the sideband's `session.update`): the
+    /// whole new configuration, a JSON object as text.
+    func sessionUpdated(_ session: String, now: Instant)
+}
+
+extension VoiceAgent {
+    /// Built-in agents have no settings to change.
+    public func sessionUpdated(_ session: String, now: Instant) {}
 }
 
 /// What an agent can do to its call. Confined to the call's media thread.

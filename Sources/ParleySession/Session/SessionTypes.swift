@@ -88,6 +88,10 @@ public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
 
 /// What a session reports to its owner.
 public enum SessionEvent: Sendable, Equatable {
+    /// The client's first check that authenticated (its USERNAME and MESSAGE-INTEGRITY hold the
+    /// answer's credentials): someone who made the call is there. Work a bare POST must not cause
+    /// (an external agent's connection) waits for this.
+    case clientAuthenticated(PeerPath)
     /// The first authenticated, nominated ICE check: media can flow on `path`.
     case iceConnected(PeerPath)
     /// A nominated check from another address moved the session (e.g. Wi-Fi to cellular).

@@ -74,6 +74,8 @@ public final class WebRTCSession {
     private static let heldDTLSLifetime: Duration = .seconds(4)
     /// The latest authenticated checks' transaction ids and where each came from (replay detection).
     private var recentChecks: [(id: STUNTransactionID, client: TransportAddress)] = []
+    /// Whether `.clientAuthenticated` was reported (once per session).
+    private var clientAuthenticated = false
     private static let rememberedChecks = 64
 
     private var sequenceNumber: UInt16
@@ -375,6 +377,10 @@ public final class WebRTCSession {
         if !recentChecks.contains(where: { $0.id == message.transactionID }) {
             if recentChecks.count == Self.rememberedChecks { recentChecks.removeFirst() }
             recentChecks.append((message.transactionID, path.client))
+        }
+        if !clientAuthenticated {
+            clientAuthenticated = true
+            events.append(.clientAuthenticated(path))
         }
         guard consent.receivedRequest(from: path, nominated: message.useCandidate, now: now) else {
             return drop(.checkRefused)

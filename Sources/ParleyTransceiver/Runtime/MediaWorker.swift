@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import ParleyMedia
 import ParleySession
+import ParleySignaling
 import ParleyIO
 import ParleyWire
 
@@ -21,7 +22,8 @@ final class MediaWorker: @unchecked Sendable {
     /// The address written into this worker's routing tokens (where relays send its sessions' traffic).
     /// Set once by `start` (the bound port when asked for port 0), before any call is created.
     private(set) var endpoint: TransportAddress
-    private let keyring: RoutingKeyring
+    /// Replaced on the loop when the keys are reloaded (SIGHUP).
+    var keyring: RoutingKeyring
     private let relayNetworks: [IPNetwork]
     private let registry: CallRegistry
     private let metrics: TransceiverMetrics
@@ -40,8 +42,18 @@ final class MediaWorker: @unchecked Sendable {
         /// An external agent's WebSocket, and whether reading it is paused (its audio queue is full).
         var link: WebSocketAgentLink?
         var linkPaused = false
+        /// An external agent to connect to once the client's first check authenticates: a bare POST
+        /// opens no connection to the agent.
+        var pendingAgent: AgentEndpoint?
         /// An external agent must accept by then.
         var agentDeadline: Instant?
+        /// The call's session configuration (a JSON object as text), as its agent was told.
+        var configuration: String = "{}"
+        /// The agent's name as the call's session chose it (or the default agent's).
+        var agentName = ""
+        /// The app's server's sidebands watching this call, by subscription number.
+        var sidebands: [Int: AsyncStream<SidebandFrame>.Continuation] = [:]
+        var lastState = "waiting_for_ice"
         /// Why the agent failed, while the call waits (briefly) for `oai-events` to say so.
         var agentFailure: String?
         var agentFailureDetail: String?
@@ -65,6 +77,11 @@ final class MediaWorker: @unchecked Sendable {
     }
 
     private var sessions: [UInt32: Entry] = [:]
+    /// Session keys by call id, for the sideband's requests.
+    private var callKeys: [String: UInt32] = [:]
+    private var nextSidebandID = 0
+    /// Events a sideband may fall behind by before it is closed (its server reconnects for the state).
+    static let sidebandBacklog = 1024
     /// TLS for `wss://` agents (set at start when the agent is one).
     var agentTLS: NIOSSLContext?
     /// Sessions by authenticated client address (whatever relay the client's datagrams come through).
@@ -162,7 +179,8 @@ final class MediaWorker: @unchecked Sendable {
 
     /// Creates a session on this worker (on its event loop).
     func createSession(key: UInt32, parameters: SessionParameters, dtlsContext: DTLSContext, registry: CallRegistry,
-                       agent: AgentTarget = .builtIn(.echo)) throws {
+                       agent: AgentTarget = .builtIn(.echo), agentName: String? = nil, session configuration: String = "{}",
+                       owner: CallOwner = Credential.anonymous.owner) throws {
         eventLoop.preconditionInEventLoop()
         guard sessions[key] == nil else { throw SessionKeyInUse() }
         let now = monotonicNow()
@@ -171,33 +189,27 @@ final class MediaWorker: @unchecked Sendable {
         let session = try WebRTCSession(parameters: parameters, dtlsContext: dtlsContext, now: now)
         var sessionLogger = logger
         sessionLogger[metadataKey: "call"] = "\(parameters.id)"
+        let entry: Entry
         switch agent {
         case .builtIn(.echo):
-            sessions[key] = Entry(session: session, echo: EchoAgent(), bridge: nil, logger: sessionLogger, createdAt: now)
+            entry = Entry(session: session, echo: EchoAgent(), bridge: nil, logger: sessionLogger, createdAt: now)
         case .builtIn(.parrot):
-            let bridge = try AgentBridge(agent: ParrotAgent(), session: session, now: now)
-            sessions[key] = Entry(session: session, echo: nil, bridge: bridge, logger: sessionLogger, createdAt: now)
+            let bridge = try AgentBridge(agent: ParrotAgent(), session: session, configuration: configuration, now: now)
+            entry = Entry(session: session, echo: nil, bridge: bridge, logger: sessionLogger, createdAt: now)
         case .builtIn(.loopback):
-            let bridge = try AgentBridge(agent: LoopbackAgent(), session: session, now: now)
-            sessions[key] = Entry(session: session, echo: nil, bridge: bridge, logger: sessionLogger, createdAt: now)
+            let bridge = try AgentBridge(agent: LoopbackAgent(), session: session, configuration: configuration, now: now)
+            entry = Entry(session: session, echo: nil, bridge: bridge, logger: sessionLogger, createdAt: now)
         case .webSocket(let endpoint):
-            let entry = Entry(session: session, echo: nil, bridge: nil, logger: sessionLogger, createdAt: now)
-            entry.key = key
-            let link = WebSocketAgentLink(eventLoop: eventLoop) { [weak self, weak entry] message in
-                guard let self, let entry else { return }
-                self.agentMessage(message, entry: entry)
-            }
-            entry.link = link
-            entry.agentDeadline = now + Self.agentAcceptTimeout
-            sessions[key] = entry
-            let negotiated = parameters.negotiated
-            link.connect(to: endpoint, first: AgentWire.sessionStarted(
-                callID: parameters.id,
-                offer: .init(opusParameters: negotiated.opus.parameters ?? "", dataChannel: negotiated.dataChannelMid != nil)),
-                tls: agentTLS)
+            entry = Entry(session: session, echo: nil, bridge: nil, logger: sessionLogger, createdAt: now)
+            entry.pendingAgent = endpoint
         }
+        entry.key = key
+        entry.configuration = configuration
+        entry.agentName = agentName ?? agent.description
+        sessions[key] = entry
+        callKeys[parameters.id] = key
         // Registered on the worker's loop, where `remove` unregisters it: the two never race.
-        registry.insert(parameters.id, .init(worker: index, sessionKey: key))
+        registry.insert(parameters.id, .init(worker: index, sessionKey: key, owner: owner))
         metrics.sessionsCreated.increment()
         metrics.sessionsActive.increment()
         sessionLogger.info("session created", metadata: ["remote_ufrag": "\(parameters.negotiated.remoteUfrag)"])
@@ -214,9 +226,12 @@ final class MediaWorker: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         guard let entry = sessions[key] else { return nil }
         let session = entry.session
-        return SessionSnapshot(
+        var snapshot = SessionSnapshot(
             id: session.parameters.id, state: "\(session.state)", client: session.selectedPath?.description,
             counters: session.counters)
+        snapshot.agent = entry.agentName
+        snapshot.session = JSONValue(parsing: Array(entry.configuration.utf8)) ?? .object([:])
+        return snapshot
     }
 
     var sessionCount: Int { sessions.count }
@@ -240,13 +255,110 @@ final class MediaWorker: @unchecked Sendable {
         for client in entry.clients where byClient[client] == key { byClient[client] = newKey }
         for (id, owner) in byCheck where owner.key == key { byCheck[id] = (newKey, owner.sentAt) }
         for (client, owner) in checking where owner.key == key { checking[client] = (newKey, owner.sentAt) }
-        registry.insert(entry.session.parameters.id, .init(worker: index, sessionKey: newKey))
+        registry.rekey(entry.session.parameters.id, sessionKey: newKey)
+        callKeys[entry.session.parameters.id] = newKey
         drain(key: newKey, now: monotonicNow())
         flush()
         return true
     }
 
+    // MARK: The sideband
+
+    /// Subscribes a sideband to a call: it hears the current state at once, then every event. False
+    /// when the call is gone.
+    func addSideband(callID: String, continuation: AsyncStream<SidebandFrame>.Continuation) -> Bool {
+        eventLoop.preconditionInEventLoop()
+        guard let key = callKeys[callID], let entry = sessions[key], !entry.session.isClosed else { return false }
+        let id = nextSidebandID
+        nextSidebandID += 1
+        entry.sidebands[id] = continuation
+        entry.bridge?.recordsSentMessages = true
+        continuation.onTermination = { [weak self] _ in
+            guard let self else { return }
+            self.eventLoop.execute { self.removeSideband(id, callID: callID) }
+        }
+        publish(.state(callID: callID, state: entry.lastState, reason: nil), to: entry)
+        return true
+    }
+
+    private func removeSideband(_ id: Int, callID: String) {
+        guard let key = callKeys[callID], let entry = sessions[key] else { return }
+        entry.sidebands[id] = nil
+        if entry.sidebands.isEmpty { entry.bridge?.recordsSentMessages = false }
+    }
+
+    private func publish(_ event: SidebandEvent, to entry: Entry) {
+        guard !entry.sidebands.isEmpty else { return }
+        var endsCall = false
+        if case .state(_, "ended", _) = event { endsCall = true }
+        let frame = SidebandFrame(text: event.text, endsCall: endsCall)
+        for (id, continuation) in entry.sidebands {
+            if case .dropped = continuation.yield(frame) {
+                // The app's server reads too slowly: it is cut off (and reconnects for the state)
+                // rather than missing events unawares or growing memory.
+                entry.sidebands[id] = nil
+                continuation.finish()
+                metrics.sidebandsCutOff.increment()
+            }
+        }
+    }
+
+    enum SendResult { case sent, noSuchCall, noChannel, refused }
+
+    /// A message from the app's server for the client's data channel with that label.
+    func sendToClient(callID: String, label: String, binary: Bool, payload: [UInt8]) -> SendResult {
+        eventLoop.preconditionInEventLoop()
+        guard let key = callKeys[callID], let entry = sessions[key], !entry.session.isClosed else { return .noSuchCall }
+        guard let channel = entry.session.openDataChannels.first(where: { $0.value == label })?.key else { return .noChannel }
+        let now = monotonicNow()
+        let sent = entry.session.sendDataChannelMessage(payload, binary: binary, channel: channel, now: now)
+        drain(key: key, now: now)
+        flush()
+        return sent ? .sent : .refused
+    }
+
+    /// New session fields from the app's server: merged, told to the agent and to every sideband.
+    func updateSession(callID: String, update: SessionConfiguration) throws(SignalingError) -> Bool {
+        eventLoop.preconditionInEventLoop()
+        guard let key = callKeys[callID], let entry = sessions[key], !entry.session.isClosed else { return false }
+        let current = (JSONValue(parsing: Array(entry.configuration.utf8))?.objectValue).flatMap { try? SessionConfiguration(validating: $0) }
+            ?? SessionConfiguration()
+        let merged = try current.merging(update)
+        let text = merged.json.text
+        guard text.utf8.count <= SessionConfiguration.maximumBytes else {
+            throw .badRequest("the session would be \(text.utf8.count) bytes; at most \(SessionConfiguration.maximumBytes)",
+                              code: "session_too_large")
+        }
+        entry.configuration = text
+        let now = monotonicNow()
+        entry.bridge?.updateConfiguration(text, now: now)
+        publish(.sessionUpdated(session: text), to: entry)
+        drain(key: key, now: now)
+        flush()
+        return true
+    }
+
     // MARK: External agents
+
+    /// Opens the external agent's connection (the client's first check authenticated).
+    private func connectAgent(_ entry: Entry, now: Instant) {
+        guard let endpoint = entry.pendingAgent else { return }
+        entry.pendingAgent = nil
+        let link = WebSocketAgentLink(eventLoop: eventLoop) { [weak self, weak entry] message in
+            guard let self, let entry else { return }
+            self.agentMessage(message, entry: entry)
+        }
+        entry.link = link
+        entry.agentDeadline = now + Self.agentAcceptTimeout
+        let parameters = entry.session.parameters
+        let negotiated = parameters.negotiated
+        link.connect(to: endpoint, first: AgentWire.sessionStarted(
+            callID: parameters.id,
+            offer: .init(opusParameters: negotiated.opus.parameters ?? "", dataChannel: negotiated.dataChannelMid != nil),
+            session: entry.configuration),
+            tls: agentTLS)
+        metrics.agentConnections.increment()
+    }
 
     /// How long an external agent has to connect and accept a call.
     static let agentAcceptTimeout: Duration = .seconds(3)
@@ -263,7 +375,8 @@ final class MediaWorker: @unchecked Sendable {
             link.sampleRate = sampleRate
             do {
                 let bridge = try AgentBridge(agent: WebSocketVoiceAgent(sampleRate: sampleRate, link: link),
-                                             session: entry.session, now: now)
+                                             session: entry.session, configuration: entry.configuration, now: now)
+                bridge.recordsSentMessages = !entry.sidebands.isEmpty
                 entry.bridge = bridge
                 entry.agentDeadline = nil
                 bridge.catchUp(now: now)
@@ -360,11 +473,18 @@ final class MediaWorker: @unchecked Sendable {
         if PacketKind.classify(datagram) == .stun, let message = try? STUNMessage.parse(datagram) {
             if let ufrag = message.usernameRecipientPart(in: datagram) {
                 // A check names its session in its USERNAME: the routing token's nonce is the key.
-                guard let token = try? keyring.open(UnsafeRawBufferPointer(rebasing: datagram[ufrag]), currentHour: currentHour),
-                      token.worker == endpoint else {
+                do {
+                    let token = try keyring.open(UnsafeRawBufferPointer(rebasing: datagram[ufrag]), currentHour: currentHour)
+                    guard token.worker == endpoint else { return dropped(.badToken) }
+                    key = token.nonce
+                } catch .unknownKey, .expired {
+                    // A live call whose key was retired (or whose token aged out) keeps its checks
+                    // from the address it validated: the session authenticates them itself. New
+                    // flows need a token the ring opens.
+                    guard key != nil else { return dropped(.badToken) }
+                } catch {
                     return dropped(.badToken)
                 }
-                key = token.nonce
             } else if message.type == .bindingSuccess || message.type == .bindingError,
                       let owner = byCheck[message.transactionID] {
                 // An answer to one of our checks.
@@ -405,14 +525,18 @@ final class MediaWorker: @unchecked Sendable {
                 switch event {
                 case .audio:
                     break
+                case .clientAuthenticated:
+                    connectAgent(entry, now: now)
                 case .iceConnected(let path):
                     entry.logger.info("ICE connected", metadata: ["client": "\(path)"])
+                    setState("connecting", of: entry)
                 case .pathChanged(let from, let to):
                     entry.logger.info("client moved", metadata: ["from": "\(from)", "to": "\(to)"])
                 case .dtlsConnected(let profile):
                     metrics.dtlsHandshakes.increment()
                     metrics.setupSeconds.recordNanoseconds((now - entry.createdAt).nanoseconds)
                     entry.logger.info("DTLS connected", metadata: ["srtp": "\(profile)"])
+                    setState("connected", of: entry)
                 case .dataChannelOpened(let id, let label):
                     entry.logger.info("data channel open", metadata: ["channel": "\(id)", "label": "\(label)"])
                     if entry.agentFailure != nil { endFailedCallIfNoticeable(entry, now: now) }
@@ -420,12 +544,13 @@ final class MediaWorker: @unchecked Sendable {
                     entry.logger.info("data channel closed", metadata: ["channel": "\(id)", "label": "\(label)"])
                 case .dataChannelTransportClosed(let reason):
                     entry.logger.info("data channels ended", metadata: ["reason": "\(reason)"])
-                case .dataChannelMessage:
-                    break
+                case .dataChannelMessage(_, let label, let binary, let payload):
+                    publish(.clientMessage(label: label, binary: binary, payload: payload), to: entry)
                 case .iceRestarted:
                     entry.logger.info("ICE restarted", metadata: ["remote_ufrag": "\(session.parameters.negotiated.remoteUfrag)"])
                 case .closed(let reason):
                     entry.logger.info("session closed", metadata: ["reason": "\(reason)"])
+                    setState("ended", of: entry, reason: reason.description)
                     // Idempotent: the agent adapter closes it too once its session had started.
                     entry.link?.close(after: AgentWire.sessionEnded(reason: reason.description))
                     if let dropped = entry.link?.audioFramesDropped, dropped > 0 {
@@ -437,6 +562,11 @@ final class MediaWorker: @unchecked Sendable {
                 entry.bridge?.handle(event, now: now)
             }
             events = session.takeEvents()
+        }
+        if let bridge = entry.bridge, !entry.sidebands.isEmpty {
+            for message in bridge.takeSentMessages() {
+                publish(.agentMessage(label: message.label, binary: message.binary, payload: message.payload), to: entry)
+            }
         }
         for transmit in session.takeTransmits() {
             if let check = transmit.check, byCheck.count < Self.maximumChecks {
@@ -451,8 +581,16 @@ final class MediaWorker: @unchecked Sendable {
         if session.isClosed { remove(key: key) }
     }
 
+    private func setState(_ state: String, of entry: Entry, reason: String? = nil) {
+        entry.lastState = state
+        publish(.state(callID: entry.session.parameters.id, state: state, reason: reason), to: entry)
+    }
+
     private func remove(key: UInt32) {
         guard let entry = sessions.removeValue(forKey: key) else { return }
+        if callKeys[entry.session.parameters.id] == key { callKeys[entry.session.parameters.id] = nil }
+        for continuation in entry.sidebands.values { continuation.finish() }
+        entry.sidebands.removeAll()
         for client in entry.clients where byClient[client] == key { byClient[client] = nil }
         registry.remove(entry.session.parameters.id)
         report(entry.session.counters, since: entry.reported)
@@ -562,6 +700,9 @@ struct SessionKeyInUse: Error {}
 struct SessionSnapshot: Sendable, Codable {
     var id: String
     var state: String
+    /// The agent the call talks to, and its session configuration.
+    var agent = ""
+    var session: JSONValue = .object([:])
     var client: String?
     var rtpReceived: Int
     var rtpSent: Int

@@ -2,8 +2,10 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import ParleyIO
 import ParleyMedia
 import ParleySession
+import ParleySignaling
 import ParleyWire
 
 #if canImport(Glibc)
@@ -28,6 +30,18 @@ public enum CallSetupError: Error, Equatable, Sendable, CustomStringConvertible 
     }
 }
 
+extension CallSetupError {
+    /// The error as the signaling API answers it.
+    var signalingError: SignalingError {
+        switch self {
+        case .malformedOffer: .badRequest(description, code: "invalid_offer")
+        case .unsupportedOffer: .badRequest(description, code: "unsupported_offer")
+        case .atCapacity: .atCapacity
+        case .internalError: SignalingError(statusCode: 500, type: "server_error", code: "internal_error", message: description)
+        }
+    }
+}
+
 /// A transceiver: media workers (one event loop and one UDP port each) and the calls they own.
 /// Signaling creates and ends calls through it from any thread.
 public final class Transceiver: Sendable {
@@ -40,13 +54,21 @@ public final class Transceiver: Sendable {
     private let workers: [MediaWorker]
     private let logger: Logger
     private let nextWorker = AtomicCounter()
+    /// The routing keys (reloaded on SIGHUP): new tokens are sealed with the current one.
+    private let keys: Mutex<RoutingKeyring>
+    /// API keys and client secrets (reloaded with the keys).
+    private let credentials: Mutex<Authenticator>
 
     public init(configuration: TransceiverConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        keys = Mutex(configuration.keyring)
+        credentials = Mutex(Authenticator(
+            apiKeys: try APIKeys(configuration.apiKeys), secrets: ClientSecrets(keyring: configuration.keyring),
+            requireCredentials: configuration.requireAuthentication))
         certificate = try DTLSCertificate(commonName: "parley")
         dtlsContext = try DTLSContext(certificate: certificate, configuration: configuration.dtls)
-        let registry = CallRegistry()
+        let registry = CallRegistry(limits: configuration.admission)
         let metrics = TransceiverMetrics()
         self.registry = registry
         self.metrics = metrics
@@ -89,13 +111,27 @@ public final class Transceiver: Sendable {
 
     public var activeCalls: Int { registry.count }
 
-    /// Creates a call from an SDP offer; returns its id and the SDP answer. `agent` picks a built-in
-    /// agent for this call instead of the configured one (the demo page's selector).
-    public func createCall(offer bytes: [UInt8], agent: AgentChoice? = nil) async throws(CallSetupError) -> (id: String, answer: String) {
+    /// Creates a call from an SDP offer for `credential`, with the session it resolved to; returns
+    /// its id and the SDP answer. The call's place is reserved first (limits, session cap, drain).
+    public func createCall(offer bytes: [UInt8], session: SessionConfiguration = SessionConfiguration(),
+                           credential: Credential = .anonymous) async throws(SignalingError) -> (id: String, answer: String) {
         let offer: SessionDescription
-        do { offer = try SessionDescription(parsing: bytes) } catch { throw .malformedOffer(error.description) }
-        guard registry.count < configuration.maximumSessions else { throw .atCapacity }
+        do { offer = try SessionDescription(parsing: bytes) } catch { throw CallSetupError.malformedOffer(error.description).signalingError }
+        guard let agent = configuration.agent(named: session.agent) else {
+            throw .badRequest("unknown agent \(session.agent ?? "")", code: "unknown_agent")
+        }
+        let owner = credential.owner
+        try registry.reserve(keyID: owner.keyID, now: monotonicNow())
+        do {
+            return try await makeCall(offer: offer, agent: agent, session: session, owner: owner)
+        } catch {
+            registry.cancel(keyID: owner.keyID)
+            throw error.signalingError
+        }
+    }
 
+    private func makeCall(offer: SessionDescription, agent: AgentTarget, session: SessionConfiguration,
+                          owner: CallOwner) async throws(CallSetupError) -> (id: String, answer: String) {
         var generator = SystemRandomNumberGenerator()
         let worker = workers[nextWorker.next() % workers.count]
         let password = ICECredentials.randomString(length: 24, using: &generator)
@@ -104,12 +140,14 @@ public final class Transceiver: Sendable {
         let candidates = advertisedCandidates(for: worker)
         let dtlsContext = self.dtlsContext
         let issued = RoutingToken.hour(unixSeconds: Int64(time(nil)))
+        let keyring = keys.withLock { $0 }
+        let sessionText = session.json.text
 
         // The token's nonce keys the session on its worker; on the rare collision, draw another.
         for _ in 0..<4 {
-            let token = RoutingToken.random(keyID: configuration.keyring.currentKeyID, clusterID: configuration.clusterID,
+            let token = RoutingToken.random(keyID: keyring.currentKeyID, clusterID: configuration.clusterID,
                                             worker: worker.endpoint, issuedHour: issued, using: &generator)
-            let ufrag = configuration.keyring.seal(token)
+            let ufrag = keyring.seal(token)
             let negotiated: NegotiatedSession
             do {
                 negotiated = try SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
@@ -125,7 +163,8 @@ public final class Transceiver: Sendable {
             do {
                 try await worker.eventLoop.submit {
                     try worker.createSession(key: token.nonce, parameters: sessionParameters, dtlsContext: dtlsContext,
-                                             registry: self.registry, agent: agent.map { .builtIn($0) } ?? self.configuration.agent)
+                                             registry: self.registry, agent: agent, agentName: session.agent,
+                                             session: sessionText, owner: owner)
                 }.get()
             } catch is SessionKeyInUse {
                 continue
@@ -140,8 +179,8 @@ public final class Transceiver: Sendable {
     /// Answers a new offer for an existing call. New ICE credentials in the offer restart ICE
     /// (RFC 8445 §9) on the same DTLS association: the call gets a new token ufrag and password.
     /// The client's certificate must not change. Nil when no such call exists.
-    public func renegotiateCall(id: String, offer bytes: [UInt8]) async throws(CallSetupError) -> String? {
-        guard let entry = registry.lookup(id) else { return nil }
+    public func renegotiateCall(id: String, offer bytes: [UInt8], credential: Credential = .anonymous) async throws(CallSetupError) -> String? {
+        guard let entry = registry.lookup(id), credential.mayAccess(entry.owner) else { return nil }
         let offer: SessionDescription
         do { offer = try SessionDescription(parsing: bytes) } catch { throw .malformedOffer(error.description) }
         let worker = workers[entry.worker]
@@ -151,8 +190,9 @@ public final class Transceiver: Sendable {
         var generator = SystemRandomNumberGenerator()
         let candidates = advertisedCandidates(for: worker)
         let issued = RoutingToken.hour(unixSeconds: Int64(time(nil)))
+        let keyring = keys.withLock { $0 }
         for _ in 0..<4 {
-            let token = RoutingToken.random(keyID: configuration.keyring.currentKeyID, clusterID: configuration.clusterID,
+            let token = RoutingToken.random(keyID: keyring.currentKeyID, clusterID: configuration.clusterID,
                                             worker: worker.endpoint, issuedHour: issued, using: &generator)
             let probe = try Self.negotiate(offer, ufrag: current.localUfrag, password: current.localPassword,
                                            certificate: certificate, candidates: candidates, ssrc: current.localAudioSSRC)
@@ -162,7 +202,7 @@ public final class Transceiver: Sendable {
             // The same ICE credentials: nothing to restart, the answer repeats ours.
             if probe.remoteUfrag == current.negotiated.remoteUfrag { return probe.answer.text }
 
-            let ufrag = configuration.keyring.seal(token)
+            let ufrag = keyring.seal(token)
             let password = ICECredentials.randomString(length: 24, using: &generator)
             let negotiated = try Self.negotiate(offer, ufrag: ufrag, password: password, certificate: certificate,
                                                 candidates: candidates, ssrc: current.localAudioSSRC)
@@ -197,9 +237,9 @@ public final class Transceiver: Sendable {
         }
     }
 
-    /// Ends a call; false when no such call exists (any more).
-    public func endCall(id: String, reason: CloseReason = .hangup) async -> Bool {
-        guard let entry = registry.lookup(id) else { return false }
+    /// Ends a call; false when no such call exists (any more) or `credential` may not touch it.
+    public func endCall(id: String, reason: CloseReason = .hangup, credential: Credential = .anonymous) async -> Bool {
+        guard let entry = registry.lookup(id), credential.mayAccess(entry.owner) else { return false }
         let worker = workers[entry.worker]
         // The worker unregisters the call when its session closes.
         try? await worker.eventLoop.submit { worker.closeSession(key: entry.sessionKey, reason: reason) }.get()
@@ -207,10 +247,119 @@ public final class Transceiver: Sendable {
     }
 
     /// A call's state and counters, or nil when no such call exists.
-    func describeCall(id: String) async -> SessionSnapshot? {
-        guard let entry = registry.lookup(id) else { return nil }
+    func describeCall(id: String, credential: Credential = .anonymous) async -> SessionSnapshot? {
+        guard let entry = registry.lookup(id), credential.mayAccess(entry.owner) else { return nil }
         let worker = workers[entry.worker]
         return try? await worker.eventLoop.submit { worker.describeSession(key: entry.sessionKey) }.get()
+    }
+
+    // MARK: The sideband
+
+    /// The events of a call `credential` owns (an API key's), from its current state on; nil when
+    /// there is no such call for it. The stream ends when the call does, or when the reader falls
+    /// more than `MediaWorker.sidebandBacklog` events behind.
+    public func openSideband(callID: String, credential: Credential) async -> AsyncStream<SidebandFrame>? {
+        guard let entry = registry.lookup(callID), credential.mayAccess(entry.owner) else { return nil }
+        let worker = workers[entry.worker]
+        let (stream, continuation) = AsyncStream<SidebandFrame>.makeStream(bufferingPolicy: .bufferingOldest(MediaWorker.sidebandBacklog))
+        let subscribed = try? await worker.eventLoop.submit {
+            worker.addSideband(callID: callID, continuation: continuation)
+        }.get()
+        guard subscribed == true else {
+            continuation.finish()
+            return nil
+        }
+        return stream
+    }
+
+    /// Carries out a sideband command for a call; false when the call is gone.
+    public func sidebandCommand(_ command: SidebandCommand, callID: String, credential: Credential) async throws(SignalingError) -> Bool {
+        guard let entry = registry.lookup(callID), credential.mayAccess(entry.owner) else { return false }
+        let worker = workers[entry.worker]
+        switch command {
+        case .hangUp(let reason):
+            return await endCall(id: callID, reason: .agent(reason), credential: credential)
+        case .send(let label, let binary, let payload):
+            let result = try? await worker.eventLoop.submit {
+                worker.sendToClient(callID: callID, label: label, binary: binary, payload: payload)
+            }.get()
+            switch result {
+            case .sent?: return true
+            case .noSuchCall?, nil: return false
+            case .noChannel?: throw .badRequest("the client has no open data channel labelled \(label)", code: "no_channel")
+            case .refused?: throw .badRequest("the message could not be queued (too large, or the channel's buffer is full)",
+                                              code: "send_refused")
+            }
+        case .updateSession(let update):
+            let result = try? await worker.eventLoop.submit { () -> Result<Bool, SignalingError> in
+                Result { () throws(SignalingError) in try worker.updateSession(callID: callID, update: update) }
+            }.get()
+            switch result {
+            case .success(let found)?: return found
+            case .failure(let error)?: throw error
+            case nil: return false
+            }
+        }
+    }
+
+    // MARK: Credentials
+
+    /// Who a request's `Authorization` header says it is from.
+    public func authenticate(authorization: String?) throws(SignalingError) -> Credential {
+        try credentials.withLock { (auth: inout Authenticator) throws(SignalingError) in
+            try auth.authenticate(authorization: authorization, unixSeconds: Int64(time(nil)))
+        }
+    }
+
+    /// Mints a client secret for an API key (docs/api.md): the session it fixes (its agent must be
+    /// one this transceiver has) and how long it works.
+    public func mintClientSecret(for credential: Credential, session: SessionConfiguration,
+                                 lifetimeSeconds: Int64) throws(SignalingError) -> MintedClientSecret {
+        guard credential.isAPIKey else {
+            throw .forbidden("a client secret cannot mint client secrets: the app's server mints them with its API key",
+                             code: "api_key_required")
+        }
+        guard ClientSecrets.lifetimes.contains(lifetimeSeconds) else {
+            throw .badRequest("expires_after.seconds must be \(ClientSecrets.lifetimes.lowerBound)–\(ClientSecrets.lifetimes.upperBound)",
+                              code: "invalid_expiry")
+        }
+        let session = try SessionConfiguration.resolve(requested: session, credential: credential, agents: configuration.agentNames)
+        guard session.json.text.utf8.count <= ClientSecrets.maximumSessionBytes else {
+            throw .badRequest("a client secret's session is at most \(ClientSecrets.maximumSessionBytes) bytes of JSON "
+                              + "(it travels in a header); send larger settings over the sideband's session.update",
+                              code: "session_too_large")
+        }
+        var generator = SystemRandomNumberGenerator()
+        let now = Int64(time(nil))
+        let claims = ClientSecretClaims(
+            id: "cs_" + (0..<16).map { _ in String(UInt8.random(in: 0...15, using: &generator), radix: 16) }.joined(),
+            owner: credential.keyID, createdAt: now, expiresAt: now + lifetimeSeconds, session: session.json)
+        let value = credentials.withLock { $0.secrets.seal(claims) }
+        return MintedClientSecret(value: value, claims: claims)
+    }
+
+    /// New routing keys (SIGHUP): every worker opens tokens with the new ring from its next
+    /// datagram, new calls are sealed with its current key, client secrets follow.
+    public func reload(keyring: RoutingKeyring, apiKeys: [String]?) throws(SignalingError) {
+        let newKeys = try apiKeys.map { (keys: [String]) throws(SignalingError) in try APIKeys(keys) }
+        keys.withLock { $0 = keyring }
+        credentials.withLock { auth in
+            auth.secrets = ClientSecrets(keyring: keyring)
+            if let newKeys { auth.apiKeys = newKeys }
+        }
+        for worker in workers { worker.eventLoop.execute { worker.keyring = keyring } }
+    }
+
+    // MARK: Drain
+
+    /// From now on new calls are refused (503); live ones go on.
+    public func startDraining() { registry.startDraining() }
+
+    public var isDraining: Bool { registry.isDraining }
+
+    /// Counts an attempt from a client address (calls, failed credentials) against its rate.
+    public func admit(address: TransportAddress) throws(SignalingError) {
+        try registry.admit(address: address, now: monotonicNow())
     }
 
     /// One host candidate per advertised address (or the worker's own address), most preferred first.
@@ -228,6 +377,18 @@ public final class Transceiver: Sendable {
                 address: host, port: address.port, kind: .host)
         }
     }
+}
+
+/// One event for a sideband, as its text; `endsCall` on the last one of a call (its `ended` state).
+public struct SidebandFrame: Sendable {
+    public var text: String
+    public var endsCall: Bool
+}
+
+/// A client secret and what it says.
+public struct MintedClientSecret: Sendable {
+    public var value: String
+    public var claims: ClientSecretClaims
 }
 
 /// A counter for round-robin choices across threads.

@@ -1,5 +1,6 @@
 import ParleyMedia
 import ParleySession
+import ParleySignaling
 import ParleyWire
 
 /// Everything a transceiver process is told at start (command-line options or environment).
@@ -27,10 +28,27 @@ public struct TransceiverConfiguration: Sendable {
     /// Per-socket kernel buffers: hundreds of calls share a socket, and the default (~200 KiB)
     /// drops packets in bursts long before the CPU is busy.
     public var socketBufferBytes = 4 * 1024 * 1024
+    /// Rate limits, live calls per key and in all (docs/operations.md, "Limits").
+    public var admission = AdmissionLimits()
     /// Refuse new calls beyond this many (503).
-    public var maximumSessions = 10_000
-    /// The agent each call talks to.
+    public var maximumSessions: Int {
+        get { admission.maximumSessions }
+        set { admission.maximumSessions = newValue }
+    }
+    /// The API keys requests authenticate with (`Authorization: Bearer …`); see docs/api.md.
+    public var apiKeys: [String] = []
+    /// False only with `--insecure-no-auth`: requests need no credential (they are all one owner's).
+    public var requireAuthentication = true
+    /// Proxies (load balancers) whose `X-Forwarded-For` is believed for a request's client address.
+    public var trustedProxies: [IPNetwork] = []
+    /// HTTP limits of the signaling listener.
+    public var http = HTTPLimits()
+    /// How long a draining transceiver waits for its calls to end before it ends them.
+    public var drainTimeout: Duration = .seconds(3600)
+    /// The agent a call talks to when its session names none.
     public var agent: AgentTarget = .builtIn(.echo)
+    /// Agents a session may name (`session.agent`) besides the built-in ones: external agents by name.
+    public var namedAgents: [String: AgentTarget] = [:]
     /// PEM certificates a `wss://` agent's certificate may chain to, instead of the system's roots.
     public var agentTrustRootsFile: String?
 
@@ -45,6 +63,32 @@ public struct TransceiverConfiguration: Sendable {
         let secret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
         return RoutingKeyring(current: RoutingKey(id: 0, secret: secret))
     }
+}
+
+extension TransceiverConfiguration {
+    /// The names a session's `agent` may take: the built-in agents and the named ones.
+    public var agentNames: Set<String> { Set(AgentChoice.allCases.map(\.rawValue)).union(namedAgents.keys) }
+
+    /// The agent a session names (nil: the default one).
+    public func agent(named name: String?) -> AgentTarget? {
+        guard let name else { return agent }
+        if let target = namedAgents[name] { return target }
+        return AgentChoice(rawValue: name).map { .builtIn($0) }
+    }
+}
+
+/// What the signaling listener allows a connection (slow or idle clients hold sockets and memory).
+public struct HTTPLimits: Sendable, Equatable {
+    /// A new connection must have sent its first request's head within this.
+    public var headerTimeout: Duration = .seconds(10)
+    /// A request's body must have arrived within this of its head.
+    public var bodyTimeout: Duration = .seconds(10)
+    /// A connection with no request in progress is closed after this.
+    public var idleTimeout: Duration = .seconds(60)
+    /// Connections open at once; past it the listener stops accepting until one closes.
+    public var maximumConnections = 4096
+
+    public init() {}
 }
 
 /// Which agent a call gets: a built-in one by name.

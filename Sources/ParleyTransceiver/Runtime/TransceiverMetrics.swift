@@ -15,6 +15,11 @@ struct TransceiverMetrics: Sendable {
     let rtpSent = Counter(label: "parley_rtp_sent_total")
     /// Caller audio frames not sent to an external agent because it was not reading fast enough.
     let agentAudioDropped = Counter(label: "parley_agent_audio_dropped_total")
+    /// Sidebands closed because their server read more than `MediaWorker.sidebandBacklog` events behind.
+    let sidebandsCutOff = Counter(label: "parley_sidebands_cut_off_total")
+    let sidebandsOpened = Counter(label: "parley_sidebands_opened_total")
+    /// Connections opened to external agents (one per call whose client's first check authenticated).
+    let agentConnections = Counter(label: "parley_agent_connections_total")
     let drops: [DropReason: Counter]
     let workerDrops: [WorkerDropReason: Counter]
 
@@ -41,6 +46,11 @@ struct TransceiverMetrics: Sendable {
 
     func signalingRequest(status: Int) {
         Counter(label: "parley_signaling_requests_total", dimensions: [("status", String(status))]).increment()
+    }
+
+    /// A request the signaling API refused, by the error's code (`invalid_api_key`, `rate_limit_exceeded`, …).
+    func signalingRefused(code: String) {
+        Counter(label: "parley_signaling_refusals_total", dimensions: [("code", code)]).increment()
     }
 }
 

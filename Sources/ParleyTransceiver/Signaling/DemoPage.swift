@@ -1,6 +1,8 @@
 /// The demo page `parley dev` serves at `/`: calls the API with the microphone, plays what comes
-/// back, and shows the connection's state, setup timeline and live stats. `?autostart=1` calls at
-/// once (the headless browser tests use it); `window.parley` exposes the state to them.
+/// back, and shows the connection's state, setup timeline and live stats. It gets a client secret
+/// from `/dev/client_secret` (as an app's backend would mint one), or takes `?client_secret=ek_…`.
+/// `?autostart=1` calls at once (the headless browser tests use it); `window.parley` exposes the
+/// state to them.
 enum DemoPage {
     static let html = #"""
 <!doctype html>
@@ -133,6 +135,9 @@ function agentHint() {
 $("agent").onchange = agentHint;
 agentHint();
 
+// Every call request carries the client secret the call was made with: it owns the call.
+function authorization() { return parley.secret ? { Authorization: "Bearer " + parley.secret } : {}; }
+
 // While the call is not up, ask the server what it saw, and explain the usual causes.
 let diagnoseTimer = null;
 function diagnose(candidate) {
@@ -143,7 +148,7 @@ function diagnose(candidate) {
     const waited = performance.now() - since;
     let call = null;
     try {
-      const response = await fetch("/v1/realtime/calls/" + parley.callId);
+      const response = await fetch("/v1/realtime/calls/" + parley.callId, { headers: authorization() });
       call = response.ok ? await response.json() : null;
     } catch (_) { /* the server is gone: said below */ }
     if (!call) {
@@ -280,9 +285,26 @@ async function call() {
     });
     mark("offer", "t-offer");
     parley.agent = $("agent").value;
-    const url = "/v1/realtime/calls" + (parley.agent ? "?agent=" + encodeURIComponent(parley.agent) : "");
-    const response = await fetch(url, {
-      method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+    // What an app's backend does with its API key: mint a short-lived client secret that fixes
+    // the session (here, the agent). parley dev serves this route for the page; a browser never
+    // holds the API key itself.
+    // A secret given in the page's address (?client_secret=ek_…) fixes the session itself.
+    const given = new URLSearchParams(location.search).get("client_secret");
+    const session = parley.agent ? { agent: parley.agent } : {};
+    if (given) {
+      parley.secret = given;
+    } else {
+      const minted = await fetch("/dev/client_secret", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ expires_after: { anchor: "created_at", seconds: 600 }, session }) });
+      if (!minted.ok) throw new Error("client secret: " + minted.status + " " + (await minted.text()));
+      parley.secret = (await minted.json()).value;
+    }
+    // The offer as OpenAI's Realtime calls endpoint takes it: multipart, sdp and session.
+    const form = new FormData();
+    form.append("sdp", pc.localDescription.sdp);
+    if (!given) form.append("session", JSON.stringify(session));
+    const response = await fetch("/v1/realtime/calls", { method: "POST", headers: authorization(), body: form });
     if (!response.ok) throw new Error("signaling: " + response.status + " " + (await response.text()));
     parley.callId = (response.headers.get("Location") || "").split("/").pop();
     const answer = await response.text();
@@ -338,7 +360,7 @@ parley.restartIce = async function () {
     setTimeout(resolve, 2000);
   });
   const response = await fetch("/v1/realtime/calls/" + parley.callId, {
-    method: "PATCH", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+    method: "PATCH", headers: { "Content-Type": "application/sdp", ...authorization() }, body: pc.localDescription.sdp });
   if (!response.ok) throw new Error("ICE restart: " + response.status + " " + (await response.text()));
   await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
   parley.iceRestarts = (parley.iceRestarts || 0) + 1;
@@ -346,7 +368,9 @@ parley.restartIce = async function () {
 
 async function hangup(tellServer = true) {
   clearInterval(statsTimer); clearInterval(diagnoseTimer);
-  if (tellServer && parley.callId) await fetch("/v1/realtime/calls/" + parley.callId, { method: "DELETE" }).catch(() => {});
+  if (tellServer && parley.callId) {
+    await fetch("/v1/realtime/calls/" + parley.callId, { method: "DELETE", headers: authorization() }).catch(() => {});
+  }
   if (pc) pc.close();
   pc = null; setState("closed");
   $("call").disabled = false; $("hangup").disabled = true; $("talk").disabled = true; $("agent").disabled = false;

@@ -28,6 +28,13 @@ public struct TokenBucket: Sendable {
         tokens > 0 ? now : refilledAt + refillInterval
     }
 
+    /// Whether the bucket would be full at `now`: it then behaves exactly as a new one, so a table
+    /// of buckets may forget it.
+    public func isFull(now: Instant) -> Bool {
+        let missing = Int64(capacity - tokens)
+        return missing <= 0 || (now - refilledAt).nanoseconds / refillInterval.nanoseconds >= missing
+    }
+
     private mutating func refill(now: Instant) {
         guard tokens < capacity else {
             refilledAt = now

@@ -81,6 +81,8 @@ public struct RoutingKey: Sendable, Hashable {
     public let id: UInt8
     public let macKey: SipHashKey
     public let encryptionKey: SipHashKey
+    /// The 32 secret bytes, for keys derived from this one (client secrets: ParleySignaling).
+    package let secret: [UInt8]
 
     /// A key from 32 secret bytes: the first 16 are the MAC key, the last 16 the encryption key.
     public init(id: UInt8, secret: some Collection<UInt8>) {
@@ -89,6 +91,7 @@ public struct RoutingKey: Sendable, Hashable {
         self.id = id
         macKey = SipHashKey(bytes: secret.prefix(16))
         encryptionKey = SipHashKey(bytes: secret.dropFirst(16))
+        self.secret = Array(secret)
     }
 
     /// A key from 64 hexadecimal characters, as configuration gives it; nil if malformed.

@@ -71,6 +71,7 @@ func main() {
 	flag.IntVar(&opts.payloadBytes, "payload-bytes", 60, "RTP payload size (an Opus voice frame is 40-80 bytes)")
 	flag.BoolVar(&opts.jsonOutput, "json", false, "print JSON (one object) instead of text")
 	flag.BoolVar(&opts.logICE, "log-ice", false, "print Pion's ICE log at trace level to stderr (every STUN check)")
+	flag.StringVar(&apiKey, "api-key", os.Getenv("PARLEY_API_KEY"), "the API key (or client secret) requests carry as Authorization: Bearer")
 	flag.Parse()
 	rand.Seed(time.Now().UnixNano()) // Go 1.19's math/rand starts from the same seed in every process
 	if opts.calls < 1 || opts.seconds <= 0 || opts.payloadBytes < headerBytes {
@@ -703,8 +704,25 @@ func (c *call) noteICE(format string, now time.Time) {
 
 var httpClient = &http.Client{Timeout: 10 * time.Second}
 
+// apiKey goes in every request's Authorization header (none when empty).
+var apiKey string
+
+func do(method, endpoint, contentType string, body io.Reader) (*http.Response, error) {
+	request, err := http.NewRequest(method, endpoint, body)
+	if err != nil {
+		return nil, err
+	}
+	if contentType != "" {
+		request.Header.Set("Content-Type", contentType)
+	}
+	if apiKey != "" {
+		request.Header.Set("Authorization", "Bearer "+apiKey)
+	}
+	return httpClient.Do(request)
+}
+
 func postOffer(endpoint, sdp string) (location, answer string, err error) {
-	response, err := httpClient.Post(endpoint, "application/sdp", strings.NewReader(sdp))
+	response, err := do(http.MethodPost, endpoint, "application/sdp", strings.NewReader(sdp))
 	if err != nil {
 		return "", "", fmt.Errorf("POST %s: %v", endpoint, err)
 	}
@@ -730,7 +748,7 @@ func postOffer(endpoint, sdp string) (location, answer string, err error) {
 // endCall reads the server's view of the call (GET Location), then hangs up (DELETE Location).
 func endCall(location string) *serverStatus {
 	status := &serverStatus{}
-	if response, err := httpClient.Get(location); err != nil {
+	if response, err := do(http.MethodGet, location, "", nil); err != nil {
 		status.Text = err.Error()
 	} else {
 		body, _ := io.ReadAll(response.Body)
@@ -742,10 +760,8 @@ func endCall(location string) *serverStatus {
 			status.Text = strings.TrimSpace(string(body))
 		}
 	}
-	if request, err := http.NewRequest(http.MethodDelete, location, nil); err == nil {
-		if response, err := httpClient.Do(request); err == nil {
-			response.Body.Close()
-		}
+	if response, err := do(http.MethodDelete, location, "", nil); err == nil {
+		response.Body.Close()
 	}
 	return status
 }

@@ -1,0 +1,89 @@
+import Hummingbird
+import HummingbirdCore
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import ParleySignaling
+
+/// The signaling listener: HTTP/1.1 with the sideband's WebSocket upgrade, and the limits a
+/// server on the internet needs against slow or idle clients: the first request's head within
+/// `headerTimeout` of connecting (a raw-bytes guard ahead of the HTTP parser), later ones within the
+/// idle timeout (Hummingbird's connection state handler), bodies within `bodyTimeout` (the API),
+/// and at most `maximumConnections` at once (the listener stops accepting past it).
+public enum SignalingServer {
+    public static func builder(router: Router<SignalingContext>, limits: HTTPLimits) -> HTTPServerBuilder {
+        let webSocketResponder = router.buildResponder()
+        let configuration = HTTP1WebSocketUpgradeChannel.Configuration(
+            http1: .init(idleTimeout: TimeAmount(limits.idleTimeout)),
+            ws: .init(maxFrameSize: SidebandCommand.maximumBytes, autoPing: .enabled(timePeriod: .seconds(30)),
+                      closeTimeout: .seconds(5)))
+        let headerTimeout = TimeAmount(limits.headerTimeout)
+        return HTTPServerBuilder { responder in
+            FirstRequestDeadlineChannel(
+                inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder,
+                                                    configuration: configuration),
+                timeout: headerTimeout)
+        }
+    }
+
+    public static func configuration(host: String, port: Int, limits: HTTPLimits, logger: Logger) -> ApplicationConfiguration {
+        ApplicationConfiguration(address: .hostname(host, port: port), serverName: "parley",
+                                 availableConnectionsDelegate: MaximumAvailableConnections(limits.maximumConnections, logger: logger))
+    }
+}
+
+/// Puts `FirstRequestDeadlineHandler` in front of another child channel's pipeline.
+struct FirstRequestDeadlineChannel<Inner: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Inner.Value
+    let inner: Inner
+    let timeout: TimeAmount
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        let timeout = self.timeout
+        return channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(FirstRequestDeadlineHandler(timeout: timeout), position: .first)
+        }.flatMap { inner.setup(channel: channel, logger: logger) }
+    }
+
+    func handle(value: Value, logger: Logger) async { await inner.handle(value: value, logger: logger) }
+}
+
+/// Closes a connection whose first request head (up to its blank line) has not arrived within the
+/// timeout: a client that opens connections and sends a byte now and then (slowloris) holds no
+/// socket for long. It looks only for `\r\n\r\n` in the raw bytes, then leaves the pipeline.
+final class FirstRequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let timeout: TimeAmount
+    private var deadline: Scheduled<Void>?
+    /// The end of what was read so far (the blank line may straddle reads).
+    private var tail: [UInt8] = []
+
+    init(timeout: TimeAmount) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        let bytes = tail + Array(buffer.readableBytesView)
+        let complete = bytes.count >= 4 && (0...(bytes.count - 4)).contains { index in
+            bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10
+        }
+        tail = Array(bytes.suffix(3))
+        context.fireChannelRead(data)
+        if complete {
+            deadline?.cancel()
+            deadline = nil
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+}
