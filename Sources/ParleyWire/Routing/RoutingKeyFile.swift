@@ -18,7 +18,7 @@ public enum RoutingKeyFile {
     public static func parse(_ text: String) throws(ParseError) -> RoutingKeyring {
         var keys: [RoutingKey] = []
         var current: RoutingKey?
-        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = raw.prefix { $0 != "#" }
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
             guard !fields.isEmpty else { continue }
