@@ -6,11 +6,13 @@ import NIOCore
 import Metrics
 import NIOPosix
 import ParleyClient
+import ParleyIO
 import ParleyMedia
 import ParleyRelay
 import ParleyTransceiver
 import ParleyWire
 import Prometheus
+import ServiceLifecycle
 
 @main
 struct Parley: AsyncParsableCommand {
@@ -207,7 +209,12 @@ struct TransceiverCommand: AsyncParsableCommand {
 struct RelayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay",
-        abstract: "The public UDP forwarder: routes each flow by the token in its first STUN check."
+        abstract: "The public UDP forwarder: routes each flow by the token in its first STUN check.",
+        discussion: """
+            The first SIGTERM or SIGINT (or POST /admin/drain on the metrics listener) drains the relay: \
+            no new flows, /readyz answers 503, committed routes keep forwarding; it exits once they have \
+            all idled out or --drain-timeout passes. A second signal exits at once (docs/relay.md).
+            """
     )
 
     @Option(help: "Address clients send to.")
@@ -224,29 +231,68 @@ struct RelayCommand: AsyncParsableCommand {
     @Option(name: .customLong("worker-network"),
             help: "Network transceiver workers live in, e.g. 10.0.0.0/8 (repeat; tokens naming anything else are refused).")
     var workerNetworks: [String] = []
-    @Option(help: "Redis for the route store, host:port (default: in memory).")
+    @Option(help: ArgumentHelp(
+        "Redis for the route store: redis://[user[:password]@]host[:port][/db], rediss://… for TLS, or host:port "
+            + "(or env PARLEY_REDIS_URL, which keeps the password off the command line; default: in memory).",
+        valueName: "url"))
     var redis: String?
+    @Option(help: ArgumentHelp("PEM certificates a rediss:// server's certificate may chain to (default: the system's roots).",
+                               valueName: "file"))
+    var redisCa: String?
+    @Option(help: ArgumentHelp("The name a rediss:// server's certificate is checked against, and sent as SNI (default: the URL's host).",
+                               valueName: "name"))
+    var redisTlsServerName: String?
     @Flag(help: "Share the public port with a relay that already holds it, on purpose: how a new relay replaces a running one (without it a port in use is refused).")
     var takeOverPort = false
     @Option(help: "Route-store lookups each worker may start per second (unknown flows; a flood costs the store no more).")
     var storeLookupRate = 1000
-    @Option(help: "Address of the metrics and health endpoint (/metrics, /healthz).")
+    @Option(help: ArgumentHelp("Seconds without traffic after which a committed route is forgotten (10–86400).", valueName: "seconds"))
+    var routeIdleTimeout = 60
+    @Option(help: ArgumentHelp("Seconds a draining relay waits for its routes to idle out before it exits (0: exit at the first signal).",
+                               valueName: "seconds"))
+    var drainTimeout = 3600
+    @Option(help: "Address of the metrics and health endpoint (/metrics, /healthz, /readyz, POST /admin/drain); internal only, no authentication.")
     var metricsHost = "127.0.0.1"
     @Option(help: "Port of the metrics and health endpoint (0: none).")
     var metricsPort = 9090
     @Option(help: "Log level.")
     var logLevel = "info"
 
+    /// The route store's Redis, from --redis or else PARLEY_REDIS_URL (an empty one counts as unset).
+    func redisEndpoint() throws -> RedisEndpoint? {
+        let environment = ProcessInfo.processInfo.environment["PARLEY_REDIS_URL"].flatMap { $0.isEmpty ? nil : $0 }
+        guard let text = redis ?? environment else { return nil }
+        let source = redis != nil ? "--redis" : "PARLEY_REDIS_URL"
+        do {
+            return try RedisEndpoint(parsing: text)
+        } catch {
+            throw ValidationError("\(source) \(RedisEndpoint.redact(text)): \(error)")
+        }
+    }
+
     func validate() throws {
         for network in workerNetworks where IPNetwork(network) == nil {
             throw ValidationError("--worker-network \(network): expected a.b.c.d/n or an IPv6 prefix such as fd00::/8")
         }
         guard !workerNetworks.isEmpty else { throw ValidationError("at least one --worker-network is required") }
-        if let redis, redis.split(separator: ":").count != 2 { throw ValidationError("--redis: expected host:port") }
+        let endpoint = try redisEndpoint()
+        if endpoint?.tls != true {
+            if redisCa != nil { throw ValidationError("--redis-ca applies to a rediss:// (TLS) route store only") }
+            if redisTlsServerName != nil { throw ValidationError("--redis-tls-server-name applies to a rediss:// (TLS) route store only") }
+        }
+        if let redisTlsServerName, redisTlsServerName.isEmpty || IPv4Address(redisTlsServerName) != nil || redisTlsServerName.contains(":") {
+            throw ValidationError("--redis-tls-server-name must be a host name (an IP address is checked without it)")
+        }
         guard storeLookupRate >= 1 else { throw ValidationError("--store-lookup-rate must be at least 1") }
+        guard (10...86400).contains(routeIdleTimeout) else {
+            throw ValidationError("--route-idle-timeout must be 10…86400 seconds (consent checks every 4–6 s keep a live call inside it)")
+        }
+        guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be 0 or more seconds") }
     }
 
     func run() async throws {
+        // First, so a SIGTERM during startup is a drain request, not the default exit.
+        let signals = TerminationSignals()
         let logger = bootstrapObservability(level: logLevel)
         var configuration = RelayConfiguration(keyring: try key.keyring())
         configuration.publicHost = publicHost
@@ -257,37 +303,97 @@ struct RelayCommand: AsyncParsableCommand {
         configuration.storeLookupsPerSecond = storeLookupRate
         configuration.takeOverPort = takeOverPort
         configuration.policy.workerNetworks = workerNetworks.compactMap(IPNetwork.init)
+        configuration.policy.idleTimeout = .seconds(routeIdleTimeout)
         let storeGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let store: RouteStore
-        if let redis {
-            let parts = redis.split(separator: ":")
-            store = RedisRouteStore(host: String(parts[0]), port: Int(parts[1]) ?? 6379, eventLoop: storeGroup.next(), logger: logger)
+        if let endpoint = try redisEndpoint() {
+            do {
+                store = try RedisRouteStore(endpoint: endpoint, trustRootsFile: redisCa, tlsServerName: redisTlsServerName,
+                                            eventLoop: storeGroup.next(), logger: logger)
+            } catch {
+                throw StartupError("--redis-ca: \(error)")
+            }
         } else {
             store = InMemoryRouteStore()
         }
         let relay = Relay(configuration: configuration, store: store, logger: logger)
         try await relay.start()
+
+        // Everything that moves the drain along arrives on one stream, handled in order below.
+        let (events, eventSink) = AsyncStream.makeStream(of: DrainEvent.self)
+        var services: ServiceGroup?
         if metricsPort > 0 {
-            // /metrics and /healthz; the application also turns SIGINT/SIGTERM into a clean stop.
-            let router = Router()
-            router.get("/healthz") { _, _ in "ok\n" }
-            router.get("/metrics") { _, _ -> Response in
-                var bytes: [UInt8] = []
-                prometheusRegistry.emit(into: &bytes)
-                return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                                body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
-            }
-            let app = Application(router: router, configuration: .init(address: .hostname(metricsHost, port: metricsPort)),
-                                  logger: logger)
-            do {
-                try await app.runService()
-            } catch {
-                logger.error("metrics endpoint failed; relaying without it", metadata: ["error": "\(error)"])
-                await waitForTerminationSignal()
-            }
-        } else {
-            await waitForTerminationSignal()
+            let app = Application(router: relayRouter(relay: relay, drainRequests: eventSink),
+                                  configuration: .init(address: .hostname(metricsHost, port: metricsPort)), logger: logger)
+            services = ServiceGroup(services: [app], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
         }
+        // Outside the task group below: it is stopped gracefully (open requests answered), not cancelled.
+        let listener = services.map { services in
+            Task {
+                do {
+                    try await services.run()
+                } catch {
+                    logger.error("metrics endpoint failed; relaying without it", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await arrival in signals.arrivals { eventSink.yield(.signal(arrival)) }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(500))
+                    eventSink.yield(.tick)
+                }
+            }
+            var drain = RelayDrain(timeout: .seconds(drainTimeout))
+            var trigger = ""
+            eventLoop: for await event in events {
+                let now = monotonicNow()
+                let action: RelayDrain.Action
+                switch event {
+                case .signal(let arrival):
+                    trigger = arrival.name
+                    action = drain.terminationSignal(now: now)
+                    if action == .none, drain.isDraining {
+                        logger.info("\(arrival.name) while draining: still draining (a second signal exits at once)")
+                    }
+                case .drainRequested:
+                    trigger = "POST /admin/drain"
+                    action = drain.drainRequested(now: now)
+                case .tick:
+                    action = drain.tick(now: now, liveRoutes: relay.routeCounts.committedWhileDraining)
+                }
+                switch action {
+                case .none:
+                    continue
+                case .startDraining:
+                    relay.startDraining()
+                    let counts = relay.routeCounts
+                    logger.notice("relay draining: no new flows, /readyz answers 503; committed routes keep forwarding", metadata: [
+                        "trigger": "\(trigger)",
+                        "committed_routes": "\(counts.committed)", "pending_routes": "\(counts.pending)",
+                        "drain_timeout_s": "\(drainTimeout)", "route_idle_timeout_s": "\(routeIdleTimeout)",
+                    ])
+                case .reportProgress(let remaining, let elapsed):
+                    logger.notice("relay draining", metadata: ["routes_remaining": "\(remaining)", "elapsed_s": "\(elapsed.components.seconds)"])
+                case .stop(let reason):
+                    switch reason {
+                    case .drained: logger.notice("relay drained: no committed route left; exiting")
+                    case .timedOut(let remaining):
+                        logger.warning("drain timeout passed; exiting with routes still live", metadata: ["routes_remaining": "\(remaining)"])
+                    case .interrupted: logger.notice("second termination signal: exiting at once", metadata: [
+                        "routes_remaining": "\(relay.routeCounts.committed)",
+                    ])
+                    }
+                    break eventLoop
+                }
+            }
+            group.cancelAll()
+        }
+        await services?.triggerGracefulShutdown()
+        await listener?.value
         logger.info("relay stopping")
         await relay.shutdown()
         (store as? RedisRouteStore)?.shutdown()
@@ -295,33 +401,37 @@ struct RelayCommand: AsyncParsableCommand {
     }
 }
 
-/// Returns when SIGINT or SIGTERM arrives.
-func waitForTerminationSignal() async {
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let box = SignalBox(continuation: continuation)
-        for signalNumber in [SIGINT, SIGTERM] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { box.resume() }
-            source.resume()
-            box.sources.append(source)
-        }
-    }
+/// What moves a relay's drain along (RelayDrain decides what each means).
+enum DrainEvent: Sendable {
+    case signal(TerminationSignals.Arrival)
+    case drainRequested
+    case tick
 }
 
-final class SignalBox: @unchecked Sendable {
-    private var continuation: CheckedContinuation<Void, Never>?
-    private let lock = NSLock()
-    var sources: [DispatchSourceSignal] = []
-
-    init(continuation: CheckedContinuation<Void, Never>) { self.continuation = continuation }
-
-    func resume() {
-        lock.lock()
-        defer { lock.unlock() }
-        continuation?.resume()
-        continuation = nil
+/// The relay's internal listener: metrics, liveness, readiness, and the drain request. It has no
+/// authentication: it must listen on an internal address only (127.0.0.1 by default).
+func relayRouter(relay: Relay, drainRequests: AsyncStream<DrainEvent>.Continuation) -> Router<BasicRequestContext> {
+    let router = Router()
+    // Alive while the process is sound, draining or not.
+    router.get("/healthz") { _, _ in "ok\n" }
+    // Ready for new calls: not while draining, so the load balancer sends them elsewhere.
+    router.get("/readyz") { _, _ -> Response in
+        let draining = relay.isDraining
+        return Response(status: draining ? .serviceUnavailable : .ok, headers: [.contentType: "text/plain"],
+                        body: .init(byteBuffer: ByteBuffer(string: draining ? "draining\n" : "ready\n")))
     }
+    router.post("/admin/drain") { _, _ -> Response in
+        drainRequests.yield(.drainRequested)
+        return Response(status: .accepted, headers: [.contentType: "text/plain"],
+                        body: .init(byteBuffer: ByteBuffer(string: "draining\n")))
+    }
+    router.get("/metrics") { _, _ -> Response in
+        var bytes: [UInt8] = []
+        prometheusRegistry.emit(into: &bytes)
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+    return router
 }
 
 struct Load: AsyncParsableCommand {

@@ -1,0 +1,71 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// SIGTERM and SIGINT, each delivered as it arrives and numbered, so a process can tell the first
+/// (stop gracefully: a relay drains) from the second (stop now). Create it early: from then on the
+/// signals no longer kill the process by default, they are only reported here.
+///
+///     let signals = TerminationSignals()
+///     for await arrival in signals.arrivals {
+///         if arrival.ordinal == 1 { startDraining() } else { break }   // the second: exit at once
+///     }
+///
+/// `arrivals` has one consumer; an iteration ends when its task is cancelled.
+final class TerminationSignals: Sendable {
+    struct Arrival: Equatable, Sendable {
+        /// SIGTERM or SIGINT.
+        var signal: Int32
+        /// 1 for the first termination signal of the process, 2 for the second, and so on.
+        var ordinal: Int
+
+        var name: String { signal == SIGTERM ? "SIGTERM" : signal == SIGINT ? "SIGINT" : "signal \(signal)" }
+    }
+
+    /// What the signal handlers share (not the object itself, so it can go away).
+    private final class Arrivals: Sendable {
+        let received = Mutex<Int>(0)
+        let continuation: AsyncStream<Arrival>.Continuation
+
+        init(_ continuation: AsyncStream<Arrival>.Continuation) { self.continuation = continuation }
+
+        /// `times` signals of one kind arrived (dispatch coalesces signals that come together).
+        func record(_ signal: Int32, times: Int) {
+            let first = received.withLock { count in
+                defer { count += times }
+                return count + 1
+            }
+            for ordinal in first..<(first + times) { continuation.yield(Arrival(signal: signal, ordinal: ordinal)) }
+        }
+    }
+
+    let arrivals: AsyncStream<Arrival>
+    private let shared: Arrivals
+    /// Kept for as long as the signals are to be reported.
+    private nonisolated(unsafe) let sources: [any DispatchSourceSignal]
+
+    init(_ signals: [Int32] = [SIGTERM, SIGINT]) {
+        let (stream, continuation) = AsyncStream.makeStream(of: Arrival.self, bufferingPolicy: .unbounded)
+        arrivals = stream
+        let shared = Arrivals(continuation)
+        self.shared = shared
+        sources = signals.map { signalNumber in
+            // Ignored by the process, so only the dispatch source sees it.
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                shared.record(signalNumber, times: max(1, Int(clamping: source.data)))
+            }
+            source.resume()
+            return source
+        }
+    }
+
+    /// How many termination signals have arrived so far.
+    var count: Int { shared.received.withLock { $0 } }
+
+    deinit {
+        for source in sources { source.cancel() }
+        shared.continuation.finish()
+    }
+}
