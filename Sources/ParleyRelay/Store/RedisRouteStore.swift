@@ -186,6 +186,8 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
             .connectTimeout(.seconds(1))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Known before any event of the channel's can reach the handlers below.
+                    connection.channel = channel
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
                     }
@@ -196,8 +198,7 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
             .connect(host: endpoint.connectHost, port: Int(endpoint.port))
             .whenComplete { result in
                 switch result {
-                case .success(let channel):
-                    connection.channel = channel
+                case .success:
                     // TLS: the setup starts when the handshake completes (ReplyHandler).
                     if tls == nil { self.transportReady(connection) }
                 case .failure(let error):
