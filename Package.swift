@@ -106,6 +106,9 @@ let package = Package(
                 "ParleyWire", "ParleyIO", "CParleySockets",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                // rediss:// route stores. BoringSSL stays inside NIOSSL; this module never imports a C TLS library.
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -122,10 +125,12 @@ let package = Package(
         .executableTarget(
             name: "parley",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleyTransceiver", "ParleyClient", "ParleyRelay", "ParleySignaling",
+                "ParleyWire", "ParleyMedia", "ParleyTransceiver", "ParleyClient", "ParleyRelay", "ParleySignaling", "ParleyIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                // The relay runs its metrics listener in a ServiceGroup it stops itself (after a drain).
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
 

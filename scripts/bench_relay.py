@@ -88,7 +88,8 @@ def main():
     def parley_relay(public_port, backend_port):
         return subprocess.Popen(["taskset", "-c", "0", args.binary, "relay", "--routing-key", key, "--public-host", "127.0.0.1",
                                  "--public-port", str(public_port), "--workers", "1", "--worker-network", "127.0.0.0/8",
-                                 "--metrics-port", "0", "--log-level", "error"])
+                                 "--metrics-port", "0", "--log-level", "error",
+                                 "--drain-timeout", "0"])  # SIGTERM stops it at once: nothing to drain here
 
     def token(backend_port):
         return subprocess.run([args.binary, "token", "--routing-key", key, "--worker", f"127.0.0.1:{backend_port}"],

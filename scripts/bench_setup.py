@@ -229,7 +229,9 @@ def server_factories(parley, pion, names):
     def parley_server():
         http, media = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
         return Server("parley", [parley, "dev", "--direct", "--workers", "1", "--http-port", str(http),
-                                 "--media-port", str(media), "--log-level", "error", "--api-key", API_KEY, "--metrics-port", "0"],
+                                 "--media-port", str(media), "--log-level", "error", "--api-key", API_KEY, "--metrics-port", "0",
+                                 # Benchmarks measure the media path, not the per-key limits.
+                                 "--max-calls-per-key", "1000000", "--rate-per-key", "1000000", "--burst-per-key", "1000000"],
                       f"http://127.0.0.1:{http}/v1/realtime/calls", f"http://127.0.0.1:{http}/healthz")
 
     def pion_server():

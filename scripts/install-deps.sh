@@ -4,7 +4,8 @@
 #   build  the C libraries Parley links (OpenSSL, libsrtp2, libopus) and pkg-config
 #   test   build, plus what the test suite runs against: usrsctp (an SCTP peer), Chromium and
 #          chromedriver, Firefox ESR, Go and Debian's Pion v3 sources (the Pion client), iproute2
-#          (network namespaces), Redis, the openssl tool (a test agent's certificate), and from PyPI
+#          (network namespaces), Redis (with TLS: the route store tests), the openssl tool (test certificates:
+#          a wss:// agent, a CA and rediss:// servers), and from PyPI
 #          selenium, aiortc, pytest, marionette_driver (Firefox has no driver package in Debian) and
 #          websockets (the example agent), into the repository's .venv
 #   bench  build, plus the reference servers' toolchain (Go and Debian's Pion v3 sources), gcc for

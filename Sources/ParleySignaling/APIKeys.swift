@@ -28,6 +28,10 @@ public struct APIKeys: Sendable, Equatable {
                 throw .badRequest("an API key must be \(Self.minimumLength)–\(Self.maximumLength) printable ASCII characters "
                                   + "without spaces (one given has \(bytes.count)); make one with `openssl rand -hex 24`")
             }
+            // A bearer value starting ek_ is read as a client secret, so such a key could never match.
+            guard !bytes.starts(with: Array(ClientSecrets.prefix.utf8)) else {
+                throw .badRequest("an API key must not start with \(ClientSecrets.prefix) (the prefix of client secrets)")
+            }
             let entry = Self.entry(bytes)
             guard seen.insert(entry.id).inserted else { continue }
             self.keys.append(entry)
@@ -35,6 +39,9 @@ public struct APIKeys: Sendable, Equatable {
     }
 
     public var isEmpty: Bool { keys.isEmpty }
+
+    /// Whether a key with this id is configured (a client secret's owner must be).
+    public func contains(id: String) -> Bool { keys.contains { $0.id == id } }
 
     /// The id of the key `presented` is, or nil.
     public func match(_ presented: some Collection<UInt8>) -> String? {

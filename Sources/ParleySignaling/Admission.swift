@@ -6,7 +6,8 @@ public struct AdmissionLimits: Sendable, Equatable {
     /// clients count per /64, since one host commonly holds a whole /64.
     public var callsPerSecondPerAddress = 5.0
     public var callBurstPerAddress = 20
-    /// Calls one API key may start (its client secrets' calls count against it).
+    /// Calls one API key may start (its client secrets' calls count against it). Calls made with
+    /// the API key itself (an app's server) are limited only by these, not per address.
     public var callsPerSecondPerKey = 50.0
     public var callBurstPerKey = 200
     /// Live calls one API key may have at once.
@@ -59,6 +60,13 @@ public struct Admission: Sendable {
         guard !draining else { throw .draining }
         guard liveCalls < limits.maximumSessions else { throw .atCapacity }
         let live = liveCallsByKey[keyID] ?? 0
+        // Without authentication (--insecure-no-auth) every call is the anonymous key's: limits
+        // per key would be a second, lower session cap. The per-address limits still hold.
+        guard keyID != CallOwner.anonymousKeyID else {
+            liveCallsByKey[keyID] = live + 1
+            liveCalls += 1
+            return
+        }
         guard live < limits.maximumCallsPerKey else {
             throw .rateLimited("\(keyID) has \(live) live calls, its limit: end one first", retryAfterSeconds: 1)
         }

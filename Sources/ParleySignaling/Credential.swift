@@ -84,8 +84,13 @@ public struct Authenticator: Sendable {
         }
         let bytes = Array(value.utf8)
         if bytes.starts(with: Array(ClientSecrets.prefix.utf8)) {
-            do {
-                return .clientSecret(try secrets.open(bytes, unixSeconds: now))
+            do throws(SignalingError) {
+                let claims = try secrets.open(bytes, unixSeconds: now)
+                // A secret lives no longer than its key: removing a leaked key (SIGHUP) ends the
+                // secrets it minted, and a secret naming an owner this server never had (sealed by
+                // anyone else holding the secret key) gets nothing.
+                guard !requireCredentials || apiKeys.contains(id: claims.owner) else { throw SignalingError.clientSecretRevoked }
+                return .clientSecret(claims)
             } catch {
                 if !requireCredentials { return .anonymous }
                 throw error

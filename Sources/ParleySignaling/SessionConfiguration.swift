@@ -46,9 +46,10 @@ public struct SessionConfiguration: Sendable, Equatable {
         if case .clientSecret(let claims) = credential {
             let fixed = claims.session.objectValue ?? [:]
             for (key, value) in requested?.fields ?? [:] where fixed[key] != value {
-                if let allowed = fixed[key] {
-                    throw .forbidden("the client secret fixes session.\(key) to \(allowed.text); the offer asks for \(value.text)",
-                                     code: "session_not_allowed")
+                // Which field, never its sealed value: the browser must not learn what the app's
+                // server put in the secret (instructions, credentials for the agent).
+                if fixed[key] != nil {
+                    throw .forbidden("the client secret fixes session.\(key); the offer may not change it", code: "session_not_allowed")
                 }
                 throw .forbidden("the client secret does not let the offer set session.\(key); mint a secret with it",
                                  code: "session_not_allowed")

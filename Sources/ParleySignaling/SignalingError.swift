@@ -34,6 +34,10 @@ public struct SignalingError: Error, Equatable, Sendable, CustomStringConvertibl
         statusCode: 401, type: "invalid_request_error", code: "invalid_client_secret",
         message: "the client secret is malformed, forged, or sealed with a key this server no longer has")
 
+    public static let clientSecretRevoked = SignalingError(
+        statusCode: 401, type: "invalid_request_error", code: "client_secret_revoked",
+        message: "the API key that minted this client secret is no longer accepted: mint a new one")
+
     public static func clientSecretExpired(ago seconds: Int64) -> SignalingError {
         SignalingError(statusCode: 401, type: "invalid_request_error", code: "client_secret_expired",
                        message: "the client secret expired \(seconds) s ago: mint a new one with POST /v1/realtime/client_secrets")

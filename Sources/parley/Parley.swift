@@ -6,6 +6,7 @@ import NIOCore
 import Metrics
 import NIOPosix
 import ParleyClient
+import ParleyIO
 import ParleyMedia
 import ParleyRelay
 import ParleySignaling
@@ -53,6 +54,8 @@ struct ServingOptions: ParsableArguments {
     var apiKeys: [String] = []
     @Option(help: "A file of API keys, one per line (# starts a comment); reloaded on SIGHUP.")
     var apiKeyFile: String?
+    @Option(help: "A key file (`ID HEX [current]` per line, as --routing-key-file) that client secrets are sealed with, so relays, which hold the routing key, cannot mint them (default: the routing key); reloaded on SIGHUP.")
+    var clientSecretKeyFile: String?
     @Flag(help: "Take requests without credentials (only on a network you control): every call then has one anonymous owner.")
     var insecureNoAuth = false
     @Option(name: .customLong("trusted-proxy"),
@@ -79,6 +82,8 @@ struct ServingOptions: ParsableArguments {
     var httpIdleTimeout: Double = 60
     @Option(help: "HTTP connections open at once (past it, new ones wait in the backlog).")
     var maxConnections = 4096
+    @Option(help: "HTTP connections one client address (IPv6: /64) may hold at once; --trusted-proxy networks are exempt.")
+    var maxConnectionsPerAddress = 64
     @Option(help: "Address of the metrics endpoint (/metrics, /healthz, /readyz); keep it internal.")
     var metricsHost = "127.0.0.1"
     @Option(help: "Port of the metrics endpoint (0: none).")
@@ -100,7 +105,8 @@ struct ServingOptions: ParsableArguments {
         guard ratePerAddress > 0, ratePerKey > 0, burstPerAddress >= 1, burstPerKey >= 1, maxCallsPerKey >= 1, maxSessions >= 1 else {
             throw ValidationError("rates must be positive, bursts and call limits at least 1")
         }
-        guard httpHeaderTimeout > 0, httpBodyTimeout > 0, httpIdleTimeout > 0, maxConnections >= 1, drainTimeout >= 0 else {
+        guard httpHeaderTimeout > 0, httpBodyTimeout > 0, httpIdleTimeout > 0, maxConnections >= 1, maxConnectionsPerAddress >= 1,
+              drainTimeout >= 0 else {
             throw ValidationError("HTTP timeouts must be positive, --max-connections at least 1, --drain-timeout not negative")
         }
         guard (0...65535).contains(metricsPort) else { throw ValidationError("--metrics-port must be 0…65535") }
@@ -118,8 +124,14 @@ struct ServingOptions: ParsableArguments {
         }
     }
 
-    func configuration(keyring: RoutingKeyring) -> TransceiverConfiguration {
+    /// The keys of --client-secret-key-file, or nil without one.
+    func clientSecretKeyring() throws -> RoutingKeyring? {
+        try clientSecretKeyFile.map { try readKeyFile($0, option: "--client-secret-key-file") }
+    }
+
+    func configuration(keyring: RoutingKeyring) throws -> TransceiverConfiguration {
         var configuration = TransceiverConfiguration(keyring: keyring)
+        configuration.clientSecretKeyring = try clientSecretKeyring()
         configuration.httpHost = httpHost
         configuration.httpPort = httpPort
         configuration.mediaHost = mediaHost
@@ -144,6 +156,7 @@ struct ServingOptions: ParsableArguments {
         configuration.http.bodyTimeout = .milliseconds(Int64(saturating: httpBodyTimeout * 1000))
         configuration.http.idleTimeout = .milliseconds(Int64(saturating: httpIdleTimeout * 1000))
         configuration.http.maximumConnections = maxConnections
+        configuration.http.maximumConnectionsPerAddress = maxConnectionsPerAddress
         configuration.drainTimeout = .milliseconds(Int64(saturating: drainTimeout * 1000))
         return configuration
     }
@@ -175,13 +188,24 @@ struct MetricsListener {
     var port: Int
 }
 
+/// A key file (`ID HEX [current]` per line) as a keyring; errors name the option and the line.
+func readKeyFile(_ path: String, option: String) throws -> RoutingKeyring {
+    let text: String
+    do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+        throw StartupError("cannot read \(option) \(path): \(error.localizedDescription)")
+    }
+    do { return try RoutingKeyFile.parse(text) } catch {
+        throw StartupError("\(option) \(path), \(error.description)")
+    }
+}
+
 /// The routing key every relay and transceiver of a cluster shares ([protocol.md](docs/protocol.md)).
 struct RoutingKeyOptions: ParsableArguments {
     @Option(help: "Routing key: 64 hex characters shared by relays and transceivers (or env PARLEY_ROUTING_KEY).")
     var routingKey: String?
     @Option(help: "Id (0–15) of the routing key.")
     var routingKeyID: UInt8 = 0
-    @Option(help: "A file of routing keys, `ID HEX` per line, the sealing one marked `current` (else the last); reloaded on SIGHUP. Rotate keys with it (docs/operations.md).")
+    @Option(help: "A file of routing keys, `ID HEX` per line, the sealing one marked `current` (required with more than one key); reloaded on SIGHUP. Rotate keys with it (docs/operations.md).")
     var routingKeyFile: String?
 
     func validate() throws {
@@ -197,15 +221,7 @@ struct RoutingKeyOptions: ParsableArguments {
     }
 
     func keyring() throws -> RoutingKeyring {
-        if let routingKeyFile {
-            let text: String
-            do { text = try String(contentsOfFile: routingKeyFile, encoding: .utf8) } catch {
-                throw StartupError("cannot read --routing-key-file \(routingKeyFile): \(error.localizedDescription)")
-            }
-            do { return try RoutingKeyFile.parse(text) } catch {
-                throw StartupError("--routing-key-file \(routingKeyFile), \(error.description)")
-            }
-        }
+        if let routingKeyFile { return try readKeyFile(routingKeyFile, option: "--routing-key-file") }
         guard let hex = routingKey ?? ProcessInfo.processInfo.environment["PARLEY_ROUTING_KEY"],
               let key = RoutingKey(id: routingKeyID, hexSecret: hex) else {
             throw StartupError("a routing key is required: --routing-key or PARLEY_ROUTING_KEY, 64 hex characters "
@@ -239,7 +255,7 @@ struct Dev: AsyncParsableCommand {
     func run() async throws {
         let logger = bootstrapObservability(level: serving.logLevel)
         let keyring = TransceiverConfiguration.randomKeyring()
-        var configuration = serving.configuration(keyring: keyring)
+        var configuration = try serving.configuration(keyring: keyring)
         // Zero setup: without a key of its own, dev makes one (and prints it) for the app's server.
         var apiKeys = try serving.loadAPIKeys()
         var generatedKey = false
@@ -323,7 +339,7 @@ struct TransceiverCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = bootstrapObservability(level: serving.logLevel)
-        var configuration = serving.configuration(keyring: try key.keyring())
+        var configuration = try serving.configuration(keyring: try key.keyring())
         configuration.clusterID = clusterID
         configuration.relayNetworks = relayNetworks.compactMap(IPNetwork.init)
         configuration.workerEndpointHost = workerHost.flatMap { IPv4Address($0) }
@@ -338,7 +354,8 @@ struct TransceiverCommand: AsyncParsableCommand {
         let key = self.key, serving = self.serving
         try await serve(configuration, logger: logger, metrics: serving.metricsListener, demoPage: demoPage) {
             // SIGHUP: the key files again (a key given on the command line stays as it is).
-            (try key.keyring(), serving.apiKeyFile != nil ? try serving.loadAPIKeys() : nil)
+            KeyReload(routing: try key.keyring(), clientSecrets: try serving.clientSecretKeyring(),
+                      apiKeys: serving.apiKeyFile != nil ? try serving.loadAPIKeys() : nil)
         }
     }
 }
@@ -346,7 +363,12 @@ struct TransceiverCommand: AsyncParsableCommand {
 struct RelayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay",
-        abstract: "The public UDP forwarder: routes each flow by the token in its first STUN check."
+        abstract: "The public UDP forwarder: routes each flow by the token in its first STUN check.",
+        discussion: """
+            The first SIGTERM or SIGINT (or POST /admin/drain on the metrics listener) drains the relay: \
+            no new flows, /readyz answers 503, committed routes keep forwarding; it exits once they have \
+            all idled out or --drain-timeout passes. A second signal exits at once (docs/relay.md).
+            """
     )
 
     @Option(help: "Address clients send to.")
@@ -363,29 +385,68 @@ struct RelayCommand: AsyncParsableCommand {
     @Option(name: .customLong("worker-network"),
             help: "Network transceiver workers live in, e.g. 10.0.0.0/8 (repeat; tokens naming anything else are refused).")
     var workerNetworks: [String] = []
-    @Option(help: "Redis for the route store, host:port (default: in memory).")
+    @Option(help: ArgumentHelp(
+        "Redis for the route store: redis://[user[:password]@]host[:port][/db], rediss://… for TLS, or host:port "
+            + "(or env PARLEY_REDIS_URL, which keeps the password off the command line; default: in memory).",
+        valueName: "url"))
     var redis: String?
+    @Option(help: ArgumentHelp("PEM certificates a rediss:// server's certificate may chain to (default: the system's roots).",
+                               valueName: "file"))
+    var redisCa: String?
+    @Option(help: ArgumentHelp("The name a rediss:// server's certificate is checked against, and sent as SNI (default: the URL's host).",
+                               valueName: "name"))
+    var redisTlsServerName: String?
     @Flag(help: "Share the public port with a relay that already holds it, on purpose: how a new relay replaces a running one (without it a port in use is refused).")
     var takeOverPort = false
     @Option(help: "Route-store lookups each worker may start per second (unknown flows; a flood costs the store no more).")
     var storeLookupRate = 1000
-    @Option(help: "Address of the metrics and health endpoint (/metrics, /healthz).")
+    @Option(help: ArgumentHelp("Seconds without traffic after which a committed route is forgotten (10–86400).", valueName: "seconds"))
+    var routeIdleTimeout = 60
+    @Option(help: ArgumentHelp("Seconds a draining relay waits for its routes to idle out before it exits (0: exit at the first signal).",
+                               valueName: "seconds"))
+    var drainTimeout = 3600
+    @Option(help: "Address of the metrics and health endpoint (/metrics, /healthz, /readyz, POST /admin/drain); internal only, no authentication.")
     var metricsHost = "127.0.0.1"
     @Option(help: "Port of the metrics and health endpoint (0: none).")
     var metricsPort = 9090
     @Option(help: "Log level.")
     var logLevel = "info"
 
+    /// The route store's Redis, from --redis or else PARLEY_REDIS_URL (an empty one counts as unset).
+    func redisEndpoint() throws -> RedisEndpoint? {
+        let environment = ProcessInfo.processInfo.environment["PARLEY_REDIS_URL"].flatMap { $0.isEmpty ? nil : $0 }
+        guard let text = redis ?? environment else { return nil }
+        let source = redis != nil ? "--redis" : "PARLEY_REDIS_URL"
+        do {
+            return try RedisEndpoint(parsing: text)
+        } catch {
+            throw ValidationError("\(source) \(RedisEndpoint.redact(text)): \(error)")
+        }
+    }
+
     func validate() throws {
         for network in workerNetworks where IPNetwork(network) == nil {
             throw ValidationError("--worker-network \(network): expected a.b.c.d/n or an IPv6 prefix such as fd00::/8")
         }
         guard !workerNetworks.isEmpty else { throw ValidationError("at least one --worker-network is required") }
-        if let redis, redis.split(separator: ":").count != 2 { throw ValidationError("--redis: expected host:port") }
+        let endpoint = try redisEndpoint()
+        if endpoint?.tls != true {
+            if redisCa != nil { throw ValidationError("--redis-ca applies to a rediss:// (TLS) route store only") }
+            if redisTlsServerName != nil { throw ValidationError("--redis-tls-server-name applies to a rediss:// (TLS) route store only") }
+        }
+        if let redisTlsServerName, redisTlsServerName.isEmpty || IPv4Address(redisTlsServerName) != nil || redisTlsServerName.contains(":") {
+            throw ValidationError("--redis-tls-server-name must be a host name (an IP address is checked without it)")
+        }
         guard storeLookupRate >= 1 else { throw ValidationError("--store-lookup-rate must be at least 1") }
+        guard (10...86400).contains(routeIdleTimeout) else {
+            throw ValidationError("--route-idle-timeout must be 10…86400 seconds (consent checks every 4–6 s keep a live call inside it)")
+        }
+        guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be 0 or more seconds") }
     }
 
     func run() async throws {
+        // First, so a SIGTERM during startup is a drain request, not the default exit.
+        let signals = ProcessSignals()
         let logger = bootstrapObservability(level: logLevel)
         var configuration = RelayConfiguration(keyring: try key.keyring())
         configuration.publicHost = publicHost
@@ -396,37 +457,100 @@ struct RelayCommand: AsyncParsableCommand {
         configuration.storeLookupsPerSecond = storeLookupRate
         configuration.takeOverPort = takeOverPort
         configuration.policy.workerNetworks = workerNetworks.compactMap(IPNetwork.init)
+        configuration.policy.idleTimeout = .seconds(routeIdleTimeout)
         let storeGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let store: RouteStore
-        if let redis {
-            let parts = redis.split(separator: ":")
-            store = RedisRouteStore(host: String(parts[0]), port: Int(parts[1]) ?? 6379, eventLoop: storeGroup.next(), logger: logger)
+        if let endpoint = try redisEndpoint() {
+            do {
+                store = try RedisRouteStore(endpoint: endpoint, trustRootsFile: redisCa, tlsServerName: redisTlsServerName,
+                                            eventLoop: storeGroup.next(), logger: logger)
+            } catch {
+                throw StartupError("--redis-ca: \(error)")
+            }
         } else {
             store = InMemoryRouteStore()
         }
         let relay = Relay(configuration: configuration, store: store, logger: logger)
         try await relay.start()
+
+        // Everything that moves the drain along arrives on one stream, handled in order below.
+        let (events, eventSink) = AsyncStream.makeStream(of: DrainEvent.self)
+        var services: ServiceGroup?
         if metricsPort > 0 {
-            // /metrics and /healthz; the application also turns SIGINT/SIGTERM into a clean stop.
-            let router = Router()
-            router.get("/healthz") { _, _ in "ok\n" }
-            router.get("/metrics") { _, _ -> Response in
-                var bytes: [UInt8] = []
-                prometheusRegistry.emit(into: &bytes)
-                return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                                body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
-            }
-            let app = Application(router: router, configuration: .init(address: .hostname(metricsHost, port: metricsPort)),
-                                  logger: logger)
-            do {
-                try await app.runService()
-            } catch {
-                logger.error("metrics endpoint failed; relaying without it", metadata: ["error": "\(error)"])
-                await waitForTerminationSignal()
-            }
-        } else {
-            await waitForTerminationSignal()
+            let app = Application(router: relayRouter(relay: relay, drainRequests: eventSink),
+                                  configuration: .init(address: .hostname(metricsHost, port: metricsPort)), logger: logger)
+            services = ServiceGroup(services: [app], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
         }
+        // Outside the task group below: it is stopped gracefully (open requests answered), not cancelled.
+        let listener = services.map { services in
+            Task {
+                do {
+                    try await services.run()
+                } catch {
+                    logger.error("metrics endpoint failed; relaying without it", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await arrival in signals.arrivals { eventSink.yield(.signal(arrival)) }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(500))
+                    eventSink.yield(.tick)
+                }
+            }
+            var drain = RelayDrain(timeout: .seconds(drainTimeout))
+            var trigger = ""
+            eventLoop: for await event in events {
+                let now = monotonicNow()
+                let action: RelayDrain.Action
+                switch event {
+                case .signal(let arrival) where arrival.isReload:
+                    relay.reloadRoutingKeys(from: key, logger: logger)
+                    continue
+                case .signal(let arrival):
+                    trigger = arrival.name
+                    action = drain.terminationSignal(now: now)
+                    if action == .none, drain.isDraining {
+                        logger.info("\(arrival.name) while draining: still draining (a second signal exits at once)")
+                    }
+                case .drainRequested:
+                    trigger = "POST /admin/drain"
+                    action = drain.drainRequested(now: now)
+                case .tick:
+                    action = drain.tick(now: now, liveRoutes: relay.routeCounts.committedWhileDraining)
+                }
+                switch action {
+                case .none:
+                    continue
+                case .startDraining:
+                    relay.startDraining()
+                    let counts = relay.routeCounts
+                    logger.notice("relay draining: no new flows, /readyz answers 503; committed routes keep forwarding", metadata: [
+                        "trigger": "\(trigger)",
+                        "committed_routes": "\(counts.committed)", "pending_routes": "\(counts.pending)",
+                        "drain_timeout_s": "\(drainTimeout)", "route_idle_timeout_s": "\(routeIdleTimeout)",
+                    ])
+                case .reportProgress(let remaining, let elapsed):
+                    logger.notice("relay draining", metadata: ["routes_remaining": "\(remaining)", "elapsed_s": "\(elapsed.components.seconds)"])
+                case .stop(let reason):
+                    switch reason {
+                    case .drained: logger.notice("relay drained: no committed route left; exiting")
+                    case .timedOut(let remaining):
+                        logger.warning("drain timeout passed; exiting with routes still live", metadata: ["routes_remaining": "\(remaining)"])
+                    case .interrupted: logger.notice("second termination signal: exiting at once", metadata: [
+                        "routes_remaining": "\(relay.routeCounts.committed)",
+                    ])
+                    }
+                    break eventLoop
+                }
+            }
+            group.cancelAll()
+        }
+        await services?.triggerGracefulShutdown()
+        await listener?.value
         logger.info("relay stopping")
         await relay.shutdown()
         (store as? RedisRouteStore)?.shutdown()
@@ -434,33 +558,56 @@ struct RelayCommand: AsyncParsableCommand {
     }
 }
 
-/// Returns when SIGINT or SIGTERM arrives.
-func waitForTerminationSignal() async {
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let box = SignalBox(continuation: continuation)
-        for signalNumber in [SIGINT, SIGTERM] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { box.resume() }
-            source.resume()
-            box.sources.append(source)
+extension Relay {
+    /// SIGHUP: the --routing-key-file read again and given to every worker. Committed routes forward
+    /// by address and never reopen a token, so calls whose tokens were sealed with a key now retired
+    /// go on; only new flows need a key of the new ring.
+    fileprivate func reloadRoutingKeys(from options: RoutingKeyOptions, logger: Logger) {
+        guard options.routingKeyFile != nil else {
+            logger.notice("SIGHUP: nothing to reload (no --routing-key-file)")
+            return
+        }
+        do {
+            let keyring = try options.keyring()
+            replaceKeyring(keyring)
+            logger.notice("routing keys reloaded", metadata: ["routing_keys": "\(keyring.keyIDs)", "sealing_key": "\(keyring.currentKeyID)"])
+        } catch {
+            logger.error("SIGHUP: routing keys not reloaded, the old ones stay", metadata: ["error": "\(error)"])
         }
     }
 }
 
-final class SignalBox: @unchecked Sendable {
-    private var continuation: CheckedContinuation<Void, Never>?
-    private let lock = NSLock()
-    var sources: [DispatchSourceSignal] = []
+/// What moves a relay's drain along (RelayDrain decides what each means).
+enum DrainEvent: Sendable {
+    case signal(ProcessSignals.Arrival)
+    case drainRequested
+    case tick
+}
 
-    init(continuation: CheckedContinuation<Void, Never>) { self.continuation = continuation }
-
-    func resume() {
-        lock.lock()
-        defer { lock.unlock() }
-        continuation?.resume()
-        continuation = nil
+/// The relay's internal listener: metrics, liveness, readiness, and the drain request. It has no
+/// authentication: it must listen on an internal address only (127.0.0.1 by default).
+func relayRouter(relay: Relay, drainRequests: AsyncStream<DrainEvent>.Continuation) -> Router<BasicRequestContext> {
+    let router = Router()
+    // Alive while the process is sound, draining or not.
+    router.get("/healthz") { _, _ in "ok\n" }
+    // Ready for new calls: not while draining, so the load balancer sends them elsewhere.
+    router.get("/readyz") { _, _ -> Response in
+        let draining = relay.isDraining
+        return Response(status: draining ? .serviceUnavailable : .ok, headers: [.contentType: "text/plain"],
+                        body: .init(byteBuffer: ByteBuffer(string: draining ? "draining\n" : "ready\n")))
     }
+    router.post("/admin/drain") { _, _ -> Response in
+        drainRequests.yield(.drainRequested)
+        return Response(status: .accepted, headers: [.contentType: "text/plain"],
+                        body: .init(byteBuffer: ByteBuffer(string: "draining\n")))
+    }
+    router.get("/metrics") { _, _ -> Response in
+        var bytes: [UInt8] = []
+        prometheusRegistry.emit(into: &bytes)
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+    return router
 }
 
 struct Load: AsyncParsableCommand {
@@ -597,6 +744,14 @@ struct Banner {
     var advertised: [TransportAddress]
 }
 
+/// What SIGHUP reads again: the routing keys, the client-secret keys (nil: the routing keys seal
+/// secrets), the API keys (nil: unchanged).
+struct KeyReload: Sendable {
+    var routing: RoutingKeyring
+    var clientSecrets: RoutingKeyring?
+    var apiKeys: [String]?
+}
+
 /// What `parley dev` adds to serving: the demo page with its client-secret route, and its key.
 struct DevServing {
     var key: String?
@@ -608,7 +763,9 @@ struct DevServing {
 /// until they end or the drain timeout passes, then the process stops. A second signal ends every
 /// call at once. SIGHUP calls `reload` for new routing and API keys.
 func serve(_ configuration: TransceiverConfiguration, logger: Logger, metrics: MetricsListener? = nil, dev: DevServing? = nil,
-           demoPage: Bool = false, banner: Banner? = nil, reload: (@Sendable () throws -> (RoutingKeyring, [String]?))? = nil) async throws {
+           demoPage: Bool = false, banner: Banner? = nil, reload: (@Sendable () throws -> KeyReload)? = nil) async throws {
+    // First, so a SIGTERM while the workers start is a drain request, not the default exit.
+    let signals = ProcessSignals()
     let transceiver = try Transceiver(configuration: configuration, logger: logger)
     do {
         try await transceiver.start()
@@ -624,7 +781,11 @@ func serve(_ configuration: TransceiverConfiguration, logger: Logger, metrics: M
     let router = api.makeRouter()
     let app = Application(
         router: router,
-        server: SignalingServer.builder(router: router, limits: configuration.http),
+        server: SignalingServer.builder(router: router, limits: configuration.http, trustedProxies: configuration.trustedProxies,
+                                        refused: { [refusals = Counter(label: "parley_signaling_refusals_total",
+                                                                       dimensions: [("code", "too_many_connections")])] in
+                                            refusals.increment()
+                                        }),
         configuration: SignalingServer.configuration(host: configuration.httpHost, port: configuration.httpPort,
                                                      limits: configuration.http, logger: logger),
         onServerRunning: { _ in if let banner { printBanner(banner, configuration: configuration, metrics: metrics, dev: dev) } },
@@ -639,29 +800,33 @@ func serve(_ configuration: TransceiverConfiguration, logger: Logger, metrics: M
     drain.onFinished = { Task { await group.triggerGracefulShutdown() } }
     logger.info("signaling API", metadata: ["url": "http://\(configuration.httpHost):\(configuration.httpPort)/"])
 
-    let signals = ProcessSignals()
     let signalTask = Task {
-        for await number in signals.stream {
-            switch number {
+        for await arrival in signals.arrivals {
+            switch arrival.signal {
             case SIGHUP:
                 guard let reload else {
                     logger.notice("SIGHUP: nothing to reload (no key files given)")
                     continue
                 }
                 do {
-                    let (keyring, apiKeys) = try reload()
-                    try transceiver.reload(keyring: keyring, apiKeys: apiKeys)
+                    let keys = try reload()
+                    try transceiver.reload(keyring: keys.routing, secretKeyring: keys.clientSecrets, apiKeys: keys.apiKeys)
                     logger.notice("keys reloaded", metadata: [
-                        "routing_keys": "\(keyring.keyIDs)", "sealing_key": "\(keyring.currentKeyID)",
-                        "api_keys": "\(apiKeys.map { "\($0.count)" } ?? "unchanged")",
+                        "routing_keys": "\(keys.routing.keyIDs)", "sealing_key": "\(keys.routing.currentKeyID)",
+                        "client_secret_keys": "\(keys.clientSecrets.map { "\($0.keyIDs)" } ?? "the routing keys")",
+                        "api_keys": "\(keys.apiKeys.map { "\($0.count)" } ?? "unchanged")",
                     ])
                 } catch {
                     logger.error("SIGHUP: keys not reloaded, the old ones stay", metadata: ["error": "\(error)"])
                 }
             default:
-                if drain.isDraining {
-                    logger.notice("second signal: ending every call now")
+                // Counted by signal, not by drain state: a preStop hook's POST /admin/drain followed
+                // by the kubelet's SIGTERM is one request to drain, not two.
+                if arrival.ordinal >= 2 {
+                    logger.notice("\(arrival.name), the second termination signal: ending every call now")
                     await group.triggerGracefulShutdown()
+                } else if drain.isDraining {
+                    logger.notice("\(arrival.name) while draining: still draining (a second signal ends every call at once)")
                 } else {
                     drain.start()
                 }
@@ -729,22 +894,22 @@ final class DrainController: @unchecked Sendable {
         guard first else { return }
         transceiver.startDraining()
         logger.notice("draining: new calls are refused, live calls go on (a second SIGTERM or SIGINT ends them now)", metadata: [
-            "calls": "\(transceiver.activeCalls)", "timeout": "\(timeout)",
+            "calls": "\(transceiver.callsInProgress)", "timeout": "\(timeout)",
         ])
         let transceiver = self.transceiver, timeout = self.timeout, logger = self.logger, onFinished = self.onFinished
         Task {
             let clock = ContinuousClock()
             let deadline = clock.now + timeout
             var lastReport = clock.now
-            while transceiver.activeCalls > 0, clock.now < deadline {
+            while transceiver.callsInProgress > 0, clock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(200))
                 if clock.now - lastReport >= .seconds(10) {
                     lastReport = clock.now
-                    logger.notice("draining", metadata: ["calls": "\(transceiver.activeCalls)"])
+                    logger.notice("draining", metadata: ["calls": "\(transceiver.callsInProgress)"])
                 }
             }
-            if transceiver.activeCalls > 0 {
-                logger.notice("drain timeout: ending the calls still live", metadata: ["calls": "\(transceiver.activeCalls)"])
+            if transceiver.callsInProgress > 0 {
+                logger.notice("drain timeout: ending the calls still live", metadata: ["calls": "\(transceiver.callsInProgress)"])
             } else {
                 logger.notice("drained: no calls left")
             }
@@ -773,6 +938,10 @@ func printBanner(_ banner: Banner, configuration: TransceiverConfiguration, metr
     if let key = dev?.key {
         lines.append("  API key     \(key)\(dev?.generated == true ? "  (made for this run; --api-key KEY to choose one)" : "")")
         lines.append("              the page gets client secrets from /dev/client_secret, as an app's server mints them with the key")
+        if !configuration.httpHost.hasPrefix("127.") && configuration.httpHost != "::1" && configuration.httpHost != "localhost" {
+            lines.append("  warning     --http-host \(configuration.httpHost): /dev/client_secret makes calls possible for anyone who reaches")
+            lines.append("              this port (rate-limited per address). parley dev is for trying Parley; run `parley transceiver` to expose it.")
+        }
     } else {
         lines.append("  API key     none: --insecure-no-auth, anyone who reaches the port can make calls")
     }

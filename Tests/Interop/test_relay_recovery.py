@@ -1,5 +1,6 @@
 """A call through `parley relay` backed by a real Redis survives the relay being killed and
 restarted, a second relay process taking over the port, and Redis going away."""
+import json
 import os
 import re
 import secrets
@@ -37,19 +38,25 @@ def wait_http(url, seconds=30):
 
 
 class Stack:
-    """Redis, a transceiver and relays, as separate processes on loopback."""
+    """Redis, a transceiver and relays, as separate processes on loopback. `redis_args` replaces
+    the plain `--port` of the Redis server (TLS ports, passwords); None starts no Redis. With
+    `key_file` (a path) every process reads its routing keys from that file (--routing-key-file)."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, redis_args=(), redis_port=None, key_file=None):
         self.tmp = tmp_path
         self.key = secrets.token_hex(32)
-        self.redis_port = free_port(socket.SOCK_STREAM)
+        self.key_arguments = ["--routing-key-file", str(key_file)] if key_file else ["--routing-key", self.key]
+        self.redis_port = redis_port or free_port(socket.SOCK_STREAM)
         self.relay_port = free_port(socket.SOCK_DGRAM)
         self.http_port = free_port(socket.SOCK_STREAM)
+        self.base = f"http://127.0.0.1:{self.http_port}"
         self.processes = []
-        self.redis = self.spawn("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                                          "--save", "", "--appendonly", "no"])
+        self.redis = None
+        if redis_args is not None:
+            self.redis = self.spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                              *(redis_args or ["--port", str(self.redis_port)])])
         self.transceiver = self.spawn("transceiver", [
-            PARLEY, "transceiver", "--routing-key", self.key, "--http-port", str(self.http_port),
+            PARLEY, "transceiver", *self.key_arguments, "--http-port", str(self.http_port),
             "--media-host", "127.0.0.1", "--media-port", "0", "--workers", "1", "--api-key", API_KEY,
             "--metrics-port", str(free_port()), "--demo-page",
             "--relay-network", "127.0.0.0/8", "--advertise", f"127.0.0.1:{self.relay_port}"])
@@ -59,23 +66,43 @@ class Stack:
         """The transceiver's demo page with a client secret the test minted, as an app's server would."""
         return f"http://127.0.0.1:{self.http_port}/?autostart=1&client_secret={mint_secret(self.http_port)}"
 
-    def spawn(self, name, arguments):
-        log = open(self.tmp / f"{name}-{len(self.processes)}.log", "w")
-        process = subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT)
+    def spawn(self, name, arguments, env=None):
+        path = self.tmp / f"{name}-{len(self.processes)}.log"
+        log = open(path, "w")
+        process = subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process.log_path = path
         self.processes.append(process)
         return process
 
-    def relay(self, take_over=False):
+    def relay(self, take_over=False, redis=None, extra=(), env=None, public_port=None):
+        """A relay on the public port the transceiver advertises (or `public_port`), with
+        `--redis redis` (default: this stack's plain Redis; "" for none, e.g. with PARLEY_REDIS_URL
+        in `env`). Its metrics port is `process.metrics_port` (and `self.metrics_port`)."""
         self.relay_started = time.monotonic()
         self.metrics_port = free_port(socket.SOCK_STREAM)
+        redis = f"127.0.0.1:{self.redis_port}" if redis is None else redis
         process = self.spawn("relay", [
             PARLEY, "relay", "--metrics-port", str(self.metrics_port)] + (["--take-over-port"] if take_over else []) + [
-            "--routing-key", self.key, "--public-host", "127.0.0.1",
-            "--public-port", str(self.relay_port), "--worker-network", "127.0.0.0/8", "--workers", "1",
-            "--redis", f"127.0.0.1:{self.redis_port}", "--log-level", "debug"])
+            *self.key_arguments, "--public-host", "127.0.0.1",
+            "--public-port", str(public_port or self.relay_port), "--worker-network", "127.0.0.0/8", "--workers", "1",
+            "--log-level", "debug"] + (["--redis", redis] if redis else []) + list(extra),
+            env=None if env is None else dict(os.environ, **env))
+        process.metrics_port = self.metrics_port
         time.sleep(0.5)
-        assert process.poll() is None, "relay exited"
+        assert process.poll() is None, "relay exited:\n" + process.log_path.read_text()
         return process
+
+    # What AiortcCall (test_hostile.py) needs of a `parley dev`: the transceiver's signaling API.
+    def post_offer(self, sdp):
+        request = urllib.request.Request(self.base + "/v1/realtime/calls", data=sdp.encode(), method="POST",
+                                         headers={"Content-Type": "application/sdp", **auth()})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers.get("Location"), response.read().decode()
+
+    def get_json(self, path):
+        request = urllib.request.Request(self.base + path, headers=auth())
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
 
     def stop(self):
         for process in self.processes:
@@ -96,15 +123,23 @@ def stack(tmp_path):
 
 
 def metrics_eventually(port, pattern, seconds=3):
-    """Waits until the relay's /metrics has a line matching `pattern`."""
+    """Waits until the relay's /metrics has a line matching `pattern`; returns the match."""
     deadline = time.time() + seconds
     text = ""
     while time.time() < deadline:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        if re.search(pattern, text, re.MULTILINE):
-            return
+        match = re.search(pattern, text, re.MULTILINE)
+        if match:
+            return match
         time.sleep(0.2)
     raise AssertionError(f"no metric line matches {pattern}:\n{text}")
+
+
+def metric(port, line_pattern):
+    """The value of the relay's metric whose line (name and labels) matches `line_pattern`, or None."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    match = re.search(r"^" + line_pattern + r" ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
 
 
 def packets(driver):
@@ -143,8 +178,12 @@ def test_call_survives_relay_restart_second_relay_and_redis_loss(stack):
         restarted_log = sorted(stack.tmp.glob("relay-*.log"))[-1].read_text()
         assert "route recovered from the store" in restarted_log, "recovered by Redis, not by a later check"
 
-        # 2. A second relay process on the same port (SO_REUSEPORT); the first stops; the call goes on.
+        # 2. A second relay process on the same port (SO_REUSEPORT); the first drains (SIGTERM: the
+        #    call it carries goes on), then stops at once on a second SIGTERM; the call goes on.
         second = stack.relay(take_over=True)
+        relay.send_signal(signal.SIGTERM)
+        assert resumes_within(driver, 2.0) is not None, "audio stopped while the first relay drained"
+        assert relay.poll() is None, "the first relay exited with a live call on its first SIGTERM"
         relay.send_signal(signal.SIGTERM)
         relay.wait(timeout=10)
         assert resumes_within(driver, 2.0) is not None, "audio did not continue through the second relay"

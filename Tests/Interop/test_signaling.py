@@ -76,7 +76,7 @@ def test_good_offer_creates_exactly_one_call_and_delete_ends_it(parley):
     assert status == 201
     assert sessions_created(parley) == 1
     assert "a=ice-lite" in answer and "a=setup:passive" in answer
-    assert parley.get_json(location)["state"] == "waitingForICE"
+    assert parley.get_json(location)["state"] == "waiting_for_ice"
     request = urllib.request.Request(parley.base + location, method="DELETE", headers=parley.headers())
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 204

@@ -17,7 +17,7 @@ import Testing
         #expect(try store.lookup(client: Self.client, on: loop).wait() == Self.worker)
         store.save(client: Self.client, transceiver: Self.worker, lifetime: .zero)
         #expect(try store.lookup(client: Self.client, on: loop).wait() == nil, "expired")
-        #expect(store.state == "memory")
+        #expect(store.state == .memory)
     }
 
     @Test func inMemoryStoreIsBounded() throws {

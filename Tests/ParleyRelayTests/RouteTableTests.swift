@@ -99,6 +99,33 @@ import ParleyTestSupport
         #expect(fromTransceiver(&table, dtls, Self.client, Self.worker) == .deliver(to: Self.client))
     }
 
+    @Test func aNewKeyringOpensNewFlowsWhileCommittedRoutesOfARetiredKeyGoOn() {
+        var policy = Self.policy()
+        policy.storeLifetime = .seconds(30)
+        var table = RouteTable(keyring: Self.keyring, policy: policy)
+        let oldUfrag = Self.ufrag()
+        #expect(connect(&table, Self.client) == .forward(to: Self.worker))
+        _ = table.takeCommits()
+        let next = RoutingKey(id: 3, secret: (0..<32).map { UInt8(truncatingIfNeeded: $0 &* 11) })
+        // Both keys (the new one sealing), then the new one alone: the old key retired.
+        table.replaceKeyring(RoutingKeyring(current: next, others: [Self.keyring.key(id: 2)!]))
+        #expect(table.keyring.currentKeyID == 3)
+        table.replaceKeyring(RoutingKeyring(current: next))
+        // The committed call: media both ways, its consent checks (old token) reach the owner and
+        // refresh the stored route once a third of its lifetime has passed.
+        #expect(fromClient(&table, dtls, Self.client) == .forward(to: Self.worker))
+        #expect(fromTransceiver(&table, dtls, Self.client, Self.worker) == .deliver(to: Self.client))
+        let later = now + .seconds(11)
+        #expect(fromClient(&table, Self.check(ufrag: oldUfrag, transaction: STUNTransactionID(9, 9, 9)), Self.client, at: later)
+            == .forward(to: Self.worker))
+        #expect(table.takeCommits() == [RouteTable.Commit(client: Self.client, transceiver: Self.worker)])
+        // A new flow under the retired key is refused; one under the new key opens.
+        let newcomer = TransportAddress.v4(IPv4Address(198, 51, 100, 21), port: 51001)
+        #expect(fromClient(&table, Self.check(ufrag: oldUfrag), newcomer) == .drop(.badToken))
+        let newUfrag = Self.ufrag(keyring: RoutingKeyring(current: next))
+        #expect(fromClient(&table, Self.check(ufrag: newUfrag), newcomer) == .forward(to: Self.worker))
+    }
+
     @Test func forgedMalformedAndForeignTokensAreDropped() {
         var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
         let stranger = RoutingKeyring(current: RoutingKey(id: 2, secret: (0..<32).map { UInt8(255 - $0) }))

@@ -46,6 +46,14 @@ private func v6(_ text: String) -> TransportAddress { .v6(IPv6Address(text)!, po
         } catch {
             #expect(error.statusCode == 403 && error.code == "session_not_allowed")
         }
+        // The refusal names the field, never the sealed value the browser must not read.
+        let probe = try SessionConfiguration(validating: ["instructions": .string("x")])
+        do {
+            _ = try SessionConfiguration.resolve(requested: probe, credential: secret, agents: agents)
+            Issue.record("an offer changed a fixed field")
+        } catch {
+            #expect(error.message.contains("session.instructions") && !error.message.contains("be brief"), "\(error.message)")
+        }
         let added = try SessionConfiguration(validating: ["voice": .string("alloy")])
         #expect(throws: SignalingError.self) { try SessionConfiguration.resolve(requested: added, credential: secret, agents: agents) }
         // A secret with no agent fixes the default agent: the offer cannot pick one.
@@ -126,6 +134,40 @@ private func v6(_ text: String) -> TransportAddress { .v6(IPv6Address(text)!, po
         try admission.reserveCall(keyID: "key_c", now: at(0))
         admission.release(keyID: "nobody")
         #expect(admission.liveCalls == 3)
+    }
+
+    @Test func anonymousCallsHaveNoPerKeyLimitsOnlyTheSessionCap() throws {
+        var limits = AdmissionLimits()
+        limits.maximumCallsPerKey = 2
+        limits.callBurstPerKey = 1
+        limits.maximumSessions = 5
+        var admission = Admission(limits: limits)
+        for _ in 0..<5 { try admission.reserveCall(keyID: CallOwner.anonymousKeyID, now: at(0)) }
+        #expect(throws: SignalingError.atCapacity) { try admission.reserveCall(keyID: CallOwner.anonymousKeyID, now: at(0)) }
+        admission.release(keyID: CallOwner.anonymousKeyID)
+        #expect(admission.liveCalls == 4)
+    }
+
+    @Test func connectionsPerAddressAreCappedExceptFromTrustedProxies() {
+        var count = ConnectionCount(maximumPerAddress: 2, exempt: [IPNetwork("10.0.0.0/8")!])
+        let host = TransportAddress.v4(IPv4Address(198, 51, 100, 7), port: 1000)
+        let samePort = TransportAddress.v4(IPv4Address(198, 51, 100, 7), port: 2000)
+        var opened = [count.open(host), count.open(samePort), count.open(host)]
+        #expect(opened == [true, true, false], "a third connection from one address")
+        let other = count.open(.v4(IPv4Address(198, 51, 100, 8), port: 1))
+        #expect(other, "another address has its own share")
+        count.close(samePort)
+        let again = count.open(host)
+        #expect(again)
+        // IPv6 per /64.
+        opened = ["2001:db8::1", "2001:db8::2", "2001:db8::3"].map { count.open(.v6(IPv6Address($0)!, port: 1)) }
+        #expect(opened == [true, true, false])
+        // A load balancer's connections all carry its address: not counted.
+        let proxy = TransportAddress.v4(IPv4Address(10, 1, 2, 3), port: 1)
+        opened = (0..<100).map { _ in count.open(proxy) }
+        #expect(opened.allSatisfy { $0 })
+        count.close(.v4(IPv4Address(203, 0, 113, 1), port: 1))  // never opened: nothing happens
+        #expect(count.addresses == 3)
     }
 
     @Test func aKeysRateIsLimitedToo() throws {

@@ -80,6 +80,24 @@ private func claims(owner: String = APIKeys.id(of: keyA), expiresAt: Int64 = 2_0
         }
     }
 
+    @Test func aSecretLivesNoLongerThanTheKeyThatMintedIt() throws {
+        let secret = try authenticator().secrets.seal(claims())
+        // keyA removed (a SIGHUP after a leak): its secrets are refused at once, not when they expire.
+        let withoutA = try authenticator(keys: [keyB])
+        #expect(throws: SignalingError.clientSecretRevoked) {
+            try withoutA.authenticate(authorization: "Bearer " + secret, unixSeconds: 2_000_000_100)
+        }
+        // A secret sealed for an owner this server never had (by anyone else holding the sealing key).
+        let stranger = try authenticator().secrets.seal(claims(owner: "key_000000000000"))
+        #expect(throws: SignalingError.clientSecretRevoked) {
+            try authenticator().authenticate(authorization: "Bearer " + stranger, unixSeconds: 2_000_000_100)
+        }
+    }
+
+    @Test func keysCannotLookLikeClientSecrets() {
+        #expect(throws: SignalingError.self) { try APIKeys(["ek_this_would_be_read_as_a_secret"]) }
+    }
+
     @Test func forgedTruncatedOrForeignSecretsAre401() throws {
         let auth = try authenticator()
         let secret = auth.secrets.seal(claims())

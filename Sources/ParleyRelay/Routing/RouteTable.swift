@@ -14,6 +14,9 @@ import ParleyWire
 ///   (return routability, the same proof the transceiver itself requires before it sends media).
 /// - Committed flows are forwarded by lookup alone, both ways; a session commits a bounded number.
 /// - Toward a client, the relay sends only what that client's own transceiver sent.
+/// - While draining, nothing new: no pending flow, no commit, no route from the store, no route
+///   moving to another session; committed routes go on both ways (and keep refreshing the store)
+///   until they idle out.
 public struct RouteTable {
     public struct Policy: Sendable {
         public var maximumPending = 4096
@@ -116,6 +119,12 @@ public struct RouteTable {
 
     public let policy: Policy
     public private(set) var keyring: RoutingKeyring
+
+    /// A new keyring (rotation): new flows open with it. Routes already committed or pending were
+    /// opened under the old one and stay as they are: a route never reopens its token.
+    public mutating func replaceKeyring(_ keyring: RoutingKeyring) {
+        self.keyring = keyring
+    }
     private var routes: [TransportAddress: Route] = [:]
     public private(set) var pendingCount = 0
     public private(set) var committedCount = 0
@@ -128,6 +137,12 @@ public struct RouteTable {
     private var commits: [Commit] = []
     /// Hour of the token clock, set by the owner (a relay worker refreshes it every second).
     public var currentHour: UInt16?
+    /// The relay is going away (SIGTERM, or `POST /admin/drain`): the load balancer sends new calls
+    /// elsewhere, and this table takes no new flow, not even one the route store knows (a flow this
+    /// relay does not route is another relay's, or lost: its client's next check rebuilds it
+    /// wherever the load balancer sends it). What is committed here keeps going until it idles out.
+    /// Dropped datagrams count as `draining`.
+    public var draining = false
 
     public init(keyring: RoutingKeyring, policy: Policy = .init()) {
         self.keyring = keyring
@@ -173,9 +188,13 @@ public struct RouteTable {
             }
             return .forward(to: check.worker)
         }
-        guard isSTUN else { return .unknown }
+        guard isSTUN else {
+            guard draining else { return .unknown }
+            return .drop(PacketKind.classify(datagram) == .unknown ? .unknownProtocol : .draining)
+        }
         guard let message = try? STUNMessage.parse(datagram), let check = openCheck(message, datagram) else { return .drop(.badToken) }
         guard isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
+        guard !draining else { return .drop(.draining) }
         guard openPending(client: client, transceiver: check.worker, nonce: check.nonce, now: now) else { return .drop(.pendingFull) }
         routes[client]?.transactions.add(check.transaction)
         return .forward(to: check.worker)
@@ -216,6 +235,8 @@ public struct RouteTable {
     private mutating func commitPending(index: Dictionary<TransportAddress, Route>.Index, client: TransportAddress,
                                         now: Instant) -> ClientDecision {
         let route = routes.values[index]
+        // A flow that was still pending when draining began is a new call: it does not start here.
+        guard !draining else { return .drop(.draining) }
         guard route.nonce == 0 || committedBySession[route.nonce, default: 0] < policy.maximumRoutesPerSession else {
             return .drop(.sessionRoutesFull)
         }
@@ -245,12 +266,18 @@ public struct RouteTable {
             refreshStore(index: index, client: client, now: now)
             return .forward(to: current)
         }
-        guard let check = openCheck(message, datagram) else { return .forward(to: current) }
+        guard let check = openCheck(message, datagram) else {
+            // A token no key of the ring opens any more (sealed with a key since retired): the
+            // client's consent checks go on to the owner, and keep its stored route fresh.
+            if message.type == .bindingRequest { refreshStore(index: index, client: client, now: now) }
+            return .forward(to: current)
+        }
         if check.worker == current {
             refreshStore(index: index, client: client, now: now)
             return .forward(to: current)
         }
         guard isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
+        guard !draining else { return .drop(.draining) }
         if routes.values[index].candidate?.transceiver != check.worker {
             routes.values[index].candidate = Candidate(transceiver: check.worker, transactions: Transactions(), createdAt: now,
                                                        nonce: check.nonce)
@@ -262,6 +289,8 @@ public struct RouteTable {
     private mutating func moveToCandidate(index: Dictionary<TransportAddress, Route>.Index, client: TransportAddress,
                                           now: Instant) -> ClientDecision {
         guard let candidate = routes.values[index].candidate else { return .drop(.unmatchedAnswer) }
+        // Another worker's check on this address is another session (a new call on a reused port).
+        guard !draining else { return .drop(.draining) }
         guard candidate.nonce == 0 || committedBySession[candidate.nonce, default: 0] < policy.maximumRoutesPerSession else {
             return .drop(.sessionRoutesFull)
         }
@@ -302,7 +331,10 @@ public struct RouteTable {
     /// Decides what to do with a tunnel datagram from `source` (a transceiver worker) for `client`.
     public mutating func fromTransceiver(_ payload: UnsafeRawBufferPointer, client: TransportAddress,
                                          source: TransportAddress, now: Instant) -> TransceiverDecision {
-        guard let index = routes.index(forKey: client) else { return openedByTransceiver(payload, client: client, source: source, now: now) }
+        guard let index = routes.index(forKey: client) else {
+            guard !draining else { return .drop(.draining) }
+            return openedByTransceiver(payload, client: client, source: source, now: now)
+        }
         let route = routes.values[index]
         if route.transceiver == source {
             if route.committed {
@@ -398,8 +430,9 @@ public struct RouteTable {
     // MARK: Store and time
 
     /// Installs a committed route learned from the route store (after a restart, or on another replica).
+    /// Not while draining (a lookup that was under way when draining began comes back refused).
     public mutating func install(client: TransportAddress, transceiver: TransportAddress, now: Instant) -> Bool {
-        guard isAllowedWorker(transceiver) else { return false }
+        guard !draining, isAllowedWorker(transceiver) else { return false }
         if let existing = routes[client] {
             if existing.committed { return existing.transceiver == transceiver }
             releasePending(client: client, nonce: existing.nonce)
@@ -472,6 +505,9 @@ public enum RelayDropReason: String, CaseIterable, Sendable {
     case unmatchedAnswer = "unmatched_answer"
     /// The session already holds its maximum of committed routes.
     case sessionRoutesFull = "session_routes_full"
+    /// The relay is draining: a datagram that would start a flow (a first check, a commit, a
+    /// store lookup, a route moving to another session) is refused.
+    case draining
 }
 
 /// The network a source address belongs to, for per-network limits: its IPv4 /24 or IPv6 /64.

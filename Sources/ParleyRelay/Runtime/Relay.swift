@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import ParleyIO
 import ParleyWire
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -20,6 +21,7 @@ public final class Relay: Sendable {
     private let store: RouteStore
     private let logger: Logger
     private nonisolated(unsafe) var storeStateTask: RepeatedTask?
+    private let draining = Atomic<Bool>(false)
 
     public init(configuration: RelayConfiguration, store: RouteStore, logger: Logger) {
         self.configuration = configuration
@@ -43,13 +45,43 @@ public final class Relay: Sendable {
             port = worker.publicPort
         }
         let store = self.store
+        let connected = Gauge(label: "parley_relay_store_connected")
+        let states = Dictionary(uniqueKeysWithValues: RouteStoreState.allCases.map {
+            ($0, Gauge(label: "parley_relay_store_state", dimensions: [("state", $0.rawValue)]))
+        })
+        Gauge(label: "parley_relay_draining").record(0)
         storeStateTask = controlGroup.next().scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in
-            Gauge(label: "parley_relay_store_connected").record(store.state == "disconnected" ? 0 : 1)
+            let state = store.state
+            connected.record(state.isAvailable ? 1 : 0)
+            for (each, gauge) in states { gauge.record(each == state ? 1 : 0) }
         }
         logger.info("relay listening", metadata: [
             "public": "\(configuration.publicHost):\(publicPort ?? configuration.publicPort)", "workers": "\(workers.count)",
-            "store": "\(store.state)",
+            "store": "\(store.state.rawValue)",
         ])
+    }
+
+    /// Stops taking new flows (`RouteTable.draining`); committed routes go on until they idle out.
+    public func startDraining() {
+        draining.store(true, ordering: .sequentiallyConsistent)
+        for worker in workers { worker.startDraining() }
+        Gauge(label: "parley_relay_draining").record(1)
+    }
+
+    /// Routing-key rotation: every worker opens new flows' tokens with `keyring` from its next turn on.
+    public func replaceKeyring(_ keyring: RoutingKeyring) {
+        for worker in workers { worker.replaceKeyring(keyring) }
+    }
+
+    public var isDraining: Bool { draining.load(ordering: .sequentiallyConsistent) }
+
+    /// Committed and pending routes over every worker (as of the last second). `committedWhileDraining`
+    /// is nil until every worker has taken the drain in: before that a count could still grow.
+    public var routeCounts: (committed: Int, pending: Int, committedWhileDraining: Int?) {
+        let counts = workers.map(\.routeCounts)
+        let committed = counts.reduce(0) { $0 + $1.committed }
+        let pending = counts.reduce(0) { $0 + $1.pending }
+        return (committed, pending, counts.allSatisfy(\.draining) ? committed : nil)
     }
 
     public func shutdown() async {

@@ -30,6 +30,16 @@ final class RelayWorker: @unchecked Sendable {
     private var wakeRead: Int32 = -1
     private var wakeWrite: Int32 = -1
     private let stopping = Atomic<Bool>(false)
+    /// Set by `startDraining` (any thread); the worker's thread moves it into its table.
+    private let drainRequested = Atomic<Bool>(false)
+    /// A keyring handed over by `replaceKeyring` (any thread), taken into the table by the worker's thread.
+    private let pendingKeyring = Mutex<RoutingKeyring?>(nil)
+    private let keyringChanged = Atomic<Bool>(false)
+    /// The table has taken the drain in (`table.draining`): from then on the counts below only fall.
+    private let drainAcknowledged = Atomic<Bool>(false)
+    /// The table's counts, published by the worker's thread at least once a second.
+    private let publishedCommitted = Atomic<Int>(0)
+    private let publishedPending = Atomic<Int>(0)
     private let finished = DispatchSemaphore(value: 0)
 
     private static let slot = 2048
@@ -118,6 +128,31 @@ final class RelayWorker: @unchecked Sendable {
         finished.wait()
     }
 
+    /// Stops taking new flows; committed routes go on until they idle out.
+    func startDraining() {
+        drainRequested.store(true, ordering: .sequentiallyConsistent)
+        wake()
+    }
+
+    /// New flows open tokens with `keyring` from the worker's next turn on.
+    func replaceKeyring(_ keyring: RoutingKeyring) {
+        pendingKeyring.withLock { $0 = keyring }
+        keyringChanged.store(true, ordering: .sequentiallyConsistent)
+        wake()
+    }
+
+    /// The committed and pending routes of the table, and whether it has taken the drain in.
+    var routeCounts: (committed: Int, pending: Int, draining: Bool) {
+        let draining = drainAcknowledged.load(ordering: .sequentiallyConsistent)
+        return (publishedCommitted.load(ordering: .sequentiallyConsistent), publishedPending.load(ordering: .sequentiallyConsistent),
+                draining)
+    }
+
+    private func publishCounts() {
+        publishedCommitted.store(table.committedCount, ordering: .sequentiallyConsistent)
+        publishedPending.store(table.pendingCount, ordering: .sequentiallyConsistent)
+    }
+
     private func wake() {
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
@@ -135,6 +170,16 @@ final class RelayWorker: @unchecked Sendable {
                 if fds[0].revents & Int16(truncatingIfNeeded: POLLIN) != 0 { drainClients() }
                 if fds[1].revents & Int16(truncatingIfNeeded: POLLIN) != 0 { drainTransceivers() }
                 if fds[2].revents & Int16(truncatingIfNeeded: POLLIN) != 0 { takeStoreAnswers() }
+            }
+            if !table.draining, drainRequested.load(ordering: .relaxed) {
+                table.draining = true
+                // The counts first: whoever sees the acknowledgement sees counts that can only fall.
+                publishCounts()
+                drainAcknowledged.store(true, ordering: .sequentiallyConsistent)
+            }
+            if keyringChanged.load(ordering: .relaxed), keyringChanged.exchange(false, ordering: .sequentiallyConsistent),
+               let keyring = pendingKeyring.withLock({ $0.take() }) {
+                table.replaceKeyring(keyring)
             }
             let now = Self.now()
             if now - lastHousekeeping >= .seconds(1) {
@@ -313,7 +358,7 @@ final class RelayWorker: @unchecked Sendable {
             guard let transceiver, table.install(client: client, transceiver: transceiver, now: now) else {
                 metrics.storeMisses.increment()
                 if recentMisses.count < configuration.maximumLookups * 4 { recentMisses[client] = now }
-                drops[.noRoute, default: 0] += queued.count
+                drops[table.draining ? .draining : .noRoute, default: 0] += queued.count
                 continue
             }
             metrics.storeHits.increment()
@@ -347,6 +392,7 @@ final class RelayWorker: @unchecked Sendable {
     private func housekeeping(now: Instant) {
         table.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
         table.expire(now: now)
+        publishCounts()
         recentMisses = recentMisses.filter { now - $0.value < .seconds(1) }
         metrics.report(drops: drops, toTransceiver: forwardedToTransceiver, toClient: forwardedToClient, worker: index,
                        routes: table.committedCount, pending: table.pendingCount)

@@ -10,8 +10,31 @@ public protocol RouteStore: Sendable {
     func save(client: TransportAddress, transceiver: TransportAddress, lifetime: Duration)
     /// The transceiver of `client`, if the store knows one; nil also when the store is unavailable.
     func lookup(client: TransportAddress, on eventLoop: EventLoop) -> EventLoopFuture<TransportAddress?>
-    /// A short state for metrics and logs: "memory", "connected", "disconnected".
-    var state: String { get }
+    /// Where the store stands, for metrics and logs.
+    var state: RouteStoreState { get }
+}
+
+/// A route store's condition, as `parley_relay_store_state{state}` reports it.
+public enum RouteStoreState: String, CaseIterable, Sendable {
+    /// In this process: always there.
+    case memory
+    /// Redis: the first connection is being made.
+    case connecting
+    case connected
+    /// A connection that was up went away (or stopped answering); reconnecting.
+    case disconnected
+    /// No TCP connection, or no answer within the time allowed.
+    case unreachable
+    /// The TLS handshake failed: the certificate is not trusted or names another host, or the
+    /// server does not speak TLS.
+    case tlsFailed = "tls_failed"
+    /// AUTH refused (WRONGPASS), or the server wants a password it was not given (NOAUTH).
+    case authFailed = "auth_failed"
+    /// The server refused the rest of the setup (SELECT of a database it does not have).
+    case refused
+
+    /// Whether saves and lookups can be served.
+    public var isAvailable: Bool { self == .memory || self == .connected }
 }
 
 /// The default store: a map in this process, shared by its relay workers. Entries expire like
@@ -44,7 +67,7 @@ public final class InMemoryRouteStore: RouteStore {
         return eventLoop.makeSucceededFuture(found)
     }
 
-    public var state: String { "memory" }
+    public var state: RouteStoreState { .memory }
 }
 
 /// The text form of a route in the store: `ip:port` / `[ip]:port`.

@@ -54,6 +54,9 @@ final class CallRegistry: Sendable {
 
     var count: Int { state.withLock { $0.calls.count } }
 
+    /// Calls made and calls whose place is reserved (an offer being answered): what a drain waits for.
+    var liveOrReserved: Int { state.withLock { max($0.calls.count, $0.admission.liveCalls) } }
+
     func liveCalls(keyID: String) -> Int { state.withLock { $0.admission.liveCalls(keyID: keyID) } }
 
     func startDraining() { state.withLock { $0.admission.startDraining() } }

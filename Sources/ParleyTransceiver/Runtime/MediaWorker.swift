@@ -52,7 +52,7 @@ final class MediaWorker: @unchecked Sendable {
         /// The agent's name as the call's session chose it (or the default agent's).
         var agentName = ""
         /// The app's server's sidebands watching this call, by subscription number.
-        var sidebands: [Int: AsyncStream<SidebandFrame>.Continuation] = [:]
+        var sidebands: [Int: (continuation: AsyncStream<SidebandFrame>.Continuation, budget: SidebandBudget)] = [:]
         var lastState = "waiting_for_ice"
         /// Why the agent failed, while the call waits (briefly) for `oai-events` to say so.
         var agentFailure: String?
@@ -82,6 +82,10 @@ final class MediaWorker: @unchecked Sendable {
     private var nextSidebandID = 0
     /// Events a sideband may fall behind by before it is closed (its server reconnects for the state).
     static let sidebandBacklog = 1024
+    /// Sidebands one call may have open at once (an app's server needs one; a few for handovers).
+    static let maximumSidebandsPerCall = 4
+
+    enum SidebandSubscription { case added, noSuchCall, full }
     /// TLS for `wss://` agents (set at start when the agent is one).
     var agentTLS: NIOSSLContext?
     /// Sessions by authenticated client address (whatever relay the client's datagrams come through).
@@ -227,7 +231,7 @@ final class MediaWorker: @unchecked Sendable {
         guard let entry = sessions[key] else { return nil }
         let session = entry.session
         var snapshot = SessionSnapshot(
-            id: session.parameters.id, state: "\(session.state)", client: session.selectedPath?.description,
+            id: session.parameters.id, state: entry.lastState, client: session.selectedPath?.description,
             counters: session.counters)
         snapshot.agent = entry.agentName
         snapshot.session = JSONValue(parsing: Array(entry.configuration.utf8)) ?? .object([:])
@@ -266,19 +270,20 @@ final class MediaWorker: @unchecked Sendable {
 
     /// Subscribes a sideband to a call: it hears the current state at once, then every event. False
     /// when the call is gone.
-    func addSideband(callID: String, continuation: AsyncStream<SidebandFrame>.Continuation) -> Bool {
+    func addSideband(callID: String, continuation: AsyncStream<SidebandFrame>.Continuation) -> SidebandSubscription {
         eventLoop.preconditionInEventLoop()
-        guard let key = callKeys[callID], let entry = sessions[key], !entry.session.isClosed else { return false }
+        guard let key = callKeys[callID], let entry = sessions[key], !entry.session.isClosed else { return .noSuchCall }
+        guard entry.sidebands.count < Self.maximumSidebandsPerCall else { return .full }
         let id = nextSidebandID
         nextSidebandID += 1
-        entry.sidebands[id] = continuation
+        entry.sidebands[id] = (continuation, SidebandBudget())
         entry.bridge?.recordsSentMessages = true
         continuation.onTermination = { [weak self] _ in
             guard let self else { return }
             self.eventLoop.execute { self.removeSideband(id, callID: callID) }
         }
         publish(.state(callID: callID, state: entry.lastState, reason: nil), to: entry)
-        return true
+        return .added
     }
 
     private func removeSideband(_ id: Int, callID: String) {
@@ -291,9 +296,14 @@ final class MediaWorker: @unchecked Sendable {
         guard !entry.sidebands.isEmpty else { return }
         var endsCall = false
         if case .state(_, "ended", _) = event { endsCall = true }
-        let frame = SidebandFrame(text: event.text, endsCall: endsCall)
-        for (id, continuation) in entry.sidebands {
-            if case .dropped = continuation.yield(frame) {
+        let text = event.text
+        for (id, (continuation, budget)) in entry.sidebands {
+            var queued = budget.take(text.utf8.count)
+            if queued, case .dropped = continuation.yield(SidebandFrame(text: text, endsCall: endsCall, budget: budget)) {
+                budget.give(text.utf8.count)
+                queued = false
+            }
+            if !queued {
                 // The app's server reads too slowly: it is cut off (and reconnects for the state)
                 // rather than missing events unawares or growing memory.
                 entry.sidebands[id] = nil
@@ -589,7 +599,7 @@ final class MediaWorker: @unchecked Sendable {
     private func remove(key: UInt32) {
         guard let entry = sessions.removeValue(forKey: key) else { return }
         if callKeys[entry.session.parameters.id] == key { callKeys[entry.session.parameters.id] = nil }
-        for continuation in entry.sidebands.values { continuation.finish() }
+        for sideband in entry.sidebands.values { sideband.continuation.finish() }
         entry.sidebands.removeAll()
         for client in entry.clients where byClient[client] == key { byClient[client] = nil }
         registry.remove(entry.session.parameters.id)
@@ -702,7 +712,9 @@ struct SessionSnapshot: Sendable, Codable {
     var state: String
     /// The agent the call talks to, and its session configuration.
     var agent = ""
-    var session: JSONValue = .object([:])
+    /// Left out for a browser's client secret: the app's server may have sealed instructions or
+    /// credentials for the agent into it that the browser must not read.
+    var session: JSONValue? = .object([:])
     var client: String?
     var rtpReceived: Int
     var rtpSent: Int

@@ -64,7 +64,7 @@ public final class Transceiver: Sendable {
         self.logger = logger
         keys = Mutex(configuration.keyring)
         credentials = Mutex(Authenticator(
-            apiKeys: try APIKeys(configuration.apiKeys), secrets: ClientSecrets(keyring: configuration.keyring),
+            apiKeys: try APIKeys(configuration.apiKeys), secrets: ClientSecrets(keyring: configuration.clientSecretKeyring ?? configuration.keyring),
             requireCredentials: configuration.requireAuthentication))
         certificate = try DTLSCertificate(commonName: "parley")
         dtlsContext = try DTLSContext(certificate: certificate, configuration: configuration.dtls)
@@ -110,6 +110,8 @@ public final class Transceiver: Sendable {
     }
 
     public var activeCalls: Int { registry.count }
+    /// Live calls and offers being answered: a drain ends only when both are gone.
+    public var callsInProgress: Int { registry.liveOrReserved }
 
     /// Creates a call from an SDP offer for `credential`, with the session it resolved to; returns
     /// its id and the SDP answer. The call's place is reserved first (limits, session cap, drain).
@@ -250,26 +252,37 @@ public final class Transceiver: Sendable {
     func describeCall(id: String, credential: Credential = .anonymous) async -> SessionSnapshot? {
         guard let entry = registry.lookup(id), credential.mayAccess(entry.owner) else { return nil }
         let worker = workers[entry.worker]
-        return try? await worker.eventLoop.submit { worker.describeSession(key: entry.sessionKey) }.get()
+        guard var snapshot = try? await worker.eventLoop.submit({ worker.describeSession(key: entry.sessionKey) }).get() else {
+            return nil
+        }
+        if !credential.isAPIKey { snapshot.session = nil }
+        return snapshot
     }
 
     // MARK: The sideband
 
     /// The events of a call `credential` owns (an API key's), from its current state on; nil when
     /// there is no such call for it. The stream ends when the call does, or when the reader falls
-    /// more than `MediaWorker.sidebandBacklog` events behind.
-    public func openSideband(callID: String, credential: Credential) async -> AsyncStream<SidebandFrame>? {
+    /// more than `MediaWorker.sidebandBacklog` events (or `SidebandBudget.limit` bytes) behind.
+    /// A call takes at most `MediaWorker.maximumSidebandsPerCall` at once (429 past it).
+    public func openSideband(callID: String, credential: Credential) async throws(SignalingError) -> AsyncStream<SidebandFrame>? {
         guard let entry = registry.lookup(callID), credential.mayAccess(entry.owner) else { return nil }
         let worker = workers[entry.worker]
         let (stream, continuation) = AsyncStream<SidebandFrame>.makeStream(bufferingPolicy: .bufferingOldest(MediaWorker.sidebandBacklog))
         let subscribed = try? await worker.eventLoop.submit {
             worker.addSideband(callID: callID, continuation: continuation)
         }.get()
-        guard subscribed == true else {
+        switch subscribed {
+        case .added?:
+            return stream
+        case .full?:
+            continuation.finish()
+            throw .rateLimited("the call already has \(MediaWorker.maximumSidebandsPerCall) sidebands open: close one first",
+                               retryAfterSeconds: 1)
+        case .noSuchCall?, nil:
             continuation.finish()
             return nil
         }
-        return stream
     }
 
     /// Carries out a sideband command for a call; false when the call is gone.
@@ -340,11 +353,17 @@ public final class Transceiver: Sendable {
 
     /// New routing keys (SIGHUP): every worker opens tokens with the new ring from its next
     /// datagram, new calls are sealed with its current key, client secrets follow.
-    public func reload(keyring: RoutingKeyring, apiKeys: [String]?) throws(SignalingError) {
+    /// New keys (SIGHUP): the routing keyring, the client-secret keyring if secrets have their own
+    /// (nil: sealed with the routing keyring), and the API keys (nil: unchanged). Refused as a whole,
+    /// with the old keys kept, when the API keys are malformed or none would be left.
+    public func reload(keyring: RoutingKeyring, secretKeyring: RoutingKeyring? = nil, apiKeys: [String]?) throws(SignalingError) {
         let newKeys = try apiKeys.map { (keys: [String]) throws(SignalingError) in try APIKeys(keys) }
+        if let newKeys, newKeys.isEmpty, configuration.requireAuthentication {
+            throw .badRequest("the reloaded key files hold no API key: every request would be refused")
+        }
         keys.withLock { $0 = keyring }
         credentials.withLock { auth in
-            auth.secrets = ClientSecrets(keyring: keyring)
+            auth.secrets = ClientSecrets(keyring: secretKeyring ?? keyring)
             if let newKeys { auth.apiKeys = newKeys }
         }
         for worker in workers { worker.eventLoop.execute { worker.keyring = keyring } }
@@ -383,6 +402,28 @@ public final class Transceiver: Sendable {
 public struct SidebandFrame: Sendable {
     public var text: String
     public var endsCall: Bool
+    var budget: SidebandBudget?
+
+    /// The frame was written (or will never be): its bytes leave the sideband's budget.
+    public func delivered() { budget?.give(text.utf8.count) }
+}
+
+/// The bytes of one sideband's frames queued and not yet written. Counted as well as frames: a
+/// client's data-channel message may be 256 KiB, so 1,024 queued frames could be far too many
+/// bytes for a reader that stalls; past `limit` it is cut off like one that fell behind in frames.
+final class SidebandBudget: Sendable {
+    static let limit = 4 << 20
+    private let queued = Atomic<Int>(0)
+
+    /// Takes `bytes` for a frame about to be queued; false (nothing taken) when that would pass the limit.
+    func take(_ bytes: Int) -> Bool {
+        let after = queued.add(bytes, ordering: .relaxed).newValue
+        guard after > Self.limit else { return true }
+        queued.subtract(bytes, ordering: .relaxed)
+        return false
+    }
+
+    func give(_ bytes: Int) { queued.subtract(bytes, ordering: .relaxed) }
 }
 
 /// A client secret and what it says.

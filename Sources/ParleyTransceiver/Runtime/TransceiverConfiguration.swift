@@ -35,6 +35,10 @@ public struct TransceiverConfiguration: Sendable {
         get { admission.maximumSessions }
         set { admission.maximumSessions = newValue }
     }
+    /// The keys client secrets are sealed with, when not the routing key's: every relay holds the
+    /// routing key, and whoever holds the key secrets are sealed with can mint secrets. Only
+    /// transceivers need this one (`--client-secret-key-file`).
+    public var clientSecretKeyring: RoutingKeyring?
     /// The API keys requests authenticate with (`Authorization: Bearer …`); see docs/api.md.
     public var apiKeys: [String] = []
     /// False only with `--insecure-no-auth`: requests need no credential (they are all one owner's).
@@ -87,6 +91,8 @@ public struct HTTPLimits: Sendable, Equatable {
     public var idleTimeout: Duration = .seconds(60)
     /// Connections open at once; past it the listener stops accepting until one closes.
     public var maximumConnections = 4096
+    /// Connections one client address (IPv6: /64) may hold of those, trusted proxies aside.
+    public var maximumConnectionsPerAddress = 64
 
     public init() {}
 }

@@ -129,6 +129,9 @@ public struct SignalingAPI: Sendable {
 
     /// `parley dev`'s page gets its secret here, with no credential: the part an app's backend plays.
     private func devClientSecret(_ request: Request, _ context: SignalingContext, key: String?) async throws -> Response {
+        // Open to anyone who reaches the port (that is its purpose: no app server in dev), so each
+        // secret counts against the caller's address like a call.
+        try transceiver.admit(address: clientAddress(request, context))
         let credential = try transceiver.authenticate(authorization: key.map { "Bearer " + $0 })
         let body = try await collect(request, limit: SessionConfiguration.maximumBytes + 1024, what: "the request")
         let (session, lifetime) = try ClientSecretRequest.parse(body)
@@ -140,7 +143,9 @@ public struct SignalingAPI: Sendable {
 
     private func createCall(_ request: Request, _ context: SignalingContext) async throws -> Response {
         let credential = try credential(request, context)
-        try transceiver.admit(address: clientAddress(request, context))
+        // An app's server holding an API key may start many calls from one address (its own): its
+        // key's limits bound it. Browsers (client secrets) and open servers count per address.
+        if case .apiKey = credential {} else { try transceiver.admit(address: clientAddress(request, context)) }
         let contentType = request.headers[.contentType]
         let isMultipart = OfferRequest.mediaType(contentType) == "multipart/form-data"
         let body = try await collect(request, limit: isMultipart ? Self.maximumMultipartBytes : Self.maximumOfferBytes,
@@ -231,7 +236,15 @@ public struct SignalingAPI: Sendable {
             try? await outbound.close(.unknown(UInt16(clamping: 4000 + error.statusCode)), reason: error.code)
             return
         }
-        guard let events = await transceiver.openSideband(callID: callID, credential: credential) else {
+        let opened: AsyncStream<SidebandFrame>?
+        do {
+            opened = try await transceiver.openSideband(callID: callID, credential: credential)
+        } catch {
+            try? await outbound.write(.text(SidebandEvent.error(code: error.code, message: error.message).text))
+            try? await outbound.close(.unknown(UInt16(clamping: 4000 + error.statusCode)), reason: error.code)
+            return
+        }
+        guard let events = opened else {
             try? await outbound.close(.unknown(4404), reason: "call_not_found")
             return
         }
@@ -244,6 +257,7 @@ public struct SignalingAPI: Sendable {
                 for await frame in events {
                     ended = frame.endsCall
                     try? await outbound.write(.text(frame.text))
+                    frame.delivered()
                 }
                 if ended {
                     try? await outbound.close(.normalClosure, reason: "call ended")

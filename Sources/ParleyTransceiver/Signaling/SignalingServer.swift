@@ -4,6 +4,8 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import ParleySignaling
+import ParleyWire
+import Synchronization
 
 /// The signaling listener: HTTP/1.1 with the sideband's WebSocket upgrade, and the limits a
 /// server on the internet needs against slow or idle clients: the first request's head within
@@ -11,18 +13,21 @@ import ParleySignaling
 /// idle timeout (Hummingbird's connection state handler), bodies within `bodyTimeout` (the API),
 /// and at most `maximumConnections` at once (the listener stops accepting past it).
 public enum SignalingServer {
-    public static func builder(router: Router<SignalingContext>, limits: HTTPLimits) -> HTTPServerBuilder {
+    public static func builder(router: Router<SignalingContext>, limits: HTTPLimits, trustedProxies: [IPNetwork] = [],
+                               refused: (@Sendable () -> Void)? = nil) -> HTTPServerBuilder {
         let webSocketResponder = router.buildResponder()
         let configuration = HTTP1WebSocketUpgradeChannel.Configuration(
             http1: .init(idleTimeout: TimeAmount(limits.idleTimeout)),
             ws: .init(maxFrameSize: SidebandCommand.maximumBytes, autoPing: .enabled(timePeriod: .seconds(30)),
                       closeTimeout: .seconds(5)))
         let headerTimeout = TimeAmount(limits.headerTimeout)
+        let connections = ConnectionCounter(ConnectionCount(maximumPerAddress: limits.maximumConnectionsPerAddress,
+                                                            exempt: trustedProxies), refused: refused)
         return HTTPServerBuilder { responder in
             FirstRequestDeadlineChannel(
                 inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder,
                                                     configuration: configuration),
-                timeout: headerTimeout)
+                timeout: headerTimeout, connections: connections)
         }
     }
 
@@ -33,13 +38,41 @@ public enum SignalingServer {
 }
 
 /// Puts `FirstRequestDeadlineHandler` in front of another child channel's pipeline.
+/// The shell around `ConnectionCount`: one per listener, shared by its connections' event loops.
+final class ConnectionCounter: Sendable {
+    private let count: Mutex<ConnectionCount>
+    private let refused: (@Sendable () -> Void)?
+
+    init(_ count: ConnectionCount, refused: (@Sendable () -> Void)?) {
+        self.count = Mutex(count)
+        self.refused = refused
+    }
+
+    /// Counts `channel` against its peer's address until it closes; false (the caller closes it) past the limit.
+    func admit(_ channel: any Channel) -> Bool {
+        guard let address = channel.remoteAddress.flatMap(TransportAddress.init) else { return true }
+        guard count.withLock({ $0.open(address) }) else {
+            refused?()
+            return false
+        }
+        channel.closeFuture.whenComplete { [self] _ in count.withLock { $0.close(address) } }
+        return true
+    }
+}
+
 struct FirstRequestDeadlineChannel<Inner: ServerChildChannel>: ServerChildChannel {
     typealias Value = Inner.Value
     let inner: Inner
     let timeout: TimeAmount
+    let connections: ConnectionCounter
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let timeout = self.timeout
+        guard connections.admit(channel) else {
+            // Closed before any byte is read: that address holds its share of connections already.
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(ChannelError.inputClosed)
+        }
         return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(FirstRequestDeadlineHandler(timeout: timeout), position: .first)
         }.flatMap { inner.setup(channel: channel, logger: logger) }

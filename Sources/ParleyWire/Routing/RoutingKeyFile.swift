@@ -1,6 +1,7 @@
 /// The routing keys of a cluster as a file (`--routing-key-file`, reloaded on SIGHUP): one key
 /// per line, `ID HEX` (the id 0–15, 64 hex characters), the one new tokens are sealed with marked
-/// `current` (else the last line's). Blank lines and `#` comments are skipped.
+/// `current` (required when the file holds more than one key: appending a new key must not make it
+/// seal before every relay has it). Blank lines and `#` comments are skipped.
 ///
 ///     # rotating from key 1 to key 2: both open, 2 seals
 ///     1 8f1c…e2   
@@ -36,7 +37,10 @@ public enum RoutingKeyFile {
             }
             keys.append(key)
         }
-        guard let sealing = current ?? keys.last else { throw ParseError(line: 0, reason: "the file has no key") }
+        guard !keys.isEmpty else { throw ParseError(line: 0, reason: "the file has no key") }
+        guard let sealing = current ?? (keys.count == 1 ? keys[0] : nil) else {
+            throw ParseError(line: 0, reason: "\(keys.count) keys and none marked `current`: mark the one that seals new tokens")
+        }
         return RoutingKeyring(current: sealing, others: keys.filter { $0.id != sealing.id })
     }
 }
