@@ -377,6 +377,12 @@ struct RelayCommand: AsyncParsableCommand {
     var publicPort = 3478
     @Option(help: "Address the workers talk to transceivers from.")
     var internalHost = "127.0.0.1"
+    @Option(help: "This relay's cluster (Global Relay): tokens naming another cluster go to that cluster's --cluster-relay.")
+    var clusterID: UInt16 = 0
+    @Option(name: .customLong("cluster-relay"),
+            help: ArgumentHelp("Another cluster's relay, by its id: ID=HOST:PORT, the internal address of its worker 0 (repeat; symmetric: each side names the other). Flows whose tokens name that cluster are forwarded there; tunnel datagrams from that host are believed (docs/global-relay.md).",
+                               valueName: "id=host:port"))
+    var clusterRelays: [String] = []
     @Option(help: "Internal UDP port of worker 0; worker i binds port + i (0: any free port).")
     var internalPort = 0
     @Option(help: "Worker threads, each pinned to a core (one per core by default).")
@@ -424,7 +430,23 @@ struct RelayCommand: AsyncParsableCommand {
         }
     }
 
+    /// --cluster-relay values by cluster id (validated in `validate`).
+    func clusterRelayAddresses() throws -> [UInt16: TransportAddress] {
+        var relays: [UInt16: TransportAddress] = [:]
+        for entry in clusterRelays {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let id = UInt16(parts[0]), let address = TransportAddress(parts[1]) else {
+                throw ValidationError("--cluster-relay \(entry): expected ID=HOST:PORT with an IP address, e.g. 2=10.2.0.9:3479")
+            }
+            guard id != clusterID else { throw ValidationError("--cluster-relay \(entry): that is this relay's own --cluster-id") }
+            guard relays[id] == nil else { throw ValidationError("--cluster-relay: cluster \(id) is named twice") }
+            relays[id] = address
+        }
+        return relays
+    }
+
     func validate() throws {
+        _ = try clusterRelayAddresses()
         for network in workerNetworks where IPNetwork(network) == nil {
             throw ValidationError("--worker-network \(network): expected a.b.c.d/n or an IPv6 prefix such as fd00::/8")
         }
@@ -458,6 +480,8 @@ struct RelayCommand: AsyncParsableCommand {
         configuration.takeOverPort = takeOverPort
         configuration.policy.workerNetworks = workerNetworks.compactMap(IPNetwork.init)
         configuration.policy.idleTimeout = .seconds(routeIdleTimeout)
+        configuration.policy.clusterID = clusterID
+        configuration.policy.clusterRelays = try clusterRelayAddresses()
         let storeGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let store: RouteStore
         if let endpoint = try redisEndpoint() {

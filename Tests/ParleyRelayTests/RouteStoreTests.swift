@@ -13,9 +13,9 @@ import Testing
         let store = InMemoryRouteStore()
         let loop = EmbeddedEventLoop()
         #expect(try store.lookup(client: Self.client, on: loop).wait() == nil)
-        store.save(client: Self.client, transceiver: Self.worker, lifetime: .seconds(30))
-        #expect(try store.lookup(client: Self.client, on: loop).wait() == Self.worker)
-        store.save(client: Self.client, transceiver: Self.worker, lifetime: .zero)
+        store.save(client: Self.client, route: StoredRoute(transceiver: Self.worker), lifetime: .seconds(30))
+        #expect(try store.lookup(client: Self.client, on: loop).wait() == StoredRoute(transceiver: Self.worker))
+        store.save(client: Self.client, route: StoredRoute(transceiver: Self.worker), lifetime: .zero)
         #expect(try store.lookup(client: Self.client, on: loop).wait() == nil, "expired")
         #expect(store.state == .memory)
     }
@@ -23,7 +23,7 @@ import Testing
     @Test func inMemoryStoreIsBounded() throws {
         let store = InMemoryRouteStore(maximumEntries: 10)
         for port in 0..<50 {
-            store.save(client: .v4(IPv4Address(1, 2, 3, 4), port: UInt16(port)), transceiver: Self.worker, lifetime: .seconds(30))
+            store.save(client: .v4(IPv4Address(1, 2, 3, 4), port: UInt16(port)), route: StoredRoute(transceiver: Self.worker), lifetime: .seconds(30))
         }
         let loop = EmbeddedEventLoop()
         let known = try (0..<50).filter { port in
@@ -37,6 +37,15 @@ import Testing
         #expect(TransportAddress("\(Self.worker)") == Self.worker)
         let v6 = TransportAddress.v6(IPv6Address("fd00::1")!, port: 3478)
         #expect(TransportAddress("\(v6)") == v6)
+        // A forwarded flow's route names the peer relay socket it arrives through.
+        let forwarded = StoredRoute(transceiver: Self.worker, via: .v4(IPv4Address(10, 1, 0, 2), port: 3479))
+        #expect("\(forwarded)" == "10.0.0.1:40000 via 10.1.0.2:3479")
+        #expect(StoredRoute("\(forwarded)") == forwarded)
+        #expect(StoredRoute("\(StoredRoute(transceiver: v6, via: v6))") == StoredRoute(transceiver: v6, via: v6))
+        #expect(StoredRoute("10.0.0.1:40000") == StoredRoute(transceiver: Self.worker))
+        for bad in ["", "10.0.0.1:40000 via", "10.0.0.1:40000 by 10.1.0.2:1", "x via 10.1.0.2:1", "10.0.0.1:40000  via 10.1.0.2:1"] {
+            #expect(StoredRoute(bad) == nil, "\(bad)")
+        }
     }
 
     @Test func respRepliesDecodeAndPartialOnesWait() throws {

@@ -37,6 +37,14 @@ public struct RouteTable {
         /// Committed routes one session (token nonce) may hold: a client that moves between
         /// addresses needs a few; one with many ports of its own gets no more.
         public var maximumRoutesPerSession = 8
+        /// Global Relay (docs/global-relay.md): this relay's cluster, and the relays of the other
+        /// clusters by id. With any configured, a first check whose token names another cluster
+        /// (its cluster id is in the clear) is forwarded to that cluster's relay, which holds the
+        /// key to authenticate it; the flow is then routed here like any other (pending until the
+        /// client answers the owning transceiver's check, committed, stored), with that relay in
+        /// the transceiver's place. Without any, tokens open whatever cluster they name.
+        public var clusterID: UInt16 = 0
+        public var clusterRelays: [UInt16: TransportAddress] = [:]
 
         public init() {}
     }
@@ -106,6 +114,9 @@ public struct RouteTable {
         var candidate: Candidate?
         /// DTLS datagrams forwarded while pending.
         var earlyDTLS: UInt8 = 0
+        /// Checks forwarded to another cluster's relay while pending: that relay authenticates
+        /// them, this one cannot, so a source gets only a handful through per flow.
+        var forwardedChecks: UInt8 = 0
         /// Checks the transceiver sent the pending client (bounded).
         var checksToClient: UInt8 = 0
         /// The transceiver answered or checked this pending flow: its check authenticated there.
@@ -115,6 +126,9 @@ public struct RouteTable {
     }
 
     static let maximumEarlyDTLS: UInt8 = 4
+    /// Checks a pending flow may send another cluster's relay (a client's checks and their
+    /// retransmissions for one candidate pair over a pending flow's 5 s are fewer).
+    static let maximumForwardedChecks: UInt8 = 32
     static let unansweredEvictionAge: Duration = .seconds(1)
 
     public let policy: Policy
@@ -180,6 +194,10 @@ public struct RouteTable {
                 return .forward(to: transceiver)
             }
             guard let check = openCheck(message, datagram), check.worker == transceiver else { return .drop(.badToken) }
+            if check.forwarded {
+                guard routes.values[index].forwardedChecks < Self.maximumForwardedChecks else { return .drop(.pendingNotSTUN) }
+                routes.values[index].forwardedChecks += 1
+            }
             routes.values[index].transactions.add(check.transaction)
             if routes.values[index].nonce == 0, check.nonce != 0 {
                 // A route a transceiver's check opened learns its session from the client's check.
@@ -192,11 +210,15 @@ public struct RouteTable {
             guard draining else { return .unknown }
             return .drop(PacketKind.classify(datagram) == .unknown ? .unknownProtocol : .draining)
         }
-        guard let message = try? STUNMessage.parse(datagram), let check = openCheck(message, datagram) else { return .drop(.badToken) }
-        guard isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
+        guard let message = try? STUNMessage.parse(datagram) else { return .drop(.badToken) }
+        guard let check = openCheck(message, datagram) else {
+            return isForeignClusterWithoutRelay(message, datagram) ? .drop(.unknownCluster) : .drop(.badToken)
+        }
+        guard check.forwarded || isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
         guard !draining else { return .drop(.draining) }
         guard openPending(client: client, transceiver: check.worker, nonce: check.nonce, now: now) else { return .drop(.pendingFull) }
         routes[client]?.transactions.add(check.transaction)
+        if check.forwarded { routes[client]?.forwardedChecks = 1 }
         return .forward(to: check.worker)
     }
 
@@ -276,7 +298,7 @@ public struct RouteTable {
             refreshStore(index: index, client: client, now: now)
             return .forward(to: current)
         }
-        guard isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
+        guard check.forwarded || isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
         guard !draining else { return .drop(.draining) }
         if routes.values[index].candidate?.transceiver != check.worker {
             routes.values[index].candidate = Candidate(transceiver: check.worker, transactions: Transactions(), createdAt: now,
@@ -313,14 +335,31 @@ public struct RouteTable {
         }
     }
 
-    /// Opens the token before the `:` of a Binding request's USERNAME.
+    /// Where the token before the `:` of a Binding request's USERNAME sends it: the worker it
+    /// names, once it opens under this cluster's keyring; or, for a token naming another cluster
+    /// that has a configured relay, that relay (`forwarded`; only the clear cluster id is read: the
+    /// owning cluster authenticates the rest).
     private func openCheck(_ message: STUNMessage, _ datagram: UnsafeRawBufferPointer)
-        -> (worker: TransportAddress, transaction: STUNTransactionID, nonce: UInt32)? {
-        guard message.type == .bindingRequest, let ufrag = message.usernameRecipientPart(in: datagram),
-              let token = try? keyring.open(UnsafeRawBufferPointer(rebasing: datagram[ufrag]), currentHour: currentHour)
-        else { return nil }
-        return (token.worker, message.transactionID, token.nonce)
+        -> (worker: TransportAddress, transaction: STUNTransactionID, nonce: UInt32, forwarded: Bool)? {
+        guard message.type == .bindingRequest, let ufrag = message.usernameRecipientPart(in: datagram) else { return nil }
+        let text = UnsafeRawBufferPointer(rebasing: datagram[ufrag])
+        if !policy.clusterRelays.isEmpty, let cluster = RoutingKeyring.clusterID(of: text), cluster != policy.clusterID {
+            guard let relay = policy.clusterRelays[cluster] else { return nil }
+            return (relay, message.transactionID, 0, true)
+        }
+        guard let token = try? keyring.open(text, currentHour: currentHour) else { return nil }
+        return (token.worker, message.transactionID, token.nonce, false)
     }
+
+    /// A check whose token names a cluster this relay has no relay for (counted apart from bad tokens).
+    private func isForeignClusterWithoutRelay(_ message: STUNMessage, _ datagram: UnsafeRawBufferPointer) -> Bool {
+        guard !policy.clusterRelays.isEmpty, let ufrag = message.usernameRecipientPart(in: datagram),
+              let cluster = RoutingKeyring.clusterID(of: UnsafeRawBufferPointer(rebasing: datagram[ufrag])) else { return false }
+        return cluster != policy.clusterID && policy.clusterRelays[cluster] == nil
+    }
+
+    /// Another cluster's relay (a destination of forwarded flows, and a source of their answers).
+    func isClusterRelay(_ address: TransportAddress) -> Bool { policy.clusterRelays.values.contains(address) }
 
     private func isAllowedWorker(_ worker: TransportAddress) -> Bool {
         policy.workerPorts.contains(worker.port) && policy.workerNetworks.contains { $0.contains(worker) }
@@ -392,7 +431,8 @@ public struct RouteTable {
     /// Clients that send no checks of their own (Pion once media flows) are recovered this way.
     private mutating func openedByTransceiver(_ payload: UnsafeRawBufferPointer, client: TransportAddress,
                                               source: TransportAddress, now: Instant) -> TransceiverDecision {
-        guard isAllowedWorker(source), case .check(let id, let nonce) = pendingSTUN(payload, answering: Transactions()) else {
+        guard isAllowedWorker(source) || isClusterRelay(source),
+              case .check(let id, let nonce) = pendingSTUN(payload, answering: Transactions()) else {
             return .unknown
         }
         guard openPending(client: client, transceiver: source, nonce: nonce, now: now) else { return .drop(.pendingFull) }
@@ -432,7 +472,7 @@ public struct RouteTable {
     /// Installs a committed route learned from the route store (after a restart, or on another replica).
     /// Not while draining (a lookup that was under way when draining began comes back refused).
     public mutating func install(client: TransportAddress, transceiver: TransportAddress, now: Instant) -> Bool {
-        guard !draining, isAllowedWorker(transceiver) else { return false }
+        guard !draining, isAllowedWorker(transceiver) || isClusterRelay(transceiver) else { return false }
         if let existing = routes[client] {
             if existing.committed { return existing.transceiver == transceiver }
             releasePending(client: client, nonce: existing.nonce)
@@ -489,6 +529,11 @@ public struct RouteTable {
 /// Why a relay dropped a datagram; counted per reason.
 public enum RelayDropReason: String, CaseIterable, Sendable {
     case badToken = "bad_token"
+    /// A first check whose token names a cluster no `--cluster-relay` is configured for.
+    case unknownCluster = "unknown_cluster"
+    /// A tunnel datagram from a client (another cluster's relay forwarding it) from a source
+    /// that is not a configured cluster relay.
+    case untrustedPeer = "untrusted_peer"
     case workerNotAllowed = "worker_not_allowed"
     case pendingFull = "pending_full"
     case routesFull = "routes_full"

@@ -57,7 +57,8 @@ public final class Relay: Sendable {
         }
         logger.info("relay listening", metadata: [
             "public": "\(configuration.publicHost):\(publicPort ?? configuration.publicPort)", "workers": "\(workers.count)",
-            "store": "\(store.state.rawValue)",
+            "store": "\(store.state.rawValue)", "cluster": "\(configuration.policy.clusterID)",
+            "cluster_relays": "\(configuration.policy.clusterRelays.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })",
         ])
     }
 

@@ -22,6 +22,8 @@ final class RelayWorker: @unchecked Sendable {
     private let metrics: RelayMetrics
     private let logger: Logger
     private var table: RouteTable
+    /// Flows other clusters' relays forward here (two-stage routing), by peer socket.
+    private var peers: PeerRouteTables
 
     private var publicSocket: Int32 = -1
     private var internalSocket: Int32 = -1
@@ -48,11 +50,16 @@ final class RelayWorker: @unchecked Sendable {
     private let sendBuffers: UnsafeMutableRawBufferPointer
     private let receiveBatch: OpaquePointer
     private let sendBatch: OpaquePointer
+    /// Tunnel datagrams built while reading the internal socket (a forwarded client's datagram for
+    /// a worker, a worker's answer for a peer relay), sent in one batch from the internal socket.
+    private let tunnelBuffers: UnsafeMutableRawBufferPointer
+    private let tunnelBatch: OpaquePointer
 
     /// Datagrams of unknown flows waiting for one route-store answer each (both directions).
-    private var waiting: [TransportAddress: [(fromClient: Bool, bytes: [UInt8], source: TransportAddress)]] = [:]
+    /// `via`: the peer relay socket a forwarded client's datagram came through (nil: direct, or a worker's).
+    private var waiting: [TransportAddress: [(fromClient: Bool, bytes: [UInt8], source: TransportAddress, via: TransportAddress?)]] = [:]
     /// Store answers, handed from the store's event loop to this thread.
-    private let answers = Mutex<[(client: TransportAddress, transceiver: TransportAddress?)]>([])
+    private let answers = Mutex<[(client: TransportAddress, route: StoredRoute?)]>([])
     private var drops: [RelayDropReason: Int] = [:]
     /// Clients the store did not know, and when: no new lookup for them for a second.
     private var recentMisses: [TransportAddress: Instant] = [:]
@@ -72,6 +79,7 @@ final class RelayWorker: @unchecked Sendable {
         logger[metadataKey: "relay_worker"] = "\(index)"
         self.logger = logger
         table = RouteTable(keyring: configuration.keyring, policy: configuration.policy)
+        peers = PeerRouteTables(keyring: configuration.keyring, policy: configuration.policy)
         let rate = max(1, configuration.storeLookupsPerSecond)
         lookupBudget = TokenBucket(capacity: rate, refillInterval: .nanoseconds(max(1, 1_000_000_000 / Int64(rate))),
                                    now: Self.now())
@@ -79,6 +87,8 @@ final class RelayWorker: @unchecked Sendable {
         sendBuffers = .allocate(byteCount: Int(PARLEY_BATCH) * (Self.slot + Self.headroom), alignment: 16)
         receiveBatch = parley_batch_create()
         sendBatch = parley_batch_create()
+        tunnelBuffers = .allocate(byteCount: Int(PARLEY_BATCH) * (Self.slot + Self.headroom), alignment: 16)
+        tunnelBatch = parley_batch_create()
     }
 
     deinit {
@@ -86,6 +96,8 @@ final class RelayWorker: @unchecked Sendable {
         sendBuffers.deallocate()
         parley_batch_destroy(receiveBatch)
         parley_batch_destroy(sendBatch)
+        tunnelBuffers.deallocate()
+        parley_batch_destroy(tunnelBatch)
         for fd in [publicSocket, internalSocket, wakeRead, wakeWrite] where fd >= 0 { close(fd) }
     }
 
@@ -110,6 +122,7 @@ final class RelayWorker: @unchecked Sendable {
         wakeWrite = pipeEnds[1]
         _ = fcntl(wakeRead, F_SETFL, O_NONBLOCK)
         table.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
+        peers.currentHour = table.currentHour
         let thread = Thread { [self] in
             pinCurrentThread(toCPU: index % max(1, ProcessInfo.processInfo.activeProcessorCount))
             run()
@@ -149,8 +162,8 @@ final class RelayWorker: @unchecked Sendable {
     }
 
     private func publishCounts() {
-        publishedCommitted.store(table.committedCount, ordering: .sequentiallyConsistent)
-        publishedPending.store(table.pendingCount, ordering: .sequentiallyConsistent)
+        publishedCommitted.store(table.committedCount + peers.committedCount, ordering: .sequentiallyConsistent)
+        publishedPending.store(table.pendingCount + peers.pendingCount, ordering: .sequentiallyConsistent)
     }
 
     private func wake() {
@@ -173,6 +186,7 @@ final class RelayWorker: @unchecked Sendable {
             }
             if !table.draining, drainRequested.load(ordering: .relaxed) {
                 table.draining = true
+                peers.draining = true
                 // The counts first: whoever sees the acknowledgement sees counts that can only fall.
                 publishCounts()
                 drainAcknowledged.store(true, ordering: .sequentiallyConsistent)
@@ -180,6 +194,7 @@ final class RelayWorker: @unchecked Sendable {
             if keyringChanged.load(ordering: .relaxed), keyringChanged.exchange(false, ordering: .sequentiallyConsistent),
                let keyring = pendingKeyring.withLock({ $0.take() }) {
                 table.replaceKeyring(keyring)
+                peers.replaceKeyring(keyring)
             }
             let now = Self.now()
             if now - lastHousekeeping >= .seconds(1) {
@@ -217,7 +232,7 @@ final class RelayWorker: @unchecked Sendable {
                     switch PacketKind.classify(datagram) {
                     case .dtls, .rtp, .rtcp:
                         if recentMisses[client] == nil {
-                            wait(Array(datagram), fromClient: true, client: client, source: client)
+                            wait(Array(datagram), fromClient: true, client: client, source: client, via: nil)
                         } else {
                             drops[.noRoute, default: 0] += 1
                         }
@@ -239,8 +254,11 @@ final class RelayWorker: @unchecked Sendable {
         }
     }
 
-    /// Transceiver datagrams: check the tunnel header and the route owner; send payloads to clients
-    /// straight from the receive buffers.
+    /// Internal-socket datagrams, by the tunnel header's direction. Toward a client: a worker's (or,
+    /// on a cluster's edge, the owning cluster's relay's) answer, checked against the route owner and
+    /// sent to the client straight from the receive buffers, or, for a client another cluster's relay
+    /// forwards here, back to that relay in a tunnel datagram. From a client: another cluster's relay
+    /// forwarding it (two-stage routing), routed on to this cluster's worker like a direct client.
     private func drainTransceivers() {
         var rounds = 0
         while rounds < 8 {
@@ -249,25 +267,55 @@ final class RelayWorker: @unchecked Sendable {
             guard count > 0 else { return }
             let now = Self.now()
             var sending = 0
+            var tunnelling = 0
             for index in 0..<count {
-                guard let transceiver = source(index) else { continue }
-                guard configuration.policy.workerNetworks.contains(where: { $0.contains(transceiver) }) else {
-                    drops[.untrustedTransceiver, default: 0] += 1
-                    continue
-                }
+                guard let source = source(index) else { continue }
                 let length = Int(parley_batch_length(receiveBatch, UInt32(truncatingIfNeeded: index)))
                 let datagram = UnsafeRawBufferPointer(rebasing: receiveBuffers[(index * Self.slot)..<(index * Self.slot + length)])
-                guard let (header, headerLength) = try? TunnelHeader.decode(datagram), header.direction == .toClient else {
+                guard let (header, headerLength) = try? TunnelHeader.decode(datagram) else {
                     drops[.malformedTunnel, default: 0] += 1
                     continue
                 }
                 let payload = UnsafeRawBufferPointer(rebasing: datagram[headerLength...])
-                switch table.fromTransceiver(payload, client: header.client, source: transceiver, now: now) {
+                if header.direction == .fromClient {
+                    switch peers.fromPeer(payload, client: header.client, peer: source, now: now) {
+                    case .forward(let transceiver):
+                        if tunnel(payload, direction: .fromClient, client: header.client, to: transceiver, slot: tunnelling) {
+                            tunnelling += 1
+                        }
+                    case .unknown:
+                        switch PacketKind.classify(payload) {
+                        case .dtls, .rtp, .rtcp where recentMisses[header.client] == nil:
+                            wait(Array(payload), fromClient: true, client: header.client, source: source, via: source)
+                        default:
+                            drops[.noRoute, default: 0] += 1
+                        }
+                    case .drop(let reason):
+                        drops[reason, default: 0] += 1
+                    }
+                    continue
+                }
+                guard configuration.policy.workerNetworks.contains(where: { $0.contains(source) }) || table.isClusterRelay(source) else {
+                    drops[.untrustedTransceiver, default: 0] += 1
+                    continue
+                }
+                if !peers.isEmpty, let peer = peers.peer(routing: header.client) {
+                    switch peers.fromTransceiver(payload, client: header.client, source: source, peer: peer, now: now) {
+                    case .deliver:
+                        if tunnel(payload, direction: .toClient, client: header.client, to: peer, slot: tunnelling) { tunnelling += 1 }
+                    case .unknown:
+                        drops[.noRoute, default: 0] += 1
+                    case .drop(let reason):
+                        drops[reason, default: 0] += 1
+                    }
+                    continue
+                }
+                switch table.fromTransceiver(payload, client: header.client, source: source, now: now) {
                 case .deliver(let client):
                     setDestination(sending, bytes: payload.baseAddress!, length: payload.count, to: client)
                     sending += 1
                 case .unknown:
-                    wait(Array(payload), fromClient: false, client: header.client, source: transceiver)
+                    wait(Array(payload), fromClient: false, client: header.client, source: source, via: nil)
                 case .drop(let reason):
                     drops[reason, default: 0] += 1
                 }
@@ -276,9 +324,27 @@ final class RelayWorker: @unchecked Sendable {
                 parley_batch_send(publicSocket, sendBatch, UInt32(truncatingIfNeeded: sending))
                 forwardedToClient += sending
             }
+            if tunnelling > 0 {
+                parley_batch_send(internalSocket, tunnelBatch, UInt32(truncatingIfNeeded: tunnelling))
+                forwardedToTransceiver += tunnelling
+            }
             saveCommits()
             if count < Int(PARLEY_BATCH) { return }
         }
+    }
+
+    /// Writes a tunnel header and `payload` into slot `slot` of the tunnel batch, addressed to
+    /// `destination`; false when it does not fit (nothing is queued).
+    private func tunnel(_ payload: UnsafeRawBufferPointer, direction: TunnelHeader.Direction, client: TransportAddress,
+                        to destination: TransportAddress, slot: Int) -> Bool {
+        let header = TunnelHeader(transport: .udp, direction: direction, ingressID: ingressID, client: client)
+        let base = slot * (Self.slot + Self.headroom)
+        let out = UnsafeMutableRawBufferPointer(rebasing: tunnelBuffers[base..<(base + Self.slot + Self.headroom)])
+        guard let headerLength = try? header.encode(into: out), headerLength + payload.count <= out.count else { return false }
+        if payload.count > 0 { (out.baseAddress! + headerLength).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+        setDestination(slot, bytes: UnsafeRawPointer(out.baseAddress!), length: headerLength + payload.count, to: destination,
+                       batch: tunnelBatch)
+        return true
     }
 
     private func source(_ index: Int) -> TransportAddress? {
@@ -300,7 +366,9 @@ final class RelayWorker: @unchecked Sendable {
         }
     }
 
-    private func setDestination(_ index: Int, bytes: UnsafeRawPointer, length: Int, to address: TransportAddress) {
+    private func setDestination(_ index: Int, bytes: UnsafeRawPointer, length: Int, to address: TransportAddress,
+                                batch: OpaquePointer? = nil) {
+        let sendBatch = batch ?? self.sendBatch
         switch address {
         case .v4(let ip, let port):
             withUnsafeBytes(of: ip.bits.bigEndian) { raw in
@@ -318,13 +386,13 @@ final class RelayWorker: @unchecked Sendable {
     // MARK: Route store
 
     /// Holds a datagram of an unknown flow (a copy: this is the rare path) and asks the store once per flow.
-    private func wait(_ bytes: [UInt8], fromClient: Bool, client: TransportAddress, source: TransportAddress) {
+    private func wait(_ bytes: [UInt8], fromClient: Bool, client: TransportAddress, source: TransportAddress, via: TransportAddress?) {
         if var queue = waiting[client] {
             guard queue.count < configuration.lookupQueueDepth else {
                 drops[.lookupQueueFull, default: 0] += 1
                 return
             }
-            queue.append((fromClient, bytes, source))
+            queue.append((fromClient, bytes, source, via))
             waiting[client] = queue
             return
         }
@@ -336,11 +404,11 @@ final class RelayWorker: @unchecked Sendable {
             drops[.lookupRateLimited, default: 0] += 1
             return
         }
-        waiting[client] = [(fromClient, bytes, source)]
+        waiting[client] = [(fromClient, bytes, source, via)]
         metrics.storeLookups.increment()
         store.lookup(client: client, on: storeLoop).whenComplete { [self] result in
-            let transceiver: TransportAddress? = if case .success(let found) = result { found } else { nil }
-            answers.withLock { $0.append((client, transceiver)) }
+            let route: StoredRoute? = if case .success(let found) = result { found } else { nil }
+            answers.withLock { $0.append((client, route)) }
             wake()
         }
     }
@@ -353,20 +421,40 @@ final class RelayWorker: @unchecked Sendable {
             return answers
         }
         let now = Self.now()
-        for (client, transceiver) in ready {
+        for (client, route) in ready {
             let queued = waiting.removeValue(forKey: client) ?? []
-            guard let transceiver, table.install(client: client, transceiver: transceiver, now: now) else {
+            let installed: Bool = switch route {
+            case .none: false
+            case .some(let route):
+                if let via = route.via {
+                    peers.install(client: client, transceiver: route.transceiver, peer: via, now: now)
+                } else {
+                    table.install(client: client, transceiver: route.transceiver, now: now)
+                }
+            }
+            guard let route, installed else {
                 metrics.storeMisses.increment()
                 if recentMisses.count < configuration.maximumLookups * 4 { recentMisses[client] = now }
                 drops[table.draining ? .draining : .noRoute, default: 0] += queued.count
                 continue
             }
             metrics.storeHits.increment()
-            logger.info("route recovered from the store", metadata: ["client": "\(client)", "transceiver": "\(transceiver)"])
+            logger.info("route recovered from the store", metadata: ["client": "\(client)", "route": "\(route)"])
             for item in queued {
+                // Only what arrived the way the stored route says (directly, or through its peer).
+                guard !item.fromClient || item.via == route.via else {
+                    drops[.noRoute, default: 0] += 1
+                    continue
+                }
                 if item.fromClient {
                     let header = TunnelHeader(transport: .udp, direction: .fromClient, ingressID: ingressID, client: client)
-                    send(header.bytes + item.bytes, from: internalSocket, to: transceiver)
+                    send(header.bytes + item.bytes, from: internalSocket, to: route.transceiver)
+                } else if let via = route.via {
+                    if case .deliver = item.bytes.withUnsafeBytes({
+                        peers.fromTransceiver($0, client: client, source: item.source, peer: via, now: now) }) {
+                        let header = TunnelHeader(transport: .udp, direction: .toClient, ingressID: ingressID, client: client)
+                        send(header.bytes + item.bytes, from: internalSocket, to: via)
+                    }
                 } else if case .deliver = item.bytes.withUnsafeBytes({
                     table.fromTransceiver($0, client: client, source: item.source, now: now) }) {
                     send(item.bytes, from: publicSocket, to: client)
@@ -383,19 +471,31 @@ final class RelayWorker: @unchecked Sendable {
     }
 
     private func saveCommits() {
-        guard table.hasCommits else { return }
-        for commit in table.takeCommits() {
-            store.save(client: commit.client, transceiver: commit.transceiver, lifetime: configuration.policy.storeLifetime)
+        if table.hasCommits {
+            for commit in table.takeCommits() {
+                store.save(client: commit.client, route: StoredRoute(transceiver: commit.transceiver),
+                           lifetime: configuration.policy.storeLifetime)
+            }
+        }
+        if !peers.isEmpty, peers.hasCommits {
+            for (commit, peer) in peers.takeCommits() {
+                store.save(client: commit.client, route: StoredRoute(transceiver: commit.transceiver, via: peer),
+                           lifetime: configuration.policy.storeLifetime)
+            }
         }
     }
 
     private func housekeeping(now: Instant) {
         table.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
         table.expire(now: now)
+        if !peers.isEmpty {
+            peers.currentHour = table.currentHour
+            peers.expire(now: now)
+        }
         publishCounts()
         recentMisses = recentMisses.filter { now - $0.value < .seconds(1) }
         metrics.report(drops: drops, toTransceiver: forwardedToTransceiver, toClient: forwardedToClient, worker: index,
-                       routes: table.committedCount, pending: table.pendingCount)
+                       routes: table.committedCount + peers.committedCount, pending: table.pendingCount + peers.pendingCount)
         drops.removeAll(keepingCapacity: true)
         forwardedToTransceiver = 0
         forwardedToClient = 0

@@ -111,14 +111,14 @@ public final class RedisRouteStore: RouteStore, @unchecked Sendable {
     public var state: RouteStoreState { currentState.withLock { $0 } }
     public var isConnected: Bool { state == .connected }
 
-    public func save(client: TransportAddress, transceiver: TransportAddress, lifetime: Duration) {
+    public func save(client: TransportAddress, route: StoredRoute, lifetime: Duration) {
         let seconds = max(1, lifetime.components.seconds)
-        _ = send(["SET", client.storeKey, "\(transceiver)", "EX", "\(seconds)"])
+        _ = send(["SET", client.storeKey, "\(route)", "EX", "\(seconds)"])
     }
 
-    public func lookup(client: TransportAddress, on callerLoop: EventLoop) -> EventLoopFuture<TransportAddress?> {
-        send(["GET", client.storeKey]).map { reply -> TransportAddress? in
-            if case .bulk(let text?) = reply { return TransportAddress(text) }
+    public func lookup(client: TransportAddress, on callerLoop: EventLoop) -> EventLoopFuture<StoredRoute?> {
+        send(["GET", client.storeKey]).map { reply -> StoredRoute? in
+            if case .bulk(let text?) = reply { return StoredRoute(text) }
             return nil
         }.recover { _ in nil }.hop(to: callerLoop)
     }

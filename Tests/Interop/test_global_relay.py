@@ -1,0 +1,274 @@
+"""Global Relay, two-stage routing, on loopback: cluster 2 (a transceiver, its relay B and its
+Redis) owns the call; the client enters at cluster 1's relay A (the address the answer
+advertises), which holds only cluster 1's routing key, reads cluster 2 in the token's clear
+header and forwards the flow to B over the tunnel with the client's address kept. B routes it to
+its transceiver with its own rules and sends the answers back through A. Then B is killed and
+restarted: it recovers the forwarded flow from its Redis (the route remembers it arrives via A)."""
+import asyncio
+import secrets
+import signal
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from conftest import API_KEY, PARLEY, free_port
+from test_chromium import chromium, wait_for
+from test_hostile import AiortcCall
+from test_relay_recovery import Stack, metric, mint_secret, wait_http
+
+
+class TwoClusters(Stack):
+    """Cluster 2's transceiver (advertising relay A's public address) and Redis; relays are started
+    by `relay_a` / `relay_b`. Each cluster has its own routing key."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.processes = []
+        self.key_a, self.key_b = secrets.token_hex(32), secrets.token_hex(32)
+        self.public_a, self.public_b = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+        self.internal_a, self.internal_b = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+        self.redis_port = free_port(socket.SOCK_STREAM)
+        self.http_port = free_port(socket.SOCK_STREAM)
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        self.redis = self.spawn("redis-b", ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                            "--port", str(self.redis_port)])
+        self.transceiver = self.spawn("transceiver-b", [
+            PARLEY, "transceiver", "--routing-key", self.key_b, "--cluster-id", "2", "--http-port", str(self.http_port),
+            "--media-host", "127.0.0.1", "--media-port", "0", "--workers", "1", "--api-key", API_KEY,
+            "--metrics-port", str(free_port()), "--demo-page",
+            "--relay-network", "127.0.0.0/8", "--advertise", f"127.0.0.1:{self.public_a}"])
+        wait_http(f"{self.base}/healthz")
+
+    def page(self):
+        return f"{self.base}/?autostart=1&client_secret={mint_secret(self.http_port)}"
+
+    def _relay(self, name, key, cluster, peer, public, internal, redis):
+        metrics_port = free_port(socket.SOCK_STREAM)
+        process = self.spawn(name, [
+            PARLEY, "relay", "--routing-key", key, "--cluster-id", str(cluster), "--cluster-relay", peer,
+            "--public-host", "127.0.0.1", "--public-port", str(public), "--internal-port", str(internal),
+            "--worker-network", "127.0.0.0/8", "--workers", "1", "--metrics-port", str(metrics_port),
+            "--log-level", "debug"] + (["--redis", f"127.0.0.1:{self.redis_port}"] if redis else []))
+        process.metrics_port = metrics_port
+        time.sleep(0.5)
+        assert process.poll() is None, f"{name} exited:\n" + process.log_path.read_text()
+        return process
+
+    def relay_a(self):
+        return self._relay("relay-a", self.key_a, 1, f"2=127.0.0.1:{self.internal_b}", self.public_a, self.internal_a, False)
+
+    def relay_b(self):
+        return self._relay("relay-b", self.key_b, 2, f"1=127.0.0.1:{self.internal_a}", self.public_b, self.internal_b, True)
+
+
+@pytest.fixture
+def clusters(tmp_path):
+    clusters = TwoClusters(tmp_path)
+    yield clusters
+    clusters.stop()
+    print(clusters.logs())
+
+
+def forwarded(port, direction):
+    return metric(port, f'parley_relay_packets_total{{direction="{direction}"}}') or 0
+
+
+def test_chromium_enters_at_cluster_ones_relay_and_its_call_lives_in_cluster_two(clusters):
+    relay_a, relay_b = clusters.relay_a(), clusters.relay_b()
+    driver = chromium()
+    try:
+        driver.get(clusters.page())
+        wait_for(driver, lambda s: s["state"] == "connected", 20, "connected through relay A into cluster 2")
+        wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) >= 100, 20, "echoed audio")
+        wait_for(driver, lambda s: s["channelState"] == "open", 10, "oai-events open")
+        # Data-channel messages both ways across the two stages (the echo agent sends them back).
+        driver.execute_script("""
+            window.echoed = [];
+            window.parley.channel.addEventListener('message', e => window.echoed.push(e.data));
+            for (const size of [1, 1000, 60000]) window.parley.channel.send(JSON.stringify({type: 'x', pad: 'a'.repeat(size)}));""")
+        deadline = time.time() + 10
+        while time.time() < deadline and len(driver.execute_script("return window.echoed")) < 3:
+            time.sleep(0.2)
+        echoed = driver.execute_script("return window.echoed.map(m => m.length)")
+        assert len(echoed) == 3, echoed
+        time.sleep(1.2)  # relays report their counters once a second
+        # A forwarded the client's packets to B, and B's answers back to the client; B forwarded
+        # them on to its transceiver and its answers back to A. A holds no route to any worker.
+        assert forwarded(relay_a.metrics_port, "to_transceiver") >= 100
+        assert forwarded(relay_a.metrics_port, "to_client") >= 100
+        assert forwarded(relay_b.metrics_port, "to_transceiver") >= 100
+        assert not metric(relay_a.metrics_port, 'parley_relay_drops_total{reason="bad_token"}'), "relay A tried to open cluster 2's token"
+        # Nothing reached the client from B's own public port: the answer path is A's.
+        assert forwarded(relay_b.metrics_port, "to_client") == 0
+    finally:
+        driver.quit()
+
+
+def test_a_forwarded_call_survives_a_restart_of_the_owning_clusters_relay(clusters):
+    relay_a, relay_b = clusters.relay_a(), clusters.relay_b()
+
+    async def scenario():
+        call = await AiortcCall(clusters).start()
+        await asyncio.sleep(1.0)  # the route reaches B's Redis asynchronously
+        relay_b.send_signal(signal.SIGKILL)
+        relay_b.wait()
+        killed = time.monotonic()
+        await asyncio.sleep(0.3)
+        spawned = time.monotonic()
+        restarted = clusters.relay_b()
+        # Audio resumes from B's Redis (the route says: via relay A's socket) at A's next forwarded
+        # packet, long before a consent check would rebuild it.
+        started = time.monotonic()
+        before = len(call.frames)
+        while time.monotonic() - started < 2 and len(call.frames) < before + 10:
+            await asyncio.sleep(0.02)
+        assert len(call.frames) >= before + 10, "audio did not resume through the restarted relay B"
+        print(f"audio back {1000 * (time.monotonic() - killed):.0f} ms after relay B was killed "
+              f"({1000 * (time.monotonic() - spawned):.0f} ms after its replacement was started)")
+        log = restarted.log_path.read_text()
+        assert "route recovered from the store" in log and " via 127.0.0.1:" in log, log[-2000:]
+        await call.close()
+
+    asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------------------------------------
+# Two regions joined by a link with real delay (Tests/Tools/impair.py)
+
+import json  # noqa: E402
+import os  # noqa: E402
+import select  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from conftest import auth, require  # noqa: E402
+from test_impair import TOOL  # noqa: E402
+
+ONE_WAY_MS = 20  # region A <-> region B: 40 ms round trip
+
+
+class Regions:
+    """Region A is this test's own namespace (named for the tool with `ip netns attach`): relay A,
+    cluster 1's transceiver, and the browser. Region B is a fresh namespace behind a link with
+    ONE_WAY_MS each way: cluster 2's transceiver, relay B and Redis."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.processes = []
+        tag = f"{os.getpid() % 100000}"
+        self.ns_a, self.ns_b = f"regionA-{tag}", f"regionB-{tag}"
+        subprocess.run(["ip", "netns", "attach", self.ns_a, str(os.getpid())], check=True)
+        self.link_log = open(tmp_path / "impair.err", "w")
+        self.link = subprocess.Popen(
+            [sys.executable, TOOL, "up", "--a", self.ns_a, "--b", self.ns_b, "--state-dir", str(tmp_path / "impair-state"),
+             "--both", f"delay={ONE_WAY_MS}ms", "--seed", "1", "--realtime", "10"],
+            stdout=subprocess.PIPE, stderr=self.link_log, text=True)
+        ready, _, _ = select.select([self.link.stdout], [], [], 10)
+        info = json.loads(self.link.stdout.readline()) if ready else {}
+        assert info.get("event") == "ready", (tmp_path / "impair.err").read_text()
+        self.ip_a, self.ip_b = info["a"]["ipv4"], info["b"]["ipv4"]
+        self.key_a, self.key_b = secrets.token_hex(32), secrets.token_hex(32)
+        self.public_a, self.internal_a, self.internal_b = (free_port(socket.SOCK_DGRAM) for _ in range(3))
+        self.http_a, self.http_b, self.redis_port = (free_port(socket.SOCK_STREAM) for _ in range(3))
+        in_b = ["ip", "netns", "exec", self.ns_b]
+        self.spawn("redis-b", in_b + ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                      "--port", str(self.redis_port)])
+        advertise = f"127.0.0.1:{self.public_a}"  # the client is in region A: its relay is A's
+        self.spawn("relay-a", [PARLEY, "relay", "--routing-key", self.key_a, "--cluster-id", "1",
+                               "--cluster-relay", f"2={self.ip_b}:{self.internal_b}", "--public-host", "127.0.0.1",
+                               "--public-port", str(self.public_a), "--internal-host", "0.0.0.0",
+                               "--internal-port", str(self.internal_a), "--worker-network", "127.0.0.0/8",
+                               "--workers", "1", "--metrics-port", "0"])
+        self.spawn("relay-b", in_b + [PARLEY, "relay", "--routing-key", self.key_b, "--cluster-id", "2",
+                                      "--cluster-relay", f"1={self.ip_a}:{self.internal_a}", "--public-host", self.ip_b,
+                                      "--public-port", str(free_port(socket.SOCK_DGRAM)), "--internal-host", "0.0.0.0",
+                                      "--internal-port", str(self.internal_b), "--worker-network", "127.0.0.0/8",
+                                      "--workers", "1", "--metrics-port", "0", "--redis", f"127.0.0.1:{self.redis_port}"])
+        for name, prefix, key, cluster, http in (("transceiver-a", [], self.key_a, "1", self.http_a),
+                                                 ("transceiver-b", in_b, self.key_b, "2", self.http_b)):
+            self.spawn(name, prefix + [PARLEY, "transceiver", "--routing-key", key, "--cluster-id", cluster,
+                                       "--http-host", "0.0.0.0", "--http-port", str(http), "--media-host", "127.0.0.1",
+                                       "--media-port", "0", "--workers", "1", "--api-key", API_KEY, "--metrics-port", "0",
+                                       "--demo-page", "--relay-network", "127.0.0.0/8", "--advertise", advertise])
+        self.base_a, self.base_b = f"http://127.0.0.1:{self.http_a}", f"http://{self.ip_b}:{self.http_b}"
+        for base in (self.base_a, self.base_b):
+            wait_http(base + "/healthz")
+
+    def spawn(self, name, arguments):
+        path = self.tmp / f"{name}.log"
+        process = subprocess.Popen(arguments, stdout=open(path, "w"), stderr=subprocess.STDOUT)
+        process.log_path = path
+        self.processes.append(process)
+        return process
+
+    def page(self, base):
+        body = json.dumps({"expires_after": {"anchor": "created_at", "seconds": 600}, "session": {}}).encode()
+        request = urllib.request.Request(base + "/v1/realtime/client_secrets", data=body, method="POST",
+                                         headers={"Content-Type": "application/json", **auth()})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            secret = json.loads(response.read())["value"]
+        return f"{base}/?autostart=1&client_secret={secret}"
+
+    def stop(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        self.link.terminate()
+        try:
+            self.link.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.link.kill()
+        subprocess.run(["ip", "netns", "delete", self.ns_a], stderr=subprocess.DEVNULL)  # the name only: this namespace stays
+
+    def logs(self):
+        return "\n".join(f"--- {path.name}\n{path.read_text()[-3000:]}" for path in sorted(self.tmp.glob("*.log")))
+
+
+@pytest.fixture
+def regions(tmp_path):
+    require(os.geteuid() == 0 and os.path.exists("/dev/net/tun"), "two regions need namespaces and /dev/net/tun (scripts/interop.sh)")
+    regions = Regions(tmp_path)
+    yield regions
+    regions.stop()
+    print(regions.logs())
+
+
+def call_figures(driver, page):
+    """The page's setup steps (ms after Call: offer made, answer in, ICE and DTLS connected,
+    oai-events open) and the median round trip Chromium measures over 5 s (RTCP, ms)."""
+    driver.get(page)
+    wait_for(driver, lambda s: s["state"] == "connected", 20, "connected")
+    state = wait_for(driver, lambda s: s["stats"].get("roundTripTime") is not None and "channel" in s["timings"]
+                     and s["stats"].get("packetsReceived", 0) > 200, 20, "a round-trip time from RTCP")
+    samples = []
+    for _ in range(5):
+        samples.append(1000 * driver.execute_script("return window.parley.stats.roundTripTime"))
+        time.sleep(1)
+    driver.execute_script("document.getElementById('hangup').click()")
+    timings = state["timings"]
+    steps = {step: timings[step] - timings["answer"] for step in ("ice", "dtls", "channel")}
+    return {"signaling": timings["answer"] - timings["offer"], **steps, "rtt": sorted(samples)[len(samples) // 2]}
+
+
+def test_a_cross_region_call_pays_the_inter_region_round_trip_and_a_local_one_does_not(regions):
+    # Region B's signaling is not on localhost: the page needs to count as a secure context.
+    driver = chromium(f"--unsafely-treat-insecure-origin-as-secure={regions.base_b}")
+    try:
+        direct = call_figures(driver, regions.page(regions.base_a))
+        cross = call_figures(driver, regions.page(regions.base_b))
+    finally:
+        driver.quit()
+    for name, figures in (("direct-region (cluster 1 through relay A)", direct),
+                          ("cross-region (enters at relay A, lives in cluster 2)", cross)):
+        print(f"{name}: offer->answer {figures['signaling']} ms; after the answer: ICE {figures['ice']} ms, "
+              f"DTLS {figures['dtls']} ms, oai-events open {figures['channel']} ms; RTT {figures['rtt']:.1f} ms")
+    # The media round trip is the sum of the legs: ~0 from the browser to relay A, 40 ms A <-> B.
+    assert direct["rtt"] < 10, direct
+    assert 2 * ONE_WAY_MS - 1 <= cross["rtt"] <= 2 * ONE_WAY_MS + 15, cross
+    # Setup crosses the link too: ICE a round trip (a check and its answer), DTLS 1.2 two more.
+    assert cross["ice"] >= 2 * ONE_WAY_MS - 2, cross
+    assert cross["dtls"] - cross["ice"] >= 2 * 2 * ONE_WAY_MS - 10, cross
+    assert cross["channel"] > cross["dtls"], cross
