@@ -112,6 +112,14 @@ def seeds(target):
         yield "key-file", b"\x051 " + b"ab" * 32 + b"\n2 " + b"cd" * 32 + b" current\n"
         yield "multipart", (b'\x06--b\r\nContent-Disposition: form-data; name="sdp"\r\n\r\nv=0\r\n'
                             b'--b\r\nContent-Disposition: form-data; name="session"\r\n\r\n{}\r\n--b--\r\n')
+    elif target == "routing":
+        # A forwarded flow at the edge: the check, the owner's check and answer, the client's answer.
+        txn = b"\x00" + bytes(range(1, 13))
+        stun_answer = struct.pack(">HHI", 0x0101, 0, 0x2112A442) + bytes(range(1, 13))
+        yield "forwarded", (record(1, txn) + record(2, b"\x04" + stun_answer) + record(0, b"\x00" + stun_answer)
+                            + record(0, b"\x00" + rtp(1, 960)) + record(3, b"\x27\x10"))
+        yield "owner", record(6, txn) + record(5, b"\x00" + stun_answer) + record(4, b"\x00" + stun_answer) + record(9, b"\x01")
+        yield "store", record(7, b"\x00") + record(0, b"\x00" + rtp(2, 1920)) + record(8, b"") + record(1, b"\x01" + bytes(12))
     else:
         raise SystemExit(f"no seeds for {target}")
 

@@ -285,8 +285,12 @@ final class RelayWorker: @unchecked Sendable {
                         }
                     case .unknown:
                         switch PacketKind.classify(payload) {
-                        case .dtls, .rtp, .rtcp where recentMisses[header.client] == nil:
-                            wait(Array(payload), fromClient: true, client: header.client, source: source, via: source)
+                        case .dtls, .rtp, .rtcp:
+                            if recentMisses[header.client] == nil {
+                                wait(Array(payload), fromClient: true, client: header.client, source: source, via: source)
+                            } else {
+                                drops[.noRoute, default: 0] += 1
+                            }
                         default:
                             drops[.noRoute, default: 0] += 1
                         }
