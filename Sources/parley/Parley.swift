@@ -329,8 +329,40 @@ struct TransceiverCommand: AsyncParsableCommand {
     var workerHost: String?
     @Flag(help: "Serve the demo page at / (it takes a client secret from ?client_secret=ek_…; nothing mints one for it).")
     var demoPage = false
+    @Option(name: .customLong("relay"),
+            help: ArgumentHelp("A public relay address by region, REGION=HOST:PORT (repeat; IPv6 in brackets). Answers list the client's region's relays first, the others after them for failover; replaces --advertise.",
+                               valueName: "region=host:port"))
+    var relays: [String] = []
+    @Option(help: "This transceiver's region: the client's region when neither the header nor a client network says otherwise.")
+    var region = "default"
+    @Option(help: "The request header the edge (CDN, load balancer) sets to the client's region.")
+    var regionHeader = "X-Parley-Region"
+    @Option(name: .customLong("client-region"),
+            help: ArgumentHelp("Clients in a network belong to a region: CIDR=REGION (repeat; the first match counts).", valueName: "cidr=region"))
+    var clientRegions: [String] = []
+
+    func relayDirectory() -> RelayDirectory? {
+        guard !relays.isEmpty else { return nil }
+        var directory = RelayDirectory(ownRegion: region)
+        for entry in relays { if let (name, address) = RelayDirectory.parseRelay(entry) { directory.add(address, region: name) } }
+        directory.clientNetworks = clientRegions.compactMap(RelayDirectory.parseClientRegion)
+        return directory
+    }
 
     func validate() throws {
+        for entry in relays where RelayDirectory.parseRelay(entry) == nil {
+            throw ValidationError("--relay \(entry): expected REGION=HOST:PORT with an IP address, e.g. eu-west=203.0.113.5:3478")
+        }
+        for entry in clientRegions where RelayDirectory.parseClientRegion(entry) == nil {
+            throw ValidationError("--client-region \(entry): expected CIDR=REGION, e.g. 198.51.100.0/24=eu-west")
+        }
+        guard RelayDirectory.isRegionName(region) else { throw ValidationError("--region \(region): letters, digits, - _ . (1–64)") }
+        // An HTTP token (RFC 9110 §5.6.2): letters, digits and !#$%&'*+-.^_`|~.
+        guard !regionHeader.isEmpty, regionHeader.utf8.allSatisfy({ byte in
+            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                || Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
+        }) else { throw ValidationError("--region-header \(regionHeader) is not a header name") }
+        if !relays.isEmpty, !serving.advertised.isEmpty { throw ValidationError("give --relay or --advertise, not both") }
         if let workerHost, IPv4Address(workerHost) == nil { throw ValidationError("--worker-host must be an IPv4 address") }
         for network in relayNetworks where IPNetwork(network) == nil {
             throw ValidationError("--relay-network \(network): expected a.b.c.d/n or an IPv6 prefix such as fd00::/8")
@@ -343,6 +375,8 @@ struct TransceiverCommand: AsyncParsableCommand {
         configuration.clusterID = clusterID
         configuration.relayNetworks = relayNetworks.compactMap(IPNetwork.init)
         configuration.workerEndpointHost = workerHost.flatMap { IPv4Address($0) }
+        configuration.relayDirectory = relayDirectory()
+        configuration.regionHeader = regionHeader
         configuration.apiKeys = try serving.loadAPIKeys()
         guard !configuration.apiKeys.isEmpty || serving.insecureNoAuth else {
             throw StartupError("a transceiver on a network needs API keys: --api-key, PARLEY_API_KEYS or --api-key-file "

@@ -272,3 +272,122 @@ def test_a_cross_region_call_pays_the_inter_region_round_trip_and_a_local_one_do
     assert cross["ice"] >= 2 * ONE_WAY_MS - 2, cross
     assert cross["dtls"] - cross["ice"] >= 2 * 2 * ONE_WAY_MS - 10, cross
     assert cross["channel"] > cross["dtls"], cross
+
+
+# ---------------------------------------------------------------------------------------------
+# The nearest relay first, the others for failover
+
+class TwoRelays(Stack):
+    """One cluster with two public relays, in regions "a" and "b"; the transceiver advertises both
+    (`--relay`), the client's region first."""
+
+    def __init__(self, tmp_path, extra=()):
+        self.tmp = tmp_path
+        self.processes = []
+        self.key = secrets.token_hex(32)
+        self.key_arguments = ["--routing-key", self.key]
+        self.port_a, self.port_b = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+        self.http_port = free_port(socket.SOCK_STREAM)
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        self.transceiver = self.spawn("transceiver", [
+            PARLEY, "transceiver", "--routing-key", self.key, "--http-port", str(self.http_port),
+            "--media-host", "127.0.0.1", "--media-port", "0", "--workers", "1", "--api-key", API_KEY,
+            "--metrics-port", str(free_port()), "--demo-page", "--relay-network", "127.0.0.0/8",
+            "--relay", f"a=127.0.0.1:{self.port_a}", "--relay", f"b=127.0.0.1:{self.port_b}", "--region", "a", *extra])
+        wait_http(f"{self.base}/healthz")
+
+
+def candidates(answer):
+    """(port, priority) of each candidate of an answer, as listed."""
+    return [(int(m.group(2)), int(m.group(1))) for m in
+            __import__("re").finditer(r"^a=candidate:\S+ 1 udp (\d+) \S+ (\d+) typ host", answer, __import__("re").MULTILINE)]
+
+
+def test_the_answer_lists_the_clients_region_first_and_the_other_after_it(tmp_path):
+    stack = TwoRelays(tmp_path, extra=["--client-region", "127.0.0.2/32=b"])
+    try:
+        from aiortc import RTCPeerConnection
+
+        async def offer():
+            pc = RTCPeerConnection()
+            pc.addTransceiver("audio")
+            await pc.setLocalDescription(await pc.createOffer())
+            sdp = pc.localDescription.sdp
+            await pc.close()
+            return sdp
+        sdp = asyncio.run(offer())
+
+        def answer(headers=None, source="127.0.0.1"):
+            request = urllib.request.Request(stack.base.replace("127.0.0.1", source) + "/v1/realtime/calls", data=sdp.encode(),
+                                             method="POST", headers={"Content-Type": "application/sdp", **auth(), **(headers or {})})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return candidates(response.read().decode())
+        own = answer()
+        assert [port for port, _ in own] == [stack.port_a, stack.port_b] and own[0][1] > own[1][1], own
+        steered = answer({"X-Parley-Region": "b"})
+        assert [port for port, _ in steered] == [stack.port_b, stack.port_a] and steered[0][1] > steered[1][1], steered
+        assert [port for port, _ in answer({"X-Parley-Region": "nowhere"})] == [stack.port_a, stack.port_b]
+    finally:
+        stack.stop()
+        print(stack.logs())
+
+
+def test_chromium_moves_to_the_other_relay_when_its_relay_dies(tmp_path):
+    """Relay A (the first candidate) is killed mid-call: Chromium's checks on its other pair, through
+    relay B, keep that pair valid all along, and it moves the call there; same DTLS association."""
+    stack = TwoRelays(tmp_path)
+    relay_a = stack.relay(redis="", public_port=stack.port_a)
+    stack.relay(redis="", public_port=stack.port_b)
+    driver = chromium()
+    try:
+        driver.get(stack.page())
+        wait_for(driver, lambda s: s["state"] == "connected", 20, "connected")
+        wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) >= 100, 20, "echoed audio")
+        wait_for(driver, lambda s: s["channelState"] == "open", 10, "oai-events open")
+        time.sleep(3)  # a few rounds of Chromium's checks on the backup pair
+        driver.execute_script("""
+            window.arrivals = []; window.pairChanges = []; window.pair = undefined;
+            setInterval(async () => {
+                const stats = await window.parley.pc.getStats();
+                stats.forEach(s => {
+                    if (s.type === 'inbound-rtp' && s.kind === 'audio') window.arrivals.push([performance.now(), s.packetsReceived]);
+                    if (s.type === 'transport' && s.selectedCandidatePairId !== window.pair) {
+                        window.pair = s.selectedCandidatePairId;
+                        window.pairChanges.push(performance.now());
+                    }
+                });
+            }, 20);
+            window.echoes = 0;
+            window.parley.channel.addEventListener('message', () => window.echoes++);
+            window.sent = 0;
+            window.sender = setInterval(() => { window.parley.channel.send(JSON.stringify({type: 'tick', n: window.sent++})); }, 100);""")
+        time.sleep(1)
+        killed_at = driver.execute_script("return performance.now()")
+        relay_a.send_signal(signal.SIGKILL)
+        relay_a.wait()
+        deadline = time.time() + 20
+        resumed = None
+        while time.time() < deadline and resumed is None:
+            time.sleep(0.2)
+            arrivals = driver.execute_script("return window.arrivals")
+            before = [count for at, count in arrivals if at <= killed_at]
+            after = [(at, count) for at, count in arrivals if at > killed_at and count > (before[-1] if before else 0) + 5]
+            if after:
+                resumed = after[0][0]
+        assert resumed is not None, "audio did not come back through relay B within 20 s"
+        gap = (resumed - killed_at) / 1000
+        time.sleep(2)
+        driver.execute_script("clearInterval(window.sender)")
+        time.sleep(1)
+        sent, echoes = driver.execute_script("return [window.sent, window.echoes]")
+        switched = [(at - killed_at) / 1000 for at in driver.execute_script("return window.pairChanges") if at > killed_at]
+        state = driver.execute_script("return window.parley")
+        print(f"relay A killed: audio back through relay B after {gap:.2f} s; data-channel messages {echoes}/{sent} echoed; "
+              f"Chromium changed its selected pair {', '.join(f'{t:.2f}' for t in switched) or 'never'} s after the kill; page state {state['state']}")
+        assert state["state"] == "connected"
+        assert echoes == sent, f"data-channel messages lost across the move: {echoes}/{sent}"
+        assert gap < 8, gap  # Chromium: ~3.6 s to give up on the dead pair (its unwritable timeout), then Parley follows
+    finally:
+        driver.quit()
+        stack.stop()
+        print(stack.logs())

@@ -115,8 +115,11 @@ public final class Transceiver: Sendable {
 
     /// Creates a call from an SDP offer for `credential`, with the session it resolved to; returns
     /// its id and the SDP answer. The call's place is reserved first (limits, session cap, drain).
+    /// `relays`: the addresses the answer advertises, most preferred first (the relays nearest the
+    /// client, then others for failover); nil: the configured `advertisedAddresses`.
     public func createCall(offer bytes: [UInt8], session: SessionConfiguration = SessionConfiguration(),
-                           credential: Credential = .anonymous) async throws(SignalingError) -> (id: String, answer: String) {
+                           credential: Credential = .anonymous,
+                           relays: [TransportAddress]? = nil) async throws(SignalingError) -> (id: String, answer: String) {
         let offer: SessionDescription
         do { offer = try SessionDescription(parsing: bytes) } catch { throw CallSetupError.malformedOffer(error.description).signalingError }
         guard let agent = configuration.agent(named: session.agent) else {
@@ -125,7 +128,7 @@ public final class Transceiver: Sendable {
         let owner = credential.owner
         try registry.reserve(keyID: owner.keyID, now: monotonicNow())
         do {
-            return try await makeCall(offer: offer, agent: agent, session: session, owner: owner)
+            return try await makeCall(offer: offer, agent: agent, session: session, owner: owner, relays: relays)
         } catch {
             registry.cancel(keyID: owner.keyID)
             throw error.signalingError
@@ -133,13 +136,13 @@ public final class Transceiver: Sendable {
     }
 
     private func makeCall(offer: SessionDescription, agent: AgentTarget, session: SessionConfiguration,
-                          owner: CallOwner) async throws(CallSetupError) -> (id: String, answer: String) {
+                          owner: CallOwner, relays: [TransportAddress]?) async throws(CallSetupError) -> (id: String, answer: String) {
         var generator = SystemRandomNumberGenerator()
         let worker = workers[nextWorker.next() % workers.count]
         let password = ICECredentials.randomString(length: 24, using: &generator)
         let callID = "rtc_" + (0..<16).map { _ in String(UInt8.random(in: 0...15, using: &generator), radix: 16) }.joined()
         let ssrc = UInt32.random(in: 1...UInt32.max, using: &generator)
-        let candidates = advertisedCandidates(for: worker)
+        let candidates = advertisedCandidates(for: worker, relays: relays)
         let dtlsContext = self.dtlsContext
         let issued = RoutingToken.hour(unixSeconds: Int64(time(nil)))
         let keyring = keys.withLock { $0 }
@@ -181,7 +184,8 @@ public final class Transceiver: Sendable {
     /// Answers a new offer for an existing call. New ICE credentials in the offer restart ICE
     /// (RFC 8445 §9) on the same DTLS association: the call gets a new token ufrag and password.
     /// The client's certificate must not change. Nil when no such call exists.
-    public func renegotiateCall(id: String, offer bytes: [UInt8], credential: Credential = .anonymous) async throws(CallSetupError) -> String? {
+    public func renegotiateCall(id: String, offer bytes: [UInt8], credential: Credential = .anonymous,
+                                relays: [TransportAddress]? = nil) async throws(CallSetupError) -> String? {
         guard let entry = registry.lookup(id), credential.mayAccess(entry.owner) else { return nil }
         let offer: SessionDescription
         do { offer = try SessionDescription(parsing: bytes) } catch { throw .malformedOffer(error.description) }
@@ -190,7 +194,7 @@ public final class Transceiver: Sendable {
             return nil
         }
         var generator = SystemRandomNumberGenerator()
-        let candidates = advertisedCandidates(for: worker)
+        let candidates = advertisedCandidates(for: worker, relays: relays)
         let issued = RoutingToken.hour(unixSeconds: Int64(time(nil)))
         let keyring = keys.withLock { $0 }
         for _ in 0..<4 {
@@ -381,9 +385,11 @@ public final class Transceiver: Sendable {
         try registry.admit(address: address, now: monotonicNow())
     }
 
-    /// One host candidate per advertised address (or the worker's own address), most preferred first.
-    private func advertisedCandidates(for worker: MediaWorker) -> [ICECandidate] {
-        let addresses = configuration.advertisedAddresses.isEmpty ? [worker.endpoint] : configuration.advertisedAddresses
+    /// One host candidate per advertised address (`relays`, or the configured ones, or the worker's
+    /// own address), most preferred first: descending priorities in that order.
+    private func advertisedCandidates(for worker: MediaWorker, relays: [TransportAddress]? = nil) -> [ICECandidate] {
+        let configured = relays.flatMap { $0.isEmpty ? nil : $0 } ?? configuration.advertisedAddresses
+        let addresses = configured.isEmpty ? [worker.endpoint] : configured
         return addresses.enumerated().map { index, address in
             let host: String
             switch address {

@@ -15,6 +15,11 @@ public struct TransceiverConfiguration: Sendable {
     /// Addresses put in answers as ICE candidates, most preferred first. Empty: each worker's own
     /// bound address (direct mode, as `parley dev` runs).
     public var advertisedAddresses: [TransportAddress] = []
+    /// Public relays by region (Global Relay): when not empty, each answer advertises the relays of
+    /// the client's region first and the others after them, instead of `advertisedAddresses`.
+    public var relayDirectory: RelayDirectory?
+    /// The request header the edge sets to the client's region (`--region-header`).
+    public var regionHeader = "X-Parley-Region"
     /// The address written into routing tokens for worker 0 (others add their index to the port).
     /// Nil: the bound media address.
     public var workerEndpointHost: IPv4Address?

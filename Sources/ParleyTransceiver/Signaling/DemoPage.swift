@@ -262,7 +262,7 @@ async function call() {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     micTrack = stream.getAudioTracks()[0];
     updateMic();
-    pc = new RTCPeerConnection({ iceServers: [] });
+    pc = parley.pc = new RTCPeerConnection({ iceServers: [] });  // on window.parley for tests and the console
     stream.getTracks().forEach((track) => pc.addTrack(track, stream));
     openChannel();
     pc.ontrack = (event) => { $("remote").srcObject = event.streams[0] || new MediaStream([event.track]); };

@@ -109,6 +109,14 @@ public struct SignalingAPI: Sendable {
         }
     }
 
+    /// The relays an answer for this request advertises, nearest the client first (nil without a
+    /// relay directory: the configured addresses).
+    func nearestRelays(_ request: Request, _ context: SignalingContext) -> [TransportAddress]? {
+        guard let directory = transceiver.configuration.relayDirectory, !directory.isEmpty else { return nil }
+        let header = HTTPField.Name(transceiver.configuration.regionHeader).flatMap { request.headers[$0] }
+        return directory.relays(for: directory.region(header: header, client: clientAddress(request, context)))
+    }
+
     func clientAddress(_ request: Request, _ context: SignalingContext) -> TransportAddress {
         let peer = context.remoteAddress.flatMap(TransportAddress.init) ?? .v4(IPv4Address(0, 0, 0, 0), port: 0)
         return addresses.resolve(peer: peer, forwardedFor: request.headers[values: HTTPField.Name("X-Forwarded-For")!])
@@ -153,7 +161,8 @@ public struct SignalingAPI: Sendable {
         let offer = try OfferRequest.parse(contentType: contentType, body: body)
         let session = try SessionConfiguration.resolve(requested: offer.session, credential: credential,
                                                        agents: transceiver.configuration.agentNames)
-        let (id, answer) = try await transceiver.createCall(offer: offer.sdp, session: session, credential: credential)
+        let (id, answer) = try await transceiver.createCall(offer: offer.sdp, session: session, credential: credential,
+                                                            relays: nearestRelays(request, context))
         context.logger.info("call created", metadata: [
             "call": "\(id)", "owner": "\(credential.description)", "agent": "\(session.agent ?? "default")",
         ])
@@ -168,7 +177,8 @@ public struct SignalingAPI: Sendable {
         let body = try await collect(request, limit: Self.maximumOfferBytes, what: "the offer")
         let offer = try OfferRequest.parse(contentType: request.headers[.contentType], body: body)
         do {
-            guard let answer = try await transceiver.renegotiateCall(id: id, offer: offer.sdp, credential: credential) else {
+            guard let answer = try await transceiver.renegotiateCall(id: id, offer: offer.sdp, credential: credential,
+                                                                     relays: nearestRelays(request, context)) else {
                 throw SignalingError.noCall(id)
             }
             return Response(status: .ok, headers: [.contentType: "application/sdp"], body: .init(byteBuffer: ByteBuffer(string: answer)))
