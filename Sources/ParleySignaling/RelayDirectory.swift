@@ -10,9 +10,9 @@ import ParleyWire
 /// in the order they were configured: the client uses the first, and can move to another by ICE
 /// alone when it stops answering (its other candidate pairs are checked all along).
 ///
-/// The header is believed from anyone: it only chooses which public relay a client enters at
-/// (every relay forwards a call to the cluster that owns it), so a client that lies about its region
-/// only gives itself a longer path. A region name the directory does not know is ignored.
+/// The header is the edge's: the shell believes it only on requests from a trusted proxy (a client
+/// lying about its region would only lengthen its own path, but the issue of who says where a
+/// client is belongs to the edge). A region name the directory does not know is ignored.
 public struct RelayDirectory: Sendable, Equatable {
     public struct Region: Sendable, Equatable {
         public var name: String
@@ -59,15 +59,15 @@ public struct RelayDirectory: Sendable, Equatable {
         }
     }
 
-    /// The region a request comes from: a known region named by the edge's header, else the first
-    /// client network holding `client` (most specific configured first is the operator's job), else
-    /// this transceiver's own.
+    /// The region a request comes from: a known region named by the edge's header, else the most
+    /// specific client network holding `client`, else this transceiver's own.
     public func region(header: String?, client: TransportAddress) -> String {
         if let header {
             let name = header.trimmingSpacesAndTabs()
             if regions.contains(where: { $0.name == name }) { return String(name) }
         }
-        if let match = clientNetworks.first(where: { $0.network.contains(client) }) { return match.region }
+        let matches = clientNetworks.filter { $0.network.contains(client) }
+        if let match = matches.max(by: { Self.prefixLength($0.network) < Self.prefixLength($1.network) }) { return match.region }
         return ownRegion
     }
 
@@ -78,6 +78,10 @@ public struct RelayDirectory: Sendable, Equatable {
         var ordered = nearest?.relays ?? []
         for other in regions where other.name != nearest?.name { ordered += other.relays }
         return ordered
+    }
+
+    static func prefixLength(_ network: IPNetwork) -> Int {
+        Int(network.description.split(separator: "/").last ?? "") ?? 0
     }
 
     public static func == (lhs: RelayDirectory, rhs: RelayDirectory) -> Bool {

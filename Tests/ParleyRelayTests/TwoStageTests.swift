@@ -58,6 +58,22 @@ import Testing
         #expect(recovered && !stranger, "a cluster relay is an allowed destination; an address that is neither it nor a worker is not")
     }
 
+    @Test func forwardedFlowsHaveAPendingBudgetOfTheirOwn() {
+        var policy = Self.edgePolicy()
+        policy.maximumForwardedPending = 2
+        var edge = RouteTable(keyring: T.keyring, policy: policy)
+        let clients = (1...3).map { TransportAddress.v4(IPv4Address(198, 51, UInt8($0), 1), port: 1) }
+        let decisions = clients.map { fromClient(&edge, T.check(ufrag: Self.clusterTwoUfrag()), $0) }
+        #expect(decisions == [.forward(to: Self.relayB), .forward(to: Self.relayB), .drop(.pendingFull)])
+        #expect(edge.forwardedPendingCount == 2 && edge.pendingCount == 2)
+        // Forged tokens of another cluster cannot take this cluster's own slots.
+        #expect(fromClient(&edge, T.check(ufrag: T.ufrag()), .v4(IPv4Address(198, 51, 9, 1), port: 1)) == .forward(to: T.worker))
+        // They give their budget back as they expire.
+        edge.expire(now: now + .seconds(10))
+        #expect(edge.forwardedPendingCount == 0 && edge.pendingCount == 0)
+        #expect(fromClient(&edge, T.check(ufrag: Self.clusterTwoUfrag()), clients[2]) == .forward(to: Self.relayB))
+    }
+
     @Test func unknownClustersAreDroppedAndForwardedChecksAreFew() {
         var edge = RouteTable(keyring: T.keyring, policy: Self.edgePolicy())
         #expect(fromClient(&edge, T.check(ufrag: Self.clusterTwoUfrag(cluster: 3))) == .drop(.unknownCluster))
@@ -89,7 +105,18 @@ import Testing
             bytes.withUnsafeBytes { peers.fromTransceiver($0, client: T.client, source: Self.workerB, peer: socketA, now: now) }
         }
         #expect(fromPeer(check, peer: .v4(IPv4Address(10, 9, 9, 9), port: 3479)) == .drop(.untrustedPeer))
+        #expect(fromPeer(check, peer: .v4(IPv4Address(10, 1, 0, 9), port: 3479 + 64)) == .drop(.untrustedPeer),
+                "the peer's host, but past its workers' ports")
+        #expect(fromPeer(check, peer: .v4(IPv4Address(10, 1, 0, 9), port: 3478)) == .drop(.untrustedPeer))
+        // A trusted peer's datagram that opens nothing leaves no table behind.
+        #expect(fromPeer(T.check(ufrag: "not-a-token")) == .drop(.badToken))
+        #expect(peers.ingressID(of: socketA) == nil)
         #expect(fromPeer(check) == .forward(to: Self.workerB))
+        // The table's own ingress id, flagged apart from a relay's own workers', maps back to it.
+        let ingress = peers.ingressID(of: socketA)
+        #expect(ingress.map { $0 & PeerRouteTables.peerIngressFlag != 0 } == true)
+        #expect(ingress.flatMap { peers.peer(ingressID: $0) } == socketA)
+        #expect(peers.peer(ingressID: 0) == nil && peers.peer(ingressID: PeerRouteTables.peerIngressFlag | 63) == nil)
         #expect(peers.peer(routing: T.client) == socketA)
         #expect(peers.peer(routing: .v4(IPv4Address(198, 51, 100, 99), port: 1)) == nil)
         // Pending: B holds the same rules as for a direct client (only STUN goes back, no commit yet).

@@ -33,6 +33,10 @@ import Testing
         #expect(directory.region(header: nil, client: .v4(IPv4Address(10, 8, 1, 2), port: 1)) == "ap")
         #expect(directory.region(header: "us", client: .v4(IPv4Address(10, 8, 1, 2), port: 1)) == "us", "the edge's header wins")
         #expect(directory.region(header: nil, client: Self.someone) == "eu")
+        var nested = directory
+        nested.clientNetworks = [RelayDirectory.parseClientRegion("10.0.0.0/8=us")!, RelayDirectory.parseClientRegion("10.8.0.0/16=ap")!]
+        #expect(nested.region(header: nil, client: .v4(IPv4Address(10, 8, 1, 2), port: 1)) == "ap", "the most specific network")
+        #expect(nested.region(header: nil, client: .v4(IPv4Address(10, 9, 1, 2), port: 1)) == "us")
     }
 
     @Test func malformedEntriesAreRefused() {

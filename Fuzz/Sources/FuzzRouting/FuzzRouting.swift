@@ -79,7 +79,9 @@ public func fuzzRouting(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             let sources = [workerA, relayB, strangers[0], strangers[1]]
             let source = sources[(pick >> 2) % sources.count]
             let decision = edge.fromTransceiver(body, client: client, source: source, now: now)
-            if case .deliver(let to) = decision { precondition(to == client, "delivered to another client") }
+            if case .deliver = decision {
+                precondition(source == workerA || source == relayB, "\(source), neither a worker nor the cluster relay, got a delivery")
+            }
         case 3:
             now = now + .milliseconds(Int64(record.number(UInt16.self)))
             edge.expire(now: now)
@@ -90,8 +92,10 @@ public func fuzzRouting(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             if case .forward(let to) = decision { precondition(to.isIn("10.0.0.0/16"), "forwarded to \(to)") }
         case 5:
             if let peer = owner.peer(routing: client) {
-                let decision = owner.fromTransceiver(body, client: client, source: pick & 4 == 0 ? workerB : strangers[0], peer: peer, now: now)
-                if case .deliver(let to) = decision { precondition(to == client, "delivered to another client") }
+                let source = pick & 4 == 0 ? workerB : strangers[0]
+                let decision = owner.fromTransceiver(body, client: client, source: source, peer: peer, now: now)
+                if case .deliver = decision { precondition(source == workerB, "a stranger's datagram was delivered") }
+                if let id = owner.ingressID(of: peer) { precondition(owner.peer(ingressID: id) == peer, "ingress ids map back") }
             }
         case 6:
             let datagram = check(keyring: clusterTwo, cluster: pick & 0x10 == 0 ? 2 : 3, worker: workerB, bytes: body)

@@ -9,17 +9,28 @@ import ParleyWire
 /// per-session limits, never a reflector) and keeps a client address seen through a peer apart from
 /// the same address seen directly.
 ///
-/// Only configured cluster relays are believed (`isTrusted`, by host: each of their workers sends
-/// from its own port), and at most `maximumPeers` sockets get a table. Tables never forward again:
-/// their policy has no cluster relays (one hop, no loops).
+/// Only configured cluster relays are believed (`isTrusted`: the configured address's host, and its
+/// port up to `maximumPeers - 1` above it, where that relay's other workers are), and at most
+/// `maximumPeers` sockets get a table, made when a datagram opens a route and dropped when it routes
+/// nothing. Tables never forward again: their policy has no cluster relays (one hop, no loops).
+///
+/// Each table has an ingress id of its own (`peerIngressFlag | slot`), written into the tunnel
+/// header toward the worker, which echoes it in its answers: the answer finds its table by that id,
+/// not by the client's address, which a client may share between a direct flow and forwarded ones
+/// (or two peers' tables, while it moves).
 public struct PeerRouteTables {
     /// Peer sockets one relay tracks: a few relays per cluster, a few workers each.
     public static let maximumPeers = 64
+    /// Set in the ingress id of forwarded flows (a relay's own workers use ids below it).
+    public static let peerIngressFlag: UInt16 = 0x8000
 
     public let trustedHosts: [TransportAddress]
     private let policy: RouteTable.Policy
     private var keyring: RoutingKeyring
     private var tables: [TransportAddress: RouteTable] = [:]
+    /// Which peer socket each ingress slot stands for (nil: free), and back.
+    private var slots: [TransportAddress?] = Array(repeating: nil, count: PeerRouteTables.maximumPeers)
+    private var slotOf: [TransportAddress: Int] = [:]
     public var currentHour: UInt16? {
         didSet { for peer in tables.keys { tables[peer]?.currentHour = currentHour } }
     }
@@ -41,25 +52,56 @@ public struct PeerRouteTables {
     /// Whether tunnel datagrams from `source` may carry clients' datagrams: a configured cluster
     /// relay's host, any port (each of its workers has its own).
     public func isTrusted(_ source: TransportAddress) -> Bool {
-        trustedHosts.contains { $0.sameHost(as: source) }
+        trustedHosts.contains { configured in
+            configured.sameHost(as: source) && source.port >= configured.port
+                && Int(source.port) - Int(configured.port) < Self.maximumPeers
+        }
+    }
+
+    /// The ingress id of `peer`'s table (for the tunnel header toward the worker).
+    public func ingressID(of peer: TransportAddress) -> UInt16? {
+        slotOf[peer].map { Self.peerIngressFlag | UInt16(truncatingIfNeeded: $0) }
+    }
+
+    /// The peer socket a worker's answer is for, by the ingress id it echoes; nil for a relay's own.
+    public func peer(ingressID: UInt16) -> TransportAddress? {
+        guard ingressID & Self.peerIngressFlag != 0 else { return nil }
+        let slot = Int(ingressID & ~Self.peerIngressFlag)
+        return slot < slots.count ? slots[slot] : nil
+    }
+
+    /// A table for `peer`, made if there is a free slot.
+    private mutating func makeTable(for peer: TransportAddress) -> Bool {
+        if tables[peer] != nil { return true }
+        guard let slot = slots.firstIndex(where: { $0 == nil }) else { return false }
+        var table = RouteTable(keyring: keyring, policy: policy, reserve: false)
+        table.currentHour = currentHour
+        table.draining = draining
+        tables[peer] = table
+        slots[slot] = peer
+        slotOf[peer] = slot
+        return true
+    }
+
+    /// Drops `peer`'s table if it routes nothing (a datagram that opened nothing leaves no table).
+    private mutating func dropIfEmpty(_ peer: TransportAddress) {
+        guard tables[peer]?.count == 0 else { return }
+        tables[peer] = nil
+        if let slot = slotOf.removeValue(forKey: peer) { slots[slot] = nil }
     }
 
     /// A client's datagram that `peer` forwarded: where it goes (a worker of this cluster).
     public mutating func fromPeer(_ datagram: UnsafeRawBufferPointer, client: TransportAddress, peer: TransportAddress,
                                   now: Instant) -> RouteTable.ClientDecision {
         guard isTrusted(peer) else { return .drop(.untrustedPeer) }
-        if tables[peer] == nil {
-            guard tables.count < Self.maximumPeers else { return .drop(.untrustedPeer) }
-            var table = RouteTable(keyring: keyring, policy: policy)
-            table.currentHour = currentHour
-            table.draining = draining
-            tables[peer] = table
-        }
-        return tables[peer]!.fromClient(datagram, client: client, now: now)
+        guard makeTable(for: peer) else { return .drop(.untrustedPeer) }
+        let decision = tables[peer]!.fromClient(datagram, client: client, now: now)
+        dropIfEmpty(peer)
+        return decision
     }
 
-    /// Which peer holds a route for `client`, if one does (checked before the direct table, so an
-    /// answer for a forwarded client goes back through its peer).
+    /// Which peer holds a route for `client`, if one does (the slow way, for answers whose ingress
+    /// id is unknown: sent before this relay restarted).
     public func peer(routing client: TransportAddress) -> TransportAddress? {
         tables.first { $0.value.route(for: client) != nil }?.key
     }
@@ -73,15 +115,10 @@ public struct PeerRouteTables {
 
     /// A route learned from the store for a client that arrives through `peer`.
     public mutating func install(client: TransportAddress, transceiver: TransportAddress, peer: TransportAddress, now: Instant) -> Bool {
-        guard isTrusted(peer) else { return false }
-        if tables[peer] == nil {
-            guard tables.count < Self.maximumPeers else { return false }
-            var table = RouteTable(keyring: keyring, policy: policy)
-            table.currentHour = currentHour
-            table.draining = draining
-            tables[peer] = table
-        }
-        return tables[peer]!.install(client: client, transceiver: transceiver, now: now)
+        guard isTrusted(peer), makeTable(for: peer) else { return false }
+        let installed = tables[peer]!.install(client: client, transceiver: transceiver, now: now)
+        dropIfEmpty(peer)
+        return installed
     }
 
     public var hasCommits: Bool { tables.values.contains { $0.hasCommits } }
@@ -104,7 +141,7 @@ public struct PeerRouteTables {
     public mutating func expire(now: Instant) {
         for peer in tables.keys {
             tables[peer]?.expire(now: now)
-            if tables[peer]?.count == 0 { tables[peer] = nil }
+            dropIfEmpty(peer)
         }
     }
 

@@ -45,6 +45,9 @@ public struct RouteTable {
         /// the transceiver's place. Without any, tokens open whatever cluster they name.
         public var clusterID: UInt16 = 0
         public var clusterRelays: [UInt16: TransportAddress] = [:]
+        /// Pending flows toward other clusters' relays, apart from `maximumPending`: this relay
+        /// cannot authenticate their tokens, so forged ones must not take its own cluster's slots.
+        public var maximumForwardedPending = 1024
 
         public init() {}
     }
@@ -141,6 +144,8 @@ public struct RouteTable {
     }
     private var routes: [TransportAddress: Route] = [:]
     public private(set) var pendingCount = 0
+    /// Pending flows toward another cluster's relay (within `pendingCount`).
+    public private(set) var forwardedPendingCount = 0
     public private(set) var committedCount = 0
     /// Pending routes per token nonce: one valid token replayed from many spoofed sources cannot
     /// take every pending slot.
@@ -158,10 +163,12 @@ public struct RouteTable {
     /// Dropped datagrams count as `draining`.
     public var draining = false
 
-    public init(keyring: RoutingKeyring, policy: Policy = .init()) {
+    /// `reserve`: room for routes made up front (a relay's own table), or grown as needed (the
+    /// tables of forwarded flows, made when a peer's first datagram arrives).
+    public init(keyring: RoutingKeyring, policy: Policy = .init(), reserve: Bool = true) {
         self.keyring = keyring
         self.policy = policy
-        routes.reserveCapacity(min(policy.maximumRoutes, 4096))
+        if reserve { routes.reserveCapacity(min(policy.maximumRoutes, 4096)) }
     }
 
     // MARK: Client → transceiver
@@ -216,9 +223,13 @@ public struct RouteTable {
         }
         guard check.forwarded || isAllowedWorker(check.worker) else { return .drop(.workerNotAllowed) }
         guard !draining else { return .drop(.draining) }
+        guard !check.forwarded || forwardedPendingCount < policy.maximumForwardedPending else { return .drop(.pendingFull) }
         guard openPending(client: client, transceiver: check.worker, nonce: check.nonce, now: now) else { return .drop(.pendingFull) }
         routes[client]?.transactions.add(check.transaction)
-        if check.forwarded { routes[client]?.forwardedChecks = 1 }
+        if check.forwarded {
+            routes[client]?.forwardedChecks = 1
+            forwardedPendingCount += 1
+        }
         return .forward(to: check.worker)
     }
 
@@ -249,7 +260,7 @@ public struct RouteTable {
             routes[$0].map { !$0.committed && !$0.answered && now - $0.createdAt >= Self.unansweredEvictionAge } ?? false
         }),
               let route = routes.removeValue(forKey: victim) else { return false }
-        releasePending(client: victim, nonce: route.nonce)
+        releasePending(client: victim, nonce: route.nonce, forwarded: route.forwardedChecks > 0)
         return true
     }
 
@@ -262,7 +273,7 @@ public struct RouteTable {
         guard route.nonce == 0 || committedBySession[route.nonce, default: 0] < policy.maximumRoutesPerSession else {
             return .drop(.sessionRoutesFull)
         }
-        releasePending(client: client, nonce: route.nonce)
+        releasePending(client: client, nonce: route.nonce, forwarded: route.forwardedChecks > 0)
         routes.values[index].committed = true
         routes.values[index].transactions = Transactions()
         routes.values[index].serverChecks = Transactions()
@@ -442,8 +453,9 @@ public struct RouteTable {
         return .deliver(to: client)
     }
 
-    private mutating func releasePending(client: TransportAddress, nonce: UInt32) {
+    private mutating func releasePending(client: TransportAddress, nonce: UInt32, forwarded: Bool) {
         pendingCount -= 1
+        if forwarded { forwardedPendingCount -= 1 }
         let network = SourceNetwork(client)
         if var clients = pendingByNetwork[network], let index = clients.firstIndex(of: client) {
             clients.remove(at: index)
@@ -475,7 +487,7 @@ public struct RouteTable {
         guard !draining, isAllowedWorker(transceiver) || isClusterRelay(transceiver) else { return false }
         if let existing = routes[client] {
             if existing.committed { return existing.transceiver == transceiver }
-            releasePending(client: client, nonce: existing.nonce)
+            releasePending(client: client, nonce: existing.nonce, forwarded: existing.forwardedChecks > 0)
         } else if routes.count >= policy.maximumRoutes {
             return false
         }
@@ -512,7 +524,7 @@ public struct RouteTable {
                 committedCount -= 1
                 released(nonce: route.nonce)
             } else {
-                releasePending(client: client, nonce: route.nonce)
+                releasePending(client: client, nonce: route.nonce, forwarded: route.forwardedChecks > 0)
             }
             removed += 1
         }

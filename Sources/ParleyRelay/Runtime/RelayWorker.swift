@@ -268,6 +268,7 @@ final class RelayWorker: @unchecked Sendable {
             let now = Self.now()
             var sending = 0
             var tunnelling = 0
+            var toClientThroughPeers = 0
             for index in 0..<count {
                 guard let source = source(index) else { continue }
                 let length = Int(parley_batch_length(receiveBatch, UInt32(truncatingIfNeeded: index)))
@@ -280,7 +281,9 @@ final class RelayWorker: @unchecked Sendable {
                 if header.direction == .fromClient {
                     switch peers.fromPeer(payload, client: header.client, peer: source, now: now) {
                     case .forward(let transceiver):
-                        if tunnel(payload, direction: .fromClient, client: header.client, to: transceiver, slot: tunnelling) {
+                        // The peer table's own ingress id: the worker's answers carry it back, and find that table.
+                        if tunnel(payload, direction: .fromClient, client: header.client, to: transceiver, slot: tunnelling,
+                                  ingress: peers.ingressID(of: source) ?? ingressID) {
                             tunnelling += 1
                         }
                     case .unknown:
@@ -303,10 +306,19 @@ final class RelayWorker: @unchecked Sendable {
                     drops[.untrustedTransceiver, default: 0] += 1
                     continue
                 }
-                if !peers.isEmpty, let peer = peers.peer(routing: header.client) {
+                if header.ingressID & PeerRouteTables.peerIngressFlag != 0 {
+                    // A forwarded client's: its table by the ingress id (or, for one sent before a
+                    // restart of this relay, by the client), else the store.
+                    guard let peer = peers.peer(ingressID: header.ingressID) ?? peers.peer(routing: header.client) else {
+                        wait(Array(payload), fromClient: false, client: header.client, source: source, via: nil)
+                        continue
+                    }
                     switch peers.fromTransceiver(payload, client: header.client, source: source, peer: peer, now: now) {
                     case .deliver:
-                        if tunnel(payload, direction: .toClient, client: header.client, to: peer, slot: tunnelling) { tunnelling += 1 }
+                        if tunnel(payload, direction: .toClient, client: header.client, to: peer, slot: tunnelling, ingress: ingressID) {
+                            tunnelling += 1
+                            toClientThroughPeers += 1
+                        }
                     case .unknown:
                         drops[.noRoute, default: 0] += 1
                     case .drop(let reason):
@@ -330,7 +342,9 @@ final class RelayWorker: @unchecked Sendable {
             }
             if tunnelling > 0 {
                 parley_batch_send(internalSocket, tunnelBatch, UInt32(truncatingIfNeeded: tunnelling))
-                forwardedToTransceiver += tunnelling
+                // Toward the client through its peer counts as to the client; the rest went to workers.
+                forwardedToClient += toClientThroughPeers
+                forwardedToTransceiver += tunnelling - toClientThroughPeers
             }
             saveCommits()
             if count < Int(PARLEY_BATCH) { return }
@@ -340,8 +354,8 @@ final class RelayWorker: @unchecked Sendable {
     /// Writes a tunnel header and `payload` into slot `slot` of the tunnel batch, addressed to
     /// `destination`; false when it does not fit (nothing is queued).
     private func tunnel(_ payload: UnsafeRawBufferPointer, direction: TunnelHeader.Direction, client: TransportAddress,
-                        to destination: TransportAddress, slot: Int) -> Bool {
-        let header = TunnelHeader(transport: .udp, direction: direction, ingressID: ingressID, client: client)
+                        to destination: TransportAddress, slot: Int, ingress: UInt16) -> Bool {
+        let header = TunnelHeader(transport: .udp, direction: direction, ingressID: ingress, client: client)
         let base = slot * (Self.slot + Self.headroom)
         let out = UnsafeMutableRawBufferPointer(rebasing: tunnelBuffers[base..<(base + Self.slot + Self.headroom)])
         guard let headerLength = try? header.encode(into: out), headerLength + payload.count <= out.count else { return false }
@@ -451,7 +465,8 @@ final class RelayWorker: @unchecked Sendable {
                     continue
                 }
                 if item.fromClient {
-                    let header = TunnelHeader(transport: .udp, direction: .fromClient, ingressID: ingressID, client: client)
+                    let ingress = route.via.flatMap { peers.ingressID(of: $0) } ?? ingressID
+                    let header = TunnelHeader(transport: .udp, direction: .fromClient, ingressID: ingress, client: client)
                     send(header.bytes + item.bytes, from: internalSocket, to: route.transceiver)
                 } else if let via = route.via {
                     if case .deliver = item.bytes.withUnsafeBytes({

@@ -396,7 +396,10 @@ public final class WebRTCSession {
         answerSuccess(message, to: path)
         counters.checksAnswered += 1
         guard consent.isValidated(path.client, now: now) else { return }
-        followRelayChange(path)
+        // Only a nominating check moves the answers to another relay hop: a client checks its backup
+        // pairs (through the answer's other relays) every few seconds, and following each of those
+        // would send the media back and forth. Media (SRTP, SRTCP) through a new hop moves it too.
+        if message.useCandidate { followRelayChange(path) }
         // A switch waits for a fresh answer from the new path (sent above when it was stale).
         let canSwitch = path.client == selectedPath?.client || consent.isFresh(path.client, now: now)
         if (message.useCandidate && canSwitch) || selectedPath == nil {
@@ -423,7 +426,6 @@ public final class WebRTCSession {
         let wasValidated = consent.isValidated(path.client, now: now)
         guard consent.receivedSuccess(message.transactionID, from: path, now: now) else { return drop(.unmatchedResponse) }
         counters.checkResponses += 1
-        followRelayChange(path)
         sendChecks()
         let nominated = consent.isNominated(path.client)
         if (nominated && selectedPath?.client != path.client) || selectedPath == nil { select(path, nominated: nominated, now: now) }

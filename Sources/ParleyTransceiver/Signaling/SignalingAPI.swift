@@ -113,7 +113,11 @@ public struct SignalingAPI: Sendable {
     /// relay directory: the configured addresses).
     func nearestRelays(_ request: Request, _ context: SignalingContext) -> [TransportAddress]? {
         guard let directory = transceiver.configuration.relayDirectory, !directory.isEmpty else { return nil }
-        let header = HTTPField.Name(transceiver.configuration.regionHeader).flatMap { request.headers[$0] }
+        // The region header is the edge's word: believed only from a --trusted-proxy, and its last
+        // value (the one the edge appended) if a client sent one of its own too.
+        let peer = context.remoteAddress.flatMap(TransportAddress.init)
+        let fromEdge = peer.map { peer in transceiver.configuration.trustedProxies.contains { $0.contains(peer) } } ?? false
+        let header = fromEdge ? HTTPField.Name(transceiver.configuration.regionHeader).flatMap { request.headers[values: $0].last } : nil
         return directory.relays(for: directory.region(header: header, client: clientAddress(request, context)))
     }
 
