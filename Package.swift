@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "ParleySCTP", targets: ["ParleySCTP"]),
         .library(name: "ParleySession", targets: ["ParleySession"]),
         .library(name: "ParleyRelay", targets: ["ParleyRelay"]),
+        .library(name: "ParleyRouting", targets: ["ParleyRouting"]),
         .library(name: "ParleySignaling", targets: ["ParleySignaling"]),
     ],
     dependencies: [
@@ -99,11 +100,14 @@ let package = Package(
         ),
         // recvmmsg/sendmmsg for the relay's packet loop (system calls, no library).
         .target(name: "CParleySockets"),
-        // The public UDP forwarder: route table (sans-IO), workers, route store.
+        // The relay's decisions, sans-IO and NIO-free: route tables (its own flows and those other
+        // clusters' relays forward), when a draining relay stops.
+        .target(name: "ParleyRouting", dependencies: ["ParleyWire"]),
+        // The public UDP forwarder: workers that execute ParleyRouting's decisions, the route store.
         .target(
             name: "ParleyRelay",
             dependencies: [
-                "ParleyWire", "ParleyIO", "CParleySockets",
+                "ParleyWire", "ParleyRouting", "ParleyIO", "CParleySockets",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 // rediss:// route stores. BoringSSL stays inside NIOSSL; this module never imports a C TLS library.
@@ -153,7 +157,7 @@ let package = Package(
         .testTarget(
             name: "ParleyRelayTests",
             dependencies: [
-                "ParleyRelay", "ParleyTestSupport",
+                "ParleyRelay", "ParleyRouting", "ParleyTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -14,7 +14,7 @@ let sctp: Target.Dependency = .product(name: "ParleySCTP", package: "Parley")
 let media: Target.Dependency = .product(name: "ParleyMedia", package: "Parley")
 let session: Target.Dependency = .product(name: "ParleySession", package: "Parley")
 let signaling: Target.Dependency = .product(name: "ParleySignaling", package: "Parley")
-let relay: Target.Dependency = .product(name: "ParleyRelay", package: "Parley")
+let routing: Target.Dependency = .product(name: "ParleyRouting", package: "Parley")
 
 let package = Package(
     name: "ParleyFuzz",
@@ -34,6 +34,6 @@ let package = Package(
         harness("FuzzSession", [wire, media, session, "FuzzSupport"]),
         harness("FuzzClientSession", [wire, media, session, "FuzzSupport"]),
         harness("FuzzSignaling", [wire, signaling]),
-        harness("FuzzRouting", [wire, relay, "FuzzSupport"]),
+        harness("FuzzRouting", [wire, routing, "FuzzSupport"]),
     ]
 )

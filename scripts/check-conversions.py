@@ -25,7 +25,7 @@ import subprocess
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-MODULES = ["ParleyWire", "ParleyMedia", "ParleySCTP", "ParleySession", "ParleyRelay", "ParleyTransceiver", "ParleyClient", "ParleyIO"]
+MODULES = ["ParleyWire", "ParleyMedia", "ParleySCTP", "ParleySession", "ParleyRelay", "ParleyRouting", "ParleySignaling", "ParleyTransceiver", "ParleyClient", "ParleyIO"]
 ALLOWED = os.path.join(ROOT, "scripts", "conversions-allowed.txt")
 
 # Bits and signedness (Int and UInt are 64-bit on every platform Parley builds for).

@@ -9,6 +9,7 @@ import ParleyClient
 import ParleyIO
 import ParleyMedia
 import ParleyRelay
+import ParleyRouting
 import ParleySignaling
 import ParleyTransceiver
 import ParleyWire

@@ -1,6 +1,7 @@
 import ParleyWire
 import Testing
 @testable import ParleyRelay
+@testable import ParleyRouting
 
 /// A draining route table: nothing new starts, what is committed goes on.
 extension RouteTableTests {

@@ -1,6 +1,7 @@
 import ParleyWire
 import Testing
 @testable import ParleyRelay
+@testable import ParleyRouting
 
 @Suite struct RedisEndpointTests {
     static func parse(_ text: String) throws(RedisEndpointError) -> RedisEndpoint { try RedisEndpoint(parsing: text) }

@@ -4,6 +4,7 @@ import NIOPosix
 import ParleyWire
 import Testing
 @testable import ParleyRelay
+@testable import ParleyRouting
 
 @Suite struct RouteStoreTests {
     static let client = TransportAddress.v4(IPv4Address(198, 51, 100, 1), port: 5000)

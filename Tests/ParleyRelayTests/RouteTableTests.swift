@@ -1,6 +1,7 @@
 import ParleyWire
 import Testing
 @testable import ParleyRelay
+@testable import ParleyRouting
 import ParleyTestSupport
 
 @Suite struct RouteTableTests {

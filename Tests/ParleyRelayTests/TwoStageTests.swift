@@ -1,6 +1,7 @@
 import ParleyWire
 import Testing
 @testable import ParleyRelay
+@testable import ParleyRouting
 
 /// Two-stage routing, sans-IO: relay A (cluster 1) forwards a flow whose token names cluster 2 to
 /// cluster 2's relay B, which routes it to its worker with B's own rules.

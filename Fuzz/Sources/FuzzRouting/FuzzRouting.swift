@@ -1,5 +1,5 @@
 import FuzzSupport
-import ParleyRelay
+import ParleyRouting
 import ParleyWire
 
 // libFuzzer entry point: the relay's routing decisions, as sequences. An edge relay's RouteTable

@@ -4,6 +4,7 @@ import Metrics
 import NIOCore
 import NIOPosix
 import ParleyIO
+import ParleyRouting
 import ParleyWire
 import Synchronization
 

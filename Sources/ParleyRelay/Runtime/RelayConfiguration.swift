@@ -1,3 +1,4 @@
+import ParleyRouting
 import ParleyWire
 
 /// Everything a relay process is told at start.

@@ -1,4 +1,5 @@
 import Metrics
+import ParleyRouting
 
 /// The relay's metrics (swift-metrics → Prometheus). Workers count per packet locally and report
 /// once a second, so the packet path touches no shared atomics.

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import ParleyIO
+import ParleyRouting
 import ParleyWire
 import Synchronization
 

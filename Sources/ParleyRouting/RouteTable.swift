@@ -370,7 +370,7 @@ public struct RouteTable {
     }
 
     /// Another cluster's relay (a destination of forwarded flows, and a source of their answers).
-    func isClusterRelay(_ address: TransportAddress) -> Bool { policy.clusterRelays.values.contains(address) }
+    public func isClusterRelay(_ address: TransportAddress) -> Bool { policy.clusterRelays.values.contains(address) }
 
     private func isAllowedWorker(_ worker: TransportAddress) -> Bool {
         policy.workerPorts.contains(worker.port) && policy.workerNetworks.contains { $0.contains(worker) }
