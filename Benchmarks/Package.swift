@@ -21,7 +21,7 @@ let package = Package(
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "ParleyWire", package: parley),
-                .product(name: "ParleyRelay", package: parley),
+                .product(name: "ParleyRouting", package: parley),
             ],
             path: "Benchmarks/WireBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

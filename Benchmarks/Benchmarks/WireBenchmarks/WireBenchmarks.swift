@@ -1,5 +1,5 @@
 import Benchmark
-import ParleyRelay
+import ParleyRouting
 import ParleyWire
 
 // The relay's per-packet work on a session's first packet (classify, parse STUN, cut the USERNAME,
