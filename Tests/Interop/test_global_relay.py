@@ -144,96 +144,23 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 from conftest import auth, require  # noqa: E402
-from test_impair import TOOL  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tools"))
+import regions as regions_tool  # noqa: E402  (Tests/Tools/regions.py: the topology `regions.py up` runs)
 
 ONE_WAY_MS = 20  # region A <-> region B: 40 ms round trip
 
 
-class Regions:
-    """Region A is this test's own namespace (named for the tool with `ip netns attach`): relay A,
-    cluster 1's transceiver, and the browser. Region B is a fresh namespace behind a link with
-    ONE_WAY_MS each way: cluster 2's transceiver, relay B and Redis."""
-
-    def __init__(self, tmp_path):
-        self.tmp = tmp_path
-        self.processes = []
-        tag = f"{os.getpid() % 100000}"
-        self.ns_a, self.ns_b = f"regionA-{tag}", f"regionB-{tag}"
-        subprocess.run(["ip", "netns", "attach", self.ns_a, str(os.getpid())], check=True)
-        self.link_log = open(tmp_path / "impair.err", "w")
-        self.link = subprocess.Popen(
-            [sys.executable, TOOL, "up", "--a", self.ns_a, "--b", self.ns_b, "--state-dir", str(tmp_path / "impair-state"),
-             "--both", f"delay={ONE_WAY_MS}ms", "--seed", "1", "--realtime", "10"],
-            stdout=subprocess.PIPE, stderr=self.link_log, text=True)
-        ready, _, _ = select.select([self.link.stdout], [], [], 10)
-        info = json.loads(self.link.stdout.readline()) if ready else {}
-        assert info.get("event") == "ready", (tmp_path / "impair.err").read_text()
-        self.ip_a, self.ip_b = info["a"]["ipv4"], info["b"]["ipv4"]
-        self.key_a, self.key_b = secrets.token_hex(32), secrets.token_hex(32)
-        self.public_a, self.internal_a, self.internal_b = (free_port(socket.SOCK_DGRAM) for _ in range(3))
-        self.http_a, self.http_b, self.redis_port = (free_port(socket.SOCK_STREAM) for _ in range(3))
-        in_b = ["ip", "netns", "exec", self.ns_b]
-        self.spawn("redis-b", in_b + ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                      "--port", str(self.redis_port)])
-        advertise = f"127.0.0.1:{self.public_a}"  # the client is in region A: its relay is A's
-        self.spawn("relay-a", [PARLEY, "relay", "--routing-key", self.key_a, "--cluster-id", "1",
-                               "--cluster-relay", f"2={self.ip_b}:{self.internal_b}", "--public-host", "127.0.0.1",
-                               "--public-port", str(self.public_a), "--internal-host", "0.0.0.0",
-                               "--internal-port", str(self.internal_a), "--worker-network", "127.0.0.0/8",
-                               "--workers", "1", "--metrics-port", "0"])
-        self.spawn("relay-b", in_b + [PARLEY, "relay", "--routing-key", self.key_b, "--cluster-id", "2",
-                                      "--cluster-relay", f"1={self.ip_a}:{self.internal_a}", "--public-host", self.ip_b,
-                                      "--public-port", str(free_port(socket.SOCK_DGRAM)), "--internal-host", "0.0.0.0",
-                                      "--internal-port", str(self.internal_b), "--worker-network", "127.0.0.0/8",
-                                      "--workers", "1", "--metrics-port", "0", "--redis", f"127.0.0.1:{self.redis_port}"])
-        for name, prefix, key, cluster, http in (("transceiver-a", [], self.key_a, "1", self.http_a),
-                                                 ("transceiver-b", in_b, self.key_b, "2", self.http_b)):
-            self.spawn(name, prefix + [PARLEY, "transceiver", "--routing-key", key, "--cluster-id", cluster,
-                                       "--http-host", "0.0.0.0", "--http-port", str(http), "--media-host", "127.0.0.1",
-                                       "--media-port", "0", "--workers", "1", "--api-key", API_KEY, "--metrics-port", "0",
-                                       "--demo-page", "--relay-network", "127.0.0.0/8", "--advertise", advertise])
-        self.base_a, self.base_b = f"http://127.0.0.1:{self.http_a}", f"http://{self.ip_b}:{self.http_b}"
-        for base in (self.base_a, self.base_b):
-            wait_http(base + "/healthz")
-
-    def spawn(self, name, arguments):
-        path = self.tmp / f"{name}.log"
-        process = subprocess.Popen(arguments, stdout=open(path, "w"), stderr=subprocess.STDOUT)
-        process.log_path = path
-        self.processes.append(process)
-        return process
-
-    def page(self, base):
-        body = json.dumps({"expires_after": {"anchor": "created_at", "seconds": 600}, "session": {}}).encode()
-        request = urllib.request.Request(base + "/v1/realtime/client_secrets", data=body, method="POST",
-                                         headers={"Content-Type": "application/json", **auth()})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            secret = json.loads(response.read())["value"]
-        return f"{base}/?autostart=1&client_secret={secret}"
-
-    def stop(self):
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        self.link.terminate()
-        try:
-            self.link.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.link.kill()
-        subprocess.run(["ip", "netns", "delete", self.ns_a], stderr=subprocess.DEVNULL)  # the name only: this namespace stays
-
-    def logs(self):
-        return "\n".join(f"--- {path.name}\n{path.read_text()[-3000:]}" for path in sorted(self.tmp.glob("*.log")))
-
-
 @pytest.fixture
 def regions(tmp_path):
+    """Region A is this test's own namespace: relay A, cluster 1's transceiver, the browser; region
+    B a fresh namespace behind impair.py at ONE_WAY_MS each way: cluster 2, relay B, Redis."""
     require(os.geteuid() == 0 and os.path.exists("/dev/net/tun"), "two regions need namespaces and /dev/net/tun (scripts/interop.sh)")
-    regions = Regions(tmp_path)
-    yield regions
-    regions.stop()
-    print(regions.logs())
+    topology = regions_tool.Topology(tmp_path / "regions", ONE_WAY_MS, API_KEY).start()
+    yield topology
+    topology.stop()
+    for process in topology.processes:
+        print(f"--- {os.path.basename(process.log_path)}\n" + open(process.log_path).read()[-3000:])
 
 
 def call_figures(driver, page):
@@ -272,6 +199,49 @@ def test_a_cross_region_call_pays_the_inter_region_round_trip_and_a_local_one_do
     assert cross["ice"] >= 2 * ONE_WAY_MS - 2, cross
     assert cross["dtls"] - cross["ice"] >= 2 * 2 * ONE_WAY_MS - 10, cross
     assert cross["channel"] > cross["dtls"], cross
+
+
+def test_a_cross_region_call_moves_to_region_bs_relay_when_relay_a_dies(regions):
+    """Chromium in region A calls cluster 2: it enters at relay A (the answer's first candidate)
+    and its media cross the link two-stage. Relay A is killed: Chromium moves to the answer's second
+    candidate, relay B across the link, which routes the call directly; same DTLS association."""
+    driver = chromium(f"--unsafely-treat-insecure-origin-as-secure={regions.base_b}")
+    try:
+        driver.get(regions.page(regions.base_b))
+        wait_for(driver, lambda s: s["state"] == "connected", 20, "connected through relay A into cluster 2")
+        wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) >= 100 and s["channelState"] == "open", 20, "audio")
+        time.sleep(3)
+        driver.execute_script("""
+            window.arrivals = [];
+            setInterval(async () => {
+                const stats = await window.parley.pc.getStats();
+                stats.forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') window.arrivals.push([performance.now(), s.packetsReceived]); });
+            }, 20);
+            window.echoes = 0; window.sent = 0;
+            window.parley.channel.addEventListener('message', () => window.echoes++);
+            window.sender = setInterval(() => { window.parley.channel.send(JSON.stringify({type: 'tick', n: window.sent++})); }, 100);""")
+        time.sleep(1)
+        killed_at = driver.execute_script("return performance.now()")
+        regions.relay_a.kill()
+        regions.relay_a.wait()
+        resumed, deadline = None, time.time() + 20
+        while resumed is None and time.time() < deadline:
+            time.sleep(0.2)
+            arrivals = driver.execute_script("return window.arrivals")
+            before = [count for at, count in arrivals if at <= killed_at]
+            later = [at for at, count in arrivals if at > killed_at and count > (before[-1] if before else 0) + 5]
+            resumed = later[0] if later else None
+        assert resumed is not None, "audio did not come back through relay B"
+        time.sleep(2)
+        driver.execute_script("clearInterval(window.sender)")
+        time.sleep(1.5)
+        sent, echoes = driver.execute_script("return [window.sent, window.echoes]")
+        print(f"cross-region call, relay A killed: audio back through relay B after {(resumed - killed_at) / 1000:.2f} s; "
+              f"data-channel messages {echoes}/{sent} echoed")
+        assert driver.execute_script("return window.parley.state") == "connected"
+        assert echoes == sent, f"data-channel messages lost across the move: {echoes}/{sent}"
+    finally:
+        driver.quit()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,3 +373,29 @@ def test_chromium_moves_to_the_other_relay_when_its_relay_dies(tmp_path):
         driver.quit()
         stack.stop()
         print(stack.logs())
+
+
+def test_regions_py_up_prints_both_regions_and_stops_cleanly(tmp_path):
+    """`Tests/Tools/regions.py up`, as a person runs it: one JSON line when both regions answer,
+    demo pages that load, and everything gone after SIGTERM (region B's namespace too)."""
+    require(os.geteuid() == 0 and os.path.exists("/dev/net/tun"), "two regions need namespaces and /dev/net/tun (scripts/interop.sh)")
+    tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tools", "regions.py")
+    process = subprocess.Popen([sys.executable, tool, "up", "--state-dir", str(tmp_path / "state"), "--one-way-ms", "5"],
+                               stdout=subprocess.PIPE, stderr=open(tmp_path / "regions.err", "w"), text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        assert ready, (tmp_path / "regions.err").read_text()
+        info = json.loads(process.stdout.readline())
+        assert info["event"] == "ready" and set(info["regions"]) == {"a", "b"}, info
+        for region in info["regions"].values():
+            with urllib.request.urlopen(region["page"], timeout=5) as response:
+                assert response.status == 200 and b"RTCPeerConnection" in response.read()
+        namespace_b = info["regions"]["b"]["namespace"]
+        assert os.path.exists(f"/var/run/netns/{namespace_b}")
+        assert "Ctrl-C stops everything" in (tmp_path / "regions.err").read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+    assert process.returncode == 0, (tmp_path / "regions.err").read_text()
+    assert not os.path.exists(f"/var/run/netns/{namespace_b}"), "region B's namespace was left behind"
+    assert not os.path.exists(tmp_path / "state" / "regions.json")
