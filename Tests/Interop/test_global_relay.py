@@ -399,3 +399,36 @@ def test_regions_py_up_prints_both_regions_and_stops_cleanly(tmp_path):
     assert process.returncode == 0, (tmp_path / "regions.err").read_text()
     assert not os.path.exists(f"/var/run/netns/{namespace_b}"), "region B's namespace was left behind"
     assert not os.path.exists(tmp_path / "state" / "regions.json")
+
+
+def test_firefox_enters_at_relay_a_and_calls_cluster_two_across_the_link(regions, tmp_path):
+    """Headless Firefox (its own ICE, NSS DTLS, usrsctp) in region A calls cluster 2 through relay
+    A: echoed audio, and oai-events messages of 1 B to 256 KiB echoed byte for byte across the link."""
+    from marionette_driver import marionette
+    from test_firefox import FIREFOX, PAGE, PREFS
+    from test_firefox import wait_for as firefox_wait_for
+    # Region B's page is not on localhost: let it use the (fake) microphone anyway.
+    prefs = dict(PREFS, **{"marionette.port": 2831, "media.devices.insecure.enabled": True,
+                           "media.getusermedia.insecure.enabled": True})
+    client = marionette.Marionette(host="127.0.0.1", port=prefs["marionette.port"], bin=FIREFOX, headless=True,
+                                   prefs=prefs, startup_timeout=90, gecko_log=str(tmp_path / "gecko.log"))
+    try:
+        client.start_session()
+        client.timeout.script = 90
+        client.navigate(regions.page(regions.base_b))
+        firefox_wait_for(client, lambda s: s["state"] == "connected", 30, "connected through relay A into cluster 2")
+        state = firefox_wait_for(client, lambda s: s["stats"].get("packetsReceived", 0) >= 200, 20, "4 s of echoed audio")
+        firefox_wait_for(client, lambda s: s["channelState"] == "open", 10, "the oai-events channel open")
+        results = client.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            f"{PAGE}.echoTest([1, 1024, 65536, 262144]).then((r) => done(JSON.parse(JSON.stringify(r))), (e) => done(String(e)))")
+        assert results == [{"size": 1, "ok": True}, {"size": 1024, "ok": True}, {"size": 65536, "ok": True},
+                           {"size": 262144, "ok": True}, {"size": "text", "ok": True}], results
+        rtt = state["stats"].get("roundTripTime")
+        print(f"Firefox across regions: {state['stats'].get('packetsReceived')} packets echoed, RTT {(rtt or 0) * 1000:.1f} ms")
+    finally:
+        try:
+            client.delete_session()
+        except Exception:
+            pass
+        client.cleanup()
