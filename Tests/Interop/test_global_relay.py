@@ -432,3 +432,67 @@ def test_firefox_enters_at_relay_a_and_calls_cluster_two_across_the_link(regions
         except Exception:
             pass
         client.cleanup()
+
+
+LOSSY = "delay=40ms,jitter=30ms,loss=5%,reorder=2%:20ms"  # 10-70 ms each way, 5% lost, some reordered
+
+
+@pytest.fixture
+def lossy_regions(tmp_path):
+    require(os.geteuid() == 0 and os.path.exists("/dev/net/tun"), "two regions need namespaces and /dev/net/tun (scripts/interop.sh)")
+    topology = regions_tool.Topology(tmp_path / "regions", 40, API_KEY, link=LOSSY).start()
+    yield topology
+    topology.stop()
+    for process in topology.processes:
+        print(f"--- {os.path.basename(process.log_path)}\n" + open(process.log_path).read()[-3000:])
+
+
+def test_chromium_and_firefox_across_a_lossy_reordering_link(lossy_regions, tmp_path):
+    """Both browsers call cluster 2 through relay A across a link with 5% loss, +-30 ms jitter (which
+    reorders 20 ms audio packets) and 2% of packets held back 20 ms more: audio keeps flowing and
+    oai-events messages of 1 B-256 KiB arrive back intact (Firefox's usrsctp included)."""
+    from marionette_driver import marionette
+    from test_firefox import FIREFOX, PAGE, PREFS
+    from test_firefox import wait_for as firefox_wait_for
+    regions = lossy_regions
+    sizes = [1, 1024, 65536, 262144]
+    expected = [{"size": size, "ok": True} for size in sizes] + [{"size": "text", "ok": True}]
+    driver = chromium(f"--unsafely-treat-insecure-origin-as-secure={regions.base_b}")
+    try:
+        driver.get(regions.page(regions.base_b))
+        wait_for(driver, lambda s: s["state"] == "connected", 30, "Chromium connected across the lossy link")
+        wait_for(driver, lambda s: s["channelState"] == "open", 30, "oai-events open")
+        before = driver.execute_script("return window.parley.stats.packetsReceived || 0")
+        results = driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            f"window.parley.echoTest({sizes}).then(done, (e) => done(String(e)))")
+        assert results == expected, results
+        time.sleep(3)
+        stats = driver.execute_script("return window.parley.stats")
+        print(f"Chromium across the lossy link: {stats.get('packetsReceived', 0) - before} packets during the data test and 3 s, "
+              f"lost {stats.get('packetsLost')}, jitter {stats.get('jitter')}, RTT {stats.get('roundTripTime')}")
+        assert stats.get("packetsReceived", 0) - before >= 100, stats
+    finally:
+        driver.quit()
+    prefs = dict(PREFS, **{"marionette.port": 2832, "media.devices.insecure.enabled": True,
+                           "media.getusermedia.insecure.enabled": True})
+    client = marionette.Marionette(host="127.0.0.1", port=prefs["marionette.port"], bin=FIREFOX, headless=True,
+                                   prefs=prefs, startup_timeout=90, gecko_log=str(tmp_path / "gecko.log"))
+    try:
+        client.start_session()
+        client.timeout.script = 120
+        client.navigate(regions.page(regions.base_b))
+        firefox_wait_for(client, lambda s: s["state"] == "connected", 30, "Firefox connected across the lossy link")
+        firefox_wait_for(client, lambda s: s["channelState"] == "open", 30, "oai-events open")
+        results = client.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            f"{PAGE}.echoTest({sizes}).then((r) => done(JSON.parse(JSON.stringify(r))), (e) => done(String(e)))")
+        assert results == expected, results
+        state = firefox_wait_for(client, lambda s: s["stats"].get("packetsReceived", 0) >= 100, 20, "echoed audio")
+        print(f"Firefox across the lossy link: {state['stats'].get('packetsReceived')} packets, lost {state['stats'].get('packetsLost')}")
+    finally:
+        try:
+            client.delete_session()
+        except Exception:
+            pass
+        client.cleanup()

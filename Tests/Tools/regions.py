@@ -59,10 +59,12 @@ def wait_http(url, seconds=30):
 class Topology:
     """The two regions, as processes. `start()` brings them up; `stop()` ends them."""
 
-    def __init__(self, state_dir, one_way_ms=20, api_key=None):
+    def __init__(self, state_dir, one_way_ms=20, api_key=None, link=None):
         self.state_dir = str(state_dir)
         os.makedirs(self.state_dir, exist_ok=True)
         self.one_way_ms = one_way_ms
+        # impair.py's SPEC for both directions (loss, jitter, reordering…); default: the delay alone.
+        self.link_spec = link or f"delay={one_way_ms}ms"
         self.api_key = api_key or "sk_regions_" + secrets.token_hex(16)
         self.processes = []
         self.link = None
@@ -83,7 +85,7 @@ class Topology:
         self.link = subprocess.Popen(
             [sys.executable, IMPAIR, "up", "--a", self.ns_a, "--b", self.ns_b,
              "--state-dir", os.path.join(self.state_dir, "impair"),
-             "--both", f"delay={self.one_way_ms}ms", "--seed", "1", "--realtime", "10"],
+             "--both", self.link_spec, "--seed", "1", "--realtime", "10"],
             stdout=subprocess.PIPE, stderr=open(self.log_path("impair"), "w"), text=True)
         ready, _, _ = select.select([self.link.stdout], [], [], 10)
         info = json.loads(self.link.stdout.readline() or "{}") if ready else {}
@@ -188,11 +190,13 @@ def main(argv=None):
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--one-way-ms", type=int, default=20, help="delay each way between the regions (default 20)")
     parser.add_argument("--api-key", help="the API key both transceivers take (default: one is made)")
+    parser.add_argument("--link", help="impair.py SPEC for both directions instead of the delay alone, "
+                                       "e.g. delay=40ms,jitter=30ms,loss=5%%,reorder=2%%:20ms")
     parser.add_argument("--state-dir", default="/tmp/parley-regions", help="logs and state (default /tmp/parley-regions)")
     args = parser.parse_args(argv)
     if args.command == "down":
         return down(args.state_dir)
-    topology = Topology(args.state_dir, args.one_way_ms, args.api_key)
+    topology = Topology(args.state_dir, args.one_way_ms, args.api_key, args.link)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
