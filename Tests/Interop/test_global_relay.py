@@ -196,7 +196,9 @@ def test_a_cross_region_call_pays_the_inter_region_round_trip_and_a_local_one_do
     assert direct["rtt"] < 10, direct
     assert 2 * ONE_WAY_MS - 1 <= cross["rtt"] <= 2 * ONE_WAY_MS + 15, cross
     # Setup crosses the link too: ICE a round trip (a check and its answer), DTLS 1.2 two more.
-    assert cross["ice"] >= 2 * ONE_WAY_MS - 2, cross
+    # (The page marks the answer once setRemoteDescription resolves, a few ms after Chromium's
+    # first check may have left: ICE can read a little under the round trip.)
+    assert cross["ice"] >= 2 * ONE_WAY_MS - 10, cross
     assert cross["dtls"] - cross["ice"] >= 2 * 2 * ONE_WAY_MS - 10, cross
     assert cross["channel"] > cross["dtls"], cross
 
@@ -496,3 +498,33 @@ def test_chromium_and_firefox_across_a_lossy_reordering_link(lossy_regions, tmp_
         except Exception:
             pass
         client.cleanup()
+
+
+def test_region_bs_relay_restart_recovers_a_cross_region_call_from_region_bs_redis(regions):
+    """Across the 40 ms link: Chromium in region A calls cluster 2 through relay A; relay B (the
+    owning cluster's) is killed and restarted in region B, and recovers the forwarded flow from
+    region B's Redis at relay A's next forwarded packet."""
+    driver = chromium(f"--unsafely-treat-insecure-origin-as-secure={regions.base_b}")
+    try:
+        driver.get(regions.page(regions.base_b))
+        wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) >= 100, 20, "echoed audio across the link")
+        time.sleep(1)  # the route reaches region B's Redis asynchronously
+        arguments = regions.relay_b.args
+        regions.relay_b.kill()
+        regions.relay_b.wait()
+        killed = time.monotonic()
+        before = driver.execute_script("return window.parley.stats.packetsReceived")
+        time.sleep(0.3)
+        regions.relay_b = regions.spawn("relay-b-restarted", arguments)
+        resumed = None
+        while resumed is None and time.monotonic() - killed < 10:
+            time.sleep(0.05)
+            if driver.execute_script("return window.parley.stats.packetsReceived") > before + 10:
+                resumed = time.monotonic() - killed
+        assert resumed is not None, "audio did not resume through the restarted relay B"
+        print(f"relay B restarted across the link: audio back {resumed * 1000:.0f} ms after the kill (0.3 s of it before the restart)")
+        log = open(regions.relay_b.log_path).read()
+        assert "route recovered from the store" in log and " via " in log, log[-2000:]
+        assert driver.execute_script("return window.parley.state") == "connected"
+    finally:
+        driver.quit()
