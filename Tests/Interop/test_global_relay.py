@@ -5,6 +5,7 @@ header and forwards the flow to B over the tunnel with the client's address kept
 its transceiver with its own rules and sends the answers back through A. Then B is killed and
 restarted: it recovers the forwarded flow from its Redis (the route remembers it arrives via A)."""
 import asyncio
+import contextlib
 import secrets
 import signal
 import socket
@@ -403,37 +404,48 @@ def test_regions_py_up_prints_both_regions_and_stops_cleanly(tmp_path):
     assert not os.path.exists(tmp_path / "state" / "regions.json")
 
 
-def test_firefox_enters_at_relay_a_and_calls_cluster_two_across_the_link(regions, tmp_path):
-    """Headless Firefox (its own ICE, NSS DTLS, usrsctp) in region A calls cluster 2 through relay
-    A: echoed audio, and oai-events messages of 1 B to 256 KiB echoed byte for byte across the link."""
+@contextlib.contextmanager
+def firefox_off_localhost(tmp_path, port):
+    """Headless Firefox over Marionette, allowed to use its fake microphone on a page that is not on
+    localhost (region B's signaling); yields the client and the page's Xray path (test_firefox.PAGE)."""
     from marionette_driver import marionette
     from test_firefox import FIREFOX, PAGE, PREFS
-    from test_firefox import wait_for as firefox_wait_for
-    # Region B's page is not on localhost: let it use the (fake) microphone anyway.
-    prefs = dict(PREFS, **{"marionette.port": 2831, "media.devices.insecure.enabled": True,
+    prefs = dict(PREFS, **{"marionette.port": port, "media.devices.insecure.enabled": True,
                            "media.getusermedia.insecure.enabled": True})
-    client = marionette.Marionette(host="127.0.0.1", port=prefs["marionette.port"], bin=FIREFOX, headless=True,
-                                   prefs=prefs, startup_timeout=90, gecko_log=str(tmp_path / "gecko.log"))
+    client = marionette.Marionette(host="127.0.0.1", port=port, bin=FIREFOX, headless=True,
+                                   prefs=prefs, startup_timeout=90, gecko_log=str(tmp_path / f"gecko-{port}.log"))
     try:
         client.start_session()
-        client.timeout.script = 90
-        client.navigate(regions.page(regions.base_b))
-        firefox_wait_for(client, lambda s: s["state"] == "connected", 30, "connected through relay A into cluster 2")
-        state = firefox_wait_for(client, lambda s: s["stats"].get("packetsReceived", 0) >= 200, 20, "4 s of echoed audio")
-        firefox_wait_for(client, lambda s: s["channelState"] == "open", 10, "the oai-events channel open")
-        results = client.execute_async_script(
-            "const done = arguments[arguments.length - 1];"
-            f"{PAGE}.echoTest([1, 1024, 65536, 262144]).then((r) => done(JSON.parse(JSON.stringify(r))), (e) => done(String(e)))")
-        assert results == [{"size": 1, "ok": True}, {"size": 1024, "ok": True}, {"size": 65536, "ok": True},
-                           {"size": 262144, "ok": True}, {"size": "text", "ok": True}], results
-        rtt = state["stats"].get("roundTripTime")
-        print(f"Firefox across regions: {state['stats'].get('packetsReceived')} packets echoed, RTT {(rtt or 0) * 1000:.1f} ms")
+        yield client, PAGE
     finally:
         try:
             client.delete_session()
         except Exception:
             pass
         client.cleanup()
+
+
+def firefox_echo_test(client, page, sizes):
+    return client.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        f"{page}.echoTest({sizes}).then((r) => done(JSON.parse(JSON.stringify(r))), (e) => done(String(e)))")
+
+
+def test_firefox_enters_at_relay_a_and_calls_cluster_two_across_the_link(regions, tmp_path):
+    """Headless Firefox (its own ICE, NSS DTLS, usrsctp) in region A calls cluster 2 through relay
+    A: echoed audio, and oai-events messages of 1 B to 256 KiB echoed byte for byte across the link."""
+    from test_firefox import wait_for as firefox_wait_for
+    with firefox_off_localhost(tmp_path, 2831) as (client, page):
+        client.timeout.script = 90
+        client.navigate(regions.page(regions.base_b))
+        firefox_wait_for(client, lambda s: s["state"] == "connected", 30, "connected through relay A into cluster 2")
+        state = firefox_wait_for(client, lambda s: s["stats"].get("packetsReceived", 0) >= 200, 20, "4 s of echoed audio")
+        firefox_wait_for(client, lambda s: s["channelState"] == "open", 10, "the oai-events channel open")
+        results = firefox_echo_test(client, page, [1, 1024, 65536, 262144])
+        assert results == [{"size": 1, "ok": True}, {"size": 1024, "ok": True}, {"size": 65536, "ok": True},
+                           {"size": 262144, "ok": True}, {"size": "text", "ok": True}], results
+        rtt = state["stats"].get("roundTripTime")
+        print(f"Firefox across regions: {state['stats'].get('packetsReceived')} packets echoed, RTT {(rtt or 0) * 1000:.1f} ms")
 
 
 LOSSY = "delay=40ms,jitter=30ms,loss=5%,reorder=2%:20ms"  # 10-70 ms each way, 5% lost, some reordered
@@ -453,8 +465,6 @@ def test_chromium_and_firefox_across_a_lossy_reordering_link(lossy_regions, tmp_
     """Both browsers call cluster 2 through relay A across a link with 5% loss, +-30 ms jitter (which
     reorders 20 ms audio packets) and 2% of packets held back 20 ms more: audio keeps flowing and
     oai-events messages of 1 B-256 KiB arrive back intact (Firefox's usrsctp included)."""
-    from marionette_driver import marionette
-    from test_firefox import FIREFOX, PAGE, PREFS
     from test_firefox import wait_for as firefox_wait_for
     regions = lossy_regions
     sizes = [1, 1024, 65536, 262144]
@@ -476,28 +486,15 @@ def test_chromium_and_firefox_across_a_lossy_reordering_link(lossy_regions, tmp_
         assert stats.get("packetsReceived", 0) - before >= 100, stats
     finally:
         driver.quit()
-    prefs = dict(PREFS, **{"marionette.port": 2832, "media.devices.insecure.enabled": True,
-                           "media.getusermedia.insecure.enabled": True})
-    client = marionette.Marionette(host="127.0.0.1", port=prefs["marionette.port"], bin=FIREFOX, headless=True,
-                                   prefs=prefs, startup_timeout=90, gecko_log=str(tmp_path / "gecko.log"))
-    try:
-        client.start_session()
+    with firefox_off_localhost(tmp_path, 2832) as (client, page):
         client.timeout.script = 120
         client.navigate(regions.page(regions.base_b))
         firefox_wait_for(client, lambda s: s["state"] == "connected", 30, "Firefox connected across the lossy link")
         firefox_wait_for(client, lambda s: s["channelState"] == "open", 30, "oai-events open")
-        results = client.execute_async_script(
-            "const done = arguments[arguments.length - 1];"
-            f"{PAGE}.echoTest({sizes}).then((r) => done(JSON.parse(JSON.stringify(r))), (e) => done(String(e)))")
+        results = firefox_echo_test(client, page, sizes)
         assert results == expected, results
         state = firefox_wait_for(client, lambda s: s["stats"].get("packetsReceived", 0) >= 100, 20, "echoed audio")
         print(f"Firefox across the lossy link: {state['stats'].get('packetsReceived')} packets, lost {state['stats'].get('packetsLost')}")
-    finally:
-        try:
-            client.delete_session()
-        except Exception:
-            pass
-        client.cleanup()
 
 
 def test_region_bs_relay_restart_recovers_a_cross_region_call_from_region_bs_redis(regions):
