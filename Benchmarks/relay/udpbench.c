@@ -1,9 +1,9 @@
 // Load for the relay benchmark. Two roles:
 //
 //   udpbench backend PORT tunnel|prefix
-//       Echo server behind the relay. `tunnel`: Parley's tunnel header (answers a STUN Binding
-//       request with a success response for the same transaction, echoes anything else, marked
-//       "to client"). `prefix`: the C forwarder's 8-byte prefix, echoed unchanged.
+//       Echo server behind the relay. `tunnel`: Parley's tunnel header (answers a client's STUN Binding
+//       request with a Binding request of its own, as a transceiver validates a path; echoes anything
+//       else, marked "to client"). `prefix`: the C forwarder's 8-byte prefix, echoed unchanged.
 //   udpbench client RELAY_PORT FLOWS RATE SECONDS [UFRAG]
 //       FLOWS client sockets. With UFRAG, each flow first sends an ICE check with that token as
 //       its USERNAME and waits for the answer (the relay commits the route). Then it sends
@@ -65,8 +65,13 @@ static int backend(int port, int tunnel) {
                 unsigned header = (d[1] & 2) ? 22 : 10;
                 d[1] |= 4;  // toward the client
                 unsigned char *p = d + header;
-                if (length >= header + 20 && p[0] == 0x00 && p[1] == 0x01) {  // Binding request → success
-                    p[0] = 0x01; p[1] = 0x01; p[2] = 0; p[3] = 0;
+                if (length >= header + 20 && p[0] == 0x00 && p[1] == 0x01) {
+                    // A client's check: answered with a check of the backend's own, as a transceiver
+                    // validates a path before anything else (the relay commits the route when the
+                    // client answers it: docs/relay.md). No attributes; the transaction id is the
+                    // client's with its last byte flipped.
+                    p[2] = 0; p[3] = 0;
+                    p[19] ^= 0xFF;
                     length = header + 20;
                 }
             }
@@ -111,7 +116,13 @@ static int client(int relay_port, int flows, long rate, double seconds, const ch
             for (int attempt = 0; attempt < 50 && !answered; attempt++) {
                 send(fds[f], check, 24 + padded, 0);
                 struct pollfd pfd = {fds[f], POLLIN, 0};
-                if (poll(&pfd, 1, 100) > 0 && recv(fds[f], buffer, sizeof buffer, 0) >= 20 && buffer[0] == 0x01) answered = 1;
+                if (poll(&pfd, 1, 100) > 0 && recv(fds[f], buffer, sizeof buffer, 0) >= 20 && buffer[0] == 0x00 && buffer[1] == 0x01) {
+                    // The backend's check: the client's success answer commits the route at the relay.
+                    unsigned char success[20] = {0x01, 0x01, 0, 0};
+                    memcpy(success + 4, buffer + 4, 16);
+                    send(fds[f], success, sizeof success, 0);
+                    answered = 1;
+                }
             }
             if (!answered) { fprintf(stderr, "flow %d: no answer to its check\n", f); return 1; }
         }
