@@ -106,7 +106,14 @@ static int client(int relay_port, int flows, long rate, double seconds, const ch
     if (ufrag) {  // one ICE check per flow; the relay commits the route on the backend's answer
         for (int f = 0; f < flows; f++) {
             char username[300];
-            int ulen = snprintf(username, sizeof username, "%s:bench", ufrag);
+            // UFRAG may be a comma-separated list: flow f uses token f mod their number (a session
+            // commits at most 8 routes at the relay, so many flows need many sessions' tokens).
+            const char *token = ufrag;
+            int count = 1;
+            for (const char *c = ufrag; *c; c++) count += *c == ',';
+            for (int skip = f % count; skip > 0; skip--) token = strchr(token, ',') + 1;
+            int tlen = (int)(strchr(token, ',') ? (size_t)(strchr(token, ',') - token) : strlen(token));
+            int ulen = snprintf(username, sizeof username, "%.*s:bench", tlen, token);
             int padded = (ulen + 3) & ~3;
             unsigned char check[400] = {0x00, 0x01, 0, (unsigned char)(4 + padded), 0x21, 0x12, 0xa4, 0x42};
             for (int i = 8; i < 20; i++) check[i] = (unsigned char)rand();
