@@ -17,7 +17,7 @@ packages=(pkg-config libssl-dev libsrtp2-dev libopus-dev)
 case $profile in
     build) ;;
     test) packages+=(python3-venv libusrsctp-dev chromium chromium-driver firefox-esr golang-go golang-github-pion-webrtc.v3-dev
-                     iproute2 fonts-dejavu-core redis-server openssl) ;;
+                     iproute2 nftables fonts-dejavu-core redis-server openssl) ;;
     bench) packages+=(python3-venv gcc golang-go golang-github-pion-webrtc.v3-dev util-linux) ;;
     *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac

@@ -90,16 +90,46 @@ int parley_batch_send(int fd, parley_batch *batch, unsigned count) {
     return (int)sent;
 }
 
+/// Parses an IPv4 or IPv6 literal into `address`; its length, or 0 when it is neither.
+static socklen_t parse_host(const char *host, int port, struct sockaddr_in6 *address) {
+    memset(address, 0, sizeof *address);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)address;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        return sizeof *v4;
+    }
+    if (inet_pton(AF_INET6, host, &address->sin6_addr) == 1) {
+        address->sin6_family = AF_INET6;
+        address->sin6_port = htons((uint16_t)port);
+        return sizeof *address;
+    }
+    return 0;
+}
+
+/// A UDP socket of the address's family. An IPv6 one takes IPv6 only: IPv4 has its own socket, so
+/// no client arrives as a v4-mapped address and each family's answers leave from its own address.
+static int family_socket(const struct sockaddr_in6 *address, int flags) {
+    int fd = socket(address->sin6_family, SOCK_DGRAM | SOCK_CLOEXEC | flags, 0);
+    if (fd < 0) return -1;
+    if (address->sin6_family == AF_INET6) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    return fd;
+}
+
 int parley_udp_port_in_use(const char *host, int port) {
     // No SO_REUSEADDR, no SO_REUSEPORT: the bind fails if anyone holds the port, however they bound it.
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &address.sin_addr) != 1) {
-        close(fd);
+    struct sockaddr_in6 address;
+    socklen_t length = parse_host(host, port, &address);
+    if (length == 0) {
+        errno = EINVAL;
         return -1;
     }
-    int result = bind(fd, (struct sockaddr *)&address, sizeof address) == 0 ? 0 : (errno == EADDRINUSE ? 1 : -1);
+    int fd = family_socket(&address, 0);
+    if (fd < 0) return -1;
+    int result = bind(fd, (struct sockaddr *)&address, length) == 0 ? 0 : (errno == EADDRINUSE ? 1 : -1);
     int saved = errno;
     close(fd);
     errno = saved;
@@ -107,7 +137,13 @@ int parley_udp_port_in_use(const char *host, int port) {
 }
 
 int parley_udp_socket(const char *host, int port, int reuse_port, int buffer_bytes, int *bound_port) {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 address;
+    socklen_t length = parse_host(host, port, &address);
+    if (length == 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    int fd = family_socket(&address, SOCK_NONBLOCK);
     if (fd < 0) return -1;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -116,13 +152,14 @@ int parley_udp_socket(const char *host, int port, int reuse_port, int buffer_byt
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof buffer_bytes);
     if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buffer_bytes, sizeof buffer_bytes) != 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (inet_pton(AF_INET, host, &address.sin_addr) != 1 || bind(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+    if (bind(fd, (struct sockaddr *)&address, length) != 0) {
+        int saved = errno;
         close(fd);
+        errno = saved;
         return -1;
     }
-    socklen_t length = sizeof address;
-    getsockname(fd, (struct sockaddr *)&address, &length);
-    *bound_port = ntohs(address.sin_port);
+    socklen_t bound_length = sizeof address;
+    getsockname(fd, (struct sockaddr *)&address, &bound_length);
+    *bound_port = ntohs(address.sin6_port);  // sin_port and sin6_port share their offset
     return fd;
 }

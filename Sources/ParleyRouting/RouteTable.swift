@@ -565,6 +565,9 @@ public enum RelayDropReason: String, CaseIterable, Sendable {
     /// The relay is draining: a datagram that would start a flow (a first check, a commit, a
     /// store lookup, a route moving to another session) is refused.
     case draining
+    /// A datagram for a client of an address family this relay has no public socket for (a route
+    /// from the store, saved by a relay that has one).
+    case noSocketForFamily = "no_socket_for_family"
 }
 
 /// The network a source address belongs to, for per-network limits: its IPv4 /24 or IPv6 /64.

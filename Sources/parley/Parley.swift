@@ -239,8 +239,9 @@ struct Dev: AsyncParsableCommand {
     )
 
     @OptionGroup var serving: ServingOptions
-    @Option(help: "The relay's public address (the same as --media-host): 0.0.0.0 to take calls from other machines, whose addresses the answers then advertise.")
-    var publicHost: String?
+    @Option(name: .customLong("public-host"),
+            help: "The relay's public address, IPv4 or IPv6 (default: --media-host; repeat for both families, e.g. --public-host 0.0.0.0 --public-host ::). A wildcard takes calls from other machines, whose addresses the answers then advertise.")
+    var publicHosts: [String] = []
     @Flag(help: "Share the public UDP port with a process that already holds it, on purpose (without it a port in use is refused).")
     var takeOverPort = false
     @Flag(help: "Skip the relay: the transceiver's workers take client traffic directly (worker i on --media-port + i).")
@@ -250,7 +251,12 @@ struct Dev: AsyncParsableCommand {
 
     func validate() throws {
         guard storeLookupRate >= 1 else { throw ValidationError("--store-lookup-rate must be at least 1") }
-        if let publicHost, IPv4Address(publicHost) == nil { throw ValidationError("--public-host must be an IPv4 address") }
+        if let problem = RelayConfiguration.publicHostsProblem(publicHosts.isEmpty ? [serving.mediaHost] : publicHosts) {
+            throw ValidationError("--public-host: \(problem)")
+        }
+        if direct, publicHosts.count > 1 || publicHosts.contains(where: { IPv4Address($0) == nil }) {
+            throw ValidationError("--direct takes one IPv4 --public-host (the workers bind it); IPv6 calls go through the relay")
+        }
     }
 
     func run() async throws {
@@ -267,12 +273,12 @@ struct Dev: AsyncParsableCommand {
         }
         configuration.apiKeys = apiKeys
         let dev = DevServing(key: apiKeys.first, generated: generatedKey)
-        let publicHost = self.publicHost ?? serving.mediaHost
+        let publicHosts = self.publicHosts.isEmpty ? [serving.mediaHost] : self.publicHosts
         guard !direct else {
-            if configuration.advertisedAddresses.isEmpty, publicHost == "0.0.0.0" {
+            if configuration.advertisedAddresses.isEmpty, publicHosts == ["0.0.0.0"] {
                 configuration.advertisedAddresses = localAddresses(port: UInt16(clamping: serving.mediaPort))
             }
-            configuration.mediaHost = publicHost
+            configuration.mediaHost = publicHosts[0]
             return try await serve(configuration, logger: logger, metrics: serving.metricsListener, dev: dev,
                                    banner: Banner(mode: "direct (no relay): the workers take client traffic themselves",
                                                   agent: serving.agent, advertised: configuration.advertisedAddresses))
@@ -281,7 +287,7 @@ struct Dev: AsyncParsableCommand {
         // The relay owns the public port; the transceiver hides behind it on loopback.
         let loopback = IPNetwork("127.0.0.0/8")!
         var relayConfiguration = RelayConfiguration(keyring: keyring)
-        relayConfiguration.publicHost = publicHost
+        relayConfiguration.publicHosts = publicHosts
         relayConfiguration.publicPort = serving.mediaPort
         relayConfiguration.takeOverPort = takeOverPort
         relayConfiguration.internalHost = "127.0.0.1"
@@ -295,15 +301,12 @@ struct Dev: AsyncParsableCommand {
         configuration.relayNetworks = [loopback]
         let relayPort = UInt16(clamping: relay.publicPort ?? serving.mediaPort)
         if configuration.advertisedAddresses.isEmpty {
-            if publicHost == "0.0.0.0" {
-                configuration.advertisedAddresses = localAddresses(port: relayPort)
-            } else if let ip = IPv4Address(publicHost) {
-                configuration.advertisedAddresses = [.v4(ip, port: relayPort)]
-            }
+            configuration.advertisedAddresses = publicHosts.flatMap { advertisedAddresses(host: $0, port: relayPort) }
         }
+        let listening = publicHosts.map { RelayConfiguration.hostAndPort($0, Int(relayPort)) }.joined(separator: " and ")
         do {
             try await serve(configuration, logger: logger, metrics: serving.metricsListener, dev: dev,
-                            banner: Banner(mode: "relay on UDP \(publicHost):\(relayPort) in front of the transceiver",
+                            banner: Banner(mode: "relay on UDP \(listening) in front of the transceiver",
                                            agent: serving.agent, advertised: configuration.advertisedAddresses))
         } catch {
             await relay.shutdown()
@@ -406,8 +409,9 @@ struct RelayCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Address clients send to.")
-    var publicHost = "0.0.0.0"
+    @Option(name: .customLong("public-host"),
+            help: "Address clients send to, IPv4 or IPv6 (default 0.0.0.0; repeat for both families, one address each: --public-host 0.0.0.0 --public-host ::).")
+    var publicHosts: [String] = []
     @Option(help: "The one public UDP port (every worker binds it with SO_REUSEPORT).")
     var publicPort = 3478
     @Option(help: "Address the workers talk to transceivers from.")
@@ -481,6 +485,9 @@ struct RelayCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
+        if let problem = RelayConfiguration.publicHostsProblem(publicHosts.isEmpty ? ["0.0.0.0"] : publicHosts) {
+            throw ValidationError("--public-host: \(problem)")
+        }
         _ = try clusterRelayAddresses()
         for network in workerNetworks where IPNetwork(network) == nil {
             throw ValidationError("--worker-network \(network): expected a.b.c.d/n or an IPv6 prefix such as fd00::/8")
@@ -506,7 +513,7 @@ struct RelayCommand: AsyncParsableCommand {
         let signals = ProcessSignals()
         let logger = bootstrapObservability(level: logLevel)
         var configuration = RelayConfiguration(keyring: try key.keyring())
-        configuration.publicHost = publicHost
+        configuration.publicHosts = publicHosts.isEmpty ? ["0.0.0.0"] : publicHosts
         configuration.publicPort = publicPort
         configuration.internalHost = internalHost
         configuration.internalPort = internalPort
@@ -1005,7 +1012,7 @@ func printBanner(_ banner: Banner, configuration: TransceiverConfiguration, metr
         lines.append("  API key     none: --insecure-no-auth, anyone who reaches the port can make calls")
     }
     if let metrics { lines.append("  metrics     http://\(metrics.host):\(metrics.port)/metrics") }
-    if banner.advertised.allSatisfy({ "\($0)".hasPrefix("127.") }) {
+    if banner.advertised.allSatisfy({ "\($0)".hasPrefix("127.") || "\($0)".hasPrefix("[::1]") }) {
         lines += [
             "",
             "  Calls from this machine only. From elsewhere (a remote VM, a container): --http-host 0.0.0.0",
@@ -1015,20 +1022,45 @@ func printBanner(_ banner: Banner, configuration: TransceiverConfiguration, metr
     FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n\n").utf8))
 }
 
-/// This machine's IPv4 addresses (non-loopback first, then loopback), as candidates on `port`.
-func localAddresses(port: UInt16) -> [TransportAddress] {
+/// The candidates a relay bound to `host` advertises: `host` itself, or for a wildcard this
+/// machine's addresses of that family.
+func advertisedAddresses(host: String, port: UInt16) -> [TransportAddress] {
+    if let ip = IPv4Address(host) { return ip.bits == 0 ? localAddresses(port: port) : [.v4(ip, port: port)] }
+    if let ip = IPv6Address(host) { return ip == IPv6Address(high: 0, low: 0) ? localAddresses(port: port, ipv6: true) : [.v6(ip, port: port)] }
+    return []
+}
+
+/// This machine's IPv4 (or IPv6) addresses, non-loopback first, then loopback, as candidates on
+/// `port`. IPv6 link-local addresses are left out: a candidate cannot carry their scope.
+func localAddresses(port: UInt16, ipv6: Bool = false) -> [TransportAddress] {
+    let fallback: TransportAddress = ipv6 ? .v6(IPv6Address(high: 0, low: 1), port: port) : .v4(IPv4Address(127, 0, 0, 1), port: port)
     var list: UnsafeMutablePointer<ifaddrs>?
-    guard getifaddrs(&list) == 0, let first = list else { return [.v4(IPv4Address(127, 0, 0, 1), port: port)] }
+    guard getifaddrs(&list) == 0, let first = list else { return [fallback] }
     defer { freeifaddrs(list) }
     var external: [TransportAddress] = [], loopback: [TransportAddress] = []
     var cursor: UnsafeMutablePointer<ifaddrs>? = first
     while let entry = cursor {
         defer { cursor = entry.pointee.ifa_next }
-        guard let address = entry.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET) else { continue }
-        let ip = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPv4Address(bits: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)) }
-        let candidate = TransportAddress.v4(ip, port: port)
+        guard let address = entry.pointee.ifa_addr else { continue }
+        let candidate: TransportAddress
+        let isLoopback: Bool
+        if !ipv6, address.pointee.sa_family == sa_family_t(AF_INET) {
+            let ip = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPv4Address(bits: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)) }
+            candidate = .v4(ip, port: port)
+            isLoopback = ip.bits >> 24 == 127
+        } else if ipv6, address.pointee.sa_family == sa_family_t(AF_INET6) {
+            let ip = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { raw in
+                withUnsafeBytes(of: raw.pointee.sin6_addr) { IPv6Address(bytes: $0) }
+            }
+            guard ip.high >> 54 != 0x3FA else { continue }  // fe80::/10
+            candidate = .v6(ip, port: port)
+            isLoopback = ip == IPv6Address(high: 0, low: 1)
+        } else {
+            continue
+        }
         guard !external.contains(candidate), !loopback.contains(candidate) else { continue }
-        if ip.bits >> 24 == 127 { loopback.append(candidate) } else { external.append(candidate) }
+        if isLoopback { loopback.append(candidate) } else { external.append(candidate) }
     }
-    return external + loopback
+    let found = external + loopback
+    return found.isEmpty ? [fallback] : found
 }

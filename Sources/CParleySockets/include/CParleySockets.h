@@ -31,11 +31,13 @@ void parley_batch_set(parley_batch *batch, unsigned index, const void *bytes, un
 /// Sends the first `count` datagrams set; returns how many left (the rest, if any, were refused).
 int parley_batch_send(int fd, parley_batch *batch, unsigned count);
 
-/// A non-blocking UDP socket bound to host:port (IPv4), with SO_REUSEPORT when asked and socket
-/// buffers of `buffer_bytes` (forced where permitted). Returns the fd, or -1; `bound_port` gets the port.
-/// 1 when someone holds UDP host:port (bound in any way), 0 when it is free, -1 on another error.
+/// 1 when someone holds UDP host:port (bound in any way), 0 when it is free, -1 on another error
+/// (EINVAL: `host` is not an IPv4 or IPv6 literal).
 int parley_udp_port_in_use(const char *host, int port);
 
+/// A non-blocking UDP socket bound to host:port (an IPv4 or IPv6 literal; an IPv6 socket is
+/// IPV6_V6ONLY), with SO_REUSEPORT when asked and socket buffers of `buffer_bytes` (forced where
+/// permitted). Returns the fd, or -1 with errno set; `bound_port` gets the port.
 int parley_udp_socket(const char *host, int port, int reuse_port, int buffer_bytes, int *bound_port);
 
 #endif

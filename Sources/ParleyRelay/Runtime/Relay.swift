@@ -37,8 +37,9 @@ public final class Relay: Sendable {
     }
 
     public func start() async throws {
+        if let problem = RelayConfiguration.publicHostsProblem(configuration.publicHosts) { throw RelayError.configuration(problem) }
         if !configuration.takeOverPort, configuration.publicPort != 0 {
-            try Self.refuseSharedPort(host: configuration.publicHost, port: configuration.publicPort)
+            for host in configuration.publicHosts { try Self.refuseSharedPort(host: host, port: configuration.publicPort) }
         }
         var port = configuration.publicPort
         for worker in workers {
@@ -57,7 +58,7 @@ public final class Relay: Sendable {
             for (each, gauge) in states { gauge.record(each == state ? 1 : 0) }
         }
         logger.info("relay listening", metadata: [
-            "public": "\(configuration.publicHost):\(publicPort ?? configuration.publicPort)", "workers": "\(workers.count)",
+            "public": "\(configuration.publicHosts.map { RelayConfiguration.hostAndPort($0, publicPort ?? configuration.publicPort) })", "workers": "\(workers.count)",
             "store": "\(store.state.rawValue)", "cluster": "\(configuration.policy.clusterID)",
             "cluster_relays": "\(configuration.policy.clusterRelays.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })",
         ])
@@ -97,8 +98,8 @@ public final class Relay: Sendable {
     static func refuseSharedPort(host: String, port: Int) throws {
         switch parley_udp_port_in_use(host, Int32(clamping: port)) {
         case 0: return
-        case 1: throw RelayError.portInUse("\(host):\(port)")
-        default: throw RelayError.bind("\(host):\(port)", errno)
+        case 1: throw RelayError.portInUse(RelayConfiguration.hostAndPort(host, port))
+        default: throw RelayError.bind(RelayConfiguration.hostAndPort(host, port), errno)
         }
     }
 

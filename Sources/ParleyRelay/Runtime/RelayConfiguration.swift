@@ -3,8 +3,10 @@ import ParleyWire
 
 /// Everything a relay process is told at start.
 public struct RelayConfiguration: Sendable {
-    /// The public address clients send to (one fixed port; every worker binds it with SO_REUSEPORT).
-    public var publicHost = "0.0.0.0"
+    /// The public addresses clients send to, at most one per family (IPv4 and IPv6 literals; a
+    /// wildcard takes every address of its family), on one fixed port: every worker binds each
+    /// with SO_REUSEPORT, and answers a client from the socket of its family.
+    public var publicHosts = ["0.0.0.0"]
     public var publicPort = 3478
     /// The internal address workers talk to transceivers from (worker i binds port + i; 0: any port).
     public var internalHost = "127.0.0.1"
@@ -28,5 +30,32 @@ public struct RelayConfiguration: Sendable {
 
     public init(keyring: RoutingKeyring) {
         self.keyring = keyring
+    }
+
+    /// `host:port`, an IPv6 host in brackets.
+    public static func hostAndPort(_ host: String, _ port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// Why `hosts` cannot be the public hosts, or nil: each must be an IPv4 or IPv6 literal, and
+    /// there is one socket per family (two addresses of one family would need the route to say
+    /// which one a client used; a wildcard serves them all).
+    public static func publicHostsProblem(_ hosts: [String]) -> String? {
+        guard !hosts.isEmpty else { return "at least one public host is needed" }
+        var families: Set<Bool> = []
+        for host in hosts {
+            let isIPv6: Bool
+            if IPv4Address(host) != nil {
+                isIPv6 = false
+            } else if IPv6Address(host) != nil {
+                isIPv6 = true
+            } else {
+                return "\(host) is not an IPv4 or IPv6 address"
+            }
+            guard families.insert(isIPv6).inserted else {
+                return "one public host per address family (\(isIPv6 ? "IPv6" : "IPv4") is given twice; 0.0.0.0 or :: takes every address of a family)"
+            }
+        }
+        return nil
     }
 }

@@ -11,8 +11,8 @@ import Synchronization
 import Glibc
 #endif
 
-/// One relay worker: a thread pinned to a core that owns a public socket (the shared port, with
-/// SO_REUSEPORT: the kernel keeps each client on one worker), an internal socket toward
+/// One relay worker: a thread pinned to a core that owns a public socket per address family (the
+/// shared port, with SO_REUSEPORT: the kernel keeps each client on one worker), an internal socket toward
 /// transceivers, and its own route table. The loop moves datagrams with `recvmmsg`/`sendmmsg` in
 /// batches between buffers allocated once: nothing is allocated per forwarded datagram.
 final class RelayWorker: @unchecked Sendable {
@@ -26,7 +26,10 @@ final class RelayWorker: @unchecked Sendable {
     /// Flows other clusters' relays forward here (two-stage routing), by peer socket.
     private var peers: PeerRouteTables
 
-    private var publicSocket: Int32 = -1
+    /// The public sockets, one per family configured (-1: the family is not served). A client is
+    /// answered from its own family's socket, so from the address it sent to.
+    private var publicSocketV4: Int32 = -1
+    private var publicSocketV6: Int32 = -1
     private var internalSocket: Int32 = -1
     private(set) var publicPort = 0
     private(set) var internalPort = 0
@@ -51,6 +54,8 @@ final class RelayWorker: @unchecked Sendable {
     private let sendBuffers: UnsafeMutableRawBufferPointer
     private let receiveBatch: OpaquePointer
     private let sendBatch: OpaquePointer
+    /// Datagrams for IPv6 clients (sendmmsg sends from one socket: each family gets its batch).
+    private let sendBatchV6: OpaquePointer
     /// Tunnel datagrams built while reading the internal socket (a forwarded client's datagram for
     /// a worker, a worker's answer for a peer relay), sent in one batch from the internal socket.
     private let tunnelBuffers: UnsafeMutableRawBufferPointer
@@ -88,6 +93,7 @@ final class RelayWorker: @unchecked Sendable {
         sendBuffers = .allocate(byteCount: Int(PARLEY_BATCH) * (Self.slot + Self.headroom), alignment: 16)
         receiveBatch = parley_batch_create()
         sendBatch = parley_batch_create()
+        sendBatchV6 = parley_batch_create()
         tunnelBuffers = .allocate(byteCount: Int(PARLEY_BATCH) * (Self.slot + Self.headroom), alignment: 16)
         tunnelBatch = parley_batch_create()
     }
@@ -97,9 +103,10 @@ final class RelayWorker: @unchecked Sendable {
         sendBuffers.deallocate()
         parley_batch_destroy(receiveBatch)
         parley_batch_destroy(sendBatch)
+        parley_batch_destroy(sendBatchV6)
         tunnelBuffers.deallocate()
         parley_batch_destroy(tunnelBatch)
-        for fd in [publicSocket, internalSocket, wakeRead, wakeWrite] where fd >= 0 { close(fd) }
+        for fd in [publicSocketV4, publicSocketV6, internalSocket, wakeRead, wakeWrite] where fd >= 0 { close(fd) }
     }
 
     var ingressID: UInt16 { UInt16(truncatingIfNeeded: index) }
@@ -108,10 +115,14 @@ final class RelayWorker: @unchecked Sendable {
     /// `publicPort` is the shared port (the one the first worker got when the configuration says 0).
     func start(publicPort requested: Int) throws {
         var bound: Int32 = 0
-        publicSocket = parley_udp_socket(configuration.publicHost, Int32(clamping: requested), 1,
-                                         Int32(clamping: configuration.socketBufferBytes), &bound)
-        guard publicSocket >= 0 else { throw RelayError.bind("\(configuration.publicHost):\(requested)", errno) }
-        publicPort = Int(bound)
+        var port = requested
+        for host in configuration.publicHosts {
+            let socket = parley_udp_socket(host, Int32(clamping: port), 1, Int32(clamping: configuration.socketBufferBytes), &bound)
+            guard socket >= 0 else { throw RelayError.bind(RelayConfiguration.hostAndPort(host, port), errno) }
+            if IPv6Address(host) != nil { publicSocketV6 = socket } else { publicSocketV4 = socket }
+            port = Int(bound)  // a port of 0 is chosen by the first bind; every family takes the same one
+        }
+        publicPort = port
         let internalPort = configuration.internalPort == 0 ? 0 : configuration.internalPort + index
         internalSocket = parley_udp_socket(configuration.internalHost, Int32(clamping: internalPort), 0,
                                            Int32(clamping: configuration.socketBufferBytes), &bound)
@@ -132,7 +143,7 @@ final class RelayWorker: @unchecked Sendable {
         thread.name = "parley-relay-\(index)"
         thread.start()
         logger.info("relay worker listening", metadata: [
-            "public": "\(configuration.publicHost):\(publicPort)", "internal": "\(configuration.internalHost):\(self.internalPort)",
+            "public": "\(configuration.publicHosts.map { RelayConfiguration.hostAndPort($0, publicPort) })", "internal": "\(configuration.internalHost):\(self.internalPort)",
         ])
     }
 
@@ -175,15 +186,19 @@ final class RelayWorker: @unchecked Sendable {
     // MARK: The loop
 
     private func run() {
-        var fds = [pollfd(fd: publicSocket, events: Int16(truncatingIfNeeded: POLLIN), revents: 0),
-                   pollfd(fd: internalSocket, events: Int16(truncatingIfNeeded: POLLIN), revents: 0),
-                   pollfd(fd: wakeRead, events: Int16(truncatingIfNeeded: POLLIN), revents: 0)]
+        // A family not served has fd -1, which poll ignores.
+        var fds = [pollfd(fd: internalSocket, events: Int16(truncatingIfNeeded: POLLIN), revents: 0),
+                   pollfd(fd: wakeRead, events: Int16(truncatingIfNeeded: POLLIN), revents: 0),
+                   pollfd(fd: publicSocketV4, events: Int16(truncatingIfNeeded: POLLIN), revents: 0),
+                   pollfd(fd: publicSocketV6, events: Int16(truncatingIfNeeded: POLLIN), revents: 0)]
+        let readable = Int16(truncatingIfNeeded: POLLIN)
         while !stopping.load(ordering: .relaxed) {
-            let ready = poll(&fds, 3, 100)
+            let ready = poll(&fds, nfds_t(fds.count), 100)
             if ready > 0 {
-                if fds[0].revents & Int16(truncatingIfNeeded: POLLIN) != 0 { drainClients() }
-                if fds[1].revents & Int16(truncatingIfNeeded: POLLIN) != 0 { drainTransceivers() }
-                if fds[2].revents & Int16(truncatingIfNeeded: POLLIN) != 0 { takeStoreAnswers() }
+                if fds[2].revents & readable != 0 { drainClients(from: publicSocketV4) }
+                if fds[3].revents & readable != 0 { drainClients(from: publicSocketV6) }
+                if fds[0].revents & readable != 0 { drainTransceivers() }
+                if fds[1].revents & readable != 0 { takeStoreAnswers() }
             }
             if !table.draining, drainRequested.load(ordering: .relaxed) {
                 table.draining = true
@@ -206,9 +221,9 @@ final class RelayWorker: @unchecked Sendable {
     }
 
     /// Client datagrams: route by token or table; tunnel each to its transceiver in one sendmmsg.
-    private func drainClients() {
+    private func drainClients(from publicSocket: Int32) {
         var rounds = 0
-        while rounds < 8 {  // a bounded share per wake-up, so the other socket is served too
+        while rounds < 8 {  // a bounded share per wake-up, so the other sockets are served too
             rounds += 1
             let count = Int(parley_batch_receive(publicSocket, receiveBatch, receiveBuffers.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(truncatingIfNeeded: Self.slot)))
             guard count > 0 else { return }
@@ -268,6 +283,7 @@ final class RelayWorker: @unchecked Sendable {
             guard count > 0 else { return }
             let now = Self.now()
             var sending = 0
+            var sendingV6 = 0
             var tunnelling = 0
             var toClientThroughPeers = 0
             for index in 0..<count {
@@ -329,8 +345,21 @@ final class RelayWorker: @unchecked Sendable {
                 }
                 switch table.fromTransceiver(payload, client: header.client, source: source, now: now) {
                 case .deliver(let client):
-                    setDestination(sending, bytes: payload.baseAddress!, length: payload.count, to: client)
-                    sending += 1
+                    if client.isIPv6 {
+                        guard publicSocketV6 >= 0 else {
+                            drops[.noSocketForFamily, default: 0] += 1
+                            continue
+                        }
+                        setDestination(sendingV6, bytes: payload.baseAddress!, length: payload.count, to: client, batch: sendBatchV6)
+                        sendingV6 += 1
+                    } else {
+                        guard publicSocketV4 >= 0 else {
+                            drops[.noSocketForFamily, default: 0] += 1
+                            continue
+                        }
+                        setDestination(sending, bytes: payload.baseAddress!, length: payload.count, to: client)
+                        sending += 1
+                    }
                 case .unknown:
                     wait(Array(payload), fromClient: false, client: header.client, source: source, via: nil)
                 case .drop(let reason):
@@ -338,8 +367,12 @@ final class RelayWorker: @unchecked Sendable {
                 }
             }
             if sending > 0 {
-                parley_batch_send(publicSocket, sendBatch, UInt32(truncatingIfNeeded: sending))
+                parley_batch_send(publicSocketV4, sendBatch, UInt32(truncatingIfNeeded: sending))
                 forwardedToClient += sending
+            }
+            if sendingV6 > 0 {
+                parley_batch_send(publicSocketV6, sendBatchV6, UInt32(truncatingIfNeeded: sendingV6))
+                forwardedToClient += sendingV6
             }
             if tunnelling > 0 {
                 parley_batch_send(internalSocket, tunnelBatch, UInt32(truncatingIfNeeded: tunnelling))
@@ -477,7 +510,12 @@ final class RelayWorker: @unchecked Sendable {
                     }
                 } else if case .deliver = item.bytes.withUnsafeBytes({
                     table.fromTransceiver($0, client: client, source: item.source, now: now) }) {
-                    send(item.bytes, from: publicSocket, to: client)
+                    let socket = client.isIPv6 ? publicSocketV6 : publicSocketV4
+                    guard socket >= 0 else {
+                        drops[.noSocketForFamily, default: 0] += 1
+                        continue
+                    }
+                    send(item.bytes, from: socket, to: client)
                 }
             }
         }
@@ -527,6 +565,7 @@ final class RelayWorker: @unchecked Sendable {
 public enum RelayError: Error, CustomStringConvertible {
     case bind(String, Int32)
     case portInUse(String)
+    case configuration(String)
 
     public var description: String {
         switch self {
@@ -534,6 +573,7 @@ public enum RelayError: Error, CustomStringConvertible {
         case .portInUse(let address):
             "UDP \(address) is already in use (another parley?). Stop it, choose another port, "
                 + "or pass --take-over-port to share it on purpose (a relay replacing another)"
+        case .configuration(let problem): problem
         }
     }
 }

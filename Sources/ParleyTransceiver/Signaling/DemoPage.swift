@@ -335,8 +335,9 @@ async function readStats() {
     if (s.type === "transport" && s.selectedCandidatePairId) {
       const pair = report.get(s.selectedCandidatePairId);
       const local = pair && report.get(pair.localCandidateId), remote = pair && report.get(pair.remoteCandidateId);
-      if (local) parley.stats.localAddress = local.address + ":" + local.port;
-      if (remote) parley.stats.remoteAddress = remote.address + ":" + remote.port;
+      const hostPort = (c) => (c.address.includes(":") ? "[" + c.address + "]" : c.address) + ":" + c.port;
+      if (local) parley.stats.localAddress = hostPort(local);
+      if (remote) parley.stats.remoteAddress = hostPort(remote);
     }
   });
   const st = parley.stats;
