@@ -193,7 +193,7 @@ final class RelayWorker: @unchecked Sendable {
                    pollfd(fd: publicSocketV6, events: Int16(truncatingIfNeeded: POLLIN), revents: 0)]
         let readable = Int16(truncatingIfNeeded: POLLIN)
         while !stopping.load(ordering: .relaxed) {
-            let ready = poll(&fds, nfds_t(fds.count), 100)
+            let ready = poll(&fds, nfds_t(truncatingIfNeeded: fds.count), 100)
             if ready > 0 {
                 if fds[2].revents & readable != 0 { drainClients(from: publicSocketV4) }
                 if fds[3].revents & readable != 0 { drainClients(from: publicSocketV6) }
