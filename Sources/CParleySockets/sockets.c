@@ -114,7 +114,13 @@ static int family_socket(const struct sockaddr_in6 *address, int flags) {
     if (fd < 0) return -1;
     if (address->sin6_family == AF_INET6) {
         int one = 1;
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) {
+            // Without it the socket would take IPv4 too, as v4-mapped addresses: refuse instead.
+            int saved = errno;
+            close(fd);
+            errno = saved;
+            return -1;
+        }
     }
     return fd;
 }
@@ -159,7 +165,12 @@ int parley_udp_socket(const char *host, int port, int reuse_port, int buffer_byt
         return -1;
     }
     socklen_t bound_length = sizeof address;
-    getsockname(fd, (struct sockaddr *)&address, &bound_length);
+    if (getsockname(fd, (struct sockaddr *)&address, &bound_length) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
     *bound_port = ntohs(address.sin6_port);  // sin_port and sin6_port share their offset
     return fd;
 }

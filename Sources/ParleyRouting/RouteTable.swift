@@ -531,6 +531,20 @@ public struct RouteTable {
         return removed
     }
 
+    /// Forgets the route of `client` at once, pending or committed (an ICE-TCP connection closed:
+    /// its address will not send again). Returns whether there was one.
+    @discardableResult
+    public mutating func forget(client: TransportAddress) -> Bool {
+        guard let route = routes.removeValue(forKey: client) else { return false }
+        if route.committed {
+            committedCount -= 1
+            released(nonce: route.nonce)
+        } else {
+            releasePending(client: client, nonce: route.nonce, forwarded: route.forwardedChecks > 0)
+        }
+        return true
+    }
+
     public func route(for client: TransportAddress) -> (transceiver: TransportAddress, committed: Bool)? {
         routes[client].map { ($0.transceiver, $0.committed) }
     }
@@ -568,6 +582,9 @@ public enum RelayDropReason: String, CaseIterable, Sendable {
     /// A datagram for a client of an address family this relay has no public socket for (a route
     /// from the store, saved by a relay that has one).
     case noSocketForFamily = "no_socket_for_family"
+    /// A frame for an ICE-TCP client whose connection already has its write budget queued (a slow
+    /// reader loses packets, not the relay's memory).
+    case tcpBacklog = "tcp_backlog"
 }
 
 /// The network a source address belongs to, for per-network limits: its IPv4 /24 or IPv6 /64.

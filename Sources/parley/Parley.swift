@@ -244,6 +244,8 @@ struct Dev: AsyncParsableCommand {
     var publicHosts: [String] = []
     @Flag(help: "Share the public UDP port with a process that already holds it, on purpose (without it a port in use is refused).")
     var takeOverPort = false
+    @Option(help: "ICE-TCP: the relay's public TCP port (default: the UDP port's number; 0: no TCP).")
+    var publicTcpPort: Int?
     @Flag(help: "Skip the relay: the transceiver's workers take client traffic directly (worker i on --media-port + i).")
     var direct = false
     @Option(help: "Route-store lookups each relay worker may start per second (see `parley relay --help`).")
@@ -251,6 +253,7 @@ struct Dev: AsyncParsableCommand {
 
     func validate() throws {
         guard storeLookupRate >= 1 else { throw ValidationError("--store-lookup-rate must be at least 1") }
+        if let publicTcpPort, !(0...65535).contains(publicTcpPort) { throw ValidationError("--public-tcp-port must be 0…65535") }
         if let problem = RelayConfiguration.publicHostsProblem(publicHosts.isEmpty ? [serving.mediaHost] : publicHosts) {
             throw ValidationError("--public-host: \(problem)")
         }
@@ -290,6 +293,11 @@ struct Dev: AsyncParsableCommand {
         relayConfiguration.publicHosts = publicHosts
         relayConfiguration.publicPort = serving.mediaPort
         relayConfiguration.takeOverPort = takeOverPort
+        relayConfiguration.publicTCP = switch publicTcpPort {
+        case nil: .sameAsUDP
+        case 0?: .none
+        case let port?: .port(port)
+        }
         relayConfiguration.internalHost = "127.0.0.1"
         relayConfiguration.workers = serving.workers
         relayConfiguration.storeLookupsPerSecond = storeLookupRate
@@ -300,13 +308,14 @@ struct Dev: AsyncParsableCommand {
         configuration.mediaPort = 0
         configuration.relayNetworks = [loopback]
         let relayPort = UInt16(clamping: relay.publicPort ?? serving.mediaPort)
+        configuration.advertisedTCPPort = relay.publicTCPPort.map { UInt16(clamping: $0) }
         if configuration.advertisedAddresses.isEmpty {
             configuration.advertisedAddresses = publicHosts.flatMap { advertisedAddresses(host: $0, port: relayPort) }
         }
         let listening = publicHosts.map { RelayConfiguration.hostAndPort($0, Int(relayPort)) }.joined(separator: " and ")
         do {
             try await serve(configuration, logger: logger, metrics: serving.metricsListener, dev: dev,
-                            banner: Banner(mode: "relay on UDP \(listening) in front of the transceiver",
+                            banner: Banner(mode: "relay on UDP \(listening)\(relay.publicTCPPort.map { " and TCP \($0)" } ?? "") in front of the transceiver",
                                            agent: serving.agent, advertised: configuration.advertisedAddresses))
         } catch {
             await relay.shutdown()
@@ -344,6 +353,9 @@ struct TransceiverCommand: AsyncParsableCommand {
     @Option(name: .customLong("client-region"),
             help: ArgumentHelp("Clients in a network belong to a region: CIDR=REGION (repeat; the first match counts).", valueName: "cidr=region"))
     var clientRegions: [String] = []
+    @Option(help: ArgumentHelp("ICE-TCP: the relays' public TCP port (their --public-tcp-port); each relay address in an answer also gets a passive TCP candidate there, below the UDP ones (0: none).",
+                               valueName: "port"))
+    var advertiseTcpPort = 443
 
     func relayDirectory() -> RelayDirectory? {
         guard !relays.isEmpty else { return nil }
@@ -368,6 +380,7 @@ struct TransceiverCommand: AsyncParsableCommand {
         }) else { throw ValidationError("--region-header \(regionHeader) is not a header name") }
         if !relays.isEmpty, !serving.advertised.isEmpty { throw ValidationError("give --relay or --advertise, not both") }
         if let workerHost, IPv4Address(workerHost) == nil { throw ValidationError("--worker-host must be an IPv4 address") }
+        guard (0...65535).contains(advertiseTcpPort) else { throw ValidationError("--advertise-tcp-port must be 0…65535") }
         for network in relayNetworks where IPNetwork(network) == nil {
             throw ValidationError("--relay-network \(network): expected a.b.c.d/n or an IPv6 prefix such as fd00::/8")
         }
@@ -381,6 +394,7 @@ struct TransceiverCommand: AsyncParsableCommand {
         configuration.workerEndpointHost = workerHost.flatMap { IPv4Address($0) }
         configuration.relayDirectory = relayDirectory()
         configuration.regionHeader = regionHeader
+        configuration.advertisedTCPPort = advertiseTcpPort == 0 ? nil : UInt16(clamping: advertiseTcpPort)
         configuration.apiKeys = try serving.loadAPIKeys()
         guard !configuration.apiKeys.isEmpty || serving.insecureNoAuth else {
             throw StartupError("a transceiver on a network needs API keys: --api-key, PARLEY_API_KEYS or --api-key-file "
@@ -414,6 +428,8 @@ struct RelayCommand: AsyncParsableCommand {
     var publicHosts: [String] = []
     @Option(help: "The one public UDP port (every worker binds it with SO_REUSEPORT).")
     var publicPort = 3478
+    @Option(help: "ICE-TCP: the public TCP port on the same hosts, for clients whose networks block UDP (RFC 6544; 0: no TCP). Below 1024 needs root or CAP_NET_BIND_SERVICE.")
+    var publicTcpPort = 443
     @Option(help: "Address the workers talk to transceivers from.")
     var internalHost = "127.0.0.1"
     @Option(help: "This relay's cluster (Global Relay): tokens naming another cluster go to that cluster's --cluster-relay.")
@@ -506,6 +522,7 @@ struct RelayCommand: AsyncParsableCommand {
             throw ValidationError("--route-idle-timeout must be 10…86400 seconds (consent checks every 4–6 s keep a live call inside it)")
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be 0 or more seconds") }
+        guard (0...65535).contains(publicTcpPort) else { throw ValidationError("--public-tcp-port must be 0…65535") }
     }
 
     func run() async throws {
@@ -515,6 +532,7 @@ struct RelayCommand: AsyncParsableCommand {
         var configuration = RelayConfiguration(keyring: try key.keyring())
         configuration.publicHosts = publicHosts.isEmpty ? ["0.0.0.0"] : publicHosts
         configuration.publicPort = publicPort
+        configuration.publicTCP = publicTcpPort == 0 ? .none : .port(publicTcpPort)
         configuration.internalHost = internalHost
         configuration.internalPort = internalPort
         configuration.workers = workers

@@ -257,14 +257,24 @@ class IPv6Network:
         self.interface = f"p6-{os.getpid() % 100000}"
 
     def __enter__(self):
-        require(os.geteuid() == 0, "an IPv6 network needs root in the test's namespace (scripts/interop.sh)")
+        require(os.geteuid() == 0 and os.path.exists(f"/proc/{os.getpid()}/ns/net"),
+                "an IPv6 network needs root in the test's namespace (scripts/interop.sh)")
+        require(subprocess.run(["ip", "netns", "identify", str(os.getpid())], capture_output=True, text=True).stdout.strip(),
+                "the IPv6 test network adds a default route: run it inside scripts/interop.sh's namespace, not the host's")
+        try:
+            self._create()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _create(self):
         for command in (["ip", "link", "add", self.interface, "type", "veth", "peer", "name", self.interface + "p"],
                         ["ip", "-6", "addr", "add", f"{self.address}/64", "dev", self.interface, "nodad"],
                         ["ip", "link", "set", self.interface + "p", "up"],
                         ["ip", "link", "set", self.interface, "up"],
                         ["ip", "-6", "route", "add", "default", "dev", self.interface]):
             subprocess.run(command, check=True)
-        return self
 
     def __exit__(self, *_):
         subprocess.run(["ip", "link", "delete", self.interface], check=False)  # and its peer, address, route
@@ -309,11 +319,12 @@ class DroppedUDP:
     """An nftables table in the test's own namespace that drops one family's UDP to a port (a
     network where that family does not get through), removed on exit."""
 
-    def __init__(self, family, port):
+    def __init__(self, family, port, except_from=None):
         self.family = family  # "ip" or "ip6"
         self.table = f"parley_drop_{os.getpid()}"
+        spared = f" udp sport != {except_from}" if except_from else ""  # a call already up on this family
         self.rules = f"table {family} {self.table} {{\n chain output {{\n type filter hook output priority 0;\n" \
-                     f" udp dport {port} counter drop\n }}\n}}\n"
+                     f" udp dport {port}{spared} counter drop\n }}\n}}\n"
 
     def __enter__(self):
         require(shutil.which("nft") is not None, "nft (Debian's nftables) is needed to drop a family's UDP")
@@ -345,10 +356,11 @@ def test_a_dual_stack_relay_answers_with_both_families_and_takes_calls_on_each(p
         priorities = [int(priority) for _, priority, _, _ in found]
         assert priorities == sorted(priorities, reverse=True) and len({f for f, _, _, _ in found}) == 3, "distinct, descending"
 
-        drivers = []
+        drivers, first_port = [], None
         try:
             for family, expected in (("ip", "[" + network.address + "]"), ("ip6", "127.0.0.1")):
-                with DroppedUDP(family, parley.media_port) as drop:
+                # The second rule spares the first call's IPv6 flow: both calls then run at once.
+                with DroppedUDP(family, parley.media_port, except_from=first_port) as drop:
                     driver = chromium()
                     drivers.append(driver)
                     driver.get(parley.base + "/?autostart=1")
@@ -358,11 +370,14 @@ def test_a_dual_stack_relay_answers_with_both_families_and_takes_calls_on_each(p
                     assert drop.dropped() > 0, "Chromium tried the dropped family too"
                     call = parley.get_json(f"/v1/realtime/calls/{state['callId']}")
                     assert call["client"].startswith(state["stats"]["localAddress"] + " via 127.0.0.1:"), call["client"]
-            # Both calls at once, one per family, on the same relay port.
-            for driver in drivers:
+                    first_port = first_port or int(state["stats"]["localAddress"].rsplit(":", 1)[1])
+            # Both calls at once, one per family, on the same relay port, each still on its family.
+            for driver, expected in zip(drivers, ("[" + network.address + "]", "127.0.0.1")):
                 before = driver.execute_script("return window.parley.stats.packetsReceived")
                 time.sleep(1)
-                assert driver.execute_script("return window.parley.stats.packetsReceived") > before + 25
+                state = driver.execute_script("return window.parley")
+                assert state["stats"]["packetsReceived"] > before + 25
+                assert state["stats"]["remoteAddress"] == f"{expected}:{parley.media_port}", state["stats"]
         finally:
             for driver in drivers:
                 driver.quit()

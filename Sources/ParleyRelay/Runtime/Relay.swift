@@ -19,6 +19,7 @@ public final class Relay: Sendable {
     public let configuration: RelayConfiguration
     private let controlGroup: MultiThreadedEventLoopGroup
     private let workers: [RelayWorker]
+    private let tcp: RelayTCPListener?
     private let store: RouteStore
     private let logger: Logger
     private nonisolated(unsafe) var storeStateTask: RepeatedTask?
@@ -34,6 +35,7 @@ public final class Relay: Sendable {
         workers = (0..<max(1, configuration.workers)).map { index in
             RelayWorker(index: index, configuration: configuration, store: store, storeLoop: loop, metrics: metrics, logger: logger)
         }
+        tcp = configuration.publicTCP == .none ? nil : RelayTCPListener(configuration: configuration, metrics: metrics, logger: logger)
     }
 
     public func start() async throws {
@@ -42,9 +44,27 @@ public final class Relay: Sendable {
             for host in configuration.publicHosts { try Self.refuseSharedPort(host: host, port: configuration.publicPort) }
         }
         var port = configuration.publicPort
+        if tcp != nil, configuration.internalPort != 0, configuration.workers >= PeerRouteTables.maximumPeers {
+            throw RelayError.configuration("with --internal-port and TCP, at most \(PeerRouteTables.maximumPeers - 1) workers "
+                                           + "(the TCP listener's tunnel socket takes internal port + \(PeerRouteTables.maximumPeers - 1))")
+        }
         for worker in workers {
             try worker.start(publicPort: port)
             port = worker.publicPort
+        }
+        if let tcp {
+            let tcpPort = switch configuration.publicTCP {
+            case .none, .sameAsUDP: port
+            case .port(let number): number
+            }
+            do {
+                try await tcp.start(port: tcpPort)
+            } catch {
+                for worker in workers { worker.stop() }
+                await tcp.stop()
+                throw RelayError.bindTCP(configuration.publicHosts.map { RelayConfiguration.hostAndPort($0, tcpPort) }.joined(separator: ", "),
+                                         "\(error)")
+            }
         }
         let store = self.store
         let connected = Gauge(label: "parley_relay_store_connected")
@@ -59,7 +79,7 @@ public final class Relay: Sendable {
         }
         logger.info("relay listening", metadata: [
             "public": "\(configuration.publicHosts.map { RelayConfiguration.hostAndPort($0, publicPort ?? configuration.publicPort) })", "workers": "\(workers.count)",
-            "store": "\(store.state.rawValue)", "cluster": "\(configuration.policy.clusterID)",
+            "tcp": "\(tcp.map { String($0.port) } ?? "off")", "store": "\(store.state.rawValue)", "cluster": "\(configuration.policy.clusterID)",
             "cluster_relays": "\(configuration.policy.clusterRelays.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })",
         ])
     }
@@ -68,12 +88,14 @@ public final class Relay: Sendable {
     public func startDraining() {
         draining.store(true, ordering: .sequentiallyConsistent)
         for worker in workers { worker.startDraining() }
+        tcp?.startDraining()
         Gauge(label: "parley_relay_draining").record(1)
     }
 
     /// Routing-key rotation: every worker opens new flows' tokens with `keyring` from its next turn on.
     public func replaceKeyring(_ keyring: RoutingKeyring) {
         for worker in workers { worker.replaceKeyring(keyring) }
+        tcp?.replaceKeyring(keyring)
     }
 
     public var isDraining: Bool { draining.load(ordering: .sequentiallyConsistent) }
@@ -81,7 +103,7 @@ public final class Relay: Sendable {
     /// Committed and pending routes over every worker (as of the last second). `committedWhileDraining`
     /// is nil until every worker has taken the drain in: before that a count could still grow.
     public var routeCounts: (committed: Int, pending: Int, committedWhileDraining: Int?) {
-        let counts = workers.map(\.routeCounts)
+        let counts = workers.map(\.routeCounts) + (tcp.map { [$0.routeCounts] } ?? [])
         let committed = counts.reduce(0) { $0 + $1.committed }
         let pending = counts.reduce(0) { $0 + $1.pending }
         return (committed, pending, counts.allSatisfy(\.draining) ? committed : nil)
@@ -90,19 +112,24 @@ public final class Relay: Sendable {
     public func shutdown() async {
         storeStateTask?.cancel()
         for worker in workers { worker.stop() }
+        await tcp?.stop()
         try? await controlGroup.shutdownGracefully()
     }
 
     /// A socket bound without SO_REUSEPORT fails if anyone holds the port, with SO_REUSEPORT or not:
     /// the test for "is it ours to take" before the workers bind it with SO_REUSEPORT.
     static func refuseSharedPort(host: String, port: Int) throws {
-        switch parley_udp_port_in_use(host, Int32(clamping: port)) {
+        let result = parley_udp_port_in_use(host, Int32(clamping: port))
+        let code = errno
+        switch result {
         case 0: return
         case 1: throw RelayError.portInUse(RelayConfiguration.hostAndPort(host, port))
-        default: throw RelayError.bind(RelayConfiguration.hostAndPort(host, port), errno)
+        default: throw RelayError.bind(RelayConfiguration.hostAndPort(host, port), code)
         }
     }
 
     /// The public port actually bound (useful when configured as 0).
     public var publicPort: Int? { workers.first.map(\.publicPort) }
+    /// The public TCP port bound, nil without TCP.
+    public var publicTCPPort: Int? { tcp?.port }
 }

@@ -8,6 +8,16 @@ public struct RelayConfiguration: Sendable {
     /// with SO_REUSEPORT, and answers a client from the socket of its family.
     public var publicHosts = ["0.0.0.0"]
     public var publicPort = 3478
+    /// ICE-TCP (RFC 6544): a public TCP port on the same hosts, for clients whose networks block UDP.
+    public enum TCPPort: Sendable, Equatable {
+        case none
+        /// The number the UDP port got (`parley dev`: one number for both).
+        case sameAsUDP
+        /// This port (0: any free one).
+        case port(Int)
+    }
+    public var publicTCP = TCPPort.none
+    public var tcpPolicy = TCPIngress.Policy()
     /// The internal address workers talk to transceivers from (worker i binds port + i; 0: any port).
     public var internalHost = "127.0.0.1"
     public var internalPort = 0

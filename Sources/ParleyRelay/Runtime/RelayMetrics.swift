@@ -19,11 +19,11 @@ final class RelayMetrics: Sendable {
         self.drops = drops
     }
 
-    func report(drops counts: [RelayDropReason: Int], toTransceiver: Int, toClient: Int, worker: Int, routes: Int, pending: Int) {
+    func report(drops counts: [RelayDropReason: Int], toTransceiver: Int, toClient: Int, worker: String, routes: Int, pending: Int) {
         for (reason, count) in counts where count > 0 { drops[reason]?.increment(by: count) }
         if toTransceiver > 0 { self.toTransceiver.increment(by: toTransceiver) }
         if toClient > 0 { self.toClient.increment(by: toClient) }
-        Gauge(label: "parley_relay_routes", dimensions: [("worker", String(worker)), ("state", "committed")]).record(routes)
-        Gauge(label: "parley_relay_routes", dimensions: [("worker", String(worker)), ("state", "pending")]).record(pending)
+        Gauge(label: "parley_relay_routes", dimensions: [("worker", worker), ("state", "committed")]).record(routes)
+        Gauge(label: "parley_relay_routes", dimensions: [("worker", worker), ("state", "pending")]).record(pending)
     }
 }

@@ -116,9 +116,17 @@ final class RelayWorker: @unchecked Sendable {
     func start(publicPort requested: Int) throws {
         var bound: Int32 = 0
         var port = requested
-        for host in configuration.publicHosts {
+        for (position, host) in configuration.publicHosts.enumerated() {
+            if requested == 0, position > 0, index == 0, !configuration.takeOverPort {
+                // The kernel chose the port for the first family: it must be free in the others too,
+                // not shared with whoever holds it there (what Relay.start checks for a given port).
+                try Relay.refuseSharedPort(host: host, port: port)
+            }
             let socket = parley_udp_socket(host, Int32(clamping: port), 1, Int32(clamping: configuration.socketBufferBytes), &bound)
-            guard socket >= 0 else { throw RelayError.bind(RelayConfiguration.hostAndPort(host, port), errno) }
+            guard socket >= 0 else {
+                let code = errno
+                throw RelayError.bind(RelayConfiguration.hostAndPort(host, port), code)
+            }
             if IPv6Address(host) != nil { publicSocketV6 = socket } else { publicSocketV4 = socket }
             port = Int(bound)  // a port of 0 is chosen by the first bind; every family takes the same one
         }
@@ -126,7 +134,10 @@ final class RelayWorker: @unchecked Sendable {
         let internalPort = configuration.internalPort == 0 ? 0 : configuration.internalPort + index
         internalSocket = parley_udp_socket(configuration.internalHost, Int32(clamping: internalPort), 0,
                                            Int32(clamping: configuration.socketBufferBytes), &bound)
-        guard internalSocket >= 0 else { throw RelayError.bind("\(configuration.internalHost):\(internalPort)", errno) }
+        guard internalSocket >= 0 else {
+            let code = errno
+            throw RelayError.bind("\(configuration.internalHost):\(internalPort)", code)
+        }
         self.internalPort = Int(bound)
         var pipeEnds: [Int32] = [0, 0]
         guard pipe(&pipeEnds) == 0 else { throw RelayError.bind("wake pipe", errno) }
@@ -552,7 +563,7 @@ final class RelayWorker: @unchecked Sendable {
         }
         publishCounts()
         recentMisses = recentMisses.filter { now - $0.value < .seconds(1) }
-        metrics.report(drops: drops, toTransceiver: forwardedToTransceiver, toClient: forwardedToClient, worker: index,
+        metrics.report(drops: drops, toTransceiver: forwardedToTransceiver, toClient: forwardedToClient, worker: String(index),
                        routes: table.committedCount + peers.committedCount, pending: table.pendingCount + peers.pendingCount)
         drops.removeAll(keepingCapacity: true)
         forwardedToTransceiver = 0
@@ -566,6 +577,7 @@ public enum RelayError: Error, CustomStringConvertible {
     case bind(String, Int32)
     case portInUse(String)
     case configuration(String)
+    case bindTCP(String, String)
 
     public var description: String {
         switch self {
@@ -574,6 +586,9 @@ public enum RelayError: Error, CustomStringConvertible {
             "UDP \(address) is already in use (another parley?). Stop it, choose another port, "
                 + "or pass --take-over-port to share it on purpose (a relay replacing another)"
         case .configuration(let problem): problem
+        case .bindTCP(let what, let error):
+            "cannot listen on TCP \(what) for ICE-TCP: \(error) (a port below 1024 needs root or CAP_NET_BIND_SERVICE; "
+                + "--public-tcp-port 0 leaves TCP off)"
         }
     }
 }

@@ -15,6 +15,10 @@ public struct TransceiverConfiguration: Sendable {
     /// Addresses put in answers as ICE candidates, most preferred first. Empty: each worker's own
     /// bound address (direct mode, as `parley dev` runs).
     public var advertisedAddresses: [TransportAddress] = []
+    /// ICE-TCP (RFC 6544): each advertised relay address (`advertisedAddresses` or the directory's)
+    /// also gets a passive TCP candidate on this port, the relays' public TCP port, below every UDP
+    /// one. Nil: none (and never for a worker's own address: workers take no TCP).
+    public var advertisedTCPPort: UInt16?
     /// Public relays by region (Global Relay): when not empty, each answer advertises the relays of
     /// the client's region first and the others after them, instead of `advertisedAddresses`.
     public var relayDirectory: RelayDirectory?

@@ -1,0 +1,293 @@
+import Logging
+import Metrics
+import NIOCore
+import NIOPosix
+import ParleyIO
+import ParleyRouting
+import ParleyWire
+import Synchronization
+
+/// The relay's ICE-TCP listener (docs/relay.md#ice-tcp): TCP on the public port, RFC 4571 frames,
+/// each routed by `TCPIngress` and tunnelled to its transceiver worker with the tunnel header's TCP
+/// flag, answers written back as frames on the connection. The shell only: one event loop thread
+/// owns the decisions, the connections and the internal UDP socket the tunnel uses, so nothing
+/// here is locked.
+///
+/// TCP is the fallback for networks that block UDP, so it is built for bounded memory rather than
+/// the UDP workers' batching: a connection holds at most one partial frame, and at most
+/// `writeHighWaterMark` bytes waiting to be written; past that, frames for it are dropped
+/// (`tcp_backlog`): a slow reader loses packets, not the relay's memory.
+final class RelayTCPListener: @unchecked Sendable {
+    /// The tunnel header's ingress id for TCP flows (workers use their index, peer tables 0x8000 | slot).
+    static let ingressID: UInt16 = 0x4000
+    static let writeHighWaterMark = 64 * 1024
+    /// Frames longer than this close the connection: nothing a relayed call sends is longer.
+    static let maximumFrame = 2048
+
+    private let configuration: RelayConfiguration
+    private let logger: Logger
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let loop: EventLoop
+    // Confined to `loop`.
+    private var core: TCPIngress
+    private var connections: [TransportAddress: Channel] = [:]
+    private var servers: [Channel] = []
+    private var tunnel: Channel?
+    private var housekeeping: RepeatedTask?
+    private var drops: [RelayDropReason: Int] = [:]
+    private var forwardedToTransceiver = 0
+    private var forwardedToClient = 0
+    private let metrics: RelayMetrics
+    private let closes: [TCPIngress.CloseReason: Counter]
+    private let connectionsGauge = Gauge(label: "parley_relay_tcp_connections")
+    // Published for the drain's route count.
+    private let publishedCommitted = Atomic<Int>(0)
+    private let publishedPending = Atomic<Int>(0)
+    private let drainAcknowledged = Atomic<Bool>(false)
+    private(set) var port = 0
+
+    init(configuration: RelayConfiguration, metrics: RelayMetrics, logger: Logger) {
+        self.configuration = configuration
+        self.metrics = metrics
+        var logger = logger
+        logger[metadataKey: "relay_worker"] = "tcp"
+        self.logger = logger
+        loop = group.next()
+        core = TCPIngress(keyring: configuration.keyring, routing: configuration.policy, policy: configuration.tcpPolicy)
+        var closes: [TCPIngress.CloseReason: Counter] = [:]
+        for reason in TCPIngress.CloseReason.allCases {
+            closes[reason] = Counter(label: "parley_relay_tcp_closed_total", dimensions: [("reason", reason.rawValue)])
+        }
+        self.closes = closes
+    }
+
+    /// The internal port the tunnel socket binds: the last of the 64 a peer relay believes
+    /// (docs/global-relay.md), so another cluster's relay accepts TCP flows forwarded from it too.
+    static func internalPort(_ configuration: RelayConfiguration) -> Int {
+        configuration.internalPort == 0 ? 0 : configuration.internalPort + PeerRouteTables.maximumPeers - 1
+    }
+
+    func start(port requested: Int) async throws {
+        let tunnel = try await DatagramBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(TunnelHandler(listener: self)) }
+            }
+            .bind(host: configuration.internalHost, port: Self.internalPort(configuration)).get()
+        try await loop.submit { self.tunnel = tunnel }.get()
+        var port = requested
+        for host in configuration.publicHosts {
+            let server = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 1024)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)),
+                                     value: configuration.takeOverPort ? 1 : 0)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.writeBufferWaterMark, value: .init(low: Self.writeHighWaterMark / 2, high: Self.writeHighWaterMark))
+                .childChannelOption(.allowRemoteHalfClosure, value: false)
+                .childChannelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(listener: self))
+                    }
+                }
+                .bind(host: host, port: port).get()
+            port = server.localAddress?.port ?? port
+            try await loop.submit { self.servers.append(server) }.get()
+        }
+        self.port = port
+        housekeeping = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in tick() }
+        logger.info("relay TCP listening", metadata: [
+            "public": "\(configuration.publicHosts.map { RelayConfiguration.hostAndPort($0, port) })",
+            "internal": "\(tunnel.localAddress.map { "\($0)" } ?? "?")",
+        ])
+    }
+
+    func stop() async {
+        housekeeping?.cancel()
+        let channels: [Channel] = (try? await loop.submit { self.servers + Array(self.connections.values) + [self.tunnel].compactMap { $0 } }.get()) ?? []
+        for channel in channels { try? await channel.close() }
+        try? await group.shutdownGracefully()
+    }
+
+    func startDraining() {
+        loop.execute { [self] in
+            core.draining = true
+            publish()
+            drainAcknowledged.store(true, ordering: .sequentiallyConsistent)
+        }
+    }
+
+    func replaceKeyring(_ keyring: RoutingKeyring) {
+        loop.execute { [self] in core.replaceKeyring(keyring) }
+    }
+
+    var routeCounts: (committed: Int, pending: Int, draining: Bool) {
+        let draining = drainAcknowledged.load(ordering: .sequentiallyConsistent)
+        return (publishedCommitted.load(ordering: .sequentiallyConsistent), publishedPending.load(ordering: .sequentiallyConsistent), draining)
+    }
+
+    // MARK: On the loop
+
+    fileprivate func accepted(_ channel: Channel) {
+        guard let remote = channel.remoteAddress, let peer = TransportAddress(remote) else {
+            channel.close(promise: nil)
+            return
+        }
+        if let refusal = core.accept(peer: peer, now: monotonicNow()) {
+            closes[refusal]?.increment()
+            channel.close(promise: nil)
+            return
+        }
+        connections[peer] = channel
+    }
+
+    /// A whole frame from `peer`; false when the connection is being closed.
+    fileprivate func frame(_ bytes: UnsafeRawBufferPointer, from peer: TransportAddress) -> Bool {
+        switch core.frame(bytes, from: peer, now: monotonicNow()) {
+        case .forward(let transceiver):
+            guard let tunnel else { return true }
+            let header = TunnelHeader(transport: .tcp, direction: .fromClient, ingressID: Self.ingressID, client: peer)
+            var buffer = tunnel.allocator.buffer(capacity: header.encodedLength + bytes.count)
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: header.encodedLength) { (try? header.encode(into: $0)) ?? 0 }
+            buffer.writeBytes(bytes)
+            tunnel.write(AddressedEnvelope(remoteAddress: transceiver.socketAddress, data: buffer), promise: nil)
+            forwardedToTransceiver += 1
+            return true
+        case .drop(let reason):
+            drops[reason, default: 0] += 1
+            return true
+        case .close(let reason):
+            close(peer, reason)
+            return false
+        }
+    }
+
+    fileprivate func readComplete() { tunnel?.flush() }
+
+    fileprivate func tooLong(_ peer: TransportAddress) { close(peer, .frameTooLong) }
+
+    fileprivate func closed(_ peer: TransportAddress, channel: Channel) {
+        guard connections[peer] === channel else { return }
+        connections[peer] = nil
+        core.closed(peer: peer)
+    }
+
+    private func close(_ peer: TransportAddress, _ reason: TCPIngress.CloseReason) {
+        closes[reason]?.increment()
+        core.closed(peer: peer)
+        connections.removeValue(forKey: peer)?.close(promise: nil)
+    }
+
+    /// A tunnel datagram on the internal socket: a worker's (or a peer relay's) answer for a TCP client.
+    fileprivate func fromTransceiver(_ envelope: AddressedEnvelope<ByteBuffer>) {
+        guard let source = TransportAddress(envelope.remoteAddress) else { return }
+        envelope.data.withUnsafeReadableBytes { datagram in
+            guard let (header, length) = try? TunnelHeader.decode(datagram), header.direction == .toClient else {
+                drops[.malformedTunnel, default: 0] += 1
+                return
+            }
+            guard configuration.policy.workerNetworks.contains(where: { $0.contains(source) }) || core.table.isClusterRelay(source) else {
+                drops[.untrustedTransceiver, default: 0] += 1
+                return
+            }
+            let payload = UnsafeRawBufferPointer(rebasing: datagram[length...])
+            switch core.fromTransceiver(payload, client: header.client, source: source, now: monotonicNow()) {
+            case .deliver(let client):
+                guard let connection = connections[client], let framing = StreamDeframer.header(length: payload.count) else {
+                    drops[.noRoute, default: 0] += 1
+                    return
+                }
+                guard connection.isWritable else {
+                    drops[.tcpBacklog, default: 0] += 1
+                    return
+                }
+                var frame = connection.allocator.buffer(capacity: 2 + payload.count)
+                frame.writeInteger(framing.0)
+                frame.writeInteger(framing.1)
+                frame.writeBytes(payload)
+                connection.writeAndFlush(frame, promise: nil)
+                forwardedToClient += 1
+            case .unknown:
+                drops[.noRoute, default: 0] += 1
+            case .drop(let reason):
+                drops[reason, default: 0] += 1
+            }
+        }
+    }
+
+    private func tick() {
+        let now = monotonicNow()
+        core.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
+        for (peer, reason) in core.expire(now: now) {
+            closes[reason]?.increment()
+            connections.removeValue(forKey: peer)?.close(promise: nil)
+        }
+        publish()
+        connectionsGauge.record(connections.count)
+        metrics.report(drops: drops, toTransceiver: forwardedToTransceiver, toClient: forwardedToClient, worker: "tcp",
+                       routes: core.table.committedCount, pending: core.table.pendingCount)
+        drops.removeAll(keepingCapacity: true)
+        forwardedToTransceiver = 0
+        forwardedToClient = 0
+    }
+
+    private func publish() {
+        publishedCommitted.store(core.table.committedCount, ordering: .sequentiallyConsistent)
+        publishedPending.store(core.table.pendingCount, ordering: .sequentiallyConsistent)
+    }
+}
+
+/// One TCP connection: frames in (RFC 4571), closed on a frame too long.
+private final class ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let listener: RelayTCPListener
+    private var deframer = StreamDeframer(maximumFrame: RelayTCPListener.maximumFrame)
+    private var peer: TransportAddress?
+
+    init(listener: RelayTCPListener) { self.listener = listener }
+
+    func channelActive(context: ChannelHandlerContext) {
+        peer = context.channel.remoteAddress.flatMap(TransportAddress.init)
+        listener.accepted(context.channel)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let peer else { return }
+        let buffer = unwrapInboundIn(data)
+        let failure = buffer.withUnsafeReadableBytes { bytes in
+            deframer.feed(bytes) { frame in listener.frame(frame, from: peer) }
+        }
+        if failure != nil { listener.tooLong(peer) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        listener.readComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let peer { listener.closed(peer, channel: context.channel) }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// The tunnel's internal UDP socket: answers from workers (and peer relays) for TCP clients.
+private final class TunnelHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+
+    private let listener: RelayTCPListener
+
+    init(listener: RelayTCPListener) { self.listener = listener }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        listener.fromTransceiver(unwrapInboundIn(data))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {}  // an ICMP error for one datagram
+}
