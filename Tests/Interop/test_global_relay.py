@@ -49,7 +49,7 @@ class TwoClusters(Stack):
         metrics_port = free_port(socket.SOCK_STREAM)
         process = self.spawn(name, [
             PARLEY, "relay", "--routing-key", key, "--cluster-id", str(cluster), "--cluster-relay", peer,
-            "--public-host", "127.0.0.1", "--public-port", str(public), "--internal-port", str(internal),
+            "--public-host", "127.0.0.1", "--public-port", str(public), "--public-tcp-port", "0", "--internal-port", str(internal),
             "--worker-network", "127.0.0.0/8", "--workers", "1", "--metrics-port", str(metrics_port),
             "--log-level", "debug"] + (["--redis", f"127.0.0.1:{self.redis_port}"] if redis else []))
         process.metrics_port = metrics_port

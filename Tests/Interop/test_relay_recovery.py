@@ -83,7 +83,7 @@ class Stack:
         redis = f"127.0.0.1:{self.redis_port}" if redis is None else redis
         process = self.spawn("relay", [
             PARLEY, "relay", "--metrics-port", str(self.metrics_port)] + (["--take-over-port"] if take_over else []) + [
-            *self.key_arguments, "--public-host", "127.0.0.1",
+            *self.key_arguments, "--public-host", "127.0.0.1", "--public-tcp-port", "0",
             "--public-port", str(public_port or self.relay_port), "--worker-network", "127.0.0.0/8", "--workers", "1",
             "--log-level", "debug"] + (["--redis", redis] if redis else []) + list(extra),
             env=None if env is None else dict(os.environ, **env))

@@ -101,12 +101,12 @@ class Topology:
                                       "--port", str(self.redis_port)])
         self.relay_a = self.spawn("relay-a", [PARLEY, "relay", "--routing-key", self.key_a, "--cluster-id", "1",
                                "--cluster-relay", f"2={self.ip_b}:{self.internal_b}", "--public-host", "127.0.0.1",
-                               "--public-port", str(self.public_a), "--internal-host", "0.0.0.0",
+                               "--public-port", str(self.public_a), "--public-tcp-port", "0", "--internal-host", "0.0.0.0",
                                "--internal-port", str(self.internal_a), "--worker-network", "127.0.0.0/8",
                                "--workers", "1", "--metrics-port", "0"])
         self.relay_b = self.spawn("relay-b", in_b + [PARLEY, "relay", "--routing-key", self.key_b, "--cluster-id", "2",
                                       "--cluster-relay", f"1={self.ip_a}:{self.internal_a}", "--public-host", self.ip_b,
-                                      "--public-port", str(self.public_b), "--internal-host", "0.0.0.0",
+                                      "--public-port", str(self.public_b), "--public-tcp-port", "0", "--internal-host", "0.0.0.0",
                                       "--internal-port", str(self.internal_b), "--worker-network", "127.0.0.0/8",
                                       "--workers", "1", "--metrics-port", "0", "--redis", f"127.0.0.1:{self.redis_port}"])
         # A browser here is in region A: both clusters' answers send it to relay A, and relay B is
@@ -117,7 +117,7 @@ class Topology:
             self.spawn(name, prefix + [PARLEY, "transceiver", "--routing-key", key, "--cluster-id", cluster,
                                        "--http-host", "0.0.0.0", "--http-port", str(http), "--media-host", "127.0.0.1",
                                        "--media-port", "0", "--workers", "1", "--api-key", self.api_key,
-                                       "--metrics-port", "0", "--demo-page", "--relay-network", "127.0.0.0/8",
+                                       "--metrics-port", "0", "--demo-page", "--advertise-tcp-port", "0", "--relay-network", "127.0.0.0/8",
                                        "--relay-network", f"{self.ip_a}/32", "--relay-network", f"{self.ip_b}/32", *relays])
         self.base_a, self.base_b = f"http://127.0.0.1:{self.http_a}", f"http://{self.ip_b}:{self.http_b}"
         for base in (self.base_a, self.base_b):

@@ -70,6 +70,8 @@ final class RelayTCPListener: @unchecked Sendable {
     func start(port requested: Int) async throws {
         let tunnel = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: configuration.socketBufferBytes))
+            .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(clamping: configuration.socketBufferBytes))
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(TunnelHandler(listener: self)) }
             }
@@ -77,7 +79,12 @@ final class RelayTCPListener: @unchecked Sendable {
         try await loop.submit { self.tunnel = tunnel }.get()
         var port = requested
         for host in configuration.publicHosts {
+            // IPv6 takes IPv6 only, as the UDP sockets do: IPv4 has its own listener on the same port.
+            let v6only = ChannelOptions.Types.SocketOption(level: .init(rawValue: CInt(IPPROTO_IPV6)), name: .init(rawValue: IPV6_V6ONLY))
             let server = try await ServerBootstrap(group: group)
+                .serverChannelInitializer { channel in
+                    IPv6Address(host) == nil ? channel.eventLoop.makeSucceededVoidFuture() : channel.setOption(v6only, value: 1)
+                }
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)),
