@@ -35,5 +35,6 @@ let package = Package(
         harness("FuzzClientSession", [wire, media, session, "FuzzSupport"]),
         harness("FuzzSignaling", [wire, signaling]),
         harness("FuzzRouting", [wire, routing, "FuzzSupport"]),
+        harness("FuzzTCP", [wire, routing, "FuzzSupport"]),
     ]
 )

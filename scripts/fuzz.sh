@@ -4,7 +4,7 @@
 # seeded with real packets. See docs/testing.md.
 #
 # Usage: scripts/fuzz.sh [--runs N | --seconds S] [--jobs J] [target …]
-#   targets: stun sdp token tunnel sctp rtp resp association agent jitter session client signaling routing (default: all)
+#   targets: stun sdp token tunnel sctp rtp resp association agent jitter session client signaling routing tcp (default: all)
 #   --runs N     inputs per target (default 1000000; `make fuzz` and the recorded campaign: 10^7)
 #   --seconds S  or this long per target instead
 #   --jobs J     parallel fuzzing processes per target (libFuzzer -fork; default 1)
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
         *) targets+=("$1"); shift ;;
     esac
 done
-all=(stun sdp token tunnel sctp rtp resp association agent jitter session client signaling routing)
+all=(stun sdp token tunnel sctp rtp resp association agent jitter session client signaling routing tcp)
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
 binary_name() {
@@ -33,7 +33,7 @@ binary_name() {
         stun) echo FuzzSTUN ;; sdp) echo FuzzSDP ;; token) echo FuzzToken ;; tunnel) echo FuzzTunnel ;;
         sctp) echo FuzzSCTP ;; rtp) echo FuzzRTP ;; resp) echo FuzzRESP ;; association) echo FuzzAssociation ;;
         agent) echo FuzzAgentMessages ;; jitter) echo FuzzJitterBuffer ;; session) echo FuzzSession ;;
-        client) echo FuzzClientSession ;; signaling) echo FuzzSignaling ;; routing) echo FuzzRouting ;;
+        client) echo FuzzClientSession ;; signaling) echo FuzzSignaling ;; routing) echo FuzzRouting ;; tcp) echo FuzzTCP ;;
         *) echo "unknown fuzz target: $1 (one of: ${all[*]})" >&2; exit 2 ;;
     esac
 }

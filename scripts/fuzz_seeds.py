@@ -120,6 +120,15 @@ def seeds(target):
                             + record(0, b"\x00" + rtp(1, 960)) + record(3, b"\x27\x10"))
         yield "owner", record(6, txn) + record(5, b"\x00" + stun_answer) + record(4, b"\x00" + stun_answer) + record(9, b"\x01")
         yield "store", record(7, b"\x00") + record(0, b"\x00" + rtp(2, 1920)) + record(8, b"") + record(1, b"\x01" + bytes(12))
+    elif target == "tcp":
+        # A connection's check (framed, valid token), the worker's check and answer, the client's
+        # answer as a frame cut in two, media; then a stranger's HTTP and a connection that stays silent.
+        stun_answer = struct.pack(">HHI", 0x0101, 0, 0x2112A442) + bytes(range(1, 13))
+        framed = struct.pack(">H", len(stun_answer)) + stun_answer
+        yield "routed", (record(4, b"\x00") + record(1, b"\x00" + bytes(range(1, 13))) + record(2, b"\x00" + stun_answer)
+                         + record(0, b"\x00" + framed[:7]) + record(0, b"\x00" + framed[7:])
+                         + record(0, b"\x00" + struct.pack(">H", 15) + rtp(1, 960)) + record(3, b"\x13\x88"))
+        yield "hostile", record(4, b"\x01") + record(0, b"\x01GET / HTTP/1.1\r\n") + record(4, b"\x02") + record(3, b"\x13\x88")
     else:
         raise SystemExit(f"no seeds for {target}")
 

@@ -323,8 +323,9 @@ class DroppedUDP:
         self.family = family  # "ip" or "ip6"
         self.table = f"parley_drop_{os.getpid()}"
         spared = f" udp sport != {except_from}" if except_from else ""  # a call already up on this family
+        ports = "{ " + ", ".join(str(p) for p in port) + " }" if isinstance(port, (list, tuple)) else str(port)
         self.rules = f"table {family} {self.table} {{\n chain output {{\n type filter hook output priority 0;\n" \
-                     f" udp dport {port}{spared} counter drop\n }}\n}}\n"
+                     f" udp dport {ports}{spared} counter drop\n }}\n}}\n"
 
     def __enter__(self):
         require(shutil.which("nft") is not None, "nft (Debian's nftables) is needed to drop a family's UDP")

@@ -525,3 +525,46 @@ def test_region_bs_relay_restart_recovers_a_cross_region_call_from_region_bs_red
         assert driver.execute_script("return window.parley.state") == "connected"
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def tcp_regions(tmp_path):
+    """The two regions with ICE-TCP on both relays (issue 15, Global Relay for TCP flows)."""
+    require(os.geteuid() == 0 and os.path.exists("/dev/net/tun"), "two regions need namespaces and /dev/net/tun (scripts/interop.sh)")
+    topology = regions_tool.Topology(tmp_path / "regions", ONE_WAY_MS, API_KEY, tcp=True).start()
+    yield topology
+    topology.stop()
+    for process in topology.processes:
+        print(f"--- {os.path.basename(process.log_path)}\n" + open(process.log_path).read()[-3000:])
+
+
+def test_chromium_over_tcp_enters_at_relay_a_and_its_call_lives_in_cluster_two(tcp_regions):
+    """Chromium in region A, with UDP to both relays dropped, reaches relay A over TCP; relay A
+    forwards the TCP flow by its token to cluster 2's relay across the link (two-stage, the TCP flag
+    kept), and the answers come back the same way as frames on the connection."""
+    from test_chromium import DroppedUDP
+    regions = tcp_regions
+    with DroppedUDP("ip", [regions.public_a, regions.public_b]) as drop:
+        driver = chromium(f"--unsafely-treat-insecure-origin-as-secure={regions.base_b}")
+        try:
+            driver.get(regions.page(regions.base_b))
+            state = wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) >= 100, 40, "2 s of echoed audio over TCP")
+            assert drop.dropped() > 0
+            assert state["stats"]["remoteAddress"] == f"127.0.0.1:{regions.tcp_port}", state["stats"]
+            protocol = driver.execute_script("""
+                const report = await window.parley.pc.getStats();
+                for (const s of report.values()) if (s.type === "transport" && s.selectedCandidatePairId)
+                    return report.get(report.get(s.selectedCandidatePairId).remoteCandidateId).protocol;""")
+            assert protocol == "tcp"
+            call = json.loads(urllib.request.urlopen(urllib.request.Request(
+                f"{regions.base_b}/v1/realtime/calls/{state['callId']}", headers=auth(API_KEY)), timeout=5).read())
+            assert call["state"] == "connected", call
+            wait_for(driver, lambda s: s["channelState"] == "open", 20, "the oai-events channel open")
+            results = driver.execute_async_script(
+                "const done = arguments[0]; window.parley.echoTest([1, 1024, 65536, 262144]).then(done, (e) => done(String(e)))")
+            assert results == [{"size": 1, "ok": True}, {"size": 1024, "ok": True}, {"size": 65536, "ok": True},
+                               {"size": 262144, "ok": True}, {"size": "text", "ok": True}], results
+            state = driver.execute_script("return window.parley")
+            print(f"ICE-TCP across regions: timeline {state['timings']}, RTT {state['stats'].get('roundTripTime')}")
+        finally:
+            driver.quit()

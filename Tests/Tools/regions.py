@@ -59,7 +59,7 @@ def wait_http(url, seconds=30):
 class Topology:
     """The two regions, as processes. `start()` brings them up; `stop()` ends them."""
 
-    def __init__(self, state_dir, one_way_ms=20, api_key=None, link=None):
+    def __init__(self, state_dir, one_way_ms=20, api_key=None, link=None, tcp=False):
         self.state_dir = str(state_dir)
         os.makedirs(self.state_dir, exist_ok=True)
         self.one_way_ms = one_way_ms
@@ -68,6 +68,8 @@ class Topology:
         self.api_key = api_key or "sk_regions_" + secrets.token_hex(16)
         self.processes = []
         self.link = None
+        # ICE-TCP on both relays, on one port number (each region has its own addresses).
+        self.tcp_port = free_port(socket.SOCK_STREAM) if tcp else 0
         tag = f"{os.getpid() % 100000}"
         self.ns_a, self.ns_b = f"regionA-{tag}", f"regionB-{tag}"
 
@@ -101,12 +103,12 @@ class Topology:
                                       "--port", str(self.redis_port)])
         self.relay_a = self.spawn("relay-a", [PARLEY, "relay", "--routing-key", self.key_a, "--cluster-id", "1",
                                "--cluster-relay", f"2={self.ip_b}:{self.internal_b}", "--public-host", "127.0.0.1",
-                               "--public-port", str(self.public_a), "--public-tcp-port", "0", "--internal-host", "0.0.0.0",
+                               "--public-port", str(self.public_a), "--public-tcp-port", str(self.tcp_port), "--internal-host", "0.0.0.0",
                                "--internal-port", str(self.internal_a), "--worker-network", "127.0.0.0/8",
                                "--workers", "1", "--metrics-port", "0"])
         self.relay_b = self.spawn("relay-b", in_b + [PARLEY, "relay", "--routing-key", self.key_b, "--cluster-id", "2",
                                       "--cluster-relay", f"1={self.ip_a}:{self.internal_a}", "--public-host", self.ip_b,
-                                      "--public-port", str(self.public_b), "--public-tcp-port", "0", "--internal-host", "0.0.0.0",
+                                      "--public-port", str(self.public_b), "--public-tcp-port", str(self.tcp_port), "--internal-host", "0.0.0.0",
                                       "--internal-port", str(self.internal_b), "--worker-network", "127.0.0.0/8",
                                       "--workers", "1", "--metrics-port", "0", "--redis", f"127.0.0.1:{self.redis_port}"])
         # A browser here is in region A: both clusters' answers send it to relay A, and relay B is
@@ -117,7 +119,7 @@ class Topology:
             self.spawn(name, prefix + [PARLEY, "transceiver", "--routing-key", key, "--cluster-id", cluster,
                                        "--http-host", "0.0.0.0", "--http-port", str(http), "--media-host", "127.0.0.1",
                                        "--media-port", "0", "--workers", "1", "--api-key", self.api_key,
-                                       "--metrics-port", "0", "--demo-page", "--advertise-tcp-port", "0", "--relay-network", "127.0.0.0/8",
+                                       "--metrics-port", "0", "--demo-page", "--advertise-tcp-port", str(self.tcp_port), "--relay-network", "127.0.0.0/8",
                                        "--relay-network", f"{self.ip_a}/32", "--relay-network", f"{self.ip_b}/32", *relays])
         self.base_a, self.base_b = f"http://127.0.0.1:{self.http_a}", f"http://{self.ip_b}:{self.http_b}"
         for base in (self.base_a, self.base_b):
@@ -193,10 +195,11 @@ def main(argv=None):
     parser.add_argument("--link", help="impair.py SPEC for both directions instead of the delay alone, "
                                        "e.g. delay=40ms,jitter=30ms,loss=5%%,reorder=2%%:20ms")
     parser.add_argument("--state-dir", default="/tmp/parley-regions", help="logs and state (default /tmp/parley-regions)")
+    parser.add_argument("--tcp", action="store_true", help="ICE-TCP on both relays (one free port number) and in the answers")
     args = parser.parse_args(argv)
     if args.command == "down":
         return down(args.state_dir)
-    topology = Topology(args.state_dir, args.one_way_ms, args.api_key, args.link)
+    topology = Topology(args.state_dir, args.one_way_ms, args.api_key, args.link, tcp=args.tcp)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(1))

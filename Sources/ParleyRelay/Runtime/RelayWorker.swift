@@ -311,7 +311,7 @@ final class RelayWorker: @unchecked Sendable {
                     case .forward(let transceiver):
                         // The peer table's own ingress id: the worker's answers carry it back, and find that table.
                         if tunnel(payload, direction: .fromClient, client: header.client, to: transceiver, slot: tunnelling,
-                                  ingress: peers.ingressID(of: source) ?? ingressID) {
+                                  ingress: peers.ingressID(of: source) ?? ingressID, transport: header.transport) {
                             tunnelling += 1
                         }
                     case .unknown:
@@ -343,7 +343,8 @@ final class RelayWorker: @unchecked Sendable {
                     }
                     switch peers.fromTransceiver(payload, client: header.client, source: source, peer: peer, now: now) {
                     case .deliver:
-                        if tunnel(payload, direction: .toClient, client: header.client, to: peer, slot: tunnelling, ingress: ingressID) {
+                        if tunnel(payload, direction: .toClient, client: header.client, to: peer, slot: tunnelling, ingress: ingressID,
+                                  transport: header.transport) {
                             tunnelling += 1
                             toClientThroughPeers += 1
                         }
@@ -397,10 +398,11 @@ final class RelayWorker: @unchecked Sendable {
     }
 
     /// Writes a tunnel header and `payload` into slot `slot` of the tunnel batch, addressed to
-    /// `destination`; false when it does not fit (nothing is queued).
+    /// `destination`; false when it does not fit (nothing is queued). `transport` is the client's
+    /// (a forwarded ICE-TCP flow keeps its TCP flag on both legs).
     private func tunnel(_ payload: UnsafeRawBufferPointer, direction: TunnelHeader.Direction, client: TransportAddress,
-                        to destination: TransportAddress, slot: Int, ingress: UInt16) -> Bool {
-        let header = TunnelHeader(transport: .udp, direction: direction, ingressID: ingress, client: client)
+                        to destination: TransportAddress, slot: Int, ingress: UInt16, transport: TunnelHeader.Transport) -> Bool {
+        let header = TunnelHeader(transport: transport, direction: direction, ingressID: ingress, client: client)
         let base = slot * (Self.slot + Self.headroom)
         let out = UnsafeMutableRawBufferPointer(rebasing: tunnelBuffers[base..<(base + Self.slot + Self.headroom)])
         guard let headerLength = try? header.encode(into: out), headerLength + payload.count <= out.count else { return false }
