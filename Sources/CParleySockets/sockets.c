@@ -125,15 +125,20 @@ static int family_socket(const struct sockaddr_in6 *address, int flags) {
     return fd;
 }
 
-int parley_udp_port_in_use(const char *host, int port) {
-    // No SO_REUSEADDR, no SO_REUSEPORT: the bind fails if anyone holds the port, however they bound it.
+static int port_in_use(const char *host, int port, int type) {
+    // No SO_REUSEPORT: the bind fails if anyone holds the port, however they bound it. (SO_REUSEADDR
+    // for TCP only, so a listener's connections lingering in TIME_WAIT do not count as holding it.)
     struct sockaddr_in6 address;
     socklen_t length = parse_host(host, port, &address);
     if (length == 0) {
         errno = EINVAL;
         return -1;
     }
-    int fd = family_socket(&address, 0);
+    int fd = socket(address.sin6_family, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    if (address.sin6_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (type == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (fd < 0) return -1;
     int result = bind(fd, (struct sockaddr *)&address, length) == 0 ? 0 : (errno == EADDRINUSE ? 1 : -1);
     int saved = errno;
@@ -141,6 +146,10 @@ int parley_udp_port_in_use(const char *host, int port) {
     errno = saved;
     return result;
 }
+
+int parley_udp_port_in_use(const char *host, int port) { return port_in_use(host, port, SOCK_DGRAM); }
+
+int parley_tcp_port_in_use(const char *host, int port) { return port_in_use(host, port, SOCK_STREAM); }
 
 int parley_udp_socket(const char *host, int port, int reuse_port, int buffer_bytes, int *bound_port) {
     struct sockaddr_in6 address;

@@ -57,6 +57,14 @@ def test_chromium_falls_back_to_tcp_when_udp_is_dropped(parley_with):
             before = driver.execute_script("return window.parley.stats.packetsReceived")
             time.sleep(1.5)
             assert driver.execute_script("return window.parley.stats.packetsReceived") > before + 50, "audio keeps flowing"
+            # An ICE restart over TCP: new credentials (a new token), a new connection, the same call.
+            tcp_local = driver.execute_script("return window.parley.stats.localAddress")
+            driver.execute_async_script("const done = arguments[0]; window.parley.restartIce().then(() => done(), (e) => done(String(e)))")
+            state = wait_for(driver, lambda s: s["stats"]["localAddress"] != tcp_local, 15, "the restarted ICE on a new connection")
+            before = state["stats"]["packetsReceived"]
+            state = wait_for(driver, lambda s: s["stats"]["packetsReceived"] > before + 50, 10, "audio after the ICE restart")
+            assert state["iceRestarts"] == 1 and state["stats"]["remoteAddress"] == f"127.0.0.1:{parley.media_port}"
+            assert parley.get_json(f"/v1/realtime/calls/{state['callId']}")["iceRestarts"] == 1
         finally:
             driver.quit()
     metrics = parley.metrics()
@@ -267,3 +275,125 @@ def test_the_relays_tcp_side_closes_what_is_not_ice_and_bounds_each_connection(t
     finally:
         relay.stop()
         print(open(relay.log_path).read()[-3000:])
+
+
+def tcp_call(stack):
+    driver = chromium()
+    driver.get(stack.page())
+    state = wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) >= 100, 30, "audio over TCP")
+    assert state["stats"]["remoteAddress"] == f"127.0.0.1:{stack.tcp_port}", state["stats"]
+    return driver, state
+
+
+def audio_again(driver, what, timeout=40):
+    received = driver.execute_script("return window.parley.stats.packetsReceived")
+    return wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) > received + 25, timeout, what)
+
+
+def test_relays_replaced_under_a_tcp_call(tmp_path):
+    """A relay's TCP connections end with its process; what Chromium does then (issue 15, item 3).
+
+    1. A relay replaced the way docs/relay.md says (the new one takes the port over, then the old
+       one stops): the old connection is reset, and Chromium (libwebrtc's TCPConnection) reconnects
+       a writable outgoing connection from a new local port on its next send; the new relay gets
+       the connection, its first frame is a check whose token opens, and the call goes on without
+       an ICE restart.
+    2. A relay killed and restarted a moment later: Chromium's one reconnection attempt meets a
+       closed port, the pair fails and the ICE transport goes to `failed`; an ICE restart (the
+       page's, as an app does on `failed`) brings the call back on the new relay."""
+    import signal
+    from test_relay_recovery import Stack
+    stack = Stack(tmp_path, redis_args=None, tcp=True)
+    old = stack.relay(redis="")
+    with DroppedUDP("ip", stack.relay_port):
+        driver, state = tcp_call(stack)
+        try:
+            first_address = state["stats"]["localAddress"]
+            new = stack.relay(redis="", take_over=True)
+            stopped = time.time()
+            old.send_signal(signal.SIGKILL)
+            state = audio_again(driver, "audio after the relay was replaced")
+            replaced = time.time() - stopped
+            assert state.get("iceRestarts", 0) == 0 and state["state"] == "connected", state["state"]
+            second_address = state["stats"]["localAddress"]
+            assert second_address != first_address, "a new TCP connection (a new local port)"
+
+            new.send_signal(signal.SIGKILL)
+            killed = time.time()
+            time.sleep(1)
+            stack.relay(redis="")
+            state = wait_for(driver, lambda s: s["state"] in ("failed", "disconnected"), 40, "the ICE transport failing")
+            failed, failed_state = time.time() - killed, state["state"]
+            driver.execute_async_script("const done = arguments[0]; window.parley.restartIce().then(() => done(), (e) => done(String(e)))")
+            state = audio_again(driver, "audio after an ICE restart")
+            restarted = time.time() - killed
+            assert state["iceRestarts"] == 1
+            print(f"ICE-TCP relay replaced (take-over, then the old one killed): audio back after {replaced:.2f} s, "
+                  f"{first_address} -> {second_address}, no ICE restart; relay killed and restarted 1 s later: "
+                  f"'{failed_state}' after {failed:.1f} s, audio back {restarted:.1f} s after the kill with an ICE restart")
+        finally:
+            driver.quit()
+            for process in stack.processes:
+                process.kill()
+
+
+def test_setup_time_udp_and_tcp(parley_with):
+    """Setup figures for docs/benchmarks.md (printed, not asserted): the page's timeline after the
+    answer (ICE connected, DTLS connected, oai-events open), three calls each over UDP and over TCP
+    (UDP to the relay dropped: Chromium checks the TCP pair after the UDP one, paced, and then
+    pays the TCP handshake)."""
+    parley = parley_with()
+    figures = {"udp": [], "tcp": []}
+    for transport in ("udp", "tcp", "udp", "tcp", "udp", "tcp"):
+        drop = DroppedUDP("ip", parley.media_port) if transport == "tcp" else None
+        if drop:
+            drop.__enter__()
+        driver = chromium()
+        try:
+            driver.get(parley.base + "/?autostart=1")
+            state = wait_for(driver, lambda s: "channel" in s["timings"] and s["stats"].get("remoteAddress"), 30,
+                             f"a call over {transport}")
+            assert state["stats"]["remoteAddress"] == f"127.0.0.1:{parley.media_port}", state["stats"]
+            timings = state["timings"]
+            figures[transport].append({step: timings[step] - timings["answer"] for step in ("ice", "dtls", "channel")})
+        finally:
+            driver.quit()
+            if drop:
+                drop.__exit__()
+    for transport, runs in figures.items():
+        median = {step: sorted(run[step] for run in runs)[1] for step in ("ice", "dtls", "channel")}
+        print(f"setup over {transport} (ms after the answer, median of 3): ICE {median['ice']}, DTLS {median['dtls']}, "
+              f"oai-events open {median['channel']}; runs {runs}")
+
+
+def test_a_tcp_call_moves_to_udp_when_udp_gets_through(parley_with):
+    """Migration from TCP to UDP (issue 15, item 2): a call that fell back to TCP, on a network that
+    later lets UDP through, ends up on the UDP pair — by Chromium's own checks, or else by an ICE
+    restart; the transceiver follows the pair Chromium nominates (same DTLS association)."""
+    parley = parley_with()
+    drop = DroppedUDP("ip", parley.media_port).__enter__()
+    driver = chromium()
+    try:
+        driver.get(parley.base + "/?autostart=1")
+        state = wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) >= 50, 30, "audio over TCP")
+        tcp_local = state["stats"]["localAddress"]
+        time.sleep(10)  # long past Chromium's first UDP checks: the UDP pair has failed by now
+        drop.__exit__()
+        lifted = time.time()
+        try:
+            state = wait_for(driver, lambda s: s["stats"]["localAddress"] != tcp_local, 15, "Chromium moving to UDP by itself")
+            how = f"by itself after {time.time() - lifted:.1f} s"
+        except AssertionError:
+            driver.execute_async_script("const done = arguments[0]; window.parley.restartIce().then(() => done(), (e) => done(String(e)))")
+            state = wait_for(driver, lambda s: s["stats"]["localAddress"] != tcp_local, 15, "UDP after an ICE restart")
+            how = f"not by itself within 15 s; after an ICE restart, {time.time() - lifted - 15:.1f} s"
+        pair = driver.execute_script("""
+            const report = await window.parley.pc.getStats();
+            for (const s of report.values()) if (s.type === "transport" && s.selectedCandidatePairId)
+                return report.get(report.get(s.selectedCandidatePairId).remoteCandidateId).protocol;""")
+        assert pair == "udp", pair
+        received = state["stats"]["packetsReceived"]
+        state = wait_for(driver, lambda s: s["stats"]["packetsReceived"] > received + 50, 10, "audio over UDP")
+        print(f"TCP -> UDP once UDP got through: {how}")
+    finally:
+        driver.quit()

@@ -42,12 +42,14 @@ class Stack:
     the plain `--port` of the Redis server (TLS ports, passwords); None starts no Redis. With
     `key_file` (a path) every process reads its routing keys from that file (--routing-key-file)."""
 
-    def __init__(self, tmp_path, redis_args=(), redis_port=None, key_file=None):
+    def __init__(self, tmp_path, redis_args=(), redis_port=None, key_file=None, tcp=False):
         self.tmp = tmp_path
         self.key = secrets.token_hex(32)
         self.key_arguments = ["--routing-key-file", str(key_file)] if key_file else ["--routing-key", self.key]
         self.redis_port = redis_port or free_port(socket.SOCK_STREAM)
         self.relay_port = free_port(socket.SOCK_DGRAM)
+        # ICE-TCP: the relays listen on this port and answers advertise it (0: no TCP).
+        self.tcp_port = free_port(socket.SOCK_STREAM) if tcp else 0
         self.http_port = free_port(socket.SOCK_STREAM)
         self.base = f"http://127.0.0.1:{self.http_port}"
         self.processes = []
@@ -59,7 +61,8 @@ class Stack:
             PARLEY, "transceiver", *self.key_arguments, "--http-port", str(self.http_port),
             "--media-host", "127.0.0.1", "--media-port", "0", "--workers", "1", "--api-key", API_KEY,
             "--metrics-port", str(free_port()), "--demo-page",
-            "--relay-network", "127.0.0.0/8", "--advertise", f"127.0.0.1:{self.relay_port}"])
+            "--relay-network", "127.0.0.0/8", "--advertise", f"127.0.0.1:{self.relay_port}",
+            "--advertise-tcp-port", str(self.tcp_port)])
         wait_http(f"http://127.0.0.1:{self.http_port}/healthz")
 
     def page(self):
@@ -83,7 +86,7 @@ class Stack:
         redis = f"127.0.0.1:{self.redis_port}" if redis is None else redis
         process = self.spawn("relay", [
             PARLEY, "relay", "--metrics-port", str(self.metrics_port)] + (["--take-over-port"] if take_over else []) + [
-            *self.key_arguments, "--public-host", "127.0.0.1", "--public-tcp-port", "0",
+            *self.key_arguments, "--public-host", "127.0.0.1", "--public-tcp-port", str(self.tcp_port),
             "--public-port", str(public_port or self.relay_port), "--worker-network", "127.0.0.0/8", "--workers", "1",
             "--log-level", "debug"] + (["--redis", redis] if redis else []) + list(extra),
             env=None if env is None else dict(os.environ, **env))

@@ -34,6 +34,8 @@ int parley_batch_send(int fd, parley_batch *batch, unsigned count);
 /// 1 when someone holds UDP host:port (bound in any way), 0 when it is free, -1 on another error
 /// (EINVAL: `host` is not an IPv4 or IPv6 literal).
 int parley_udp_port_in_use(const char *host, int port);
+/// The same for TCP (a listener: connections in TIME_WAIT do not count).
+int parley_tcp_port_in_use(const char *host, int port);
 
 /// A non-blocking UDP socket bound to host:port (an IPv4 or IPv6 literal; an IPv6 socket is
 /// IPV6_V6ONLY), with SO_REUSEPORT when asked and socket buffers of `buffer_bytes` (forced where

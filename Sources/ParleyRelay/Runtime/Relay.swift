@@ -62,6 +62,7 @@ public final class Relay: Sendable {
             } catch {
                 for worker in workers { worker.stop() }
                 await tcp.stop()
+                if let error = error as? RelayError { throw error }
                 throw RelayError.bindTCP(configuration.publicHosts.map { RelayConfiguration.hostAndPort($0, tcpPort) }.joined(separator: ", "),
                                          "\(error)")
             }
@@ -123,7 +124,7 @@ public final class Relay: Sendable {
         let code = errno
         switch result {
         case 0: return
-        case 1: throw RelayError.portInUse(RelayConfiguration.hostAndPort(host, port))
+        case 1: throw RelayError.portInUse("UDP " + RelayConfiguration.hostAndPort(host, port))
         default: throw RelayError.bind(RelayConfiguration.hostAndPort(host, port), code)
         }
     }

@@ -1,3 +1,4 @@
+import CParleySockets
 import Logging
 import Metrics
 import NIOCore
@@ -79,6 +80,13 @@ final class RelayTCPListener: @unchecked Sendable {
         try await loop.submit { self.tunnel = tunnel }.get()
         var port = requested
         for host in configuration.publicHosts {
+            if !configuration.takeOverPort, port != 0 {
+                // As for UDP (Relay.refuseSharedPort): without --take-over-port, a port someone holds is refused.
+                let result = parley_tcp_port_in_use(host, Int32(clamping: port))
+                let code = errno
+                if result == 1 { throw RelayError.portInUse("TCP " + RelayConfiguration.hostAndPort(host, port)) }
+                if result != 0 { throw RelayError.bindTCP(RelayConfiguration.hostAndPort(host, port), String(cString: strerror(code))) }
+            }
             // IPv6 takes IPv6 only, as the UDP sockets do: IPv4 has its own listener on the same port.
             let v6only = ChannelOptions.Types.SocketOption(level: .init(rawValue: CInt(IPPROTO_IPV6)), name: .init(rawValue: IPV6_V6ONLY))
             let server = try await ServerBootstrap(group: group)
@@ -87,8 +95,8 @@ final class RelayTCPListener: @unchecked Sendable {
                 }
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)),
-                                     value: configuration.takeOverPort ? 1 : 0)
+                // Always: a relay that replaces this one (--take-over-port) shares the port while both run.
+                .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.writeBufferWaterMark, value: .init(low: Self.writeHighWaterMark / 2, high: Self.writeHighWaterMark))
                 .childChannelOption(.allowRemoteHalfClosure, value: false)
@@ -142,9 +150,11 @@ final class RelayTCPListener: @unchecked Sendable {
         }
         if let refusal = core.accept(peer: peer, now: monotonicNow()) {
             closes[refusal]?.increment()
+            logger.debug("TCP connection refused", metadata: ["client": "\(peer)", "reason": "\(refusal.rawValue)"])
             channel.close(promise: nil)
             return
         }
+        logger.debug("TCP connection", metadata: ["client": "\(peer)"])
         connections[peer] = channel
     }
 
@@ -177,10 +187,12 @@ final class RelayTCPListener: @unchecked Sendable {
         guard connections[peer] === channel else { return }
         connections[peer] = nil
         core.closed(peer: peer)
+        logger.debug("TCP connection closed by the client", metadata: ["client": "\(peer)"])
     }
 
     private func close(_ peer: TransportAddress, _ reason: TCPIngress.CloseReason) {
         closes[reason]?.increment()
+        logger.debug("TCP connection closed", metadata: ["client": "\(peer)", "reason": "\(reason.rawValue)"])
         core.closed(peer: peer)
         connections.removeValue(forKey: peer)?.close(promise: nil)
     }
@@ -227,6 +239,7 @@ final class RelayTCPListener: @unchecked Sendable {
         core.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
         for (peer, reason) in core.expire(now: now) {
             closes[reason]?.increment()
+            logger.debug("TCP connection closed", metadata: ["client": "\(peer)", "reason": "\(reason.rawValue)"])
             connections.removeValue(forKey: peer)?.close(promise: nil)
         }
         publish()

@@ -585,7 +585,7 @@ public enum RelayError: Error, CustomStringConvertible {
         switch self {
         case .bind(let what, let code): "cannot bind UDP \(what): \(String(cString: strerror(code)))"
         case .portInUse(let address):
-            "UDP \(address) is already in use (another parley?). Stop it, choose another port, "
+            "\(address) is already in use (another parley?). Stop it, choose another port, "
                 + "or pass --take-over-port to share it on purpose (a relay replacing another)"
         case .configuration(let problem): problem
         case .bindTCP(let what, let error):
