@@ -88,7 +88,7 @@ final class RelayTCPListener: @unchecked Sendable {
                 if result != 0 { throw RelayError.bindTCP(RelayConfiguration.hostAndPort(host, port), String(cString: strerror(code))) }
             }
             // IPv6 takes IPv6 only, as the UDP sockets do: IPv4 has its own listener on the same port.
-            let v6only = ChannelOptions.Types.SocketOption(level: .init(rawValue: CInt(IPPROTO_IPV6)), name: .init(rawValue: IPV6_V6ONLY))
+            let v6only = ChannelOptions.Types.SocketOption(level: .ipv6, name: .init(rawValue: IPV6_V6ONLY))
             let server = try await ServerBootstrap(group: group)
                 .serverChannelInitializer { channel in
                     IPv6Address(host) == nil ? channel.eventLoop.makeSucceededVoidFuture() : channel.setOption(v6only, value: 1)
