@@ -585,6 +585,9 @@ public enum RelayDropReason: String, CaseIterable, Sendable {
     /// A frame for an ICE-TCP client whose connection already has its write budget queued (a slow
     /// reader loses packets, not the relay's memory).
     case tcpBacklog = "tcp_backlog"
+    /// An ICE-TCP client's frame the relay could not queue toward its worker: the tunnel socket's
+    /// send queue is full (the kernel is refusing sends).
+    case tunnelBacklog = "tunnel_backlog"
 }
 
 /// The network a source address belongs to, for per-network limits: its IPv4 /24 or IPv6 /64.

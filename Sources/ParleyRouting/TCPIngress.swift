@@ -12,25 +12,46 @@ import ParleyWire
 /// in the route store (a relay that did not accept the connection cannot write to it, so a stored
 /// route could not recover it) and its route goes with the connection.
 ///
-/// Limits: connections in all (`maximumConnections`) and per client address (an IPv4 address, an
-/// IPv6 /64: a browser opens one per candidate pair and ICE generation, a flood many); a frame
-/// longer than `StreamDeframer.maximumFrame` closes it; a connection whose route idled out or
-/// whose pending flow expired is closed.
+/// Limits. A connection that has sent its first check is a call's, and only the total bounds it
+/// (file descriptors): one public address can be a whole office or a carrier-grade NAT, with as
+/// many calls as it has users. Connections still waiting for their first frame (*handshakes*) are
+/// limited per client address (an IPv4 address, an IPv6 /64) and in all; at a limit, the oldest
+/// handshake of that address (or of all) that has waited a second is closed to make room — a real
+/// client sends its check within a round trip of connecting, so holding connections open without
+/// one takes nobody's place for long. A frame longer than `StreamDeframer.maximumFrame` closes the
+/// connection; so does a route that idled out or a pending flow that expired.
 public struct TCPIngress {
     public struct Policy: Sendable {
+        /// Connections in all (size it to the process's file descriptors).
         public var maximumConnections = 10_000
-        public var maximumConnectionsPerAddress = 16
+        /// Connections without their first check yet, from one address (IPv6: /64) and in all.
+        public var maximumHandshakesPerAddress = 16
+        public var maximumHandshakes = 1024
         /// How long a new connection has to deliver its first whole frame.
         public var firstFrameTimeout: Duration = .seconds(5)
+        /// A handshake this old may be closed to make room for a new connection.
+        public var evictionAge: Duration = .seconds(1)
         public init() {}
+    }
+
+    public enum AcceptDecision: Equatable, Sendable {
+        case accept
+        /// Accept it, and close this older handshake to make room.
+        case acceptEvicting(TransportAddress)
+        /// Close the new connection at once.
+        case refuse(CloseReason)
     }
 
     /// Why a connection was refused or closed; counted per reason.
     public enum CloseReason: String, CaseIterable, Sendable {
-        /// `maximumConnections` reached.
+        /// `maximumConnections` (or `maximumHandshakes`) reached, no handshake old enough to close.
         case tooManyConnections = "too_many_connections"
-        /// `maximumConnectionsPerAddress` reached for the peer's address (IPv6: /64).
+        /// `maximumHandshakesPerAddress` reached for the peer's address (IPv6: /64), none old enough to close.
         case tooManyFromAddress = "too_many_from_address"
+        /// A handshake closed to make room for a newer connection (see the limits above).
+        case evicted
+        /// The peer's address and port already have a connection (the kernel does not give one twice).
+        case duplicate
         /// The first frame was not a STUN Binding request whose token opens.
         case firstFrameRefused = "first_frame_refused"
         /// No whole first frame within `firstFrameTimeout`.
@@ -60,7 +81,13 @@ public struct TCPIngress {
     public let policy: Policy
     public private(set) var table: RouteTable
     private var connections: [TransportAddress: Connection] = [:]
-    private var perAddress: [ConnectionSource: Int] = [:]
+    /// Handshakes per source, oldest first (at most `maximumHandshakesPerAddress` each).
+    private var handshakes: [ConnectionSource: [TransportAddress]] = [:]
+    public private(set) var handshakeCount = 0
+    /// Every handshake in the order it opened, for the oldest overall; entries that have since been
+    /// routed or closed are skipped when met (`isHandshake`), and the consumed front is dropped in bulk.
+    private var handshakeOrder: [(peer: TransportAddress, openedAt: Instant)] = []
+    private var handshakeOrderStart = 0
 
     public init(keyring: RoutingKeyring, routing: RouteTable.Policy, policy: Policy = .init()) {
         self.policy = policy
@@ -81,16 +108,55 @@ public struct TCPIngress {
 
     public mutating func replaceKeyring(_ keyring: RoutingKeyring) { table.replaceKeyring(keyring) }
 
-    /// A new connection from `peer`: nil when accepted, else why it is refused (close it at once).
-    public mutating func accept(peer: TransportAddress, now: Instant) -> CloseReason? {
-        guard !table.draining else { return .draining }
-        guard connections[peer] == nil else { return .tooManyFromAddress }  // the kernel would not give one twice
-        guard connections.count < policy.maximumConnections else { return .tooManyConnections }
+    /// A new connection from `peer`. With `.acceptEvicting`, the shell closes that older handshake
+    /// (already forgotten here); with `.refuse`, the new connection.
+    public mutating func accept(peer: TransportAddress, now: Instant) -> AcceptDecision {
+        guard !table.draining else { return .refuse(.draining) }
+        guard connections[peer] == nil else { return .refuse(.duplicate) }
         let source = ConnectionSource(peer)
-        guard perAddress[source, default: 0] < policy.maximumConnectionsPerAddress else { return .tooManyFromAddress }
-        perAddress[source, default: 0] += 1
+        var evicted: TransportAddress?
+        if handshakes[source, default: []].count >= policy.maximumHandshakesPerAddress {
+            guard let oldest = handshakes[source]?.first, isEvictable(oldest, now: now) else { return .refuse(.tooManyFromAddress) }
+            evicted = oldest
+        } else if connections.count >= policy.maximumConnections || handshakeCount >= policy.maximumHandshakes {
+            guard let oldest = oldestHandshake(), isEvictable(oldest, now: now) else { return .refuse(.tooManyConnections) }
+            evicted = oldest
+        }
+        if let evicted { closed(peer: evicted) }
         connections[peer] = Connection(openedAt: now)
-        return nil
+        handshakes[source, default: []].append(peer)
+        handshakeCount += 1
+        handshakeOrder.append((peer, now))
+        return evicted.map { .acceptEvicting($0) } ?? .accept
+    }
+
+    private func isEvictable(_ peer: TransportAddress, now: Instant) -> Bool {
+        connections[peer].map { !$0.routed && now - $0.openedAt >= policy.evictionAge } ?? false
+    }
+
+    private func isHandshake(_ entry: (peer: TransportAddress, openedAt: Instant)) -> Bool {
+        connections[entry.peer].map { !$0.routed && $0.openedAt == entry.openedAt } ?? false
+    }
+
+    /// The oldest connection still without its first check (amortised O(1): each entry is passed once).
+    private mutating func oldestHandshake() -> TransportAddress? {
+        while handshakeOrderStart < handshakeOrder.count, !isHandshake(handshakeOrder[handshakeOrderStart]) {
+            handshakeOrderStart += 1
+        }
+        if handshakeOrderStart > 1024, handshakeOrderStart * 2 > handshakeOrder.count {
+            handshakeOrder.removeFirst(handshakeOrderStart)
+            handshakeOrderStart = 0
+        }
+        return handshakeOrderStart < handshakeOrder.count ? handshakeOrder[handshakeOrderStart].peer : nil
+    }
+
+    /// The connection from `peer` is no longer a handshake (routed, or gone).
+    private mutating func endHandshake(_ peer: TransportAddress) {
+        let source = ConnectionSource(peer)
+        guard var list = handshakes[source], let index = list.firstIndex(of: peer) else { return }
+        list.remove(at: index)
+        handshakes[source] = list.isEmpty ? nil : list
+        handshakeCount -= 1
     }
 
     /// A whole frame from `peer`.
@@ -102,6 +168,7 @@ public struct TCPIngress {
                   case .forward(let transceiver) = table.fromClient(bytes, client: peer, now: now) else {
                 return .close(.firstFrameRefused)
             }
+            endHandshake(peer)
             connections[peer]?.routed = true
             return .forward(to: transceiver)
         }
@@ -126,9 +193,8 @@ public struct TCPIngress {
 
     /// The connection from `peer` is gone (either side closed it): forget it and its route.
     public mutating func closed(peer: TransportAddress) {
-        guard connections.removeValue(forKey: peer) != nil else { return }
-        let source = ConnectionSource(peer)
-        if let count = perAddress[source] { perAddress[source] = count > 1 ? count - 1 : nil }
+        guard let connection = connections.removeValue(forKey: peer) else { return }
+        if !connection.routed { endHandshake(peer) }
         table.forget(client: peer)
     }
 

@@ -308,7 +308,10 @@ struct Dev: AsyncParsableCommand {
         configuration.mediaPort = 0
         configuration.relayNetworks = [loopback]
         let relayPort = UInt16(clamping: relay.publicPort ?? serving.mediaPort)
-        configuration.advertisedTCPPort = relay.publicTCPPort.map { UInt16(clamping: $0) }
+        // TCP candidates beside the relay's own addresses; not beside --advertise ones (their TCP port is not known).
+        if configuration.advertisedAddresses.isEmpty {
+            configuration.advertisedTCPPort = relay.publicTCPPort.map { UInt16(clamping: $0) }
+        }
         if configuration.advertisedAddresses.isEmpty {
             configuration.advertisedAddresses = publicHosts.flatMap { advertisedAddresses(host: $0, port: relayPort) }
         }
@@ -428,8 +431,8 @@ struct RelayCommand: AsyncParsableCommand {
     var publicHosts: [String] = []
     @Option(help: "The one public UDP port (every worker binds it with SO_REUSEPORT).")
     var publicPort = 3478
-    @Option(help: "ICE-TCP: the public TCP port on the same hosts, for clients whose networks block UDP (RFC 6544; 0: no TCP). Below 1024 needs root or CAP_NET_BIND_SERVICE.")
-    var publicTcpPort = 443
+    @Option(help: "ICE-TCP: the public TCP port on the same hosts, for clients whose networks block UDP (RFC 6544; default 443, left out with a warning when it cannot be bound; 0: no TCP). Below 1024 needs root or CAP_NET_BIND_SERVICE.")
+    var publicTcpPort: Int?
     @Option(help: "Address the workers talk to transceivers from.")
     var internalHost = "127.0.0.1"
     @Option(help: "This relay's cluster (Global Relay): tokens naming another cluster go to that cluster's --cluster-relay.")
@@ -522,7 +525,7 @@ struct RelayCommand: AsyncParsableCommand {
             throw ValidationError("--route-idle-timeout must be 10…86400 seconds (consent checks every 4–6 s keep a live call inside it)")
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be 0 or more seconds") }
-        guard (0...65535).contains(publicTcpPort) else { throw ValidationError("--public-tcp-port must be 0…65535") }
+        if let publicTcpPort, !(0...65535).contains(publicTcpPort) { throw ValidationError("--public-tcp-port must be 0…65535") }
     }
 
     func run() async throws {
@@ -532,7 +535,8 @@ struct RelayCommand: AsyncParsableCommand {
         var configuration = RelayConfiguration(keyring: try key.keyring())
         configuration.publicHosts = publicHosts.isEmpty ? ["0.0.0.0"] : publicHosts
         configuration.publicPort = publicPort
-        configuration.publicTCP = publicTcpPort == 0 ? .none : .port(publicTcpPort)
+        configuration.publicTCP = publicTcpPort == 0 ? .none : .port(publicTcpPort ?? 443)
+        configuration.tcpOptional = publicTcpPort == nil
         configuration.internalHost = internalHost
         configuration.internalPort = internalPort
         configuration.workers = workers

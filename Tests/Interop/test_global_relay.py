@@ -259,6 +259,7 @@ class TwoRelays(Stack):
         self.processes = []
         self.key = secrets.token_hex(32)
         self.key_arguments = ["--routing-key", self.key]
+        self.tcp_port = 0  # UDP relays (Stack.relay passes it on)
         self.port_a, self.port_b = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
         self.http_port = free_port(socket.SOCK_STREAM)
         self.base = f"http://127.0.0.1:{self.http_port}"
@@ -558,7 +559,8 @@ def test_chromium_over_tcp_enters_at_relay_a_and_its_call_lives_in_cluster_two(t
             assert protocol == "tcp"
             call = json.loads(urllib.request.urlopen(urllib.request.Request(
                 f"{regions.base_b}/v1/realtime/calls/{state['callId']}", headers=auth(API_KEY)), timeout=5).read())
-            assert call["state"] == "connected", call
+            # Cluster 2's transceiver sees a TCP client: the TCP flag crossed both legs.
+            assert call["state"] == "connected" and call["transport"] == "tcp", call
             wait_for(driver, lambda s: s["channelState"] == "open", 20, "the oai-events channel open")
             results = driver.execute_async_script(
                 "const done = arguments[0]; window.parley.echoTest([1, 1024, 65536, 262144]).then(done, (e) => done(String(e)))")

@@ -48,7 +48,7 @@ def test_chromium_falls_back_to_tcp_when_udp_is_dropped(parley_with):
             time.sleep(1.2)  # the relay publishes its counts once a second
             assert tcp_routes(parley) == 1, parley.metrics()
             call = parley.get_json(f"/v1/realtime/calls/{state['callId']}")
-            assert call["state"] == "connected"
+            assert call["state"] == "connected" and call["transport"] == "tcp", call
             state = wait_for(driver, lambda s: s["channelState"] == "open", 10, "the oai-events channel open")
             print(f"ICE-TCP setup (ms since Call): {state['timings']}, wall {time.time() - started:.1f} s")
             results = driver.execute_async_script(
@@ -209,12 +209,17 @@ def test_the_relays_tcp_side_closes_what_is_not_ice_and_bounds_each_connection(t
         assert not closed_by_peer(silent, 3.5)
         assert closed_by_peer(silent, 3)
         silent.close()
-        # 16 connections from one address, not 17.
+        # 16 silent connections from one address, not 17 — until the oldest has waited a second,
+        # when a new one closes it to make room.
         held = [socket.create_connection(address) for _ in range(16)]
         extra = socket.create_connection(address)
-        assert closed_by_peer(extra, 2)
+        assert closed_by_peer(extra, 0.5)
         assert not closed_by_peer(held[0], 0.3)
-        for connection in held + [extra]:
+        time.sleep(1)
+        newest = socket.create_connection(address)
+        assert closed_by_peer(held[0], 1), "the oldest silent connection made room"
+        assert not closed_by_peer(newest, 0.3)
+        for connection in held + [extra, newest]:
             connection.close()
         time.sleep(1.2)
         values = relay.metrics()
@@ -224,6 +229,7 @@ def test_the_relays_tcp_side_closes_what_is_not_ice_and_bounds_each_connection(t
         assert metric(values, "parley_relay_tcp_closed_total", reason="frame_too_long") == 2
         assert metric(values, "parley_relay_tcp_closed_total", reason="first_frame_timeout") == 1
         assert metric(values, "parley_relay_tcp_closed_total", reason="too_many_from_address") == 1
+        assert metric(values, "parley_relay_tcp_closed_total", reason="evicted") == 1
 
         # A routed connection: the check reaches the worker in a tunnel datagram with the TCP flag,
         # the worker's check comes back as a frame, the client's answer commits the route.
@@ -268,8 +274,8 @@ def test_the_relays_tcp_side_closes_what_is_not_ice_and_bounds_each_connection(t
         values = relay.metrics()
         dropped = metric(values, "parley_relay_drops_total", reason="tcp_backlog")
         print(f"slow reader: {received} bytes reached it of 40 MB, {dropped:.0f} frames dropped, relay RSS +{grown >> 20} MiB")
-        assert dropped > 10_000, values
-        assert received < 20_000_000
+        assert dropped > 30_000, values
+        assert received < 2_000_000, "the kernel's send buffer is kept small: a congested client loses packets, not seconds"
         assert grown < 16 << 20, grown
         client.close()
     finally:
@@ -322,15 +328,23 @@ def test_relays_replaced_under_a_tcp_call(tmp_path):
             killed = time.time()
             time.sleep(1)
             stack.relay(redis="")
-            state = wait_for(driver, lambda s: s["state"] in ("failed", "disconnected"), 40, "the ICE transport failing")
+            state = wait_for(driver, lambda s: s["state"] == "disconnected", 20, "the ICE transport disconnected")
+            disconnected = time.time() - killed
+            state = wait_for(driver, lambda s: s["state"] == "failed", 40, "the ICE transport failed")
             failed, failed_state = time.time() - killed, state["state"]
+            # Chromium does not try again by itself: no audio while it sits in `failed`.
+            received = state["stats"]["packetsReceived"]
+            time.sleep(3)
+            state = driver.execute_script("return window.parley")
+            assert state["state"] == "failed" and state["stats"]["packetsReceived"] == received, state["state"]
             driver.execute_async_script("const done = arguments[0]; window.parley.restartIce().then(() => done(), (e) => done(String(e)))")
             state = audio_again(driver, "audio after an ICE restart")
             restarted = time.time() - killed
             assert state["iceRestarts"] == 1
             print(f"ICE-TCP relay replaced (take-over, then the old one killed): audio back after {replaced:.2f} s, "
                   f"{first_address} -> {second_address}, no ICE restart; relay killed and restarted 1 s later: "
-                  f"'{failed_state}' after {failed:.1f} s, audio back {restarted:.1f} s after the kill with an ICE restart")
+                  f"disconnected after {disconnected:.1f} s, '{failed_state}' after {failed:.1f} s and still 3 s later, "
+                  f"audio back {restarted:.1f} s after the kill with an ICE restart")
         finally:
             driver.quit()
             for process in stack.processes:
@@ -369,7 +383,8 @@ def test_setup_time_udp_and_tcp(parley_with):
 def test_a_tcp_call_moves_to_udp_when_udp_gets_through(parley_with):
     """Migration from TCP to UDP (issue 15, item 2): a call that fell back to TCP, on a network that
     later lets UDP through, ends up on the UDP pair — by Chromium's own checks, or else by an ICE
-    restart; the transceiver follows the pair Chromium nominates (same DTLS association)."""
+    restart; the transceiver follows the pair Chromium nominates (same DTLS association). The call
+    JSON says which transport the call is on."""
     parley = parley_with()
     drop = DroppedUDP("ip", parley.media_port).__enter__()
     driver = chromium()
@@ -380,13 +395,10 @@ def test_a_tcp_call_moves_to_udp_when_udp_gets_through(parley_with):
         time.sleep(10)  # long past Chromium's first UDP checks: the UDP pair has failed by now
         drop.__exit__()
         lifted = time.time()
-        try:
-            state = wait_for(driver, lambda s: s["stats"]["localAddress"] != tcp_local, 15, "Chromium moving to UDP by itself")
-            how = f"by itself after {time.time() - lifted:.1f} s"
-        except AssertionError:
-            driver.execute_async_script("const done = arguments[0]; window.parley.restartIce().then(() => done(), (e) => done(String(e)))")
-            state = wait_for(driver, lambda s: s["stats"]["localAddress"] != tcp_local, 15, "UDP after an ICE restart")
-            how = f"not by itself within 15 s; after an ICE restart, {time.time() - lifted - 15:.1f} s"
+        # By itself: Chromium keeps checking the UDP pair it could not use, and nominates it once it answers.
+        state = wait_for(driver, lambda s: s["stats"]["localAddress"] != tcp_local, 15, "Chromium moving to UDP by itself")
+        how = f"by itself after {time.time() - lifted:.1f} s"
+        assert state.get("iceRestarts", 0) == 0
         pair = driver.execute_script("""
             const report = await window.parley.pc.getStats();
             for (const s of report.values()) if (s.type === "transport" && s.selectedCandidatePairId)
@@ -394,6 +406,7 @@ def test_a_tcp_call_moves_to_udp_when_udp_gets_through(parley_with):
         assert pair == "udp", pair
         received = state["stats"]["packetsReceived"]
         state = wait_for(driver, lambda s: s["stats"]["packetsReceived"] > received + 50, 10, "audio over UDP")
+        assert parley.get_json(f"/v1/realtime/calls/{state['callId']}")["transport"] == "udp"
         print(f"TCP -> UDP once UDP got through: {how}")
     finally:
         driver.quit()

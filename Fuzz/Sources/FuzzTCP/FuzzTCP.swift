@@ -47,14 +47,24 @@ func framedCheck(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
 public func fuzzTCP(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     var policy = TCPIngress.Policy()
     policy.maximumConnections = 3
-    policy.maximumConnectionsPerAddress = 2
+    policy.maximumHandshakesPerAddress = 2
+    policy.maximumHandshakes = 2
     var ingress = TCPIngress(keyring: keyring, routing: routing(), policy: policy)
     ingress.currentHour = 100
     var streams: [TransportAddress: StreamDeframer] = [:]
     var now = Instant(nanoseconds: 1_000_000_000)
 
     func open(_ peer: TransportAddress) {
-        if ingress.accept(peer: peer, now: now) == nil { streams[peer] = StreamDeframer(maximumFrame: maximumFrame) }
+        switch ingress.accept(peer: peer, now: now) {
+        case .accept:
+            streams[peer] = StreamDeframer(maximumFrame: maximumFrame)
+        case .acceptEvicting(let older):
+            precondition(older != peer && streams[older] != nil, "evicted \(older), not another connection held")
+            streams[older] = nil
+            streams[peer] = StreamDeframer(maximumFrame: maximumFrame)
+        case .refuse:
+            break
+        }
     }
     func close(_ peer: TransportAddress) {
         ingress.closed(peer: peer)
@@ -98,6 +108,7 @@ public func fuzzTCP(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
         precondition(ingress.connectionCount == streams.count, "connections and streams disagree")
         precondition(ingress.connectionCount <= policy.maximumConnections)
+        precondition(ingress.handshakeCount <= policy.maximumHandshakes && ingress.handshakeCount <= ingress.connectionCount)
     }
     return 0
 }

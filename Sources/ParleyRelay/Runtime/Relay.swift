@@ -35,7 +35,29 @@ public final class Relay: Sendable {
         workers = (0..<max(1, configuration.workers)).map { index in
             RelayWorker(index: index, configuration: configuration, store: store, storeLoop: loop, metrics: metrics, logger: logger)
         }
-        tcp = configuration.publicTCP == .none ? nil : RelayTCPListener(configuration: configuration, metrics: metrics, logger: logger)
+        if configuration.publicTCP == .none {
+            tcp = nil
+        } else {
+            // Each TCP connection is a file descriptor: the soft limit goes up to the hard one, and
+            // the connections stay under it with room for everything else (Redis, metrics, sockets).
+            var sized = configuration
+            let descriptors = Self.raiseFileDescriptorLimit()
+            sized.tcpPolicy.maximumConnections = min(sized.tcpPolicy.maximumConnections, max(64, descriptors - 512))
+            sized.tcpPolicy.maximumHandshakes = min(sized.tcpPolicy.maximumHandshakes, sized.tcpPolicy.maximumConnections)
+            tcp = RelayTCPListener(configuration: sized, metrics: metrics, logger: logger)
+        }
+    }
+
+    /// Raises the soft limit on open files to the hard limit; returns the limit now in force.
+    static func raiseFileDescriptorLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(truncatingIfNeeded: RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(truncatingIfNeeded: RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return Int(clamping: limit.rlim_cur)
     }
 
     public func start() async throws {
@@ -59,6 +81,11 @@ public final class Relay: Sendable {
             }
             do {
                 try await tcp.start(port: tcpPort)
+            } catch where configuration.tcpOptional {
+                logger.warning("ICE-TCP is off: the TCP port cannot be had (clients whose networks block UDP cannot call through this relay)",
+                               metadata: ["port": "\(tcpPort)", "error": "\(error)",
+                                          "fix": "--public-tcp-port with a port this process may bind, or CAP_NET_BIND_SERVICE for 443"])
+                await tcp.stop()
             } catch {
                 for worker in workers { worker.stop() }
                 await tcp.stop()
@@ -80,7 +107,7 @@ public final class Relay: Sendable {
         }
         logger.info("relay listening", metadata: [
             "public": "\(configuration.publicHosts.map { RelayConfiguration.hostAndPort($0, publicPort ?? configuration.publicPort) })", "workers": "\(workers.count)",
-            "tcp": "\(tcp.map { String($0.port) } ?? "off")", "store": "\(store.state.rawValue)", "cluster": "\(configuration.policy.clusterID)",
+            "tcp": "\(tcp.map { "\($0.port) (up to \($0.maximumConnections) connections)" } ?? "off")", "store": "\(store.state.rawValue)", "cluster": "\(configuration.policy.clusterID)",
             "cluster_relays": "\(configuration.policy.clusterRelays.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })",
         ])
     }
@@ -132,5 +159,5 @@ public final class Relay: Sendable {
     /// The public port actually bound (useful when configured as 0).
     public var publicPort: Int? { workers.first.map(\.publicPort) }
     /// The public TCP port bound, nil without TCP.
-    public var publicTCPPort: Int? { tcp?.port }
+    public var publicTCPPort: Int? { tcp.flatMap { $0.port == 0 ? nil : $0.port } }
 }

@@ -17,6 +17,9 @@ public struct RelayConfiguration: Sendable {
         case port(Int)
     }
     public var publicTCP = TCPPort.none
+    /// A TCP port that cannot be had (the default 443 without the privilege to bind it, or in use)
+    /// is logged and left out, the relay serving UDP alone, instead of refusing to start.
+    public var tcpOptional = false
     public var tcpPolicy = TCPIngress.Policy()
     /// The internal address workers talk to transceivers from (worker i binds port + i; 0: any port).
     public var internalHost = "127.0.0.1"

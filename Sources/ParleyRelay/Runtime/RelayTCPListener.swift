@@ -15,13 +15,18 @@ import Synchronization
 /// here is locked.
 ///
 /// TCP is the fallback for networks that block UDP, so it is built for bounded memory rather than
-/// the UDP workers' batching: a connection holds at most one partial frame, and at most
-/// `writeHighWaterMark` bytes waiting to be written; past that, frames for it are dropped
-/// (`tcp_backlog`): a slow reader loses packets, not the relay's memory.
+/// the UDP workers' batching: a connection holds at most one partial frame, at most
+/// `writeHighWaterMark` bytes waiting to be written and a small kernel send buffer; past that,
+/// frames for it are dropped (`tcp_backlog`): a slow reader loses packets, not the relay's memory,
+/// and a congested one loses packets rather than gaining seconds of delay.
 final class RelayTCPListener: @unchecked Sendable {
     /// The tunnel header's ingress id for TCP flows (workers use their index, peer tables 0x8000 | slot).
     static let ingressID: UInt16 = 0x4000
-    static let writeHighWaterMark = 64 * 1024
+    /// Queued beyond the kernel's buffer, per connection: about a second of a call's audio and
+    /// data-channel traffic, not more (a voice call wants loss rather than delay).
+    static let writeHighWaterMark = 16 * 1024
+    /// The kernel's send buffer per connection (it doubles the figure for its bookkeeping).
+    static let socketSendBuffer = 32 * 1024
     /// Frames longer than this close the connection: nothing a relayed call sends is longer.
     static let maximumFrame = 2048
 
@@ -34,6 +39,9 @@ final class RelayTCPListener: @unchecked Sendable {
     private var connections: [TransportAddress: Channel] = [:]
     private var servers: [Channel] = []
     private var tunnel: Channel?
+    /// Connections written to since the last flush: flushed once per read of the tunnel socket, so a
+    /// burst of answers for one client costs one write system call, not one per frame.
+    private var unflushed: [Channel] = []
     private var housekeeping: RepeatedTask?
     private var drops: [RelayDropReason: Int] = [:]
     private var forwardedToTransceiver = 0
@@ -46,6 +54,8 @@ final class RelayTCPListener: @unchecked Sendable {
     private let publishedPending = Atomic<Int>(0)
     private let drainAcknowledged = Atomic<Bool>(false)
     private(set) var port = 0
+    /// The core's limit, kept apart: the core itself is the loop's.
+    let maximumConnections: Int
 
     init(configuration: RelayConfiguration, metrics: RelayMetrics, logger: Logger) {
         self.configuration = configuration
@@ -55,6 +65,7 @@ final class RelayTCPListener: @unchecked Sendable {
         self.logger = logger
         loop = group.next()
         core = TCPIngress(keyring: configuration.keyring, routing: configuration.policy, policy: configuration.tcpPolicy)
+        maximumConnections = configuration.tcpPolicy.maximumConnections
         var closes: [TCPIngress.CloseReason: Counter] = [:]
         for reason in TCPIngress.CloseReason.allCases {
             closes[reason] = Counter(label: "parley_relay_tcp_closed_total", dimensions: [("reason", reason.rawValue)])
@@ -71,8 +82,11 @@ final class RelayTCPListener: @unchecked Sendable {
     func start(port requested: Int) async throws {
         let tunnel = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.writeBufferWaterMark, value: .init(low: 512 * 1024, high: 1024 * 1024))
             .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: configuration.socketBufferBytes))
             .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(clamping: configuration.socketBufferBytes))
+            .channelOption(.maxMessagesPerRead, value: 32)  // a read burst, then one flush per connection written
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65536))  // never a truncated datagram
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(TunnelHandler(listener: self)) }
             }
@@ -98,6 +112,7 @@ final class RelayTCPListener: @unchecked Sendable {
                 // Always: a relay that replaces this one (--take-over-port) shares the port while both run.
                 .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(clamping: Self.socketSendBuffer))
                 .childChannelOption(.writeBufferWaterMark, value: .init(low: Self.writeHighWaterMark / 2, high: Self.writeHighWaterMark))
                 .childChannelOption(.allowRemoteHalfClosure, value: false)
                 .childChannelInitializer { [self] channel in
@@ -109,8 +124,12 @@ final class RelayTCPListener: @unchecked Sendable {
             port = server.localAddress?.port ?? port
             try await loop.submit { self.servers.append(server) }.get()
         }
-        self.port = port
-        housekeeping = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in tick() }
+        try await loop.submit { [self, port] in
+            self.port = port
+            // Before the first frame: token ages are checked from the start, not from the first tick.
+            core.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
+            housekeeping = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in tick() }
+        }.get()
         logger.info("relay TCP listening", metadata: [
             "public": "\(configuration.publicHosts.map { RelayConfiguration.hostAndPort($0, port) })",
             "internal": "\(tunnel.localAddress.map { "\($0)" } ?? "?")",
@@ -118,8 +137,10 @@ final class RelayTCPListener: @unchecked Sendable {
     }
 
     func stop() async {
-        housekeeping?.cancel()
-        let channels: [Channel] = (try? await loop.submit { self.servers + Array(self.connections.values) + [self.tunnel].compactMap { $0 } }.get()) ?? []
+        let channels: [Channel] = (try? await loop.submit {
+            self.housekeeping?.cancel()
+            return self.servers + Array(self.connections.values) + [self.tunnel].compactMap { $0 }
+        }.get()) ?? []
         for channel in channels { try? await channel.close() }
         try? await group.shutdownGracefully()
     }
@@ -148,11 +169,19 @@ final class RelayTCPListener: @unchecked Sendable {
             channel.close(promise: nil)
             return
         }
-        if let refusal = core.accept(peer: peer, now: monotonicNow()) {
-            closes[refusal]?.increment()
-            logger.debug("TCP connection refused", metadata: ["client": "\(peer)", "reason": "\(refusal.rawValue)"])
+        switch core.accept(peer: peer, now: monotonicNow()) {
+        case .refuse(let reason):
+            closes[reason]?.increment()
+            logger.debug("TCP connection refused", metadata: ["client": "\(peer)", "reason": "\(reason.rawValue)"])
             channel.close(promise: nil)
             return
+        case .acceptEvicting(let older):
+            // Already forgotten by the core: only the socket is left to close.
+            closes[.evicted]?.increment()
+            logger.debug("TCP connection closed", metadata: ["client": "\(older)", "reason": "evicted"])
+            connections.removeValue(forKey: older)?.close(promise: nil)
+        case .accept:
+            break
         }
         logger.debug("TCP connection", metadata: ["client": "\(peer)"])
         connections[peer] = channel
@@ -163,6 +192,11 @@ final class RelayTCPListener: @unchecked Sendable {
         switch core.frame(bytes, from: peer, now: monotonicNow()) {
         case .forward(let transceiver):
             guard let tunnel else { return true }
+            guard tunnel.isWritable else {
+                // The tunnel socket's queue is full (the kernel refused sends): drop, do not queue without bound.
+                drops[.tunnelBacklog, default: 0] += 1
+                return true
+            }
             let header = TunnelHeader(transport: .tcp, direction: .fromClient, ingressID: Self.ingressID, client: peer)
             var buffer = tunnel.allocator.buffer(capacity: header.encodedLength + bytes.count)
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: header.encodedLength) { (try? header.encode(into: $0)) ?? 0 }
@@ -187,7 +221,7 @@ final class RelayTCPListener: @unchecked Sendable {
         guard connections[peer] === channel else { return }
         connections[peer] = nil
         core.closed(peer: peer)
-        logger.debug("TCP connection closed by the client", metadata: ["client": "\(peer)"])
+        logger.debug("TCP connection ended", metadata: ["client": "\(peer)"])
     }
 
     private func close(_ peer: TransportAddress, _ reason: TCPIngress.CloseReason) {
@@ -224,7 +258,8 @@ final class RelayTCPListener: @unchecked Sendable {
                 frame.writeInteger(framing.0)
                 frame.writeInteger(framing.1)
                 frame.writeBytes(payload)
-                connection.writeAndFlush(frame, promise: nil)
+                connection.write(frame, promise: nil)
+                if !unflushed.contains(where: { $0 === connection }) { unflushed.append(connection) }
                 forwardedToClient += 1
             case .unknown:
                 drops[.noRoute, default: 0] += 1
@@ -232,6 +267,12 @@ final class RelayTCPListener: @unchecked Sendable {
                 drops[reason, default: 0] += 1
             }
         }
+    }
+
+    /// The end of a read burst on the tunnel socket: every connection written to is flushed.
+    fileprivate func tunnelReadComplete() {
+        for connection in unflushed { connection.flush() }
+        unflushed.removeAll(keepingCapacity: true)
     }
 
     private func tick() {
@@ -307,6 +348,10 @@ private final class TunnelHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         listener.fromTransceiver(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        listener.tunnelReadComplete()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {}  // an ICMP error for one datagram

@@ -62,7 +62,7 @@ final class MediaWorker: @unchecked Sendable {
         var agentNoticeSentAt: Instant?
         let logger: Logger
         let createdAt: Instant
-        var clients: Set<TransportAddress> = []
+        var clients: Set<FlowAddress> = []
         var reported = SessionCounters()
         /// The session's key in `sessions` (it changes with an ICE restart's new token).
         var key: UInt32 = 0
@@ -88,8 +88,8 @@ final class MediaWorker: @unchecked Sendable {
     enum SidebandSubscription { case added, noSuchCall, full }
     /// TLS for `wss://` agents (set at start when the agent is one).
     var agentTLS: NIOSSLContext?
-    /// Sessions by authenticated client address (whatever relay the client's datagrams come through).
-    private var byClient: [TransportAddress: UInt32] = [:]
+    /// Sessions by authenticated client flow (whatever relay the client's datagrams come through).
+    private var byClient: [FlowAddress: UInt32] = [:]
     /// Sessions by the transaction id of a check they sent: the client's answer (which names no
     /// session) finds its way back even from an address not validated yet. Entries last as long as
     /// an answer counts (the consent timeout).
@@ -97,7 +97,7 @@ final class MediaWorker: @unchecked Sendable {
     /// Addresses a session is checking and has not mapped yet: their DTLS (a ClientHello that
     /// overtakes the answer to our check) reaches the session, which holds it until the answer.
     /// Only a fallback: `byClient` (validated addresses) wins, and entries go with `byCheck`'s.
-    private var checking: [TransportAddress: (key: UInt32, sentAt: Instant)] = [:]
+    private var checking: [FlowAddress: (key: UInt32, sentAt: Instant)] = [:]
     private static let checkAnswerLifetime: Duration = .seconds(30)
     private static let earlyDTLSLifetime: Duration = .seconds(5)
     /// Each session has a few checks outstanding; this bounds the map whatever happens.
@@ -234,6 +234,7 @@ final class MediaWorker: @unchecked Sendable {
             id: session.parameters.id, state: entry.lastState, client: session.selectedPath?.description,
             counters: session.counters)
         snapshot.agent = entry.agentName
+        snapshot.transport = session.selectedPath.map { $0.relay?.transport == .tcp ? "tcp" : "udp" }
         snapshot.session = JSONValue(parsing: Array(entry.configuration.utf8)) ?? .object([:])
         return snapshot
     }
@@ -479,7 +480,8 @@ final class MediaWorker: @unchecked Sendable {
 
     private func route(_ datagram: UnsafeRawBufferPointer, from path: PeerPath) {
         let now = monotonicNow()
-        var key = byClient[path.client]
+        let flow = FlowAddress(path)
+        var key = byClient[flow]
         if PacketKind.classify(datagram) == .stun, let message = try? STUNMessage.parse(datagram) {
             if let ufrag = message.usernameRecipientPart(in: datagram) {
                 // A check names its session in its USERNAME: the routing token's nonce is the key.
@@ -501,7 +503,7 @@ final class MediaWorker: @unchecked Sendable {
                 key = owner.key
             }
         }
-        if key == nil, PacketKind.classify(datagram) == .dtls, let pending = checking[path.client] { key = pending.key }
+        if key == nil, PacketKind.classify(datagram) == .dtls, let pending = checking[flow] { key = pending.key }
         guard let key else { return dropped(.noRoute) }
         deliver(datagram, from: path, key: key, now: now)
     }
@@ -512,11 +514,12 @@ final class MediaWorker: @unchecked Sendable {
         // Every authenticated check (re)claims its address for its session: a stale mapping, or one
         // an attacker with a call of their own set by spoofing the address, lasts until the real
         // client's next check. Each session keeps at most a few addresses.
-        if entry.session.hasConsent(from: path), byClient[path.client] != key {
-            byClient[path.client] = key
-            entry.clients.insert(path.client)
+        let flow = FlowAddress(path)
+        if entry.session.hasConsent(from: path), byClient[flow] != key {
+            byClient[flow] = key
+            entry.clients.insert(flow)
             if entry.clients.count > 8 {
-                for stale in entry.clients where !entry.session.hasConsent(from: PeerPath(client: stale)) {
+                for stale in entry.clients where !entry.session.hasConsent(from: PeerPath(client: stale.client)) {
                     entry.clients.remove(stale)
                     if byClient[stale] == key { byClient[stale] = nil }
                 }
@@ -582,8 +585,9 @@ final class MediaWorker: @unchecked Sendable {
             if let check = transmit.check, byCheck.count < Self.maximumChecks {
                 byCheck[check] = (key, now)
                 // The first session to check an address keeps it (one spoofing the address later cannot take its DTLS).
-                if byClient[transmit.path.client] == nil, checking[transmit.path.client].map({ $0.key == key }) ?? true {
-                    checking[transmit.path.client] = (key, now)
+                let flow = FlowAddress(transmit.path)
+                if byClient[flow] == nil, checking[flow].map({ $0.key == key }) ?? true {
+                    checking[flow] = (key, now)
                 }
             }
             send(transmit)
@@ -716,6 +720,8 @@ struct SessionSnapshot: Sendable, Codable {
     /// credentials for the agent into it that the browser must not read.
     var session: JSONValue? = .object([:])
     var client: String?
+    /// `udp`, or `tcp` for an ICE-TCP client (the relay's tunnel header says which).
+    var transport: String?
     var rtpReceived: Int
     var rtpSent: Int
     var checksAnswered: Int
@@ -762,5 +768,18 @@ final class MediaChannelHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         // ICMP port unreachable and the like surface here on a UDP socket; they end nothing.
+    }
+}
+
+/// A client's flow as the demultiplexer knows it: its address, and whether it arrived over TCP.
+/// Behind a carrier-grade NAT one public address and port can be one user's UDP mapping and
+/// another's ICE-TCP connection, so the address alone does not name one flow.
+struct FlowAddress: Hashable {
+    var client: TransportAddress
+    var tcp: Bool
+
+    init(_ path: PeerPath) {
+        client = path.client
+        tcp = path.relay?.transport == .tcp
     }
 }
