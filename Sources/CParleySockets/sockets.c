@@ -137,9 +137,14 @@ static int port_in_use(const char *host, int port, int type) {
     int fd = socket(address.sin6_family, type | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int one = 1;
-    if (address.sin6_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    // IPv6 only, as the sockets the relay then binds: an IPv4 holder of the port is not in the way.
+    if (address.sin6_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
     if (type == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0) return -1;
     int result = bind(fd, (struct sockaddr *)&address, length) == 0 ? 0 : (errno == EADDRINUSE ? 1 : -1);
     int saved = errno;
     close(fd);

@@ -308,3 +308,35 @@ import ParleyTestSupport
         #expect(again == description)
     }
 }
+
+/// The candidates an answer advertises (relay addresses, UDP and ICE-TCP).
+@Suite struct AdvertisedCandidateTests {
+    let relayA = TransportAddress.v4(IPv4Address(203, 0, 113, 5), port: 3478)
+    let relayB = TransportAddress.v6(IPv6Address("2001:db8::5")!, port: 3478)
+
+    @Test func udpFirstInOrderThenPassiveTCPBelowEveryUDPCandidate() {
+        let lines = ICECandidate.advertised([relayA, relayB], tcpPort: 443).map(\.description)
+        #expect(lines == [
+            "1 1 udp 2130706431 203.0.113.5 3478 typ host",
+            "2 1 udp 2130706175 2001:db8::5 3478 typ host",
+            "3 1 tcp 1520435199 203.0.113.5 443 typ host tcptype passive",
+            "4 1 tcp 1520434943 2001:db8::5 443 typ host tcptype passive",
+        ])
+        // Each line parses back as a candidate (RFC 8839 grammar), the TCP ones with their tcptype.
+        for line in lines {
+            let parsed = ICECandidate(attributeValue: Substring(line))
+            #expect(parsed?.description == line)
+        }
+        // The lowest UDP priority (the last of 256 addresses) is still above the highest TCP one.
+        let many = (0..<256).map { TransportAddress.v4(IPv4Address(10, 0, 0, UInt8($0)), port: 3478) }
+        let candidates = ICECandidate.advertised(many, tcpPort: 443)
+        let udp = candidates.filter { $0.transport == "udp" }.map(\.priority)
+        let tcp = candidates.filter { $0.transport == "tcp" }.map(\.priority)
+        #expect(udp.min()! > tcp.max()! && udp == udp.sorted(by: >) && tcp == tcp.sorted(by: >))
+        #expect(Set(candidates.map(\.foundation)).count == candidates.count)
+    }
+
+    @Test func noTCPPortNoTCPCandidates() {
+        #expect(ICECandidate.advertised([relayA], tcpPort: nil).map(\.transport) == ["udp"])
+    }
+}

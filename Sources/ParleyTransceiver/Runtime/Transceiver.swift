@@ -386,34 +386,12 @@ public final class Transceiver: Sendable {
     }
 
     /// One host candidate per advertised address (`relays`, or the configured ones, or the worker's
-    /// own address), most preferred first: descending priorities in that order. With a TCP port,
-    /// then a passive TCP candidate per relay address, in the same order and below every UDP one.
+    /// own address), most preferred first; with a TCP port, a passive TCP candidate per relay
+    /// address after them (never for a worker's own address: workers take no TCP).
     private func advertisedCandidates(for worker: MediaWorker, relays: [TransportAddress]? = nil) -> [ICECandidate] {
         let configured = relays.flatMap { $0.isEmpty ? nil : $0 } ?? configuration.advertisedAddresses
-        let addresses = configured.isEmpty ? [worker.endpoint] : configured
-        func host(_ address: TransportAddress) -> String {
-            switch address {
-            case .v4(let ip, _): ip.description
-            case .v6(let ip, _): ip.description
-            }
-        }
-        let udp = addresses.enumerated().map { index, address in
-            ICECandidate(
-                foundation: "\(index + 1)", component: 1, transport: "udp",
-                priority: ICECandidate.priority(typePreference: 126, localPreference: UInt32(clamping: 65535 - index), component: 1),
-                address: host(address), port: address.port, kind: .host)
-        }
-        guard let tcpPort = configuration.advertisedTCPPort, !configured.isEmpty else { return udp }
-        let tcp = configured.enumerated().map { index, address in
-            // RFC 6544 §4.2: local preference = 2^13 × direction preference (passive: 4) + other
-            // preference; the type preference below UDP's 126, as browsers rank TCP host candidates (90).
-            ICECandidate(
-                foundation: "\(addresses.count + index + 1)", component: 1, transport: "tcp",
-                priority: ICECandidate.priority(typePreference: 90, localPreference: UInt32(clamping: 4 << 13 + 8191 - min(index, 8191)),
-                                                component: 1),
-                address: host(address), port: tcpPort, kind: .host, extensions: [("tcptype", "passive")])
-        }
-        return udp + tcp
+        guard !configured.isEmpty else { return ICECandidate.advertised([worker.endpoint], tcpPort: nil) }
+        return ICECandidate.advertised(configured, tcpPort: configuration.advertisedTCPPort)
     }
 }
 

@@ -200,6 +200,33 @@ public struct ICECandidate: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// ICE's recommended priority (RFC 8445 §5.1.2.1).
+    /// The host candidates an answer advertises for `addresses` (most preferred first): a UDP one
+    /// each, in descending priority, then with `tcpPort` a passive TCP one each (RFC 6544) on that
+    /// port, in the same order and below every UDP one. Foundations differ per candidate.
+    public static func advertised(_ addresses: [TransportAddress], tcpPort: UInt16?) -> [ICECandidate] {
+        func host(_ address: TransportAddress) -> String {
+            switch address {
+            case .v4(let ip, _): ip.description
+            case .v6(let ip, _): ip.description
+            }
+        }
+        let udp = addresses.enumerated().map { index, address in
+            ICECandidate(foundation: "\(index + 1)", component: 1, transport: "udp",
+                         priority: priority(typePreference: 126, localPreference: UInt32(clamping: 65535 - index), component: 1),
+                         address: host(address), port: address.port, kind: .host)
+        }
+        guard let tcpPort else { return udp }
+        let tcp = addresses.enumerated().map { index, address in
+            // RFC 6544 §4.2: local preference = 2^13 × direction preference (passive: 4) + other
+            // preference; the type preference below UDP's 126, as browsers rank TCP host candidates (90).
+            ICECandidate(foundation: "\(addresses.count + index + 1)", component: 1, transport: "tcp",
+                         priority: priority(typePreference: 90, localPreference: UInt32(clamping: (4 << 13) + 8191 - min(index, 8191)),
+                                            component: 1),
+                         address: host(address), port: tcpPort, kind: .host, extensions: [("tcptype", "passive")])
+        }
+        return udp + tcp
+    }
+
     public static func priority(typePreference: UInt32, localPreference: UInt32, component: UInt32) -> UInt32 {
         (min(typePreference, 126) << 24) | (min(localPreference, 65535) << 8) | (256 - min(max(component, 1), 256))
     }
