@@ -2,6 +2,7 @@
 the demo page, hears the echo and gets its data-channel messages back.
 
 There is no geckodriver in Debian, so Firefox is driven over its Marionette protocol."""
+import contextlib
 import shutil
 import time
 
@@ -28,6 +29,31 @@ PREFS = {
 PAGE = "window.wrappedJSObject.parley"
 
 
+@contextlib.contextmanager
+def firefox(tmp_path, port=PREFS["marionette.port"], **prefs):
+    """Headless Firefox over Marionette with PREFS (and `prefs`), its log in `tmp_path`; yields the client."""
+    client = marionette.Marionette(host="127.0.0.1", port=port, bin=FIREFOX, headless=True,
+                                   prefs=dict(PREFS, **{"marionette.port": port}, **prefs), startup_timeout=90,
+                                   gecko_log=str(tmp_path / f"gecko-{port}.log"))
+    try:
+        client.start_session()
+        client.timeout.script = 60
+        yield client
+    finally:
+        try:
+            client.delete_session()
+        except Exception:
+            pass
+        client.cleanup()
+
+
+def echo_test(client, sizes):
+    """The page's data-channel echo test (sizes in bytes, then a JSON text event), its results."""
+    return client.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        f"{PAGE}.echoTest({list(sizes)}).then((r) => done(JSON.parse(JSON.stringify(r))), (e) => done(String(e)))")
+
+
 def page_state(client):
     return client.execute_script(f"return {PAGE} ? JSON.parse(JSON.stringify({PAGE})) : null")
 
@@ -44,12 +70,8 @@ def wait_for(client, condition, timeout, what):
 
 
 def test_firefox_call_echoes_audio_and_data(parley, tmp_path):
-    # gecko_log: Firefox's own log goes to the test's temporary folder, not the working directory.
-    client = marionette.Marionette(host="127.0.0.1", port=PREFS["marionette.port"], bin=FIREFOX, headless=True,
-                                   prefs=PREFS, startup_timeout=90, gecko_log=str(tmp_path / "gecko.log"))
-    try:
-        client.start_session()
-        client.timeout.script = 60
+    # Firefox's own log goes to the test's temporary folder, not the working directory.
+    with firefox(tmp_path) as client:
         client.navigate(parley.base + "/?autostart=1")
         state = wait_for(client, lambda s: s["state"] == "connected", 30, "connection state 'connected'")
         assert state["error"] is None
@@ -63,9 +85,7 @@ def test_firefox_call_echoes_audio_and_data(parley, tmp_path):
 
         # oai-events over Firefox's usrsctp: 1 B to 256 KiB and a JSON event, echoed byte for byte.
         wait_for(client, lambda s: s["channelState"] == "open", 10, "the oai-events channel open")
-        results = client.execute_async_script(
-            "const done = arguments[arguments.length - 1];"
-            f"{PAGE}.echoTest([1, 1024, 65536, 262144]).then((r) => done(JSON.parse(JSON.stringify(r))), (e) => done(String(e)))")
+        results = echo_test(client, [1, 1024, 65536, 262144])
         assert results == [{"size": 1, "ok": True}, {"size": 1024, "ok": True}, {"size": 65536, "ok": True},
                            {"size": 262144, "ok": True}, {"size": "text", "ok": True}], results
         call = parley.get_json(f"/v1/realtime/calls/{call_id}")
@@ -79,9 +99,3 @@ def test_firefox_call_echoes_audio_and_data(parley, tmp_path):
         time.sleep(0.5)
         with pytest.raises(Exception):
             parley.get_json(f"/v1/realtime/calls/{call_id}")
-    finally:
-        try:
-            client.delete_session()
-        except Exception:
-            pass
-        client.cleanup()

@@ -409,27 +409,14 @@ def test_regions_py_up_prints_both_regions_and_stops_cleanly(tmp_path):
 def firefox_off_localhost(tmp_path, port):
     """Headless Firefox over Marionette, allowed to use its fake microphone on a page that is not on
     localhost (region B's signaling); yields the client and the page's Xray path (test_firefox.PAGE)."""
-    from marionette_driver import marionette
-    from test_firefox import FIREFOX, PAGE, PREFS
-    prefs = dict(PREFS, **{"marionette.port": port, "media.devices.insecure.enabled": True,
-                           "media.getusermedia.insecure.enabled": True})
-    client = marionette.Marionette(host="127.0.0.1", port=port, bin=FIREFOX, headless=True,
-                                   prefs=prefs, startup_timeout=90, gecko_log=str(tmp_path / f"gecko-{port}.log"))
-    try:
-        client.start_session()
+    from test_firefox import PAGE, firefox
+    with firefox(tmp_path, port, **{"media.devices.insecure.enabled": True, "media.getusermedia.insecure.enabled": True}) as client:
         yield client, PAGE
-    finally:
-        try:
-            client.delete_session()
-        except Exception:
-            pass
-        client.cleanup()
 
 
 def firefox_echo_test(client, page, sizes):
-    return client.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        f"{page}.echoTest({sizes}).then((r) => done(JSON.parse(JSON.stringify(r))), (e) => done(String(e)))")
+    from test_firefox import echo_test
+    return echo_test(client, sizes)
 
 
 def test_firefox_enters_at_relay_a_and_calls_cluster_two_across_the_link(regions, tmp_path):

@@ -79,33 +79,18 @@ def tcp_routes(parley):
 
 
 def test_firefox_falls_back_to_tcp_when_udp_is_dropped(parley_with, tmp_path):
-    from marionette_driver import marionette
-    from test_firefox import FIREFOX, PAGE, PREFS, wait_for as firefox_wait_for
+    from test_firefox import echo_test, firefox, wait_for as firefox_wait_for
     parley = parley_with()
-    with DroppedUDP("ip", parley.media_port) as drop:
-        client = marionette.Marionette(host="127.0.0.1", port=PREFS["marionette.port"], bin=FIREFOX, headless=True,
-                                       prefs=PREFS, startup_timeout=90, gecko_log=str(tmp_path / "gecko.log"))
-        try:
-            client.start_session()
-            client.timeout.script = 60
-            client.navigate(parley.base + "/?autostart=1")
-            state = firefox_wait_for(client, lambda s: s["stats"].get("packetsReceived", 0) >= 100, 30,
-                                     "2 s of echoed audio over TCP")
-            assert state["error"] is None
-            assert drop.dropped() > 0, "Firefox tried UDP first"
-            time.sleep(1.2)  # the relay publishes its counts once a second
-            assert tcp_routes(parley) == 1, parley.metrics()
-            firefox_wait_for(client, lambda s: s["channelState"] == "open", 10, "the oai-events channel open")
-            results = client.execute_async_script(
-                "const done = arguments[arguments.length - 1];"
-                f"{PAGE}.echoTest({json.dumps(SIZES)}).then((r) => done(JSON.parse(JSON.stringify(r))), (e) => done(String(e)))")
-            assert results == ECHOED, results
-        finally:
-            try:
-                client.delete_session()
-            except Exception:
-                pass
-            client.cleanup()
+    with DroppedUDP("ip", parley.media_port) as drop, firefox(tmp_path) as client:
+        client.navigate(parley.base + "/?autostart=1")
+        state = firefox_wait_for(client, lambda s: s["stats"].get("packetsReceived", 0) >= 100, 30, "2 s of echoed audio over TCP")
+        assert state["error"] is None
+        assert drop.dropped() > 0, "Firefox tried UDP first"
+        time.sleep(1.2)  # the relay publishes its counts once a second
+        assert tcp_routes(parley) == 1, parley.metrics()
+        assert parley.get_json(f"/v1/realtime/calls/{state['callId']}")["transport"] == "tcp"
+        firefox_wait_for(client, lambda s: s["channelState"] == "open", 10, "the oai-events channel open")
+        assert echo_test(client, SIZES) == ECHOED
 
 
 # ---------------------------------------------------------------------------------------------
