@@ -298,6 +298,8 @@ struct Dev: AsyncParsableCommand {
         case 0?: .none
         case let port?: .port(port)
         }
+        // Zero setup: a TCP port someone else holds leaves ICE-TCP out with a warning; one asked for must be had.
+        relayConfiguration.tcpOptional = publicTcpPort == nil
         relayConfiguration.internalHost = "127.0.0.1"
         relayConfiguration.workers = serving.workers
         relayConfiguration.storeLookupsPerSecond = storeLookupRate
