@@ -395,3 +395,24 @@ def test_a_tcp_call_moves_to_udp_when_udp_gets_through(parley_with):
         print(f"TCP -> UDP once UDP got through: {how}")
     finally:
         driver.quit()
+
+
+def test_a_tcp_port_someone_holds_leaves_ice_tcp_out_with_a_warning(tmp_path):
+    """`parley dev` takes TCP on its UDP port's number; when something else holds it, dev starts
+    anyway (UDP only, no TCP candidate), says so in its log, and stops cleanly."""
+    from conftest import ParleyProcess
+    media_port = free_port(socket.SOCK_DGRAM)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", media_port))
+    holder.listen()
+    parley = ParleyProcess(free_port(), media_port, tmp_path / "parley.log")
+    try:
+        from test_signaling import CHROME
+        status, _, answer = parley.post_offer(CHROME)
+        assert status == 201
+        assert [transport for _, transport, *_ in candidates(answer)] == ["udp"], answer
+        assert "ICE-TCP is off" in parley.logs()
+    finally:
+        parley.stop()
+        holder.close()
+    assert parley.process.returncode is not None

@@ -53,6 +53,7 @@ final class RelayTCPListener: @unchecked Sendable {
     private let publishedCommitted = Atomic<Int>(0)
     private let publishedPending = Atomic<Int>(0)
     private let drainAcknowledged = Atomic<Bool>(false)
+    private let stopped = Atomic<Bool>(false)
     private(set) var port = 0
     /// The core's limit, kept apart: the core itself is the loop's.
     let maximumConnections: Int
@@ -136,7 +137,10 @@ final class RelayTCPListener: @unchecked Sendable {
         ])
     }
 
+    /// Idempotent: a listener that failed to start is stopped then, and again at shutdown (a
+    /// second submit to a loop already shut down would never complete).
     func stop() async {
+        guard !stopped.exchange(true, ordering: .sequentiallyConsistent) else { return }
         let channels: [Channel] = (try? await loop.submit {
             self.housekeeping?.cancel()
             return self.servers + Array(self.connections.values) + [self.tunnel].compactMap { $0 }
@@ -146,6 +150,10 @@ final class RelayTCPListener: @unchecked Sendable {
     }
 
     func startDraining() {
+        guard !stopped.load(ordering: .sequentiallyConsistent) else {
+            drainAcknowledged.store(true, ordering: .sequentiallyConsistent)  // nothing to drain
+            return
+        }
         loop.execute { [self] in
             core.draining = true
             publish()
@@ -154,6 +162,7 @@ final class RelayTCPListener: @unchecked Sendable {
     }
 
     func replaceKeyring(_ keyring: RoutingKeyring) {
+        guard !stopped.load(ordering: .sequentiallyConsistent) else { return }
         loop.execute { [self] in core.replaceKeyring(keyring) }
     }
 
