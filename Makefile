@@ -25,6 +25,7 @@ test:
 	@scripts/install-deps.sh test
 	$(SWIFT) build --build-tests
 	scripts/check-conversions.py  # no integer conversion that can trap on a network value
+	scripts/check-manifests.sh  # deploy/: every overlay rendered, linted and validated against Kubernetes' schemas
 	$(SWIFT) test --disable-xctest  # every test uses Swift Testing; skip the empty XCTest pass
 	scripts/fuzz.sh --seconds $(FUZZ_SMOKE_SECONDS)  # every harness briefly, so a crash cannot land
 	scripts/interop.sh

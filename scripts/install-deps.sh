@@ -17,7 +17,9 @@ packages=(pkg-config libssl-dev libsrtp2-dev libopus-dev)
 case $profile in
     build) ;;
     test) packages+=(python3-venv libusrsctp-dev chromium chromium-driver firefox-esr golang-go golang-github-pion-webrtc.v3-dev
-                     iproute2 nftables fonts-dejavu-core redis-server openssl) ;;
+                     iproute2 nftables fonts-dejavu-core redis-server openssl yamllint)
+          # `kubectl kustomize` renders deploy/ (scripts/check-manifests.sh); any kubectl will do.
+          command -v kubectl > /dev/null || packages+=(kubernetes-client) ;;
     bench) packages+=(python3-venv gcc golang-go golang-github-pion-webrtc.v3-dev util-linux) ;;
     *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac
@@ -45,7 +47,7 @@ fi
 # benchmarks and the example agents run with .venv/bin/python.
 python_packages=()
 case $profile in
-    test) python_packages=(selenium aiortc pytest marionette_driver websockets numpy) ;;
+    test) python_packages=(selenium aiortc pytest marionette_driver websockets numpy kubernetes-validate) ;;
     bench) python_packages=(matplotlib websockets aiortc numpy) ;;
 esac
 if [ ${#python_packages[@]} -gt 0 ]; then
@@ -54,7 +56,7 @@ if [ ${#python_packages[@]} -gt 0 ]; then
         echo "Creating $root/.venv (Python packages for the tests, benchmarks and examples)"
         python3 -m venv "$root/.venv"
     fi
-    modules=$(IFS=,; echo "${python_packages[*]}")
+    modules=$(IFS=,; echo "${python_packages[*]//-/_}")  # kubernetes-validate is imported as kubernetes_validate
     if ! "$root/.venv/bin/python" -c "import ${modules}" 2>/dev/null; then
         echo "Installing into .venv from PyPI: ${python_packages[*]}"
         "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check "${python_packages[@]}"
