@@ -10,6 +10,17 @@ trap 'rm -rf "$scratch"' EXIT
 validate=.venv/bin/kubernetes-validate
 [ -x "$validate" ] || validate=kubernetes-validate
 yamllint -c deploy/.yamllint deploy
+# The Grafana dashboard: JSON, and every metric it plots one Parley exports (docs/operations.md lists them).
+python3 - <<'PY'
+import json, re
+dashboard = json.load(open("deploy/grafana/parley.json"))
+documented = open("docs/operations.md").read() + open("docs/relay.md").read()
+for panel in dashboard["panels"]:
+    for target in panel["targets"]:
+        for name in re.findall(r"\b(parley_[a-z_]+?)(?:_bucket|_count|_sum)?\b", target["expr"]):
+            assert f"`{name}" in documented, f"dashboard panel {panel['title']!r}: {name} is not a documented metric"
+print(f"deploy/grafana/parley.json: {len(dashboard['panels'])} panels, every metric documented")
+PY
 cp -r deploy "$scratch/"
 for overlay in deploy/overlays/*/; do
     name=$(basename "$overlay")
