@@ -416,3 +416,26 @@ def test_a_tcp_port_someone_holds_leaves_ice_tcp_out_with_a_warning(tmp_path):
         parley.stop()
         holder.close()
     assert parley.process.returncode is not None
+
+
+def test_a_tcp_call_outlives_the_consent_timeout(parley_with):
+    """Consent over TCP (RFC 7675, as over UDP): Chromium's checks on the connection keep a call
+    past the 30 s consent timeout; Parley's own checks reach Chromium as frames and are answered."""
+    parley = parley_with()
+    with DroppedUDP("ip", parley.media_port):
+        driver = chromium()
+        try:
+            driver.get(parley.base + "/?autostart=1")
+            state = wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) >= 50, 30, "audio over TCP")
+            call_id = state["callId"]
+            started = parley.get_json(f"/v1/realtime/calls/{call_id}")
+            assert started["transport"] == "tcp"
+            time.sleep(35)
+            state = driver.execute_script("return window.parley")
+            assert state["state"] == "connected", state["state"]
+            call = parley.get_json(f"/v1/realtime/calls/{call_id}")
+            assert call["state"] == "connected" and call["transport"] == "tcp"
+            assert call["checksAnswered"] > started["checksAnswered"] + 5, "Chromium kept checking over TCP"
+            assert call["rtpReceived"] > started["rtpReceived"] + 35 * 40
+        finally:
+            driver.quit()
