@@ -80,6 +80,29 @@ public func pinCurrentThread(toCPU cpu: Int) -> Bool {
     return withUnsafeBytes(of: &set) { setAffinity(0, MemoryLayout<cpu_set_t>.size, $0.baseAddress!) } == 0
 }
 
+/// The CPUs this process may run on (its affinity mask: a container's or a pod's CPU set), in
+/// order; nil when the mask cannot be read.
+public func allowedCPUs() -> [Int]? {
+    var set = cpu_set_t()
+    typealias GetAffinity = @convention(c) (pid_t, Int, UnsafeMutableRawPointer) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sched_getaffinity") else { return nil }
+    let getAffinity = unsafeBitCast(symbol, to: GetAffinity.self)
+    guard withUnsafeMutableBytes(of: &set, { getAffinity(0, MemoryLayout<cpu_set_t>.size, $0.baseAddress!) }) == 0 else { return nil }
+    let bitsPerWord = MemoryLayout<UInt>.size * 8
+    return withUnsafeBytes(of: &set) { bytes in
+        let words = bytes.bindMemory(to: UInt.self)
+        return (0..<(words.count * bitsPerWord)).filter { words[$0 / bitsPerWord] & (1 << UInt($0 % bitsPerWord)) != 0 }
+    }
+}
+
+/// Pins the current thread to the `index`-th CPU this process may use (round-robin): in a
+/// container, one of its own CPUs, not the machine's CPU `index`.
+@discardableResult
+public func pinCurrentThread(toAllowedCPU index: Int) -> Bool {
+    guard let allowed = allowedCPUs(), !allowed.isEmpty else { return pinCurrentThread(toCPU: index) }
+    return pinCurrentThread(toCPU: allowed[index % allowed.count])
+}
+
 /// Pins each event loop of `loops` to its own CPU, round-robin over the machine's cores.
 public func pinEventLoops(_ loops: [EventLoop], cores: Int) async {
     for (index, loop) in loops.enumerated() {

@@ -18,3 +18,39 @@ import Testing
         #expect(RelayConfiguration.hostAndPort("fd00:6::1", 3478) == "[fd00:6::1]:3478")
     }
 }
+
+import Foundation
+import ParleyIO
+
+/// Worker pinning follows the process's CPU set (a container's, a pod's), not the machine's numbering.
+@Suite struct CPUPinningTests {
+    /// Cpus_allowed_list from /proc/self/status: "0-1", "2,5-7".
+    static func procAllowed() -> [Int] {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) else { return [] }
+        return line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces).split(separator: ",").flatMap { range -> [Int] in
+            let ends = range.split(separator: "-").compactMap { Int($0) }
+            return ends.count == 2 ? Array(ends[0]...ends[1]) : ends
+        }
+    }
+
+    @Test func allowedCPUsAreTheProcessesOwn() {
+        #expect(allowedCPUs() == Self.procAllowed())
+    }
+
+    @Test func aPinnedThreadRunsOnTheIndexthAllowedCPU() {
+        let allowed = allowedCPUs() ?? []
+        #expect(!allowed.isEmpty)
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var seen: [Int]?
+        let thread = Thread {
+            // One past the count wraps around to the first allowed CPU.
+            _ = pinCurrentThread(toAllowedCPU: allowed.count)
+            seen = allowedCPUs()  // the calling thread's mask
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        #expect(seen == [allowed[0]])
+    }
+}

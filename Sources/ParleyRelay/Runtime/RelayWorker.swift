@@ -147,7 +147,7 @@ final class RelayWorker: @unchecked Sendable {
         table.currentHour = RoutingToken.hour(unixSeconds: Int64(time(nil)))
         peers.currentHour = table.currentHour
         let thread = Thread { [self] in
-            pinCurrentThread(toCPU: index % max(1, ProcessInfo.processInfo.activeProcessorCount))
+            pinCurrentThread(toAllowedCPU: index)
             run()
             finished.signal()
         }
