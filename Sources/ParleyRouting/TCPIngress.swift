@@ -86,7 +86,7 @@ public struct TCPIngress {
     public private(set) var handshakeCount = 0
     /// Every handshake in the order it opened, for the oldest overall; entries that have since been
     /// routed or closed are skipped when met (`isHandshake`), and the consumed front is dropped in bulk.
-    private var handshakeOrder: [(peer: TransportAddress, openedAt: Instant)] = []
+    private(set) var handshakeOrder: [(peer: TransportAddress, openedAt: Instant)] = []
     private var handshakeOrderStart = 0
 
     public init(keyring: RoutingKeyring, routing: RouteTable.Policy, policy: Policy = .init()) {
@@ -212,6 +212,12 @@ public struct TCPIngress {
             }
         }
         for (peer, _) in closing { closed(peer: peer) }
+        // The order of handshakes keeps only what is still one: everything older than the first
+        // live handshake has been routed or closed (handshakes last at most `firstFrameTimeout`),
+        // so the list holds no more than the connections accepted in that time.
+        _ = oldestHandshake()
+        handshakeOrder.removeFirst(handshakeOrderStart)
+        handshakeOrderStart = 0
         return closing
     }
 }

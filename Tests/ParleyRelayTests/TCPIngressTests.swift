@@ -146,4 +146,20 @@ import Testing
         #expect(tcp.expire(now: now + .seconds(59)).isEmpty)
         #expect(tcp.expire(now: now + .seconds(60)).map(\.reason) == [.idle])
     }
+
+    @Test func theOrderOfHandshakesDoesNotGrowWithRoutedConnections() {
+        // Connections routed at once never meet the limits: without pruning, each would stay in the
+        // order of handshakes for the relay's lifetime.
+        var tcp = ingress()
+        for port in UInt16(1)...500 {
+            let peer = TransportAddress.v4(IPv4Address(198, 51, 100, UInt8(truncatingIfNeeded: port % 200)), port: port)
+            #expect(tcp.accept(peer: peer, now: now) == .accept)
+            let ufrag = T.keyring.seal(RoutingToken(keyID: T.keyring.currentKeyID, clusterID: 1, worker: T.worker,
+                                                    issuedHour: 100, nonce: UInt32(port)))
+            // Past the table's pending limits a check is refused and the shell closes the connection.
+            if case .close = frame(&tcp, T.check(ufrag: ufrag), from: peer) { tcp.closed(peer: peer) }
+        }
+        _ = tcp.expire(now: now + .seconds(1))
+        #expect(tcp.handshakeOrder.isEmpty && tcp.handshakeCount == 0)
+    }
 }
