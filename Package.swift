@@ -33,6 +33,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // C libraries from Debian (see docs/architecture.md for the apt packages).
@@ -82,6 +83,10 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 // The sideband (`GET /v1/realtime?call_id=`), a WebSocket on the signaling port.
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                // Requests and sidebands about a call another transceiver of the cluster owns are
+                // forwarded to it (CallForwarder).
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         // SCTP for data channels (RFC 9260 subset, RFC 8831/8832), pure Swift, sans-IO.

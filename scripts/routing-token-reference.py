@@ -36,11 +36,11 @@ def siphash24(key: bytes, message: bytes) -> int:
     return v0 ^ v1 ^ v2 ^ v3
 
 
-def seal(secret: bytes, key_id: int, cluster: int, ip: str, port: int, issued_hour: int, nonce: int) -> str:
+def seal(secret: bytes, key_id: int, cluster: int, ip: str, port: int, issued_hour: int, nonce: int, purpose: int = 0) -> str:
     mac_key, enc_key = secret[:16], secret[16:]
     address = ipaddress.ip_address(ip)
     header = bytes([1 << 4 | key_id]) + struct.pack(">H", cluster)
-    body = bytes([1 if address.version == 6 else 0]) + address.packed + struct.pack(">HHI", port, issued_hour, nonce)
+    body = bytes([(1 if address.version == 6 else 0) | purpose << 1]) + address.packed + struct.pack(">HHI", port, issued_hour, nonce)
     tag = siphash24(mac_key, header + body)
     stream = b"".join(siphash24(enc_key, struct.pack(">Q", tag) + bytes([i])).to_bytes(8, "big")
                       for i in range((len(body) + 7) // 8))
@@ -52,3 +52,6 @@ if __name__ == "__main__":
     secret = bytes(range(32))
     print("ipv4", seal(secret, 1, 0x0102, "10.1.2.3", 40000, 0x0B2C, 0xA1B2C3D4))
     print("ipv6", seal(secret, 1, 7, "fd00::1:2", 50001, 0x0B2C, 1))
+    # A call id: purpose 1 (signaling), the owner's HTTP endpoint, URL-safe base64 after "rtc_".
+    call = seal(secret, 1, 0x0102, "10.1.2.3", 8080, 0x0B2C, 2, purpose=1)
+    print("call-id", "rtc_" + call.replace("+", "-").replace("/", "_"))

@@ -454,3 +454,113 @@ def test_dev_makes_and_prints_a_key_and_a_transceiver_needs_one(parley_with):
                              capture_output=True, text=True, timeout=30)
     assert refused.returncode != 0
     assert "--api-key" in refused.stderr and "--insecure-no-auth" in refused.stderr, refused.stderr
+
+
+class Transceivers:
+    """Two `parley transceiver` processes of one cluster (one routing key, one set of API keys), as
+    two pods behind one Service: a call made on one is answered for on the other."""
+
+    def __init__(self, tmp_path):
+        import secrets as random_secrets
+        self.key = random_secrets.token_hex(32)
+        self.processes, self.bases = [], []
+        for index in range(2):
+            http_port, metrics_port = free_port(), free_port()
+            log = open(tmp_path / f"transceiver-{index}.log", "w")
+            process = subprocess.Popen([
+                PARLEY, "transceiver", "--routing-key", self.key, "--http-port", str(http_port), "--media-port", "0",
+                "--workers", "1", "--api-key", API_KEY, "--api-key", OTHER_KEY, "--metrics-port", str(metrics_port),
+                "--relay-network", "127.0.0.0/8", "--trusted-proxy", "127.0.0.0/8", "--advertise", "127.0.0.1:3478",
+                "--log-level", "debug"], stdout=log, stderr=subprocess.STDOUT)
+            process.log_path = tmp_path / f"transceiver-{index}.log"
+            self.processes.append(process)
+            self.bases.append(type("Pod", (), {"base": f"http://127.0.0.1:{http_port}", "http_port": http_port,
+                                               "metrics_port": metrics_port})())
+        from test_relay_recovery import wait_http
+        for pod in self.bases:
+            wait_http(pod.base + "/healthz")
+
+    def stop(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for process in self.processes:
+            print(f"--- {process.log_path.name}\n" + process.log_path.read_text()[-3000:])
+
+
+def test_any_transceiver_answers_for_a_call_another_one_owns(tmp_path):
+    """The Service in front of the transceivers sends a call's later requests to any pod: the one
+    that does not hold the call forwards them to the owner its call id names (once), and the answer
+    comes back as the owner gave it: GET, PATCH (an ICE restart), the sideband, DELETE."""
+    pods = Transceivers(tmp_path)
+    try:
+        a, b = pods.bases
+        status, headers, answer = offer(a, auth())
+        assert status == 201, answer
+        call_id = headers["Location"].rsplit("/", 1)[1]
+        # rtc_ and a sealed token, URL-safe (no '+' or '/').
+        assert re.fullmatch(r"rtc_[A-Za-z0-9_-]{32}", call_id), call_id
+
+        status, _, text = request(b, "GET", f"/v1/realtime/calls/{call_id}", headers=auth())
+        assert status == 200, text
+        assert json.loads(text)["id"] == call_id
+        # The owner still decides who may see the call: another key gets the owner's 404.
+        status, _, text = request(b, "GET", f"/v1/realtime/calls/{call_id}", headers=auth(OTHER_KEY))
+        assert status == 404 and error_of(text)["code"] == "call_not_found", text
+        # A bad credential is refused where it arrives, never forwarded.
+        assert request(b, "GET", f"/v1/realtime/calls/{call_id}", headers=auth("sk_wrong_0123456789abcdef"))[0] == 401
+
+        # An ICE restart through the other pod: a new answer with new credentials, from the owner.
+        restart = re.sub(r"a=ice-ufrag:\S+", "a=ice-ufrag:rst1", CHROME)
+        restart = re.sub(r"a=ice-pwd:\S+", "a=ice-pwd:restartpasswordrestartpass", restart)
+        status, _, renegotiated = request(b, "PATCH", f"/v1/realtime/calls/{call_id}", restart, auth(), "application/sdp")
+        assert status == 200, renegotiated
+        ufrag = lambda sdp: re.search(r"a=ice-ufrag:(\S+)", sdp).group(1)  # noqa: E731
+        assert ufrag(renegotiated) != ufrag(answer)
+        state = json.loads(request(a, "GET", f"/v1/realtime/calls/{call_id}", headers=auth())[2])
+        assert state["iceRestarts"] == 1, state
+
+        # The sideband through the other pod: the owner's events, and a command that reaches the call.
+        url = f"ws://127.0.0.1:{b.http_port}/v1/realtime?call_id={call_id}"
+        with websockets.sync.client.connect(url, additional_headers=auth()) as sideband:
+            first = json.loads(sideband.recv(timeout=5))
+            assert first["type"] == "call.state" and first["call_id"] == call_id, first
+            sideband.send(json.dumps({"type": "session.update", "session": {"instructions": "via b"}}))
+            reply = json.loads(sideband.recv(timeout=5))
+            assert reply["type"] == "session.updated" and reply["session"]["instructions"] == "via b", reply
+        # Refusals from the owner keep their close code (4404: the owner holds no such call for this key).
+        with websockets.sync.client.connect(url, additional_headers=auth(OTHER_KEY)) as refused:
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                while True:
+                    refused.recv(timeout=5)
+            assert closed.value.rcvd.code == 4404
+
+        # A forwarded request is never forwarded again (no loops), and ids that are not this
+        # cluster's sealed ones are nobody's: 404 at once.
+        status, _, text = request(b, "GET", f"/v1/realtime/calls/{call_id}", headers={**auth(), "X-Parley-Forwarded": "1"})
+        assert status == 404, text
+        forged = "rtc_" + "A" * 32
+        assert request(b, "GET", f"/v1/realtime/calls/{forged}", headers=auth())[0] == 404
+        assert request(b, "GET", "/v1/realtime/calls/rtc_0123456789abcdef", headers=auth())[0] == 404
+
+        # Hung up through the other pod: gone on both.
+        assert request(b, "DELETE", f"/v1/realtime/calls/{call_id}", headers=auth())[0] == 204
+        assert request(a, "GET", f"/v1/realtime/calls/{call_id}", headers=auth())[0] == 404
+        assert request(b, "GET", f"/v1/realtime/calls/{call_id}", headers=auth())[0] == 404
+        # b forwarded GET, GET (another key's), PATCH, the sideband twice, DELETE and the last GET.
+        from test_relay_recovery import metric as metric_at
+        assert metric_at(b.metrics_port, 'parley_signaling_forwarded_total{outcome="answered"}') == 7
+        assert "sideband forwarded to the call's transceiver" in pods.processes[1].log_path.read_text()
+
+        # The owner gone (its pod ended): the other answers 502, saying so, instead of hanging.
+        status, headers, answer = offer(a, auth())
+        call_id = headers["Location"].rsplit("/", 1)[1]
+        pods.processes[0].kill()
+        pods.processes[0].wait()
+        started = time.monotonic()
+        status, _, text = request(b, "GET", f"/v1/realtime/calls/{call_id}", headers=auth())
+        assert status == 502 and error_of(text)["code"] == "call_owner_unreachable", text
+        assert time.monotonic() - started < 5
+    finally:
+        pods.stop()

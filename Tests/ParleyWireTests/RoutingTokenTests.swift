@@ -15,6 +15,11 @@ import ParleyTestSupport
 
     static let ipv4Vector = "EQECIZJQfwHzZcdue7vKl5TlEROPVXbv"
     static let ipv6Vector = "EQAHxV97OE6rl4W0LEQSW5Skb9eAUNKnpP1BshkbE0emeXIG"
+    /// A call id (purpose `.signaling`): its owner's signaling endpoint, URL-safe after `rtc_`.
+    static let callToken = RoutingToken(
+        keyID: 1, clusterID: 0x0102, worker: .v4(IPv4Address(10, 1, 2, 3), port: 8080), issuedHour: 0x0B2C, nonce: 2,
+        purpose: .signaling)
+    static let callIDVector = "rtc_EQECw77qotLmfGzWVHtn-o-1kBC_sEIb"
 
     @Test func vectorsSealAndOpen() throws {
         #expect(Self.keyring.seal(Self.ipv4Token) == Self.ipv4Vector)
@@ -27,6 +32,7 @@ import ParleyTestSupport
         let document = try String(contentsOf: Fixtures.directory.appendingPathComponent("../../../docs/protocol.md"), encoding: .utf8)
         #expect(document.contains("`\(Self.ipv4Vector)`"))
         #expect(document.contains("`\(Self.ipv6Vector)`"))
+        #expect(document.contains("`\(Self.callIDVector)`"))
     }
 
     /// An implementation written from docs/protocol.md alone (scripts/routing-token-reference.py)
@@ -42,7 +48,37 @@ import ParleyTestSupport
         process.waitUntilExit()
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(process.terminationStatus == 0)
-        #expect(text == "ipv4 \(Self.ipv4Vector)\nipv6 \(Self.ipv6Vector)\n")
+        #expect(text == "ipv4 \(Self.ipv4Vector)\nipv6 \(Self.ipv6Vector)\ncall-id \(Self.callIDVector)\n")
+    }
+
+    @Test func callIDVectorOpensToItsOwnerAndNeverAsAUfrag() throws {
+        #expect(CallID.token(of: Self.callIDVector, keyring: Self.keyring) == Self.callToken)
+        let ufrag = Self.keyring.seal(Self.callToken)
+        #expect("rtc_" + ufrag.replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_") == Self.callIDVector)
+        // One purpose never opens as the other: a call id is no ICE ufrag, a ufrag no call id.
+        #expect(throws: RoutingTokenError.malformedBody) { try Self.keyring.open(ufrag) }
+        #expect(CallID.token(of: "rtc_" + Self.ipv4Vector, keyring: Self.keyring) == nil)
+        #expect(try Self.keyring.open(ufrag, purpose: .signaling) == Self.callToken)
+    }
+
+    @Test func callIDsRefuseWhatTheyDidNotMake() {
+        var generator = SystemRandomNumberGenerator()
+        let owner = TransportAddress.v6(IPv6Address("fd00::7")!, port: 8080)
+        let id = CallID.make(keyring: Self.keyring, clusterID: 3, owner: owner, issuedHour: 9, using: &generator)
+        #expect(id.utf8.count == 4 + RoutingToken.ipv6Length)
+        #expect(!id.dropFirst(4).contains("+") && !id.dropFirst(4).contains("/"))
+        #expect(CallID.token(of: id, keyring: Self.keyring)?.worker == owner)
+        let other = RoutingKeyring(current: RoutingKey(id: 1, secret: Array(repeating: 7, count: 32)))
+        #expect(CallID.token(of: id, keyring: other) == nil, "another cluster's keys")
+        // The standard alphabet's '+' and '/', a wrong prefix, any other length, a flipped character.
+        #expect(CallID.token(of: Self.callIDVector.replacingOccurrences(of: "-", with: "+"), keyring: Self.keyring) == nil)
+        #expect(CallID.token(of: "rtx_" + Self.callIDVector.dropFirst(4), keyring: Self.keyring) == nil)
+        #expect(CallID.token(of: Self.callIDVector + "A", keyring: Self.keyring) == nil)
+        #expect(CallID.token(of: "rtc_0123456789abcdef", keyring: Self.keyring) == nil)
+        #expect(CallID.token(of: String(repeating: "é", count: 18), keyring: Self.keyring) == nil)
+        var flipped = Array(Self.callIDVector.utf8)
+        flipped[10] = flipped[10] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        #expect(CallID.token(of: String(decoding: flipped, as: UTF8.self), keyring: Self.keyring) == nil)
     }
 
     @Test func clusterIDIsReadableWithoutTheKey() {

@@ -37,7 +37,18 @@ final class CallRegistry: Sendable {
     /// A reserved call that was not made after all.
     func cancel(keyID: String) { state.withLock { $0.admission.release(keyID: keyID) } }
 
-    func insert(_ id: String, _ entry: Entry) { state.withLock { $0.calls[id] = entry } }
+    /// Registers a call; false (and nothing changed) when the id is taken.
+    func insert(_ id: String, _ entry: Entry) -> Bool {
+        state.withLock { state in
+            guard state.calls[id] == nil else { return false }
+            state.calls[id] = entry
+            return true
+        }
+    }
+
+    /// Takes back an `insert` whose session was not made (its reservation stays for the caller's
+    /// `cancel`, or its next attempt).
+    func withdraw(_ id: String) { state.withLock { _ = $0.calls.removeValue(forKey: id) } }
 
     /// Moves a call to another session key (an ICE restart's new token).
     func rekey(_ id: String, sessionKey: UInt32) { state.withLock { $0.calls[id]?.sessionKey = sessionKey } }

@@ -186,7 +186,13 @@ final class MediaWorker: @unchecked Sendable {
                        agent: AgentTarget = .builtIn(.echo), agentName: String? = nil, session configuration: String = "{}",
                        owner: CallOwner = Credential.anonymous.owner) throws {
         eventLoop.preconditionInEventLoop()
-        guard sessions[key] == nil else { throw SessionKeyInUse() }
+        // Claimed first (atomically, across workers): a call id drawn twice is drawn again.
+        guard sessions[key] == nil, registry.insert(parameters.id, .init(worker: index, sessionKey: key, owner: owner)) else {
+            throw SessionKeyInUse()
+        }
+        let registered = parameters.id
+        var created = false
+        defer { if !created { registry.withdraw(registered) } }
         let now = monotonicNow()
         var parameters = parameters
         parameters.ntpAtInstantZero = currentNTPTime() &- WebRTCSession.ntpDuration(since: .zero, until: now)
@@ -213,7 +219,7 @@ final class MediaWorker: @unchecked Sendable {
         sessions[key] = entry
         callKeys[parameters.id] = key
         // Registered on the worker's loop, where `remove` unregisters it: the two never race.
-        registry.insert(parameters.id, .init(worker: index, sessionKey: key, owner: owner))
+        created = true
         metrics.sessionsCreated.increment()
         metrics.sessionsActive.increment()
         sessionLogger.info("session created", metadata: ["remote_ufrag": "\(parameters.negotiated.remoteUfrag)"])

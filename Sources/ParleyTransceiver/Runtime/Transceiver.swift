@@ -58,6 +58,8 @@ public final class Transceiver: Sendable {
     private let keys: Mutex<RoutingKeyring>
     /// API keys and client secrets (reloaded with the keys).
     private let credentials: Mutex<Authenticator>
+    /// Requests about calls other transceivers of the cluster own go there.
+    let forwarder: CallForwarder
 
     public init(configuration: TransceiverConfiguration, logger: Logger) throws {
         self.configuration = configuration
@@ -72,6 +74,7 @@ public final class Transceiver: Sendable {
         let metrics = TransceiverMetrics()
         self.registry = registry
         self.metrics = metrics
+        forwarder = CallForwarder(logger: logger, metrics: metrics)
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.workers))
         let loops = Array(group.makeIterator())
         let host = configuration.workerEndpointHost ?? IPv4Address(configuration.mediaHost) ?? IPv4Address(127, 0, 0, 1)
@@ -105,11 +108,19 @@ public final class Transceiver: Sendable {
 
     /// Ends every call (DTLS close_notify, RTCP BYE) and stops the workers.
     public func shutdown() async {
+        await forwarder.shutdown()
         for worker in workers { await worker.stop() }
         try? await group.shutdownGracefully()
     }
 
     public var activeCalls: Int { registry.count }
+
+    /// Where a request about call `id` is answered: here, by the transceiver its id names, or
+    /// nowhere. `forwarded`: the request is already another transceiver's forward.
+    public func location(ofCall id: String, forwarded: Bool) -> CallLocation {
+        CallLocation.of(callID: id, heldHere: registry.lookup(id) != nil, forwarded: forwarded, keyring: keys.withLock { $0 },
+                        clusterID: configuration.clusterID, ownEndpoint: configuration.signalingEndpoint)
+    }
     /// Live calls and offers being answered: a drain ends only when both are gone.
     public var callsInProgress: Int { registry.liveOrReserved }
 
@@ -140,7 +151,6 @@ public final class Transceiver: Sendable {
         var generator = SystemRandomNumberGenerator()
         let worker = workers[nextWorker.next() % workers.count]
         let password = ICECredentials.randomString(length: 24, using: &generator)
-        let callID = "rtc_" + (0..<16).map { _ in String(UInt8.random(in: 0...15, using: &generator), radix: 16) }.joined()
         let ssrc = UInt32.random(in: 1...UInt32.max, using: &generator)
         let candidates = advertisedCandidates(for: worker, relays: relays)
         let dtlsContext = self.dtlsContext
@@ -148,8 +158,11 @@ public final class Transceiver: Sendable {
         let keyring = keys.withLock { $0 }
         let sessionText = session.json.text
 
-        // The token's nonce keys the session on its worker; on the rare collision, draw another.
+        // The token's nonce keys the session on its worker, and the call id must be unique in the
+        // process: on the rare collision of either, draw both again.
         for _ in 0..<4 {
+            let callID = CallID.make(keyring: keyring, clusterID: configuration.clusterID, owner: configuration.signalingEndpoint,
+                                     issuedHour: issued, using: &generator)
             let token = RoutingToken.random(keyID: keyring.currentKeyID, clusterID: configuration.clusterID,
                                             worker: worker.endpoint, issuedHour: issued, using: &generator)
             let ufrag = keyring.seal(token)

@@ -27,6 +27,14 @@ public struct TransceiverConfiguration: Sendable {
     /// The address written into routing tokens for worker 0 (others add their index to the port).
     /// Nil: the bound media address.
     public var workerEndpointHost: IPv4Address?
+    /// Where other transceivers of the cluster reach this one's signaling API: sealed into call
+    /// ids, so a request about a call that reaches another pod is forwarded here. The worker host
+    /// (the pod's IP) or a specific HTTP host, and the HTTP port; an unspecified address (a wildcard
+    /// listener and no worker host) cannot be forwarded to.
+    public var signalingEndpoint: TransportAddress {
+        let host = workerEndpointHost ?? IPv4Address(httpHost) ?? IPv4Address(0, 0, 0, 0)
+        return .v4(host, port: UInt16(clamping: httpPort))
+    }
     public var keyring: RoutingKeyring
     /// Sources whose tunnel datagrams (relay-forwarded, carrying a client address) are believed.
     /// Anyone else could claim any client address, so tunnel datagrams from elsewhere are dropped.

@@ -18,6 +18,10 @@ struct TransceiverMetrics: Sendable {
     /// Sidebands closed because their server read more than `MediaWorker.sidebandBacklog` events behind.
     let sidebandsCutOff = Counter(label: "parley_sidebands_cut_off_total")
     let sidebandsOpened = Counter(label: "parley_sidebands_opened_total")
+    /// Requests about calls another transceiver owns, forwarded to it (`answered`: it answered,
+    /// whatever the status; `unreachable`: it did not, and the client got a 502).
+    let forwardedAnswered = Counter(label: "parley_signaling_forwarded_total", dimensions: [("outcome", "answered")])
+    let forwardedUnreachable = Counter(label: "parley_signaling_forwarded_total", dimensions: [("outcome", "unreachable")])
     /// Connections opened to external agents (one per call whose client's first check authenticated).
     let agentConnections = Counter(label: "parley_agent_connections_total")
     let drops: [DropReason: Counter]

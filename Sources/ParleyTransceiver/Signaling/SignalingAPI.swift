@@ -174,11 +174,27 @@ public struct SignalingAPI: Sendable {
                         body: .init(byteBuffer: ByteBuffer(string: answer)))
     }
 
+    /// Where a request about call `id` is answered (`CallLocation`): by another transceiver of the
+    /// cluster when the id names one and this process does not hold the call.
+    private func owner(ofCall id: String, _ request: Request) -> TransportAddress? {
+        let forwarded = request.headers[HTTPField.Name(CallLocation.forwardedHeader)!] != nil
+        guard case .elsewhere(let owner) = transceiver.location(ofCall: id, forwarded: forwarded) else { return nil }
+        return owner
+    }
+
+    /// `request`, answered by the call's owner.
+    private func forward(_ request: Request, _ context: SignalingContext, body: ByteBuffer? = nil,
+                         to owner: TransportAddress) async throws -> Response {
+        try await transceiver.forwarder.forward(request, body: body, to: owner, client: clientAddress(request, context),
+                                                regionHeader: transceiver.configuration.regionHeader)
+    }
+
     /// A new offer for a call (ICE restart): 200 with the new answer.
     private func renegotiate(_ request: Request, _ context: SignalingContext) async throws -> Response {
         let credential = try credential(request, context)
         let id = try context.parameters.require("id")
         let body = try await collect(request, limit: Self.maximumOfferBytes, what: "the offer")
+        if let owner = owner(ofCall: id, request) { return try await forward(request, context, body: body, to: owner) }
         let offer = try OfferRequest.parse(contentType: request.headers[.contentType], body: body)
         do {
             guard let answer = try await transceiver.renegotiateCall(id: id, offer: offer.sdp, credential: credential,
@@ -194,6 +210,7 @@ public struct SignalingAPI: Sendable {
     private func describeCall(_ request: Request, _ context: SignalingContext) async throws -> Response {
         let credential = try credential(request, context)
         let id = try context.parameters.require("id")
+        if let owner = owner(ofCall: id, request) { return try await forward(request, context, to: owner) }
         guard let snapshot = await transceiver.describeCall(id: id, credential: credential) else { throw SignalingError.noCall(id) }
         let json = try JSONEncoder().encode(snapshot)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: json)))
@@ -202,6 +219,7 @@ public struct SignalingAPI: Sendable {
     private func endCall(_ request: Request, _ context: SignalingContext) async throws -> Response {
         let credential = try credential(request, context)
         let id = try context.parameters.require("id")
+        if let owner = owner(ofCall: id, request) { return try await forward(request, context, to: owner) }
         guard await transceiver.endCall(id: id, credential: credential) else { throw SignalingError.noCall(id) }
         return Response(status: .noContent)
     }
@@ -219,13 +237,15 @@ public struct SignalingAPI: Sendable {
     /// A plain GET (no upgrade) is told what the upgrade would meet: 401/404, or 426 when all is in order.
     private func sidebandShouldUpgrade(_ request: Request, _ context: SignalingContext) async throws -> RouterShouldUpgrade {
         if request.headers[.upgrade]?.lowercased() == "websocket" { return .upgrade([:]) }
-        let (_, _) = try await sidebandAccess(request, context)
+        _ = try await sidebandAccess(request, context)
         throw SignalingError(statusCode: 426, type: "invalid_request_error", code: "upgrade_required",
                              message: "the sideband is a WebSocket: send the request as a WebSocket upgrade")
     }
 
-    /// The credential (an API key) and the call the sideband is for, or why not.
-    private func sidebandAccess(_ request: Request, _ context: SignalingContext) async throws(SignalingError) -> (Credential, String) {
+    /// The credential (an API key) and the call the sideband is for, or why not; with the call's
+    /// owner when another transceiver holds it (whose sideband this one's is forwarded to).
+    private func sidebandAccess(_ request: Request, _ context: SignalingContext)
+        async throws(SignalingError) -> (Credential, String, owner: TransportAddress?) {
         let credential = try credential(request, context)
         guard credential.isAPIKey else {
             throw .forbidden("the sideband is for the app's server, with its API key", code: "api_key_required")
@@ -233,8 +253,9 @@ public struct SignalingAPI: Sendable {
         guard let callID = request.uri.queryParameters.get("call_id"), !callID.isEmpty else {
             throw .badRequest("the sideband needs ?call_id=<the call's id>", code: "missing_call_id")
         }
+        if let owner = owner(ofCall: callID, request) { return (credential, callID, owner) }
         guard transceiver.registry.lookup(callID).map({ credential.mayAccess($0.owner) }) == true else { throw .noCall(callID) }
-        return (credential, callID)
+        return (credential, callID, nil)
     }
 
     /// The WebSocket upgrade was taken before the credential was checked (the WebSocket layer
@@ -242,12 +263,19 @@ public struct SignalingAPI: Sendable {
     /// 4000 + the HTTP status (4401, 4403, 4404), so the app's server learns why.
     private func sideband(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request,
                           context: SignalingContext) async {
-        let credential: Credential, callID: String
+        let credential: Credential, callID: String, owner: TransportAddress?
         do {
-            (credential, callID) = try await sidebandAccess(request, context)
+            (credential, callID, owner) = try await sidebandAccess(request, context)
         } catch {
             try? await outbound.write(.text(SidebandEvent.error(code: error.code, message: error.message).text))
             try? await outbound.close(.unknown(UInt16(clamping: 4000 + error.statusCode)), reason: error.code)
+            return
+        }
+        if let owner {
+            context.logger.info("sideband forwarded to the call's transceiver", metadata: ["call": "\(callID)", "owner": "\(owner)"])
+            await transceiver.forwarder.forwardSideband(request, callID: callID, to: owner, client: clientAddress(request, context),
+                                                        regionHeader: transceiver.configuration.regionHeader,
+                                                        inbound: inbound, outbound: outbound)
             return
         }
         let opened: AsyncStream<SidebandFrame>?

@@ -133,6 +133,7 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var isLoopback: Bool { high == 0 && low == 1 }
+    public var isUnspecified: Bool { high == 0 && low == 0 }
 }
 
 /// An IP address and port: where a datagram came from or goes to.
@@ -149,6 +150,14 @@ public enum TransportAddress: Hashable, Sendable, CustomStringConvertible {
     public var isIPv6: Bool {
         if case .v6 = self { return true }
         return false
+    }
+
+    /// 0.0.0.0 or `::`: a wildcard, nothing one can send to.
+    public var isUnspecified: Bool {
+        switch self {
+        case .v4(let address, _): address.isUnspecified
+        case .v6(let address, _): address.isUnspecified
+        }
     }
 
     /// `192.0.2.1:3478` or `[2001:db8::1]:3478`.

@@ -32,20 +32,36 @@ public struct RoutingToken: Hashable, Sendable {
     /// Per-session randomness: ICE wants ≥ 24 random bits in a ufrag; the transceiver also keys
     /// its sessions by it.
     public var nonce: UInt32
+    /// What the sealed address is for (authenticated body flag bit 1), so a token of one kind never
+    /// opens as the other: a call id (which names a transceiver's signaling endpoint) is no ICE ufrag.
+    public var purpose: Purpose
 
-    public init(keyID: UInt8, clusterID: UInt16, worker: TransportAddress, issuedHour: UInt16, nonce: UInt32) {
+    /// What a token routes to.
+    public enum Purpose: UInt8, Sendable, Hashable {
+        /// A server ICE ufrag: the transceiver worker's UDP endpoint (what relays route by).
+        case media = 0
+        /// A call id: the owning transceiver's signaling (HTTP) endpoint, which other transceivers
+        /// of the cluster forward a call's requests to (docs/kubernetes.md).
+        case signaling = 1
+    }
+
+    public init(keyID: UInt8, clusterID: UInt16, worker: TransportAddress, issuedHour: UInt16, nonce: UInt32,
+                purpose: Purpose = .media) {
         self.keyID = keyID & 0x0F
         self.clusterID = clusterID
         self.worker = worker
         self.issuedHour = issuedHour
         self.nonce = nonce
+        self.purpose = purpose
     }
 
     /// A token with a fresh random nonce.
     public static func random<G: RandomNumberGenerator>(
-        keyID: UInt8, clusterID: UInt16, worker: TransportAddress, issuedHour: UInt16, using generator: inout G
+        keyID: UInt8, clusterID: UInt16, worker: TransportAddress, issuedHour: UInt16, purpose: Purpose = .media,
+        using generator: inout G
     ) -> RoutingToken {
-        RoutingToken(keyID: keyID, clusterID: clusterID, worker: worker, issuedHour: issuedHour, nonce: generator.next())
+        RoutingToken(keyID: keyID, clusterID: clusterID, worker: worker, issuedHour: issuedHour, nonce: generator.next(),
+                     purpose: purpose)
     }
 
     /// Hours since 2024-01-01 00:00 UTC, modulo 2¹⁶, for `issuedHour`.
@@ -145,7 +161,7 @@ public struct RoutingKeyring: Sendable {
             let body = length - RoutingToken.tagLength
             binary[0] = RoutingToken.version << 4 | token.keyID
             binary.store(token.clusterID, at: 1)
-            binary[3] = token.worker.isIPv6 ? 1 : 0
+            binary[3] = (token.worker.isIPv6 ? 1 : 0) | token.purpose.rawValue << 1
             var offset = 4
             switch token.worker {
             case .v4(let address, let port):
@@ -189,8 +205,10 @@ public struct RoutingKeyring: Sendable {
 
     /// Decodes and authenticates a token from ufrag text (only the token: cut a STUN USERNAME at
     /// its `:` first). With `currentHour`, tokens older than `maximumAgeHours` (or issued more than
-    /// an hour ahead) are refused. Forged, malformed or unknown-key tokens throw; nothing allocates.
-    public func open(_ text: UnsafeRawBufferPointer, currentHour: UInt16? = nil) throws(RoutingTokenError) -> RoutingToken {
+    /// an hour ahead) are refused. Forged, malformed or unknown-key tokens throw, and so does a token
+    /// sealed for another `purpose` (`malformedBody`); nothing allocates.
+    public func open(_ text: UnsafeRawBufferPointer, currentHour: UInt16? = nil,
+                     purpose: RoutingToken.Purpose = .media) throws(RoutingTokenError) -> RoutingToken {
         guard text.count == RoutingToken.ipv4Length || text.count == RoutingToken.ipv6Length else {
             throw .wrongLength
         }
@@ -212,7 +230,7 @@ public struct RoutingKeyring: Sendable {
 
             let bytes = UnsafeRawBufferPointer(binary)
             let isIPv6 = length == RoutingToken.ipv6Length / 4 * 3
-            guard binary[3] == (isIPv6 ? 1 : 0) else { return .failure(.malformedBody) }
+            guard binary[3] == (isIPv6 ? 1 : 0) | purpose.rawValue << 1 else { return .failure(.malformedBody) }
             let worker: TransportAddress
             let offset: Int
             if isIPv6 {
@@ -229,17 +247,19 @@ public struct RoutingKeyring: Sendable {
                 guard age <= maximumAgeHours || ahead <= 1 else { return .failure(.expired) }
             }
             return .success(RoutingToken(keyID: keyID, clusterID: bytes.uint16(at: 1), worker: worker,
-                                         issuedHour: issued, nonce: bytes.uint32(at: offset + 2)))
+                                         issuedHour: issued, nonce: bytes.uint32(at: offset + 2), purpose: purpose))
         }
         return try result.get()
     }
 
-    public func open(_ text: some ContiguousBytesLike, currentHour: UInt16? = nil) throws(RoutingTokenError) -> RoutingToken {
-        try text.withRawBytes { (raw) throws(RoutingTokenError) in try open(raw, currentHour: currentHour) }
+    public func open(_ text: some ContiguousBytesLike, currentHour: UInt16? = nil,
+                     purpose: RoutingToken.Purpose = .media) throws(RoutingTokenError) -> RoutingToken {
+        try text.withRawBytes { (raw) throws(RoutingTokenError) in try open(raw, currentHour: currentHour, purpose: purpose) }
     }
 
-    public func open(_ text: String, currentHour: UInt16? = nil) throws(RoutingTokenError) -> RoutingToken {
-        try open(Array(text.utf8), currentHour: currentHour)
+    public func open(_ text: String, currentHour: UInt16? = nil,
+                     purpose: RoutingToken.Purpose = .media) throws(RoutingTokenError) -> RoutingToken {
+        try open(Array(text.utf8), currentHour: currentHour, purpose: purpose)
     }
 
     /// XORs `body` with SipHash-2-4(key, tag ‖ block) for blocks 0, 1, … (8 bytes each).
