@@ -112,7 +112,7 @@ final class RelayTCPListener: @unchecked Sendable {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 // Always: a relay that replaces this one (--take-over-port) shares the port while both run.
                 .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)  // IPPROTO_TCP: at SOL_SOCKET, 1 is SO_DEBUG, which a non-root process may not set
                 .childChannelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(clamping: Self.socketSendBuffer))
                 .childChannelOption(.writeBufferWaterMark, value: .init(low: Self.writeHighWaterMark / 2, high: Self.writeHighWaterMark))
                 .childChannelOption(.allowRemoteHalfClosure, value: false)
@@ -225,6 +225,11 @@ final class RelayTCPListener: @unchecked Sendable {
     fileprivate func readComplete() { tunnel?.flush() }
 
     fileprivate func tooLong(_ peer: TransportAddress) { close(peer, .frameTooLong) }
+
+    /// A connection's socket failed (a reset, say): it closes, and `closed` forgets it.
+    fileprivate func connectionFailed(_ peer: TransportAddress?, _ error: Error) {
+        logger.debug("TCP connection failed", metadata: ["client": "\(peer.map { "\($0)" } ?? "?")", "error": "\(error)"])
+    }
 
     fileprivate func closed(_ peer: TransportAddress, channel: Channel) {
         guard connections[peer] === channel else { return }
@@ -343,6 +348,7 @@ private final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        listener.connectionFailed(peer, error)
         context.close(promise: nil)
     }
 }

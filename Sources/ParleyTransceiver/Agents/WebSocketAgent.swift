@@ -99,7 +99,7 @@ final class WebSocketAgentLink: @unchecked Sendable {
         guard !endpoint.tls || tls != nil else { return fail("no TLS context for \(endpoint)") }
         ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)  // IPPROTO_TCP (at SOL_SOCKET this would be SO_DEBUG)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     link.connecting = channel
