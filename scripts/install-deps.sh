@@ -47,7 +47,7 @@ fi
 # benchmarks and the example agents run with .venv/bin/python.
 python_packages=()
 case $profile in
-    test) python_packages=(selenium aiortc pytest marionette_driver websockets numpy kubernetes-validate) ;;
+    test) python_packages=(selenium aiortc pytest marionette_driver websockets numpy kubernetes-validate pyyaml) ;;
     bench) python_packages=(matplotlib websockets aiortc numpy) ;;
 esac
 if [ ${#python_packages[@]} -gt 0 ]; then
@@ -57,6 +57,7 @@ if [ ${#python_packages[@]} -gt 0 ]; then
         python3 -m venv "$root/.venv"
     fi
     modules=$(IFS=,; echo "${python_packages[*]//-/_}")  # kubernetes-validate is imported as kubernetes_validate
+    modules=${modules//pyyaml/yaml}
     if ! "$root/.venv/bin/python" -c "import ${modules}" 2>/dev/null; then
         echo "Installing into .venv from PyPI: ${python_packages[*]}"
         "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check "${python_packages[@]}"

@@ -18,15 +18,23 @@ from conftest import ROOT, free_port, require
 ARTIFACTS = os.environ.get("PARLEY_ARTIFACTS", "/tmp/parley-interop")
 
 
-def chromium(*extra_flags):  # noqa: used by other interop tests too
+def chromium_options(*extra_flags, loopback=True):
+    """Headless Chromium with a fake microphone, as every interop test runs it. `loopback`: ICE may
+    use loopback addresses (the tests' servers are on 127.0.0.1); a client on a real network
+    leaves it out, as browsers do."""
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream",
-                 "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
+                 "--use-fake-device-for-media-stream", *(["--allow-loopback-in-peer-connection"] if loopback else []),
                  "--autoplay-policy=no-user-gesture-required", "--window-size=900,900",
                  "--disable-features=WebRtcHideLocalIpsWithMdns", *extra_flags):
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
+    return options
+
+
+def chromium(*extra_flags):  # noqa: used by other interop tests too
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
+                            options=chromium_options(*extra_flags))
 
 
 def wait_for(driver, condition, timeout, what):
