@@ -10,7 +10,8 @@ import ParleyWire
 /// the same address seen directly.
 ///
 /// Only configured cluster relays are believed (`isTrusted`: the configured address's host, and its
-/// port up to `maximumPeers - 1` above it, where that relay's other workers are), and at most
+/// port up to `maximumPeers - 1` above it, where that relay's other workers are; or any address of
+/// a configured peer network, where relays behind NAT forward from), and at most
 /// `maximumPeers` sockets get a table, made when a datagram opens a route and dropped when it routes
 /// nothing. Tables never forward again: their policy has no cluster relays (one hop, no loops).
 ///
@@ -25,6 +26,7 @@ public struct PeerRouteTables {
     public static let peerIngressFlag: UInt16 = 0x8000
 
     public let trustedHosts: [TransportAddress]
+    public let trustedNetworks: [IPNetwork]
     private let policy: RouteTable.Policy
     private var keyring: RoutingKeyring
     private var tables: [TransportAddress: RouteTable] = [:]
@@ -42,20 +44,21 @@ public struct PeerRouteTables {
     public init(keyring: RoutingKeyring, policy: RouteTable.Policy) {
         self.keyring = keyring
         trustedHosts = Array(policy.clusterRelays.values)
+        trustedNetworks = policy.peerNetworks
         var own = policy
         own.clusterRelays = [:]
         self.policy = own
     }
 
-    public var isEmpty: Bool { trustedHosts.isEmpty }
+    public var isEmpty: Bool { trustedHosts.isEmpty && trustedNetworks.isEmpty }
 
     /// Whether tunnel datagrams from `source` may carry clients' datagrams: a configured cluster
-    /// relay's host, any port (each of its workers has its own).
+    /// relay's host (any of its workers' ports), or an address of a configured peer network.
     public func isTrusted(_ source: TransportAddress) -> Bool {
         trustedHosts.contains { configured in
             configured.sameHost(as: source) && source.port >= configured.port
                 && Int(source.port) - Int(configured.port) < Self.maximumPeers
-        }
+        } || trustedNetworks.contains { $0.contains(source) }
     }
 
     /// The ingress id of `peer`'s table (for the tunnel header toward the worker).

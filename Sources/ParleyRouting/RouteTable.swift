@@ -45,6 +45,11 @@ public struct RouteTable {
         /// the transceiver's place. Without any, tokens open whatever cluster they name.
         public var clusterID: UInt16 = 0
         public var clusterRelays: [UInt16: TransportAddress] = [:]
+        /// Networks other clusters' relays forward from, when that is not the configured address
+        /// (`--peer-network`): in Kubernetes the datagrams of another region's relay pods leave
+        /// through its nodes or a NAT gateway, any port, while its answers come back from the
+        /// address configured in `clusterRelays` (a load balancer in front of those relays).
+        public var peerNetworks: [IPNetwork] = []
         /// Pending flows toward other clusters' relays, apart from `maximumPending`: this relay
         /// cannot authenticate their tokens, so forged ones must not take its own cluster's slots.
         public var maximumForwardedPending = 1024

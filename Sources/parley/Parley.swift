@@ -443,6 +443,10 @@ struct RelayCommand: AsyncParsableCommand {
             help: ArgumentHelp("Another cluster's relay, by its id: ID=HOST:PORT, the internal address of its worker 0 (repeat; symmetric: each side names the other). Flows whose tokens name that cluster are forwarded there; tunnel datagrams from that host are believed (docs/global-relay.md).",
                                valueName: "id=host:port"))
     var clusterRelays: [String] = []
+    @Option(name: .customLong("peer-network"),
+            help: ArgumentHelp("Where other clusters' relays forward from, when not their --cluster-relay address: e.g. another region's node or NAT network behind its relays' load balancer (repeat; docs/kubernetes.md).",
+                               valueName: "cidr"))
+    var peerNetworks: [String] = []
     @Option(help: "Internal UDP port of worker 0; worker i binds port + i (0: any free port).")
     var internalPort = 0
     @Option(help: "Worker threads, each pinned to a core (one per core by default).")
@@ -510,6 +514,12 @@ struct RelayCommand: AsyncParsableCommand {
             throw ValidationError("--public-host: \(problem)")
         }
         _ = try clusterRelayAddresses()
+        for network in peerNetworks where IPNetwork(network) == nil {
+            throw ValidationError("--peer-network \(network): expected a.b.c.d/n or an IPv6 prefix")
+        }
+        if !peerNetworks.isEmpty, clusterRelays.isEmpty {
+            throw ValidationError("--peer-network needs the --cluster-relay it stands behind (answers go there)")
+        }
         for network in workerNetworks where IPNetwork(network) == nil {
             throw ValidationError("--worker-network \(network): expected a.b.c.d/n or an IPv6 prefix such as fd00::/8")
         }
@@ -548,6 +558,7 @@ struct RelayCommand: AsyncParsableCommand {
         configuration.policy.idleTimeout = .seconds(routeIdleTimeout)
         configuration.policy.clusterID = clusterID
         configuration.policy.clusterRelays = try clusterRelayAddresses()
+        configuration.policy.peerNetworks = peerNetworks.compactMap(IPNetwork.init)
         let storeGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let store: RouteStore
         if let endpoint = try redisEndpoint() {

@@ -91,6 +91,32 @@ import Testing
         #expect(fromClient(&plain, T.check(ufrag: Self.clusterTwoUfrag(cluster: 3))) == .forward(to: Self.workerB))
     }
 
+    /// Another region's relays behind NAT: their datagrams come from the region's egress network,
+    /// any address and port; answers go to the configured load balancer, which is not a source.
+    @Test func aPeerNetworkIsBelievedWhereTheConfiguredAddressIsALoadBalancer() {
+        var policy = T.policy()
+        policy.clusterID = 2
+        policy.clusterRelays = [1: .v4(IPv4Address(198, 51, 100, 1), port: 4000)]
+        policy.peerNetworks = [IPNetwork("10.1.0.0/16")!]
+        var peers = PeerRouteTables(keyring: Self.clusterTwoKeys, policy: policy)
+        #expect(!peers.isEmpty)
+        let check = T.check(ufrag: Self.clusterTwoUfrag())
+        func fromPeer(_ peer: TransportAddress) -> RouteTable.ClientDecision {
+            check.withUnsafeBytes { peers.fromPeer($0, client: T.client, peer: peer, now: now) }
+        }
+        #expect(peers.isTrusted(.v4(IPv4Address(10, 1, 200, 3), port: 61000)))
+        #expect(!peers.isTrusted(.v4(IPv4Address(10, 2, 0, 3), port: 4000)), "this cluster's own network is no peer")
+        #expect(fromPeer(.v4(IPv4Address(10, 3, 0, 1), port: 4000)) == .drop(.untrustedPeer))
+        #expect(fromPeer(.v4(IPv4Address(10, 1, 7, 7), port: 33333)) == .forward(to: Self.workerB))
+        #expect(fromPeer(.v4(IPv4Address(10, 1, 8, 8), port: 44444)) == .forward(to: Self.workerB), "each node its own table")
+        #expect(peers.pendingCount == 2)
+        // Without networks, only the configured host is a peer (as before).
+        var strict = policy
+        strict.peerNetworks = []
+        #expect(!PeerRouteTables(keyring: Self.clusterTwoKeys, policy: strict).isTrusted(.v4(IPv4Address(10, 1, 200, 3), port: 61000)))
+        #expect(PeerRouteTables(keyring: Self.clusterTwoKeys, policy: strict).isTrusted(.v4(IPv4Address(198, 51, 100, 1), port: 4001)))
+    }
+
     @Test func theOwningClustersRelayRoutesForwardedFlowsWithItsOwnRulesAndAnswersThroughThePeer() {
         var policy = T.policy()
         policy.clusterID = 2
