@@ -28,7 +28,8 @@ test:
 	scripts/check-manifests.sh  # deploy/: every overlay rendered, linted and validated against Kubernetes' schemas
 	$(SWIFT) test --disable-xctest  # every test uses Swift Testing; skip the empty XCTest pass
 	scripts/fuzz.sh --seconds $(FUZZ_SMOKE_SECONDS)  # every harness briefly, so a crash cannot land
-	scripts/interop.sh
+	scripts/release-build.sh  # the Containerfile's build, outside a container: the binary the Kubernetes test runs
+	PARLEY_IMAGE_BIN=$$(scripts/release-build.sh --path) scripts/interop.sh
 
 build:
 	@scripts/install-deps.sh build

@@ -44,12 +44,12 @@ from test_chromium import chromium_options, wait_for
 # manifests name mapped to what runs here.
 PARLEY_IMAGE_PATH = "/usr/local/bin/parley"
 IMAGES = {
-    "ghcr.io/parley-dev/parley": {"binary": PARLEY, "at": PARLEY_IMAGE_PATH},
+    # `make test` sets PARLEY_IMAGE_BIN to the static release build (scripts/release-build.sh): the
+    # image's own build step.
+    "ghcr.io/parley-dev/parley": {"binary": os.environ.get("PARLEY_IMAGE_BIN", PARLEY), "at": PARLEY_IMAGE_PATH},
     "redis": {"entrypoint": [shutil.which("redis-server") or "/usr/bin/redis-server"]},
 }
-SERVICE_NETWORK = ipaddress.ip_network("10.96.0.0/16")
 CLIENT, CLIENT_GATEWAY = "192.0.2.2", "192.0.2.1"
-INGRESS_PORT = 8000
 TAG = f"k{os.getpid() % 100000}"
 
 
@@ -119,11 +119,11 @@ class Pod:
         assert len(self.spec["containers"]) == 1, f"{self.name}: the test runs one container per pod"
         self.container = self.spec["containers"][0]
         self.address = address
-        self.netns = f"{TAG}-{self.name}"
+        self.netns = f"{cluster.tag}-{self.name}"
         self.terminating = False
         self.process = None
-        self.log_path = cluster.tmp / f"{self.name}.log"
-        self.files = cluster.tmp / "pods" / self.name
+        self.log_path = cluster.dir / f"{self.name}.log"
+        self.files = cluster.dir / "pods" / self.name
 
     # The container's ports by name (probes and Services name them).
     def port(self, reference):
@@ -286,18 +286,53 @@ class Pod:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
 
+class Internet:
+    """The client's side: a namespace (192.0.2.2) linked to the node (192.0.2.1), which routes it
+    to the load balancers' addresses."""
+
+    def __init__(self):
+        self.namespace = f"{TAG}-client"
+        self.link = f"{TAG}c0"
+        run("ip", "netns", "add", self.namespace)
+        run("ip", "link", "add", self.link, "type", "veth", "peer", "name", f"{TAG}c1")
+        run("ip", "link", "set", f"{TAG}c1", "netns", self.namespace)
+        run("ip", "addr", "add", f"{CLIENT_GATEWAY}/24", "dev", self.link)
+        run("ip", "link", "set", self.link, "up")
+        for command in (["ip", "link", "set", "lo", "up"], ["ip", "link", "set", f"{TAG}c1", "up"],
+                        ["ip", "addr", "add", f"{CLIENT}/24", "dev", f"{TAG}c1"],
+                        ["ip", "route", "add", "default", "via", CLIENT_GATEWAY]):
+            run("ip", "netns", "exec", self.namespace, *command)
+        run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def stop(self):
+        run("ip", "netns", "delete", self.namespace, check=False)
+        run("ip", "link", "delete", self.link, check=False)
+
+
 class Cluster:
     """The overlay's workloads as pods on one "node" (this namespace), its Services as nftables
-    rules, an ingress, and a client namespace on the internet side."""
+    rules and an ingress. Several clusters may share the node (the regions of a fleet): each has its
+    own pod network (its overlay's), Service network and name. `load_balancers`: external addresses
+    of LoadBalancer Services besides the relays' public one. `egress`: the address this cluster's
+    pods' traffic to `egress_to` leaves from (a node or NAT gateway address; SNAT)."""
 
-    def __init__(self, tmp, overlay="single-cluster"):
+    def __init__(self, tmp, internet, overlay="single-cluster", name="a", service_network="10.96.0.0/16",
+                 ingress_port=8000, load_balancers=None, egress=None, egress_to=None, region_header=None):
         self.tmp = tmp
-        self.objects = Objects(render(overlay, tmp))
+        self.internet, self.client_ns = internet, internet.namespace
+        self.tag, self.table = f"{TAG}{name}", f"parley_{name}"
+        self.service_network = ipaddress.ip_network(service_network)
+        self.ingress_port, self.region_header = ingress_port, region_header
+        self.egress, self.egress_to = egress, egress_to
+        self.dir = tmp / name
+        self.dir.mkdir(exist_ok=True)
+        self.objects = Objects(render(overlay, self.dir))
         self.pod_network = ipaddress.ip_network(self.objects.config_value("parley-cluster", "pod-network"))
         public = self.objects.config_value("parley-cluster", "public-relay")
         self.public_host, self.public_port = public.rsplit(":", 1)[0], int(public.rsplit(":", 1)[1])
         self.gateway = str(self.pod_network.network_address + 1)
-        self.bridge = f"{TAG}br"
+        self.bridge = f"{self.tag}br"
+        self.load_balancers = {"parley-relay": self.public_host, **(load_balancers or {})}
         self.pods, self.links, self.namespaces = [], [], []
         self.cluster_ips = {}
         self.lock = threading.Lock()
@@ -306,34 +341,21 @@ class Cluster:
 
     # --- the node's network -------------------------------------------------------------------
     def network(self):
-        run("sysctl", "-qw", "net.ipv4.ip_forward=1")
         run("ip", "link", "add", self.bridge, "type", "bridge")
         self.links.append(self.bridge)
         run("ip", "addr", "add", f"{self.gateway}/{self.pod_network.prefixlen}", "dev", self.bridge)
+        if self.egress:
+            run("ip", "addr", "add", f"{self.egress}/32", "dev", self.bridge)
         run("ip", "link", "set", self.bridge, "up")
         # Service IPs are virtual: traffic to them is DNATed before it is routed any further.
-        run("ip", "route", "add", str(SERVICE_NETWORK), "dev", self.bridge)
-        # The client, on the internet side of the node, reaching the load balancer's address.
-        client_ns = f"{TAG}-client"
-        self.client_ns = client_ns
-        run("ip", "netns", "add", client_ns)
-        self.namespaces.append(client_ns)
-        run("ip", "link", "add", f"{TAG}c0", "type", "veth", "peer", "name", f"{TAG}c1")
-        self.links.append(f"{TAG}c0")
-        run("ip", "link", "set", f"{TAG}c1", "netns", client_ns)
-        run("ip", "addr", "add", f"{CLIENT_GATEWAY}/24", "dev", f"{TAG}c0")
-        run("ip", "link", "set", f"{TAG}c0", "up")
-        for command in (["ip", "link", "set", "lo", "up"], ["ip", "link", "set", f"{TAG}c1", "up"],
-                        ["ip", "addr", "add", f"{CLIENT}/24", "dev", f"{TAG}c1"],
-                        ["ip", "route", "add", "default", "via", CLIENT_GATEWAY]):
-            run("ip", "netns", "exec", client_ns, *command)
+        run("ip", "route", "add", str(self.service_network), "dev", self.bridge)
 
     def add_pod(self, workload, index):
         address = str(self.pod_network.network_address + 10 + len(self.pods))
         pod = Pod(self, workload, index, address)
         run("ip", "netns", "add", pod.netns)
         self.namespaces.append(pod.netns)
-        host_side = f"{TAG}v{len(self.pods)}"
+        host_side = f"{self.tag}v{len(self.pods)}"
         run("ip", "link", "add", host_side, "type", "veth", "peer", "name", "eth0", "netns", pod.netns)
         self.links.append(host_side)
         run("ip", "link", "set", host_side, "master", self.bridge)
@@ -380,7 +402,8 @@ class Cluster:
                 targets = [(pod.address, pod.port(port.get("targetPort", port["port"]))) for pod in ready]
                 addresses = [self.cluster_ips[name]]
                 if spec.get("type") == "LoadBalancer":
-                    addresses.append(self.public_host)
+                    assert name in self.load_balancers, f"no external address for the LoadBalancer {name}"
+                    addresses.append(self.load_balancers[name])
                 for address in addresses:
                     match = f"ip daddr {address} {protocol} dport {port['port']}"
                     if not targets:
@@ -401,7 +424,8 @@ class Cluster:
                     self.endpoints[name] = ready
                     changed = True
             if changed:
-                script = "flush chain ip parley services\n" + "".join(f"add rule ip parley services {rule}\n" for rule in self.rules())
+                script = f"flush chain ip {self.table} services\n" + "".join(
+                    f"add rule ip {self.table} services {rule}\n" for rule in self.rules())
                 run("nft", "-f", "-", input=script)
 
     def controller(self):
@@ -412,18 +436,19 @@ class Cluster:
                 print(f"endpoints controller: {error}")
 
     def start(self):
-        require(os.geteuid() == 0, "pods need network namespaces and mounts (scripts/interop.sh runs as root)")
         require(shutil.which("kubectl") is not None, "kubectl renders the manifests (scripts/install-deps.sh test)")
         self.network()
         for offset, service in enumerate(self.objects.of("Service")):
             if service["spec"].get("clusterIP") != "None":
-                self.cluster_ips[service["metadata"]["name"]] = str(SERVICE_NETWORK.network_address + 10 + offset)
-        run("nft", "-f", "-", input="""
-            table ip parley {
-              chain services { }
-              chain prerouting { type nat hook prerouting priority -100; jump services; }
-              chain output { type nat hook output priority -100; jump services; }
-            }""")
+                self.cluster_ips[service["metadata"]["name"]] = str(self.service_network.network_address + 10 + offset)
+        snat = f"ip saddr {self.pod_network} ip daddr {self.egress_to} snat to {self.egress};" if self.egress else ""
+        run("nft", "-f", "-", input=f"""
+            table ip {self.table} {{
+              chain services {{ }}
+              chain prerouting {{ type nat hook prerouting priority -100; jump services; }}
+              chain output {{ type nat hook output priority -100; jump services; }}
+              chain postrouting {{ type nat hook postrouting priority 100; {snat} }}
+            }}""")
         # Redis first (the relays' route store), then relays and transceivers, as their readiness allows.
         workloads = sorted(self.objects.of("StatefulSet") + self.objects.of("Deployment"),
                            key=lambda w: {"StatefulSet": 0}.get(w["kind"], 1))
@@ -471,12 +496,12 @@ class Cluster:
             if pod.process and pod.process.poll() is None:
                 pod.process.kill()
                 pod.process.wait()
-        run("nft", "delete", "table", "ip", "parley", check=False)
+        run("nft", "delete", "table", "ip", self.table, check=False)
         for namespace in self.namespaces:
             run("ip", "netns", "delete", namespace, check=False)
+        run("ip", "route", "delete", str(self.service_network), check=False)
         for link in self.links:
             run("ip", "link", "delete", link, check=False)
-        run("ip", "route", "delete", str(SERVICE_NETWORK), check=False)
 
 
 APP_PAGE = """<!doctype html><meta charset="utf-8"><title>an app on Parley</title>
@@ -552,6 +577,9 @@ class Ingress:
                 connection = http.client.HTTPConnection(*upstream, timeout=15)
                 forwarded = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
                 forwarded["X-Forwarded-For"] = self.client_address[0]
+                if cluster.region_header:
+                    # The edge's word for where the client is (GeoDNS, an anycast edge).
+                    forwarded["X-Parley-Region"] = cluster.region_header
                 connection.request(self.command, self.path, body=body, headers=forwarded)
                 answer = connection.getresponse()
                 content = answer.read()
@@ -566,8 +594,8 @@ class Ingress:
 
             do_GET = do_POST = do_PATCH = do_DELETE = relay
 
-        self.server = http.server.ThreadingHTTPServer((CLIENT_GATEWAY, INGRESS_PORT), Handler)
-        self.base = f"http://{CLIENT_GATEWAY}:{INGRESS_PORT}"
+        self.server = http.server.ThreadingHTTPServer((CLIENT_GATEWAY, cluster.ingress_port), Handler)
+        self.base = f"http://{CLIENT_GATEWAY}:{cluster.ingress_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self):
@@ -575,15 +603,22 @@ class Ingress:
         self.server.server_close()
 
 
+def print_pods(cluster):
+    for pod in cluster.pods:
+        print(f"--- {cluster.tag} {pod.name} ({pod.address}): {' '.join(getattr(pod, 'argv', []))}\n{pod.logs()[-3000:]}")
+
+
 @pytest.fixture
 def cluster(tmp_path):
-    cluster = Cluster(tmp_path)
+    require(os.geteuid() == 0, "pods need network namespaces and mounts (scripts/interop.sh runs as root)")
+    internet = Internet()
+    cluster = Cluster(tmp_path, internet)
     try:
         yield cluster.start()
     finally:
         cluster.stop()
-        for pod in cluster.pods:
-            print(f"--- {pod.name} ({pod.address}): {' '.join(getattr(pod, 'argv', []))}\n{pod.logs()[-3000:]}")
+        internet.stop()
+        print_pods(cluster)
 
 
 class Browser:
@@ -763,5 +798,68 @@ def test_a_client_whose_network_blocks_udp_calls_over_the_services_tcp_443(clust
         import json
         described = json.loads(api(cluster, "GET", f"/v1/realtime/calls/{state['callId']}")[1])
         assert described["transport"] == "tcp" and described["client"].startswith(f"{CLIENT}:"), described
+    finally:
+        browser.close()
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """The two region overlays as two clusters on the node. Each region's tunnel load balancer has
+    the address the other region's `peer-tunnel` names; each cluster's pods reach the other's
+    through an egress address inside the network the other's `peer-network` names (SNAT, as nodes or
+    a NAT gateway do), so the relays believe forwards by network, not by pod address."""
+    require(os.geteuid() == 0, "pods need network namespaces and mounts (scripts/interop.sh runs as root)")
+    internet = Internet()
+    a = Cluster(tmp_path, internet, "region-a", "a", "10.96.0.0/16", 8000)
+    b = Cluster(tmp_path, internet, "region-b", "b", "10.97.0.0/16", 8001, region_header="a")
+    for cluster, other in ((a, b), (b, a)):
+        cluster.load_balancers["parley-relay-tunnel"] = other.objects.config_value("parley-cluster", "peer-tunnel").rsplit(":", 1)[0]
+        cluster.egress = str(ipaddress.ip_network(other.objects.config_value("parley-cluster", "peer-network")).network_address + 1)
+        cluster.egress_to = other.pod_network
+    try:
+        a.start()
+        b.start()
+        yield a, b
+    finally:
+        for cluster in (a, b):
+            cluster.stop()
+        internet.stop()
+        for cluster in (a, b):
+            print_pods(cluster)
+
+
+def test_the_region_overlays_carry_a_call_from_one_regions_relays_into_the_other_cluster(fleet):
+    """A client near region A calls cluster 2 (region B's signaling): the answer lists region A's
+    relays first (the edge said region a), Chromium enters there, relay A forwards the flow to
+    region B's tunnel load balancer by the token's cluster id, and region B's relays believe it by
+    its source network and route it to cluster 2's transceiver."""
+    a, b = fleet
+    for pod in a.pods_of("parley-relay"):
+        assert "--cluster-relay=2=10.20.0.40:4000" in pod.argv and "--peer-network=10.20.0.0/16" in pod.argv, pod.argv
+    for pod in b.pods_of("parley-transceiver"):
+        assert "--cluster-id=2" in pod.argv and "--relay=a=203.0.113.10:3478" in pod.argv, pod.argv
+    browser = Browser(a)
+    try:
+        driver = browser.open(f"{b.ingress.base}/?client_secret={client_secret(b)}")
+        state = wait_for(driver, lambda s: s["state"] == "connected" or s["error"], 20, "connected through region A")
+        assert state["error"] is None, state
+        wait_for(driver, lambda s: s["channelState"] == "open" and s["stats"].get("packetsReceived", 0) >= 100, 20, "audio")
+        udp = re.findall(r"^a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host", state["answer"], re.MULTILINE)
+        assert udp[:2] == [(a.public_host, "3478"), (b.public_host, "3478")], udp
+        assert driver.execute_script("return window.parley.stats.remote") == f"{a.public_host}:3478/udp"
+        owner = owner_of(b, state["callId"])
+        import json
+        described = json.loads(api(b, "GET", f"/v1/realtime/calls/{state['callId']}", pod=owner)[1])
+        assert described["client"].startswith(f"{CLIENT}:") and " via 10.245." in described["client"], described
+        time.sleep(1.2)  # relays publish their counters once a second
+        forwarded = sum(metric_of(pod, 'parley_relay_packets_total{direction="to_transceiver"}') for pod in a.pods_of("parley-relay"))
+        assert forwarded >= 100, "relay A did not forward the call's packets to region B"
+        assert sum(metric_of(pod, 'parley_relay_drops_total{reason="bad_token"}') for pod in a.pods_of("parley-relay")) == 0
+        assert sum(metric_of(pod, 'parley_relay_drops_total{reason="untrusted_peer"}') for pod in b.pods_of("parley-relay")) == 0
+        echoed = driver.execute_async_script("""
+            const done = arguments[0];
+            window.channel.onmessage = (event) => done(event.data.length);
+            window.channel.send(JSON.stringify({type: "x", pad: "a".repeat(30000)}));""")
+        assert echoed > 30000, echoed
     finally:
         browser.close()
