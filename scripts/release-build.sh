@@ -15,7 +15,9 @@ if ! $swift build -c release --static-swift-stdlib --product parley > "$log" 2>&
     echo "release build failed" >&2
     exit 1
 fi
-if ldd "$binary" | grep -q "libswift\|libFoundation"; then
+# Anything from the toolchain (libswift*, Foundation, Dispatch, BlocksRuntime, ICU data): the
+# runtime stage has Debian's libraries only.
+if ldd "$binary" | grep -Eq "libswift|Foundation|libdispatch|BlocksRuntime|/opt/swift|/usr/share/swift|not found"; then
     echo "$binary loads Swift runtime libraries; the image's runtime stage has none:" >&2
     ldd "$binary" >&2
     exit 1

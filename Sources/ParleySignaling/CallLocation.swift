@@ -16,15 +16,19 @@ public enum CallLocation: Equatable, Sendable {
     public static let forwardedHeader = "X-Parley-Forwarded"
 
     /// `heldHere`: the call is in this process's registry. `forwarded`: the request came from
-    /// another transceiver. A call id this cluster's keys did not seal, or one naming this process,
-    /// an unspecified address or port 0 (a transceiver that could not name its own endpoint) is
-    /// nowhere.
+    /// another transceiver. `keyring`: the transceivers' own (call ids are sealed with it, not with
+    /// the routing key relays hold). `peers`: where other transceivers may be (`--trusted-proxy`:
+    /// they forward to and believe each other), so even a sealed id sends nothing elsewhere. A call
+    /// id these keys did not seal, or one naming this process, an address outside `peers`, an
+    /// unspecified address or port 0 (a transceiver that could not name its own endpoint) is nowhere.
     public static func of(callID: String, heldHere: Bool, forwarded: Bool, keyring: RoutingKeyring, clusterID: UInt16,
-                          ownEndpoint: TransportAddress) -> CallLocation {
+                          ownEndpoint: TransportAddress, peers: [IPNetwork]) -> CallLocation {
         if heldHere { return .here }
         guard !forwarded, let token = CallID.token(of: callID, keyring: keyring), token.clusterID == clusterID else { return .nowhere }
         let owner = token.worker
-        guard owner != ownEndpoint, owner.port != 0, !owner.isUnspecified else { return .nowhere }
+        guard owner != ownEndpoint, owner.port != 0, !owner.isUnspecified, peers.contains(where: { $0.contains(owner) }) else {
+            return .nowhere
+        }
         return .elsewhere(owner)
     }
 }

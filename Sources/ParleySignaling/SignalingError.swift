@@ -34,6 +34,11 @@ public struct SignalingError: Error, Equatable, Sendable, CustomStringConvertibl
         statusCode: 401, type: "invalid_request_error", code: "invalid_client_secret",
         message: "the client secret is malformed, forged, or sealed with a key this server no longer has")
 
+    /// A request marked as another transceiver's forward whose seal does not open (or no longer does).
+    public static let invalidForward = SignalingError(
+        statusCode: 401, type: "invalid_request_error", code: "invalid_forward",
+        message: "X-Parley-Forwarded is for transceivers of this cluster, sealed for one request: this one is not")
+
     public static let clientSecretRevoked = SignalingError(
         statusCode: 401, type: "invalid_request_error", code: "client_secret_revoked",
         message: "the API key that minted this client secret is no longer accepted: mint a new one")

@@ -875,6 +875,9 @@ func serve(_ configuration: TransceiverConfiguration, logger: Logger, metrics: M
         throw StartupError("cannot bind the media workers' UDP ports on \(configuration.mediaHost) "
                            + "(--media-port \(configuration.mediaPort)): \(describe(error)). Is another parley running? "
                            + "Choose another --media-port, or 0 for any free one")
+    } catch {
+        await transceiver.shutdown()
+        throw error
     }
     let drain = DrainController(transceiver: transceiver, timeout: configuration.drainTimeout, logger: logger)
     let api = SignalingAPI(transceiver: transceiver, demoPage: demoPage, devSecrets: dev.map { .init(key: $0.key) },
@@ -898,7 +901,12 @@ func serve(_ configuration: TransceiverConfiguration, logger: Logger, metrics: M
                               successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore))
     }
     let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [], logger: logger))
-    drain.onFinished = { Task { await group.triggerGracefulShutdown() } }
+    // Forwarded sidebands (of other pods' calls) end first, with 1012: their app servers connect
+    // again through another pod. A drain waits for this pod's calls only.
+    drain.onFinished = { Task {
+        transceiver.closeForwardedSidebands()
+        await group.triggerGracefulShutdown()
+    } }
     logger.info("signaling API", metadata: ["url": "http://\(configuration.httpHost):\(configuration.httpPort)/"])
 
     let signalTask = Task {
@@ -925,6 +933,7 @@ func serve(_ configuration: TransceiverConfiguration, logger: Logger, metrics: M
                 // by the kubelet's SIGTERM is one request to drain, not two.
                 if arrival.ordinal >= 2 {
                     logger.notice("\(arrival.name), the second termination signal: ending every call now")
+                    transceiver.closeForwardedSidebands()
                     await group.triggerGracefulShutdown()
                 } else if drain.isDraining {
                     logger.notice("\(arrival.name) while draining: still draining (a second signal ends every call at once)")

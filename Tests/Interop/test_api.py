@@ -3,6 +3,7 @@ client secrets (401, 403, expiry, a browser calling with a secret), calls owned 
 (404 to anyone else), rate limits (429 with Retry-After), live calls per key, HTTP timeouts and the
 connection cap, no agent connection before ICE, metrics off the public port, the sideband, drain."""
 import asyncio
+import http.server
 import json
 import re
 import os
@@ -18,7 +19,7 @@ import pytest
 import websockets
 import websockets.sync.client
 
-from conftest import API_KEY, PARLEY, auth, free_port
+from conftest import API_KEY, PARLEY, ROOT as ROOT_DIR, auth, free_port
 from test_agents import Bursts, Caller, metric
 from test_chromium import chromium, wait_for, write_bursts
 from test_signaling import CHROME, multipart
@@ -457,14 +458,14 @@ def test_dev_makes_and_prints_a_key_and_a_transceiver_needs_one(parley_with):
 
 
 class Transceivers:
-    """Two `parley transceiver` processes of one cluster (one routing key, one set of API keys), as
-    two pods behind one Service: a call made on one is answered for on the other."""
+    """`parley transceiver` processes of one cluster (one routing key, one set of API keys), as
+    pods behind one Service: a call made on one is answered for on the others."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, count=3):
         import secrets as random_secrets
         self.key = random_secrets.token_hex(32)
         self.processes, self.bases = [], []
-        for index in range(2):
+        for index in range(count):
             http_port, metrics_port = free_port(), free_port()
             log = open(tmp_path / f"transceiver-{index}.log", "w")
             process = subprocess.Popen([
@@ -495,7 +496,7 @@ def test_any_transceiver_answers_for_a_call_another_one_owns(tmp_path):
     comes back as the owner gave it: GET, PATCH (an ICE restart), the sideband, DELETE."""
     pods = Transceivers(tmp_path)
     try:
-        a, b = pods.bases
+        a, b, c = pods.bases
         status, headers, answer = offer(a, auth())
         assert status == 201, answer
         call_id = headers["Location"].rsplit("/", 1)[1]
@@ -536,10 +537,47 @@ def test_any_transceiver_answers_for_a_call_another_one_owns(tmp_path):
                     refused.recv(timeout=5)
             assert closed.value.rcvd.code == 4404
 
-        # A forwarded request is never forwarded again (no loops), and ids that are not this
-        # cluster's sealed ones are nobody's: 404 at once.
+        # Only a transceiver can mark a request as forwarded (a seal with the transceivers' key,
+        # for that one request): a client's own mark is refused.
         status, _, text = request(b, "GET", f"/v1/realtime/calls/{call_id}", headers={**auth(), "X-Parley-Forwarded": "1"})
-        assert status == 404, text
+        assert status == 401 and error_of(text)["code"] == "invalid_forward", text
+
+        # What a forward carries: a seal, never the client's credential. A call id naming a server
+        # that is not a Parley transceiver (as a dead pod's address may by now) learns nothing.
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("reference", os.path.join(ROOT_DIR, "scripts", "routing-token-reference.py"))
+        reference = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(reference)
+        seen = []
+
+        class Impostor(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                seen.append(dict(self.headers))
+                self.send_response(418)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+        impostor = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Impostor)
+        threading.Thread(target=impostor.serve_forever, daemon=True).start()
+
+        def call_id_naming(host, port):
+            token = reference.seal(bytes.fromhex(pods.key), 0, 0, host, port, int((time.time() - 1_704_067_200) // 3600), 7, purpose=1)
+            return "rtc_" + token.replace("+", "-").replace("/", "_")
+        try:
+            status, _, _ = request(b, "GET", f"/v1/realtime/calls/{call_id_naming('127.0.0.1', impostor.server_address[1])}",
+                                   headers=auth())
+            assert status == 418 and len(seen) == 1, (status, seen)
+            assert "Authorization" not in seen[0] and seen[0]["X-Parley-Forwarded"].startswith("fw_"), seen[0]
+            # An id naming an address outside the transceivers' network (--trusted-proxy) is not followed.
+            assert request(b, "GET", f"/v1/realtime/calls/{call_id_naming('192.0.2.7', 8080)}", headers=auth())[0] == 404
+            assert len(seen) == 1
+        finally:
+            impostor.shutdown()
+            impostor.server_close()
+
+        # Ids that are not this cluster's sealed ones are nobody's: 404 at once.
         forged = "rtc_" + "A" * 32
         assert request(b, "GET", f"/v1/realtime/calls/{forged}", headers=auth())[0] == 404
         assert request(b, "GET", "/v1/realtime/calls/rtc_0123456789abcdef", headers=auth())[0] == 404
@@ -548,10 +586,26 @@ def test_any_transceiver_answers_for_a_call_another_one_owns(tmp_path):
         assert request(b, "DELETE", f"/v1/realtime/calls/{call_id}", headers=auth())[0] == 204
         assert request(a, "GET", f"/v1/realtime/calls/{call_id}", headers=auth())[0] == 404
         assert request(b, "GET", f"/v1/realtime/calls/{call_id}", headers=auth())[0] == 404
-        # b forwarded GET, GET (another key's), PATCH, the sideband twice, DELETE and the last GET.
+        # b forwarded GET, GET (another key's), PATCH, the sideband twice, the impostor's GET, DELETE and the last GET.
         from test_relay_recovery import metric as metric_at
-        assert metric_at(b.metrics_port, 'parley_signaling_forwarded_total{outcome="answered"}') == 7
+        assert metric_at(b.metrics_port, 'parley_signaling_forwarded_total{outcome="answered"}') == 8
         assert "sideband forwarded to the call's transceiver" in pods.processes[1].log_path.read_text()
+
+        # A pod that stops (a drain with no calls of its own ends at once) closes the sidebands it
+        # forwards for other pods' calls with 1012, "connect again", instead of dropping them.
+        status, headers, _ = offer(a, auth())
+        call_id = headers["Location"].rsplit("/", 1)[1]
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{c.http_port}/v1/realtime?call_id={call_id}",
+                                            additional_headers=auth()) as sideband:
+            assert json.loads(sideband.recv(timeout=5))["type"] == "call.state"
+            pods.processes[2].send_signal(signal.SIGTERM)
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                while True:
+                    sideband.recv(timeout=10)
+            assert closed.value.rcvd.code == 1012, closed.value
+        assert pods.processes[2].wait(timeout=10) == 0
+        # The call itself lives on at its owner.
+        assert request(a, "GET", f"/v1/realtime/calls/{call_id}", headers=auth())[0] == 200
 
         # The owner gone (its pod ended): the other answers 502, saying so, instead of hanging.
         status, headers, answer = offer(a, auth())

@@ -13,7 +13,8 @@ import ParleyWire
     }
 
     static func location(_ id: String, heldHere: Bool = false, forwarded: Bool = false) -> CallLocation {
-        CallLocation.of(callID: id, heldHere: heldHere, forwarded: forwarded, keyring: keyring, clusterID: 4, ownEndpoint: me)
+        CallLocation.of(callID: id, heldHere: heldHere, forwarded: forwarded, keyring: keyring, clusterID: 4, ownEndpoint: me,
+                        peers: [IPNetwork("10.244.0.0/16")!])
     }
 
     @Test func aCallAnotherPodOwnsIsForwardedThereOnce() {
@@ -30,6 +31,8 @@ import ParleyWire
         #expect(Self.location(Self.id(owner: .v4(IPv4Address(10, 244, 2, 12), port: 0))) == .nowhere)
         #expect(Self.location(Self.id(owner: .v6(IPv6Address("::")!, port: 8080))) == .nowhere)
         #expect(Self.location("rtc_0123456789abcdef") == .nowhere)
+        #expect(Self.location(Self.id(owner: .v4(IPv4Address(192, 0, 2, 7), port: 8080))) == .nowhere,
+                "a sealed id naming an address outside the transceivers' network sends nothing there")
         #expect(Self.location("") == .nowhere)
     }
 }

@@ -218,7 +218,8 @@ final class MediaWorker: @unchecked Sendable {
         entry.agentName = agentName ?? agent.description
         sessions[key] = entry
         callKeys[parameters.id] = key
-        // Registered on the worker's loop, where `remove` unregisters it: the two never race.
+        // Registered (at the top) on the worker's loop, where `remove` unregisters it: the two never
+        // race; lookups that find it before this point hop onto this loop, so they run after it.
         created = true
         metrics.sessionsCreated.increment()
         metrics.sessionsActive.increment()

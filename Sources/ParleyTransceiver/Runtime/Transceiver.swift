@@ -60,11 +60,16 @@ public final class Transceiver: Sendable {
     private let credentials: Mutex<Authenticator>
     /// Requests about calls other transceivers of the cluster own go there.
     let forwarder: CallForwarder
+    /// The transceivers' own keys (the client-secret keyring, else the routing keyring), which
+    /// relays do not hold: call ids and forwarded requests are sealed with them.
+    private let transceiverKeys: Mutex<(ring: RoutingKeyring, forwards: ForwardedRequest)>
 
     public init(configuration: TransceiverConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         keys = Mutex(configuration.keyring)
+        let ownRing = configuration.clientSecretKeyring ?? configuration.keyring
+        transceiverKeys = Mutex((ownRing, ForwardedRequest(keyring: ownRing)))
         credentials = Mutex(Authenticator(
             apiKeys: try APIKeys(configuration.apiKeys), secrets: ClientSecrets(keyring: configuration.clientSecretKeyring ?? configuration.keyring),
             requireCredentials: configuration.requireAuthentication))
@@ -74,7 +79,6 @@ public final class Transceiver: Sendable {
         let metrics = TransceiverMetrics()
         self.registry = registry
         self.metrics = metrics
-        forwarder = CallForwarder(logger: logger, metrics: metrics)
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.workers))
         let loops = Array(group.makeIterator())
         let host = configuration.workerEndpointHost ?? IPv4Address(configuration.mediaHost) ?? IPv4Address(127, 0, 0, 1)
@@ -91,6 +95,8 @@ public final class Transceiver: Sendable {
             let context = try NIOSSLContext(configuration: tls)
             for worker in workers { worker.agentTLS = context }
         }
+        // Last: its HTTP client must be shut down once made, and nothing above may throw after it.
+        forwarder = CallForwarder(logger: logger, metrics: metrics)
     }
 
     /// Binds every worker's socket.
@@ -118,8 +124,23 @@ public final class Transceiver: Sendable {
     /// Where a request about call `id` is answered: here, by the transceiver its id names, or
     /// nowhere. `forwarded`: the request is already another transceiver's forward.
     public func location(ofCall id: String, forwarded: Bool) -> CallLocation {
-        CallLocation.of(callID: id, heldHere: registry.lookup(id) != nil, forwarded: forwarded, keyring: keys.withLock { $0 },
-                        clusterID: configuration.clusterID, ownEndpoint: configuration.signalingEndpoint)
+        CallLocation.of(callID: id, heldHere: registry.lookup(id) != nil, forwarded: forwarded, keyring: transceiverKeys.withLock { $0.ring },
+                        clusterID: configuration.clusterID, ownEndpoint: configuration.signalingEndpoint,
+                        peers: configuration.trustedProxies)
+    }
+
+    /// Ends the sidebands this process forwards for other transceivers' calls (1012: connect again).
+    public func closeForwardedSidebands() { forwarder.closeSidebands() }
+
+    /// Seals what the owner of a call needs to answer a forwarded request (`ForwardedRequest`).
+    func sealForward(credential: Credential, method: String, target: String, client: TransportAddress, region: String?) -> String {
+        transceiverKeys.withLock { $0.forwards }.seal(credential: credential, method: method, target: target, client: client,
+                                                      region: region, unixSeconds: Int64(time(nil)))
+    }
+
+    /// Opens a forward another transceiver sealed for this request.
+    func openForward(_ text: String, method: String, target: String) throws(SignalingError) -> ForwardedRequest.Claims {
+        try transceiverKeys.withLock { $0.forwards }.open(text, method: method, target: target, unixSeconds: Int64(time(nil)))
     }
     /// Live calls and offers being answered: a drain ends only when both are gone.
     public var callsInProgress: Int { registry.liveOrReserved }
@@ -161,8 +182,8 @@ public final class Transceiver: Sendable {
         // The token's nonce keys the session on its worker, and the call id must be unique in the
         // process: on the rare collision of either, draw both again.
         for _ in 0..<4 {
-            let callID = CallID.make(keyring: keyring, clusterID: configuration.clusterID, owner: configuration.signalingEndpoint,
-                                     issuedHour: issued, using: &generator)
+            let callID = CallID.make(keyring: transceiverKeys.withLock { $0.ring }, clusterID: configuration.clusterID,
+                                     owner: configuration.signalingEndpoint, issuedHour: issued, using: &generator)
             let token = RoutingToken.random(keyID: keyring.currentKeyID, clusterID: configuration.clusterID,
                                             worker: worker.endpoint, issuedHour: issued, using: &generator)
             let ufrag = keyring.seal(token)
@@ -379,6 +400,8 @@ public final class Transceiver: Sendable {
             throw .badRequest("the reloaded key files hold no API key: every request would be refused")
         }
         keys.withLock { $0 = keyring }
+        let ownRing = secretKeyring ?? keyring  // as client secrets are sealed
+        transceiverKeys.withLock { $0 = (ownRing, ForwardedRequest(keyring: ownRing)) }
         credentials.withLock { auth in
             auth.secrets = ClientSecrets(keyring: secretKeyring ?? keyring)
             if let newKeys { auth.apiKeys = newKeys }

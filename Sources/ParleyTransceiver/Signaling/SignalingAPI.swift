@@ -101,6 +101,13 @@ public struct SignalingAPI: Sendable {
     /// The request's credential. A failed one counts against its address's rate, so keys cannot be
     /// guessed faster than calls can be made.
     private func credential(_ request: Request, _ context: SignalingContext) throws(SignalingError) -> Credential {
+        // Another transceiver's forward: the credential it authenticated, sealed for this request.
+        do {
+            if let forward = try forwardClaims(request), let credential = forward.credential { return credential }
+        } catch {
+            try transceiver.admit(address: clientAddress(request, context))
+            throw error
+        }
         do {
             return try transceiver.authenticate(authorization: request.headers[.authorization])
         } catch {
@@ -109,19 +116,32 @@ public struct SignalingAPI: Sendable {
         }
     }
 
+    /// The claims of another transceiver's forward of this request (nil: not a forward); a forged,
+    /// stale or misdirected one is a 401.
+    private func forwardClaims(_ request: Request) throws(SignalingError) -> ForwardedRequest.Claims? {
+        guard let text = request.headers[HTTPField.Name(ForwardedRequest.header)!] else { return nil }
+        return try transceiver.openForward(text, method: request.method.rawValue, target: CallForwarder.target(of: request))
+    }
+
     /// The relays an answer for this request advertises, nearest the client first (nil without a
     /// relay directory: the configured addresses).
     func nearestRelays(_ request: Request, _ context: SignalingContext) -> [TransportAddress]? {
         guard let directory = transceiver.configuration.relayDirectory, !directory.isEmpty else { return nil }
-        // The region header is the edge's word: believed only from a --trusted-proxy, and its last
-        // value (the one the edge appended) if a client sent one of its own too.
+        return directory.relays(for: directory.region(header: edgeRegion(request, context), client: clientAddress(request, context)))
+    }
+
+    /// The region header is the edge's word: believed only from a --trusted-proxy, and its last
+    /// value (the one the edge appended) if a client sent one of its own too; a forward carries the
+    /// region the forwarding transceiver believed.
+    func edgeRegion(_ request: Request, _ context: SignalingContext) -> String? {
+        if let forward = try? forwardClaims(request) { return forward.region }
         let peer = context.remoteAddress.flatMap(TransportAddress.init)
         let fromEdge = peer.map { peer in transceiver.configuration.trustedProxies.contains { $0.contains(peer) } } ?? false
-        let header = fromEdge ? HTTPField.Name(transceiver.configuration.regionHeader).flatMap { request.headers[values: $0].last } : nil
-        return directory.relays(for: directory.region(header: header, client: clientAddress(request, context)))
+        return fromEdge ? HTTPField.Name(transceiver.configuration.regionHeader).flatMap { request.headers[values: $0].last } : nil
     }
 
     func clientAddress(_ request: Request, _ context: SignalingContext) -> TransportAddress {
+        if let forward = try? forwardClaims(request), let client = TransportAddress(forward.client) { return client }
         let peer = context.remoteAddress.flatMap(TransportAddress.init) ?? .v4(IPv4Address(0, 0, 0, 0), port: 0)
         return addresses.resolve(peer: peer, forwardedFor: request.headers[values: HTTPField.Name("X-Forwarded-For")!])
     }
@@ -182,11 +202,13 @@ public struct SignalingAPI: Sendable {
         return owner
     }
 
-    /// `request`, answered by the call's owner.
-    private func forward(_ request: Request, _ context: SignalingContext, body: ByteBuffer? = nil,
+    /// `request`, answered by the call's owner, with `credential` (authenticated here) sealed for it.
+    private func forward(_ request: Request, _ context: SignalingContext, credential: Credential, body: ByteBuffer? = nil,
                          to owner: TransportAddress) async throws -> Response {
-        try await transceiver.forwarder.forward(request, body: body, to: owner, client: clientAddress(request, context),
-                                                regionHeader: transceiver.configuration.regionHeader)
+        let seal = transceiver.sealForward(credential: credential, method: request.method.rawValue,
+                                           target: CallForwarder.target(of: request), client: clientAddress(request, context),
+                                           region: edgeRegion(request, context))
+        return try await transceiver.forwarder.forward(request, body: body, to: owner, seal: seal)
     }
 
     /// A new offer for a call (ICE restart): 200 with the new answer.
@@ -194,7 +216,9 @@ public struct SignalingAPI: Sendable {
         let credential = try credential(request, context)
         let id = try context.parameters.require("id")
         let body = try await collect(request, limit: Self.maximumOfferBytes, what: "the offer")
-        if let owner = owner(ofCall: id, request) { return try await forward(request, context, body: body, to: owner) }
+        if let owner = owner(ofCall: id, request) {
+            return try await forward(request, context, credential: credential, body: body, to: owner)
+        }
         let offer = try OfferRequest.parse(contentType: request.headers[.contentType], body: body)
         do {
             guard let answer = try await transceiver.renegotiateCall(id: id, offer: offer.sdp, credential: credential,
@@ -210,7 +234,7 @@ public struct SignalingAPI: Sendable {
     private func describeCall(_ request: Request, _ context: SignalingContext) async throws -> Response {
         let credential = try credential(request, context)
         let id = try context.parameters.require("id")
-        if let owner = owner(ofCall: id, request) { return try await forward(request, context, to: owner) }
+        if let owner = owner(ofCall: id, request) { return try await forward(request, context, credential: credential, to: owner) }
         guard let snapshot = await transceiver.describeCall(id: id, credential: credential) else { throw SignalingError.noCall(id) }
         let json = try JSONEncoder().encode(snapshot)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: json)))
@@ -219,7 +243,7 @@ public struct SignalingAPI: Sendable {
     private func endCall(_ request: Request, _ context: SignalingContext) async throws -> Response {
         let credential = try credential(request, context)
         let id = try context.parameters.require("id")
-        if let owner = owner(ofCall: id, request) { return try await forward(request, context, to: owner) }
+        if let owner = owner(ofCall: id, request) { return try await forward(request, context, credential: credential, to: owner) }
         guard await transceiver.endCall(id: id, credential: credential) else { throw SignalingError.noCall(id) }
         return Response(status: .noContent)
     }
@@ -273,8 +297,9 @@ public struct SignalingAPI: Sendable {
         }
         if let owner {
             context.logger.info("sideband forwarded to the call's transceiver", metadata: ["call": "\(callID)", "owner": "\(owner)"])
-            await transceiver.forwarder.forwardSideband(request, callID: callID, to: owner, client: clientAddress(request, context),
-                                                        regionHeader: transceiver.configuration.regionHeader,
+            let seal = transceiver.sealForward(credential: credential, method: "GET", target: CallForwarder.sidebandTarget(callID),
+                                               client: clientAddress(request, context), region: edgeRegion(request, context))
+            await transceiver.forwarder.forwardSideband(callID: callID, to: owner, seal: seal, contentType: nil,
                                                         inbound: inbound, outbound: outbound)
             return
         }
