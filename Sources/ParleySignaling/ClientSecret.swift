@@ -58,13 +58,18 @@ public struct ClientSecrets: Sendable {
 
     public init(keyring: RoutingKeyring) {
         sealingKeyID = keyring.currentKeyID
+        keys = Self.derivedKeys(of: keyring, info: "parley client secret v1")
+    }
+
+    /// An AES-256 key per key of `keyring`: HKDF-SHA256 of its secret with `info` (one purpose each).
+    static func derivedKeys(of keyring: RoutingKeyring, info: String) -> [UInt8: SymmetricKey] {
         var keys: [UInt8: SymmetricKey] = [:]
         for id in UInt8(0)..<16 {
             guard let key = keyring.key(id: id) else { continue }
-            keys[id] = HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: key.secret),
-                                              info: Array("parley client secret v1".utf8), outputByteCount: 32)
+            keys[id] = HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: key.secret), info: Array(info.utf8),
+                                              outputByteCount: 32)
         }
-        self.keys = keys
+        return keys
     }
 
     public func seal(_ claims: ClientSecretClaims) -> String { seal(claims, nonce: AES.GCM.Nonce()) }

@@ -16,6 +16,11 @@ import ParleyWire
 /// request target only.
 public struct ForwardedRequest: Sendable {
     public static let header = CallLocation.forwardedHeader
+    /// The owner's answer to a forward carries the forward's nonce here.
+    public static let answerHeader = "X-Parley-Forwarded-Answer"
+
+    /// The first frame an owner sends on a forwarded sideband: the forward's nonce.
+    public static func sidebandAcknowledgement(nonce: String) -> String { #"{"type":"parley.forwarded","nonce":""# + nonce + #""}"# }
     public static let prefix = "fw_"
     static let version: UInt8 = 1
     /// A forward is made and used within a request's time: what the clocks of two pods may differ
@@ -38,9 +43,13 @@ public struct ForwardedRequest: Sendable {
         public var client: String
         public var region: String?
         public var expires: Int64
+        /// Random, and readable only with the key: the owner proves it is a transceiver of this
+        /// cluster (not whatever now holds the address a call id names) by sending it back
+        /// (`answerHeader`, or a sideband's first frame).
+        public var nonce: String
 
         enum CodingKeys: String, CodingKey {
-            case kind, key, secret, method, target, client, region
+            case kind, key, secret, method, target, client, region, nonce
             case secretExpires = "secret_exp"
             case expires = "exp"
         }
@@ -65,19 +74,16 @@ public struct ForwardedRequest: Sendable {
     /// transceivers have no other).
     public init(keyring: RoutingKeyring) {
         sealingKeyID = keyring.currentKeyID
-        var keys: [UInt8: SymmetricKey] = [:]
-        for id in UInt8(0)..<16 {
-            guard let key = keyring.key(id: id) else { continue }
-            keys[id] = HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: key.secret),
-                                              info: Array("parley forwarded request v1".utf8), outputByteCount: 32)
-        }
-        self.keys = keys
+        keys = ClientSecrets.derivedKeys(of: keyring, info: "parley forwarded request v1")
     }
 
+    /// The sealed text, and the nonce the owner's answer must carry.
     public func seal(credential: Credential, method: String, target: String, client: TransportAddress, region: String?,
-                     unixSeconds now: Int64) -> String {
+                     unixSeconds now: Int64) -> (text: String, nonce: String) {
+        var generator = SystemRandomNumberGenerator()
+        let nonce = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
         var claims = Claims(kind: "anonymous", key: credential.keyID, secret: nil, secretExpires: nil, method: method, target: target,
-                            client: client.description, region: region, expires: now &+ Self.lifetime)
+                            client: client.description, region: region, expires: now &+ Self.lifetime, nonce: nonce)
         switch credential {
         case .apiKey: claims.kind = "api_key"
         case .clientSecret(let secret):
@@ -93,7 +99,7 @@ public struct ForwardedRequest: Sendable {
               let combined = box.combined else {
             preconditionFailure("sealing a forward cannot fail with a 32-byte key")
         }
-        return Self.prefix + ClientSecrets.base64URL([Self.version, sealingKeyID] + Array(combined))
+        return (Self.prefix + ClientSecrets.base64URL([Self.version, sealingKeyID] + Array(combined)), nonce)
     }
 
     /// The claims of a forward a transceiver of this cluster sealed for this very request, if it
@@ -107,7 +113,7 @@ public struct ForwardedRequest: Sendable {
               let box = try? AES.GCM.SealedBox(combined: sealed[2...]),
               let plaintext = try? AES.GCM.open(box, using: key, authenticating: sealed[0..<2]),
               let claims = try? JSONDecoder().decode(Claims.self, from: plaintext),
-              claims.method == method, claims.target == target, now <= claims.expires,
+              claims.method == method, claims.target == target, now <= claims.expires &+ ClientSecrets.clockSkew,
               claims.expires <= now &+ Self.lifetime &+ ClientSecrets.clockSkew, claims.credential != nil else {
             throw .invalidForward
         }

@@ -904,7 +904,7 @@ func serve(_ configuration: TransceiverConfiguration, logger: Logger, metrics: M
     // Forwarded sidebands (of other pods' calls) end first, with 1012: their app servers connect
     // again through another pod. A drain waits for this pod's calls only.
     drain.onFinished = { Task {
-        transceiver.closeForwardedSidebands()
+        await transceiver.closeForwardedSidebands()
         await group.triggerGracefulShutdown()
     } }
     logger.info("signaling API", metadata: ["url": "http://\(configuration.httpHost):\(configuration.httpPort)/"])
@@ -933,7 +933,7 @@ func serve(_ configuration: TransceiverConfiguration, logger: Logger, metrics: M
                 // by the kubelet's SIGTERM is one request to drain, not two.
                 if arrival.ordinal >= 2 {
                     logger.notice("\(arrival.name), the second termination signal: ending every call now")
-                    transceiver.closeForwardedSidebands()
+                    await transceiver.closeForwardedSidebands()
                     await group.triggerGracefulShutdown()
                 } else if drain.isDraining {
                     logger.notice("\(arrival.name) while draining: still draining (a second signal ends every call at once)")

@@ -9,7 +9,7 @@ import ParleyWire
     static let now: Int64 = 1_800_000_000
 
     static func seal(_ credential: Credential, method: String = "PATCH", target: String = "/v1/realtime/calls/rtc_x") -> String {
-        forwards.seal(credential: credential, method: method, target: target, client: client, region: "a", unixSeconds: now)
+        forwards.seal(credential: credential, method: method, target: target, client: client, region: "a", unixSeconds: now).text
     }
 
     @Test func theOwnerLearnsTheCredentialClientAndRegionOfThisRequestOnly() throws {
@@ -17,6 +17,11 @@ import ParleyWire
                                             unixSeconds: Self.now + 5)
         #expect(claims.credential == .apiKey(id: "key_1"))
         #expect(claims.client == "192.0.2.2:50000" && claims.region == "a")
+        // The nonce travels sealed: the owner learns it only by opening the seal with the key.
+        let (text, nonce) = Self.forwards.seal(credential: .anonymous, method: "GET", target: "/x", client: Self.client, region: nil,
+                                               unixSeconds: Self.now)
+        #expect(nonce.count == 32 && !text.contains(nonce))
+        #expect(try Self.forwards.open(text, method: "GET", target: "/x", unixSeconds: Self.now).nonce == nonce)
         #expect(throws: SignalingError.invalidForward) {
             try Self.forwards.open(Self.seal(.apiKey(id: "key_1")), method: "DELETE", target: "/v1/realtime/calls/rtc_x", unixSeconds: Self.now)
         }
@@ -44,7 +49,8 @@ import ParleyWire
             (try? forwards.open(text, method: "PATCH", target: "/v1/realtime/calls/rtc_x", unixSeconds: time)) != nil
         }
         #expect(open(sealed))
-        #expect(!open(sealed, at: Self.now + ForwardedRequest.lifetime + 1), "expired")
+        #expect(open(sealed, at: Self.now + ForwardedRequest.lifetime + 30), "a forwarder's clock a little behind")
+        #expect(!open(sealed, at: Self.now + ForwardedRequest.lifetime + 61), "expired")
         #expect(!open(sealed, with: ForwardedRequest(keyring: RoutingKeyring(current: RoutingKey(id: 3, secret: [UInt8](repeating: 1, count: 32))))))
         // A ring without the sealing key id (another cluster's, or one rotated past it) opens nothing.
         #expect(!open(sealed, with: ForwardedRequest(keyring: RoutingKeyring(current: RoutingKey(id: 4, secret: (0..<32).map { UInt8($0 &* 7) })))))

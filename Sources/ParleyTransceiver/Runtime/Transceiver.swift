@@ -130,17 +130,29 @@ public final class Transceiver: Sendable {
     }
 
     /// Ends the sidebands this process forwards for other transceivers' calls (1012: connect again).
-    public func closeForwardedSidebands() { forwarder.closeSidebands() }
+    public func closeForwardedSidebands() async { await forwarder.closeSidebands() }
 
     /// Seals what the owner of a call needs to answer a forwarded request (`ForwardedRequest`).
-    func sealForward(credential: Credential, method: String, target: String, client: TransportAddress, region: String?) -> String {
+    func sealForward(credential: Credential, method: String, target: String, client: TransportAddress,
+                     region: String?) -> (text: String, nonce: String) {
         transceiverKeys.withLock { $0.forwards }.seal(credential: credential, method: method, target: target, client: client,
                                                       region: region, unixSeconds: Int64(time(nil)))
     }
 
-    /// Opens a forward another transceiver sealed for this request.
+    /// Opens a forward another transceiver sealed for this request. Its credential must be one this
+    /// process accepts too (a key removed here, or anonymity where credentials are required, is not).
     func openForward(_ text: String, method: String, target: String) throws(SignalingError) -> ForwardedRequest.Claims {
-        try transceiverKeys.withLock { $0.forwards }.open(text, method: method, target: target, unixSeconds: Int64(time(nil)))
+        let claims = try transceiverKeys.withLock { $0.forwards }.open(text, method: method, target: target, unixSeconds: Int64(time(nil)))
+        let accepted = credentials.withLock { auth -> Bool in
+            switch claims.credential {
+            case .apiKey(let id)?: auth.apiKeys.contains(id: id) || !auth.requireCredentials
+            case .clientSecret(let secret)?: auth.apiKeys.contains(id: secret.owner) || !auth.requireCredentials
+            case .anonymous?: !auth.requireCredentials
+            case nil: false
+            }
+        }
+        guard accepted else { throw .invalidForward }
+        return claims
     }
     /// Live calls and offers being answered: a drain ends only when both are gone.
     public var callsInProgress: Int { registry.liveOrReserved }

@@ -7,16 +7,19 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOWebSocket
 import ParleySignaling
 import ParleyWire
 import Synchronization
 
 /// Forwards a request about a call this process does not hold to the transceiver that owns it (the
-/// endpoint sealed in the call id, `CallLocation`): one hop, over the cluster's network, with the
-/// client's credential and address. The Service in front of the transceivers may send a call's
-/// GET, PATCH, DELETE or sideband to any pod; this makes every pod answer for every call of the
-/// cluster without shared state. The owner checks the credential and answers; its answer goes back
-/// as it is.
+/// endpoint sealed in the call id, `CallLocation`): one hop, over the cluster's network. The
+/// Service in front of the transceivers may send a call's GET, PATCH, DELETE or sideband to any
+/// pod; this makes every pod answer for every call of the cluster without shared state. The
+/// client's credential stays here: the owner gets a `ForwardedRequest` seal of what this pod
+/// authenticated, and must prove it could open it (its nonce, in `answerHeader` or a sideband's
+/// first frame) before its answer is passed on — an address a call id names may, by the time a
+/// request comes, belong to something else.
 final class CallForwarder: Sendable {
     /// A forwarded answer is an SDP answer or a call's JSON: well under this.
     static let maximumAnswerBytes = 1024 * 1024
@@ -24,30 +27,36 @@ final class CallForwarder: Sendable {
     /// (an ICE restart's answer is ready in milliseconds).
     static let connectTimeout: TimeAmount = .seconds(1)
     static let answerTimeout: TimeAmount = .seconds(10)
+    /// The owner may send events as large as a data-channel message escaped as JSON text (a 256 KiB
+    /// message of control characters is ~1.5 MiB): the limit toward the app's server is the
+    /// direct sideband's backlog, not a frame size.
+    static let maximumSidebandFrame = 8 << 20
+    /// From the upgrade request to the owner's acknowledgement.
+    static let sidebandHandshakeTimeout: Duration = .seconds(2)
+    /// How long a stopping process waits for its forwarded sidebands to have sent their 1012.
+    static let sidebandCloseWait: Duration = .seconds(2)
 
     private let http: HTTPClient
     private let logger: Logger
     private let metrics: TransceiverMetrics
     /// Open forwarded sidebands, each with the signal that ends it when the process stops.
     private let sidebands = Mutex<(stopped: Bool, next: Int, waiters: [Int: StopSignal])>((false, 0, [:]))
-    /// The owner may send events as large as a data-channel message escaped as JSON text (a 256 KiB
-    /// message of control characters is ~1.5 MiB): the limit toward the app's server is the
-    /// direct sideband's backlog, not a frame size.
-    static let maximumSidebandFrame = 8 << 20
-    static let sidebandHandshakeTimeout: Duration = .seconds(2)
 
     init(logger: Logger, metrics: TransceiverMetrics) {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: .init(connect: Self.connectTimeout, read: Self.answerTimeout))
         configuration.httpVersion = .http1Only
+        // Below the owner's idle timeout (60 s by default): a pooled connection the owner has just
+        // closed would fail a request.
+        configuration.connectionPool = .init(idleTimeout: .seconds(30))
         http = HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: configuration)
         self.logger = logger
         self.metrics = metrics
     }
 
     func shutdown() async {
-        closeSidebands()
+        await closeSidebands()
         try? await http.shutdown()
     }
 
@@ -56,123 +65,134 @@ final class CallForwarder: Sendable {
         request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
     }
 
-    /// Headers the owner gets: the body's type and the sealed forward (the credential as this pod
-    /// authenticated it, the client's address and region as it resolved them). Never the client's
-    /// own Authorization: the owner's address comes from a call id, and by the time a request comes
-    /// that address may be someone else's.
-    static func forwardedHeaders(of request: Request, seal: String) -> HTTPHeaders {
-        var headers = HTTPHeaders()
-        if let value = request.headers[.contentType] { headers.add(name: HTTPField.Name.contentType.rawName, value: value) }
-        headers.add(name: ForwardedRequest.header, value: seal)
-        return headers
-    }
-
-    /// A request's answer from `owner`: its status, type, location, authentication challenge and body.
-    func forward(_ request: Request, body: ByteBuffer?, to owner: TransportAddress, seal: String) async throws(SignalingError) -> Response {
+    /// A request's answer from `owner`: its status, type, authentication challenge and body, once the
+    /// owner has shown it opened the seal (else 502: whatever answered is no transceiver of ours).
+    func forward(_ request: Request, body: ByteBuffer?, to owner: TransportAddress,
+                 seal: (text: String, nonce: String)) async throws(SignalingError) -> Response {
         var outbound = HTTPClientRequest(url: "http://\(owner)\(Self.target(of: request))")
         outbound.method = HTTPMethod(rawValue: request.method.rawValue)
-        outbound.headers = Self.forwardedHeaders(of: request, seal: seal)
+        if let value = request.headers[.contentType] { outbound.headers.add(name: HTTPField.Name.contentType.rawName, value: value) }
+        outbound.headers.add(name: ForwardedRequest.header, value: seal.text)
         if let body { outbound.body = .bytes(body) }
+        let problem: String
         do {
             let answer = try await http.execute(outbound, timeout: Self.answerTimeout)
             let bytes = try await answer.body.collect(upTo: Self.maximumAnswerBytes)
-            metrics.forwardedAnswered.increment()
-            var headers = HTTPFields()
-            for name in [HTTPField.Name.contentType, .location, .retryAfter, .wwwAuthenticate] {
-                if let value = answer.headers.first(name: name.rawName) { headers[name] = value }
+            if answer.headers.first(name: ForwardedRequest.answerHeader) == seal.nonce, (200..<300).contains(answer.status.code)
+                || (400..<600).contains(answer.status.code) {
+                metrics.forwardedAnswered.increment()
+                var headers = HTTPFields()
+                for name in [HTTPField.Name.contentType, .retryAfter, .wwwAuthenticate] {
+                    if let value = answer.headers.first(name: name.rawName) { headers[name] = value }
+                }
+                return Response(status: .init(code: Int(clamping: answer.status.code)), headers: headers, body: .init(byteBuffer: bytes))
             }
-            return Response(status: .init(code: Int(answer.status.code)), headers: headers, body: .init(byteBuffer: bytes))
+            problem = "an answer (\(answer.status.code)) without the forward's nonce: not a transceiver of this cluster"
         } catch {
-            metrics.forwardedUnreachable.increment()
-            logger.warning("the call's transceiver did not answer a forwarded request", metadata: [
-                "owner": "\(owner)", "path": "\(request.uri.path)", "error": "\(error)",
-            ])
-            throw Self.unreachable(owner)
+            problem = "\(error)"
         }
+        metrics.forwardedUnreachable.increment()
+        logger.warning("the call's transceiver did not answer a forwarded request", metadata: [
+            "owner": "\(owner)", "path": "\(request.uri.path)", "error": "\(problem)",
+        ])
+        throw Self.unreachable(owner)
+    }
+
+    /// How a forwarded sideband ended.
+    private enum Ending: Sendable {
+        case owner(WebSocketCloseFrame?)
+        case failed(String)
+        case timedOut
+        case stopping
     }
 
     /// The sideband, through to the owner's: frames both ways until either side closes, then the
     /// owner's close code (4404 for a call it does not know, say) to the app's server; 1011 when the
-    /// owner's connection ended without one; 4502 when the owner did not take the sideband within
-    /// `sidebandHandshakeTimeout`; 1012 (restart: connect again, through any pod) when this process
-    /// stops (`closeSidebands`), since a drain waits for this pod's calls, not for other pods' calls.
-    func forwardSideband(callID: String, to owner: TransportAddress, seal: String, contentType: String?,
+    /// owner's connection ended without one, or failed after it was set up; 4502 when the owner
+    /// did not take it and acknowledge the forward within `sidebandHandshakeTimeout`; 1012 (restart:
+    /// connect again, through any pod) when this process stops (`closeSidebands`), since a drain
+    /// waits for this pod's calls, not for other pods' calls. The app's server is answered at once
+    /// in every case: the owner's connection is left to end on its own (NIO's connect timeout, or
+    /// its pipes failing once this side has closed).
+    func forwardSideband(callID: String, to owner: TransportAddress, seal: (text: String, nonce: String),
                          inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
-        guard let stop = registerSideband() else {
+        guard let registration = registerSideband() else {
             try? await outbound.close(.unknown(1012), reason: "restarting: connect again")
             return
         }
-        defer { unregisterSideband(stop.id) }
+        defer { unregisterSideband(registration.id) }
         var headers = HTTPFields()
-        if let contentType { headers[.contentType] = contentType }
-        headers[HTTPField.Name(ForwardedRequest.header)!] = seal
+        headers[HTTPField.Name(ForwardedRequest.header)!] = seal.text
         let url = "ws://\(owner)\(Self.sidebandTarget(callID))"
-        let started = ManagedFlag()
-        enum Ending: Sendable { case owner(WebSocketCloseFrame?), failed(String), timedOut, stopping }
-        let ending: Ending = await withTaskGroup(of: Ending?.self) { group in
-            group.addTask { [logger, metrics, headers] in
-                do {
-                    let closing = try await WebSocketClient.connect(
-                        url: url,
-                        configuration: .init(maxFrameSize: Self.maximumSidebandFrame, additionalHeaders: headers,
-                                             autoPing: .enabled(timePeriod: .seconds(15))),
-                        logger: logger
-                    ) { ownerInbound, ownerOutbound, _ in
-                        started.set()
-                        metrics.forwardedAnswered.increment()
-                        await withTaskGroup(of: Void.self) { pipes in
-                            pipes.addTask {
-                                do {
-                                    for try await message in ownerInbound.messages(maxSize: Self.maximumSidebandFrame) {
-                                        try await outbound.write(Self.frame(message))
-                                    }
-                                } catch {}
+        let acknowledgement = ForwardedRequest.sidebandAcknowledgement(nonce: seal.nonce)
+        let race = Race<Ending>()
+        let acknowledged = Flag()
+        let session = Task { [logger, metrics, headers] in
+            do {
+                let closing = try await WebSocketClient.connect(
+                    url: url,
+                    configuration: .init(maxFrameSize: Self.maximumSidebandFrame, additionalHeaders: headers,
+                                         autoPing: .enabled(timePeriod: .seconds(15))),
+                    logger: logger
+                ) { ownerInbound, ownerOutbound, _ in
+                    let ready = StopSignal()
+                    await withTaskGroup(of: Void.self) { pipes in
+                        pipes.addTask {
+                            var fromOwner = ownerInbound.messages(maxSize: Self.maximumSidebandFrame).makeAsyncIterator()
+                            // The owner's first frame proves it opened the seal; anything else is no owner.
+                            guard case .text(let first)? = try? await fromOwner.next(), first == acknowledgement else {
+                                race.finish(.failed("the owner did not acknowledge the forward"))
+                                return
                             }
-                            pipes.addTask {
-                                do {
-                                    for try await message in inbound.messages(maxSize: SidebandCommand.maximumBytes) {
-                                        try await ownerOutbound.write(Self.frame(message))
-                                    }
-                                } catch {}
-                            }
-                            await pipes.next()
-                            pipes.cancelAll()
+                            acknowledged.set()
+                            metrics.forwardedAnswered.increment()
+                            ready.fire()
+                            do {
+                                while let message = try await fromOwner.next() { try await outbound.write(Self.frame(message)) }
+                            } catch {}
                         }
+                        pipes.addTask {
+                            await ready.wait()
+                            guard !Task.isCancelled else { return }
+                            do {
+                                for try await message in inbound.messages(maxSize: SidebandCommand.maximumBytes) {
+                                    try await ownerOutbound.write(Self.frame(message))
+                                }
+                            } catch {}
+                        }
+                        await pipes.next()
+                        pipes.cancelAll()
                     }
-                    return .owner(closing)
-                } catch {
-                    return .failed("\(error)")
                 }
+                race.finish(.owner(closing))
+            } catch {
+                race.finish(.failed("\(error)"))
             }
-            group.addTask {
-                try? await Task.sleep(for: Self.sidebandHandshakeTimeout)
-                return Task.isCancelled || started.isSet ? nil : .timedOut
-            }
-            group.addTask {
-                await stop.signal.wait()
-                return Task.isCancelled ? nil : .stopping
-            }
-            var result: Ending = .failed("ended")
-            while let next = await group.next() {
-                if let next {
-                    result = next
-                    break
-                }
-            }
-            group.cancelAll()
-            return result
         }
+        let timer = Task {
+            try? await Task.sleep(for: Self.sidebandHandshakeTimeout)
+            if !Task.isCancelled, !acknowledged.isSet { race.finish(.timedOut) }
+        }
+        let stopper = Task {
+            await registration.signal.wait()
+            if !Task.isCancelled { race.finish(.stopping) }
+        }
+        let ending = await race.result()
+        timer.cancel()
+        stopper.cancel()
         switch ending {
         case .owner(let closing?):
-            try? await outbound.close(closing.closeCode, reason: closing.reason)
+            try? await outbound.close(Self.passable(closing.closeCode), reason: closing.reason)
         case .owner(nil):
             try? await outbound.close(.unexpectedServerError, reason: "the call's transceiver went away: connect again")
         case .stopping:
             try? await outbound.close(.unknown(1012), reason: "restarting: connect again")
-        case .failed(let reason) where started.isSet:
+            session.cancel()
+        case .failed(let reason) where acknowledged.isSet:
             logger.debug("forwarded sideband ended", metadata: ["owner": "\(owner)", "call": "\(callID)", "error": "\(reason)"])
             try? await outbound.close(.unexpectedServerError, reason: "the call's transceiver went away: connect again")
         case .failed, .timedOut:
+            session.cancel()
             metrics.forwardedUnreachable.increment()
             logger.warning("the call's transceiver did not take a forwarded sideband", metadata: [
                 "owner": "\(owner)", "call": "\(callID)", "error": "\(ending)",
@@ -186,15 +206,30 @@ final class CallForwarder: Sendable {
     /// The request target of a forwarded sideband (what its seal is for).
     static func sidebandTarget(_ callID: String) -> String { "/v1/realtime?call_id=\(callID)" }
 
+    /// Close codes one may send (RFC 6455 §7.4: 1005, 1006 and 1015 never go on the wire), as the
+    /// owner's; anything else is 1011.
+    static func passable(_ code: WebSocketErrorCode) -> WebSocketErrorCode {
+        switch code {
+        case .normalClosure, .goingAway, .policyViolation, .unexpectedServerError: return code
+        case .unknown(let value) where value == 1012 || value == 1013 || (4000...4999).contains(value): return code
+        default: return .unexpectedServerError
+        }
+    }
+
     // MARK: Stopping
 
-    /// Ends every forwarded sideband with 1012 and takes no more (the process is stopping).
-    func closeSidebands() {
+    /// Ends every forwarded sideband with 1012, takes no more, and waits (a little) until they have
+    /// sent it: the server's own shutdown would close them with 1000, "call ended".
+    func closeSidebands() async {
         let waiters = sidebands.withLock { state -> [StopSignal] in
             state.stopped = true
             return Array(state.waiters.values)
         }
         for waiter in waiters { waiter.fire() }
+        let deadline = ContinuousClock.now + Self.sidebandCloseWait
+        while ContinuousClock.now < deadline, !sidebands.withLock({ $0.waiters.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     private struct Registration: Sendable {
@@ -227,20 +262,39 @@ final class CallForwarder: Sendable {
         SignalingError(statusCode: 502, type: "server_error", code: "call_owner_unreachable",
                        message: "the transceiver that owns this call did not answer (it may have ended)")
     }
-
-    private static func hostText(_ address: TransportAddress) -> String {
-        switch address {
-        case .v4(let host, _): host.description
-        case .v6(let host, _): host.description
-        }
-    }
 }
 
 /// Set once, read from any task.
-private final class ManagedFlag: Sendable {
+private final class Flag: Sendable {
     private let value = Atomic<Bool>(false)
     func set() { value.store(true, ordering: .releasing) }
     var isSet: Bool { value.load(ordering: .acquiring) }
+}
+
+/// The first of several outcomes, awaited once.
+private final class Race<Value: Sendable>: Sendable {
+    private let state = Mutex<(value: Value?, waiter: CheckedContinuation<Value, Never>?)>((nil, nil))
+
+    func finish(_ value: Value) {
+        let waiter = state.withLock { state -> CheckedContinuation<Value, Never>? in
+            guard state.value == nil else { return nil }
+            state.value = value
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: value)
+    }
+
+    func result() async -> Value {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Value? in
+                if let value = state.value { return value }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
 }
 
 /// Fired once; every `wait` returns then (at once after it, or when its task is cancelled).

@@ -57,6 +57,7 @@ public struct SignalingAPI: Sendable {
     public func makeRouter() -> Router<SignalingContext> {
         let router = Router(context: SignalingContext.self)
         router.add(middleware: RequestMetricsMiddleware(metrics: transceiver.metrics))
+        router.add(middleware: ForwardAnswerMiddleware(transceiver: transceiver))
         // A page served from another origin (or port) calls the API after a CORS preflight.
         router.add(middleware: CORSMiddleware(
             allowOrigin: .all, allowHeaders: [.contentType, .authorization], allowMethods: [.get, .post, .patch, .delete, .options],
@@ -100,13 +101,13 @@ public struct SignalingAPI: Sendable {
 
     /// The request's credential. A failed one counts against its address's rate, so keys cannot be
     /// guessed faster than calls can be made.
-    private func credential(_ request: Request, _ context: SignalingContext) throws(SignalingError) -> Credential {
+    /// `acceptForward`: the request may be another transceiver's forward (requests about a call);
+    /// anywhere else a forward's header is refused.
+    private func credential(_ request: Request, _ context: SignalingContext, acceptForward: Bool = false) throws(SignalingError) -> Credential {
         // Another transceiver's forward: the credential it authenticated, sealed for this request.
-        do {
-            if let forward = try forwardClaims(request), let credential = forward.credential { return credential }
-        } catch {
-            try transceiver.admit(address: clientAddress(request, context))
-            throw error
+        if request.headers[HTTPField.Name(ForwardedRequest.header)!] != nil {
+            guard acceptForward, let forward = try forwardClaims(request), let credential = forward.credential else { throw .invalidForward }
+            return credential
         }
         do {
             return try transceiver.authenticate(authorization: request.headers[.authorization])
@@ -204,7 +205,7 @@ public struct SignalingAPI: Sendable {
 
     /// `request`, answered by the call's owner, with `credential` (authenticated here) sealed for it.
     private func forward(_ request: Request, _ context: SignalingContext, credential: Credential, body: ByteBuffer? = nil,
-                         to owner: TransportAddress) async throws -> Response {
+                         to owner: TransportAddress) async throws(SignalingError) -> Response {
         let seal = transceiver.sealForward(credential: credential, method: request.method.rawValue,
                                            target: CallForwarder.target(of: request), client: clientAddress(request, context),
                                            region: edgeRegion(request, context))
@@ -213,7 +214,7 @@ public struct SignalingAPI: Sendable {
 
     /// A new offer for a call (ICE restart): 200 with the new answer.
     private func renegotiate(_ request: Request, _ context: SignalingContext) async throws -> Response {
-        let credential = try credential(request, context)
+        let credential = try credential(request, context, acceptForward: true)
         let id = try context.parameters.require("id")
         let body = try await collect(request, limit: Self.maximumOfferBytes, what: "the offer")
         if let owner = owner(ofCall: id, request) {
@@ -232,7 +233,7 @@ public struct SignalingAPI: Sendable {
     }
 
     private func describeCall(_ request: Request, _ context: SignalingContext) async throws -> Response {
-        let credential = try credential(request, context)
+        let credential = try credential(request, context, acceptForward: true)
         let id = try context.parameters.require("id")
         if let owner = owner(ofCall: id, request) { return try await forward(request, context, credential: credential, to: owner) }
         guard let snapshot = await transceiver.describeCall(id: id, credential: credential) else { throw SignalingError.noCall(id) }
@@ -241,7 +242,7 @@ public struct SignalingAPI: Sendable {
     }
 
     private func endCall(_ request: Request, _ context: SignalingContext) async throws -> Response {
-        let credential = try credential(request, context)
+        let credential = try credential(request, context, acceptForward: true)
         let id = try context.parameters.require("id")
         if let owner = owner(ofCall: id, request) { return try await forward(request, context, credential: credential, to: owner) }
         guard await transceiver.endCall(id: id, credential: credential) else { throw SignalingError.noCall(id) }
@@ -270,7 +271,7 @@ public struct SignalingAPI: Sendable {
     /// owner when another transceiver holds it (whose sideband this one's is forwarded to).
     private func sidebandAccess(_ request: Request, _ context: SignalingContext)
         async throws(SignalingError) -> (Credential, String, owner: TransportAddress?) {
-        let credential = try credential(request, context)
+        let credential = try credential(request, context, acceptForward: true)
         guard credential.isAPIKey else {
             throw .forbidden("the sideband is for the app's server, with its API key", code: "api_key_required")
         }
@@ -287,6 +288,10 @@ public struct SignalingAPI: Sendable {
     /// 4000 + the HTTP status (4401, 4403, 4404), so the app's server learns why.
     private func sideband(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request,
                           context: SignalingContext) async {
+        // A forward's owner proves it opened the seal before anything else, refusals included.
+        if let forward = try? forwardClaims(request) {
+            try? await outbound.write(.text(ForwardedRequest.sidebandAcknowledgement(nonce: forward.nonce)))
+        }
         let credential: Credential, callID: String, owner: TransportAddress?
         do {
             (credential, callID, owner) = try await sidebandAccess(request, context)
@@ -299,8 +304,7 @@ public struct SignalingAPI: Sendable {
             context.logger.info("sideband forwarded to the call's transceiver", metadata: ["call": "\(callID)", "owner": "\(owner)"])
             let seal = transceiver.sealForward(credential: credential, method: "GET", target: CallForwarder.sidebandTarget(callID),
                                                client: clientAddress(request, context), region: edgeRegion(request, context))
-            await transceiver.forwarder.forwardSideband(callID: callID, to: owner, seal: seal, contentType: nil,
-                                                        inbound: inbound, outbound: outbound)
+            await transceiver.forwarder.forwardSideband(callID: callID, to: owner, seal: seal, inbound: inbound, outbound: outbound)
             return
         }
         let opened: AsyncStream<SidebandFrame>?
@@ -421,6 +425,29 @@ extension SignalingError: HTTPResponseError {
 }
 
 /// Counts every answer by status, and refusals by their code.
+/// The owner's answer to another transceiver's forward carries the forward's nonce, which only a
+/// holder of the transceivers' key can read from the seal: the forwarding pod passes on no answer
+/// without it (whatever else may answer at a reused address).
+struct ForwardAnswerMiddleware<Context: RequestContext>: RouterMiddleware {
+    let transceiver: Transceiver
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let text = request.headers[HTTPField.Name(ForwardedRequest.header)!],
+              let claims = try? transceiver.openForward(text, method: request.method.rawValue, target: CallForwarder.target(of: request)),
+              let answerHeader = HTTPField.Name(ForwardedRequest.answerHeader) else {
+            return try await next(request, context)
+        }
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as HTTPResponseError {
+            response = try error.response(from: request, context: context)
+        }
+        response.headers[answerHeader] = claims.nonce
+        return response
+    }
+}
+
 struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: TransceiverMetrics
 
