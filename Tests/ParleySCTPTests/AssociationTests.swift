@@ -103,6 +103,32 @@ import Testing
         #expect(serverMessages == [Self.payload(5000)])
     }
 
+    /// RFC 9260 §3.2: a chunk's length counts the padding of every parameter but its last. Our INIT
+    /// ends with Supported Extensions (6 bytes, padded to 8): 20 + 4 + 6 = 30, as Chromium's is, with
+    /// the padding still on the wire (SNAP's `a=sctp-init` carries exactly this chunk).
+    @Test func theInitsLengthLeavesOutTheLastParametersPadding() {
+        var generator = SystemRandomNumberGenerator()
+        let now = Instant(nanoseconds: 0)
+        let client = SCTPAssociation(now: now, using: &generator), server = SCTPAssociation(now: now, using: &generator)
+        client.connect(now: now)
+        let initiation = client.takeOutgoing()
+        #expect(initiation.count == 1)
+        let packet = initiation[0]
+        #expect(packet[12] == 1, "an INIT")
+        #expect(Int(packet[14]) << 8 | Int(packet[15]) == 30)
+        #expect(packet.count == 12 + 32, "padded to 4 on the wire")
+        #expect(packet.suffix(2) == [0, 0])
+        // The INIT-ACK ends the same way (its cookie comes first): its length is 8 below its padded size
+        // minus 2, and ours still parse each other's.
+        packet.withUnsafeBytes { server.handle($0, now: now) }
+        let answer = server.takeOutgoing()
+        #expect(answer.count == 1)
+        let length = Int(answer[0][14]) << 8 | Int(answer[0][15])
+        #expect(answer[0][12] == 2 && length == answer[0].count - 12 - 2, "INIT-ACK \(length) of \(answer[0].count - 12)")
+        answer[0].withUnsafeBytes { client.handle($0, now: now) }
+        #expect(!client.takeOutgoing().isEmpty, "the COOKIE ECHO follows")
+    }
+
     /// Two of ours, connected, with packets carried by hand.
     static func connectedPair(now: Instant) -> (SCTPAssociation, SCTPAssociation) {
         var generator = SystemRandomNumberGenerator()
