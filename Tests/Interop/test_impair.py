@@ -422,7 +422,9 @@ def test_rate_limit(link):
           f"{counters['dropped']['queue']} dropped by the queue")
     assert abs(statistics.median(gaps) - 1028 * 8 / 4e6 * 1e3) < 0.05
     assert counters["dropped"]["queue"] == 300 - len(at_b) > 50
-    assert max(d for _, d, _ in at_b) / MS < 52 * 2.056 + 2                # a full queue's wait at most
+    # A full queue's wait at most (52 packets ahead, ~107 ms; unbounded it would be ~600 ms), plus
+    # what a descheduled moment of the tool (user-space Python on 2 shared cores) adds: 112 ms seen once.
+    assert max(d for _, d, _ in at_b) / MS < 52 * 2.056 + 12
 
 
 def tcp_exchange(link, family, payload):
