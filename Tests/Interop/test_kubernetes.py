@@ -648,6 +648,17 @@ class Browser:
         driver.get(url)
         return driver
 
+    def call(self, ingress, cluster, what, seconds=20, audio=False):
+        """The app's page through `ingress` with a fresh client secret of `cluster`: the driver and
+        the page's state once connected (with `audio`: once oai-events is open and 100 packets came)."""
+        driver = self.open(f"{ingress.base}/?client_secret={client_secret(cluster)}")
+        state = wait_for(driver, lambda s: s["state"] == "connected" or s["error"], seconds, what)
+        assert state["error"] is None, state
+        if audio:
+            wait_for(driver, lambda s: s["channelState"] == "open" and s["stats"].get("packetsReceived", 0) >= 100, 20,
+                     f"audio and oai-events ({what})")
+        return driver, state
+
     def close(self):
         for driver in self.drivers:
             try:
@@ -717,11 +728,7 @@ def test_the_manifests_run_a_call_through_the_relay_service_and_a_transceiver_dr
 
     browser = Browser(cluster)
     try:
-        page = f"{cluster.ingress.base}/?client_secret="
-        first = browser.open(page + client_secret(cluster))
-        state = wait_for(first, lambda s: s["state"] == "connected" or s["error"], 20, "the first call connected")
-        assert state["error"] is None, state
-        wait_for(first, lambda s: s["channelState"] == "open" and s["stats"].get("packetsReceived", 0) >= 100, 20, "audio, oai-events")
+        first, state = browser.call(cluster.ingress, cluster, "the first call connected", audio=True)
         # The answer advertises the load balancer (UDP, and ICE-TCP on 443), and media go there.
         answer = state["answer"]
         assert f"{cluster.public_host} {cluster.public_port} typ host" in answer, answer
@@ -747,9 +754,7 @@ def test_the_manifests_run_a_call_through_the_relay_service_and_a_transceiver_dr
         deleting.start()
         time.sleep(0.5)
         # Out of the endpoints at once: a new call goes to the other pod, during the preStop hook...
-        second = browser.open(page + client_secret(cluster))
-        state = wait_for(second, lambda s: s["state"] == "connected" or s["error"], 20, "a second call during the drain")
-        assert state["error"] is None, state
+        second, state = browser.call(cluster.ingress, cluster, "a second call during the drain")
         assert owner_of(cluster, state["callId"]) is other
         deleting.join()
         assert owner.prestop_seconds >= 4.5, owner.prestop_seconds
@@ -760,8 +765,7 @@ def test_the_manifests_run_a_call_through_the_relay_service_and_a_transceiver_dr
         assert not owner.probe(), "a draining pod must fail its readiness probe"
         assert packets(first) > before + 200, "the draining pod's call stopped hearing audio"
         assert first.execute_script("return window.parley.state") == "connected"
-        third = browser.open(page + client_secret(cluster))
-        state = wait_for(third, lambda s: s["state"] == "connected" or s["error"], 20, "a third call after SIGTERM")
+        third, state = browser.call(cluster.ingress, cluster, "a third call after SIGTERM")
         assert owner_of(cluster, state["callId"]) is other
         # The first call hangs up (DELETE through the ingress, which reaches the other pod: it
         # forwards to the draining owner); the owner exits by itself, well inside its grace period.
@@ -791,10 +795,7 @@ def test_a_client_whose_network_blocks_udp_calls_over_the_services_tcp_443(clust
         }}""")
     browser = Browser(cluster)
     try:
-        driver = browser.open(f"{cluster.ingress.base}/?client_secret={client_secret(cluster)}")
-        state = wait_for(driver, lambda s: s["state"] == "connected" or s["error"], 30, "connected over TCP")
-        assert state["error"] is None, state
-        wait_for(driver, lambda s: s["channelState"] == "open" and s["stats"].get("packetsReceived", 0) >= 100, 20, "audio over TCP")
+        driver, state = browser.call(cluster.ingress, cluster, "connected over TCP", seconds=30, audio=True)
         assert driver.execute_script("return window.parley.stats.remote") == f"{cluster.public_host}:443/tcp"
         import json
         described = json.loads(api(cluster, "GET", f"/v1/realtime/calls/{state['callId']}")[1])
@@ -841,10 +842,7 @@ def test_the_region_overlays_carry_a_call_from_one_regions_relays_into_the_other
         assert "--cluster-id=2" in pod.argv and "--relay=a=203.0.113.10:3478" in pod.argv, pod.argv
     browser = Browser(a)
     try:
-        driver = browser.open(f"{b.ingress.base}/?client_secret={client_secret(b)}")
-        state = wait_for(driver, lambda s: s["state"] == "connected" or s["error"], 20, "connected through region A")
-        assert state["error"] is None, state
-        wait_for(driver, lambda s: s["channelState"] == "open" and s["stats"].get("packetsReceived", 0) >= 100, 20, "audio")
+        driver, state = browser.call(b.ingress, b, "connected through region A", audio=True)
         udp = re.findall(r"^a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host", state["answer"], re.MULTILINE)
         assert udp[:2] == [(a.public_host, "3478"), (b.public_host, "3478")], udp
         assert driver.execute_script("return window.parley.stats.remote") == f"{a.public_host}:3478/udp"
