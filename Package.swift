@@ -83,9 +83,8 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 // The sideband (`GET /v1/realtime?call_id=`), a WebSocket on the signaling port.
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
-                // Requests and sidebands about a call another transceiver of the cluster owns are
-                // forwarded to it (CallForwarder).
-                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                // Requests about a call another transceiver of the cluster owns are forwarded to it
+                // (CallForwarder; its sidebands over WebSocketClientUpgradeHandler).
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
@@ -179,6 +178,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
             ]
         ),
     ]

@@ -307,3 +307,57 @@ def test_an_agent_that_stops_reading_holds_up_no_other_call(parley_with):
     heard, healthy_state, stalled_state, stalled_call = asyncio.run(run())
     assert heard >= 130, f"the healthy call heard only {heard} frames in 3 s"
     assert healthy_state == "connected" and stalled_state == "connected" and stalled_call == "connected"
+
+
+def test_an_agent_that_speaks_with_its_101_is_heard(parley_with):
+    """An agent whose first frame (its session.accept) shares one TCP segment with the 101 and
+    which then echoes audio: the accept is not lost in the upgrade (NIO's client upgrader dropped
+    such bytes), so the caller hears its echo and gets no error. A raw server, to control the bytes."""
+    import base64
+    import hashlib
+    import struct
+    port, accepted = free_port(), []
+
+    def frame(opcode, payload):
+        length = len(payload)
+        header = bytes([0x80 | opcode]) + (bytes([length]) if length < 126 else bytes([126]) + struct.pack("!H", length))
+        return header + payload
+
+    async def agent(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key:"))
+        answer = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        accept = json.dumps({"type": "session.accept", "sample_rate": 16000}).encode()
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + answer + b"\r\n\r\n" + frame(1, accept))
+        accepted.append(True)
+        try:
+            while True:  # client frames: masked; echo binary (PCM) back
+                first, second = await reader.readexactly(2)
+                length = second & 0x7F
+                if length == 126:
+                    length = struct.unpack("!H", await reader.readexactly(2))[0]
+                elif length == 127:
+                    length = struct.unpack("!Q", await reader.readexactly(8))[0]
+                mask = await reader.readexactly(4)
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(await reader.readexactly(length)))
+                if first & 0x0F == 2:
+                    writer.write(frame(2, payload))
+                elif first & 0x0F == 8:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def run():
+        server = await asyncio.start_server(agent, "127.0.0.1", port)
+        async with server:
+            parley = parley_with("--agent", f"ws://127.0.0.1:{port}/")
+            caller = Caller(parley, Bursts([(3.0, True)]))
+            await caller.start()
+            heard = await caller.wait_for(lambda: caller.loud_between(0, 3) >= 50, 10)
+            await caller.pc.close()
+            return caller, heard
+    caller, heard = asyncio.run(run())
+    assert accepted and heard, (caller.events, len(caller.heard))
+    assert "error" not in caller.types(), caller.events

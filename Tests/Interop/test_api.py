@@ -530,12 +530,15 @@ def test_any_transceiver_answers_for_a_call_another_one_owns(tmp_path):
             sideband.send(json.dumps({"type": "session.update", "session": {"instructions": "via b"}}))
             reply = json.loads(sideband.recv(timeout=5))
             assert reply["type"] == "session.updated" and reply["session"]["instructions"] == "via b", reply
-        # Refusals from the owner keep their close code (4404: the owner holds no such call for this key).
-        with websockets.sync.client.connect(url, additional_headers=auth(OTHER_KEY)) as refused:
-            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
-                while True:
+        # Refusals from the owner keep their close code (4404: the owner holds no such call for this
+        # key). The owner sends its 101, the acknowledgement, an error, its close frame and FIN at
+        # once: ten in a row, since a client upgrader that lost what came with the 101 failed some.
+        for _ in range(10):
+            with websockets.sync.client.connect(url, additional_headers=auth(OTHER_KEY)) as refused:
+                assert json.loads(refused.recv(timeout=5))["error"]["code"] == "call_not_found"
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
                     refused.recv(timeout=5)
-            assert closed.value.rcvd.code == 4404
+                assert closed.value.rcvd.code == 4404
 
         # Only a transceiver can mark a request as forwarded (a seal with the transceivers' key,
         # for that one request): a client's own mark is refused.
@@ -583,14 +586,21 @@ def test_any_transceiver_answers_for_a_call_another_one_owns(tmp_path):
         assert request(b, "GET", f"/v1/realtime/calls/{forged}", headers=auth())[0] == 404
         assert request(b, "GET", "/v1/realtime/calls/rtc_0123456789abcdef", headers=auth())[0] == 404
 
-        # Hung up through the other pod: gone on both.
-        assert request(b, "DELETE", f"/v1/realtime/calls/{call_id}", headers=auth())[0] == 204
+        # Hung up through the other pod: gone on both, and a sideband open through that pod hears the
+        # owner's "call ended" (its events, then close 1000) as the owner sent it.
+        with websockets.sync.client.connect(url, additional_headers=auth()) as watching:
+            assert json.loads(watching.recv(timeout=5))["type"] == "call.state"
+            assert request(b, "DELETE", f"/v1/realtime/calls/{call_id}", headers=auth())[0] == 204
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as ended:
+                while True:
+                    watching.recv(timeout=5)
+            assert ended.value.rcvd.code == 1000, ended.value
         assert request(a, "GET", f"/v1/realtime/calls/{call_id}", headers=auth())[0] == 404
         assert request(b, "GET", f"/v1/realtime/calls/{call_id}", headers=auth())[0] == 404
-        # b forwarded GET, GET (another key's), PATCH, the sideband twice, DELETE and the last GET
-        # to the owner, and one GET to the impostor, which did not count as an answer.
+        # b forwarded GET, GET (another key's), PATCH, the sideband 1 + 10 + 1 times, DELETE and the
+        # last GET to the owner, and one GET to the impostor, which did not count as an answer.
         from test_relay_recovery import metric as metric_at
-        assert metric_at(b.metrics_port, 'parley_signaling_forwarded_total{outcome="answered"}') == 7
+        assert metric_at(b.metrics_port, 'parley_signaling_forwarded_total{outcome="answered"}') == 17
         assert metric_at(b.metrics_port, 'parley_signaling_forwarded_total{outcome="unreachable"}') == 1
         assert "sideband forwarded to the call's transceiver" in pods.processes[1].log_path.read_text()
 

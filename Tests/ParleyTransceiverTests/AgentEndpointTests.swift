@@ -14,6 +14,7 @@ import Testing
         #expect(AgentEndpoint(url: "wss://agents.internal")?.port == 443)
         let v6 = AgentEndpoint(url: "ws://[::1]:9000/a")
         #expect(v6?.host == "::1" && v6?.port == 9000 && v6?.path == "/a")
+        #expect(v6?.hostHeader == "[::1]:9000" && v6?.description == "ws://[::1]:9000/a")
         #expect(AgentEndpoint(url: "wss://[2001:db8::1]")?.port == 443)
         for bad in ["http://x/", "ws://", "ws://:80/", "ws://host:0/", "ws://host:70000/", "ws://[::1/", "ws://[::1]x/", "parrot"] {
             #expect(AgentEndpoint(url: bad) == nil, "\(bad)")

@@ -50,7 +50,10 @@ public struct AgentEndpoint: Sendable, Equatable, CustomStringConvertible {
         guard !host.isEmpty else { return nil }
     }
 
-    public var description: String { "\(tls ? "wss" : "ws")://\(host):\(port)\(path)" }
+    public var description: String { "\(tls ? "wss" : "ws")://\(hostHeader)\(path)" }
+
+    /// The authority as the `Host` header says it (an IPv6 address in brackets).
+    var hostHeader: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
 extension AgentWire {
@@ -108,29 +111,20 @@ final class WebSocketAgentLink: @unchecked Sendable {
                         let hostname = IPv4Address(endpoint.host) == nil && !endpoint.host.contains(":") ? endpoint.host : nil
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: hostname))
                     }
-                    let upgrader = NIOTypedWebSocketClientUpgrader<Bool>(maxFrameSize: 1 << 20) { channel, _ in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(
-                                NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64,
-                                                            maxAccumulatedFrameSize: 1 << 20))
-                            try channel.pipeline.syncOperations.addHandler(WebSocketAgentHandler(link: link))
-                            return true
-                        }
+                    // Frames the agent sends with its 101 are kept (WebSocketClientUpgradeHandler says why not NIO's).
+                    let negotiated = try WebSocketClientUpgradeHandler<Void>.install(
+                        on: channel, host: endpoint.hostHeader, path: endpoint.path,
+                        maxFrameSize: 1 << 20, timeout: timeout
+                    ) { channel in
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64,
+                                                        maxAccumulatedFrameSize: 1 << 20))
+                        try channel.pipeline.syncOperations.addHandler(WebSocketAgentHandler(link: link))
                     }
-                    var headers = HTTPHeaders()
-                    headers.add(name: "Host", value: "\(endpoint.host):\(endpoint.port)")
-                    headers.add(name: "Content-Length", value: "0")
-                    let configuration = NIOTypedHTTPClientUpgradeConfiguration<Bool>(
-                        upgradeRequestHead: HTTPRequestHead(version: .http1_1, method: .GET, uri: endpoint.path, headers: headers),
-                        upgraders: [upgrader],
-                        notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(false) })
-                    let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
-                        configuration: .init(upgradeConfiguration: configuration))
                     negotiated.whenComplete { result in
                         switch result {
-                        // Only now is the HTTP codec gone from the pipeline: frames can be written.
-                        case .success(true): link.opened(channel)
-                        case .success(false): link.fail("agent at \(endpoint) refused the WebSocket upgrade")
+                        // Only now is the channel a WebSocket: frames can be written.
+                        case .success: link.opened(channel)
                         case .failure(let error): link.fail("agent at \(endpoint) failed the WebSocket upgrade: \(error)")
                         }
                     }

@@ -1,13 +1,13 @@
 import AsyncHTTPClient
 import HTTPTypes
 import Hummingbird
-import HummingbirdWSClient
 import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
+import ParleyIO
 import ParleySignaling
 import ParleyWire
 import Synchronization
@@ -33,6 +33,8 @@ final class CallForwarder: Sendable {
     static let maximumSidebandFrame = 8 << 20
     /// From the upgrade request to the owner's acknowledgement.
     static let sidebandHandshakeTimeout: Duration = .seconds(2)
+    /// A forwarded sideband pings the owner this often; two periods without a frame end it.
+    static let sidebandPingPeriod: Duration = .seconds(15)
     /// How long a stopping process waits for its forwarded sidebands to have sent their 1012.
     static let sidebandCloseWait: Duration = .seconds(2)
 
@@ -100,7 +102,8 @@ final class CallForwarder: Sendable {
 
     /// How a forwarded sideband ended.
     private enum Ending: Sendable {
-        case owner(WebSocketCloseFrame?)
+        /// The owner closed (its code and reason), or its connection ended without a close frame.
+        case owner((code: WebSocketErrorCode, reason: String?)?)
         case failed(String)
         case timedOut
         case stopping
@@ -121,50 +124,20 @@ final class CallForwarder: Sendable {
             return
         }
         defer { unregisterSideband(registration.id) }
-        var headers = HTTPFields()
-        headers[HTTPField.Name(ForwardedRequest.header)!] = seal.text
-        let url = "ws://\(owner)\(Self.sidebandTarget(callID))"
         let acknowledgement = ForwardedRequest.sidebandAcknowledgement(nonce: seal.nonce)
         let race = Race<Ending>()
         let acknowledged = Flag()
-        let session = Task { [logger, metrics, headers] in
+        let session = Task { [metrics] in
             do {
-                let closing = try await WebSocketClient.connect(
-                    url: url,
-                    configuration: .init(maxFrameSize: Self.maximumSidebandFrame, additionalHeaders: headers,
-                                         autoPing: .enabled(timePeriod: .seconds(15))),
-                    logger: logger
-                ) { ownerInbound, ownerOutbound, _ in
-                    let ready = StopSignal()
-                    await withTaskGroup(of: Void.self) { pipes in
-                        pipes.addTask {
-                            var fromOwner = ownerInbound.messages(maxSize: Self.maximumSidebandFrame).makeAsyncIterator()
-                            // The owner's first frame proves it opened the seal; anything else is no owner.
-                            guard case .text(let first)? = try? await fromOwner.next(), first == acknowledgement else {
-                                race.finish(.failed("the owner did not acknowledge the forward"))
-                                return
-                            }
-                            acknowledged.set()
-                            metrics.forwardedAnswered.increment()
-                            ready.fire()
-                            do {
-                                while let message = try await fromOwner.next() { try await outbound.write(Self.frame(message)) }
-                            } catch {}
-                        }
-                        pipes.addTask {
-                            await ready.wait()
-                            guard !Task.isCancelled else { return }
-                            do {
-                                for try await message in inbound.messages(maxSize: SidebandCommand.maximumBytes) {
-                                    try await ownerOutbound.write(Self.frame(message))
-                                }
-                            } catch {}
-                        }
-                        await pipes.next()
-                        pipes.cancelAll()
+                let link = try await Self.dial(owner, path: Self.sidebandTarget(callID), seal: seal.text)
+                let ending = try await link.executeThenClose { fromOwner, toOwner in
+                    try await Self.relay(fromOwner: fromOwner, toOwner: toOwner, acknowledgement: acknowledgement,
+                                         inbound: inbound, outbound: outbound) {
+                        acknowledged.set()
+                        metrics.forwardedAnswered.increment()
                     }
                 }
-                race.finish(.owner(closing))
+                race.finish(ending)
             } catch {
                 race.finish(.failed("\(error)"))
             }
@@ -182,7 +155,7 @@ final class CallForwarder: Sendable {
         stopper.cancel()
         switch ending {
         case .owner(let closing?):
-            try? await outbound.close(Self.passable(closing.closeCode), reason: closing.reason)
+            try? await outbound.close(Self.passable(closing.code), reason: closing.reason)
         case .owner(nil):
             try? await outbound.close(.unexpectedServerError, reason: "the call's transceiver went away: connect again")
         case .stopping:
@@ -200,6 +173,120 @@ final class CallForwarder: Sendable {
             let refusal = Self.unreachable(owner)
             try? await outbound.write(.text(SidebandEvent.error(code: refusal.code, message: refusal.message).text))
             try? await outbound.close(.unknown(UInt16(clamping: 4000 + refusal.statusCode)), reason: refusal.code)
+        }
+    }
+
+    /// A WebSocket to the owner's sideband, its upgrade sealed for the forward; frames reassembled
+    /// up to `maximumSidebandFrame`. Fails (the channel closed) if the owner does not upgrade within
+    /// `sidebandHandshakeTimeout`.
+    private static func dial(_ owner: TransportAddress, path: String, seal: String) async throws
+        -> NIOAsyncChannel<WebSocketFrame, WebSocketFrame> {
+        let upgrade = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(connectTimeout)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .connect(to: owner.socketAddress) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try WebSocketClientUpgradeHandler<NIOAsyncChannel<WebSocketFrame, WebSocketFrame>>.install(
+                        on: channel, host: "\(owner)", path: path, headers: [(ForwardedRequest.header, seal)],
+                        maxFrameSize: maximumSidebandFrame, timeout: .nanoseconds(Int64(sidebandHandshakeTimeout.nanoseconds))
+                    ) { channel in
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1024,
+                                                        maxAccumulatedFrameSize: maximumSidebandFrame))
+                        return try NIOAsyncChannel(wrappingChannelSynchronously: channel)
+                    }
+                }
+            }
+        return try await upgrade.get()
+    }
+
+    /// What the owner's end of a forwarded sideband did, and what this side does in answer.
+    private enum OwnerEvent {
+        case message(WebSocketOutboundWriter.OutboundFrame)
+        case ping(ByteBuffer)
+        case close(code: WebSocketErrorCode, reason: String?)
+        case ignored
+    }
+
+    private static func classify(_ frame: WebSocketFrame) -> OwnerEvent {
+        switch frame.opcode {
+        case .text: return .message(.text(String(buffer: frame.unmaskedData)))
+        case .binary: return .message(.binary(frame.unmaskedData))
+        case .ping: return .ping(frame.unmaskedData)
+        case .connectionClose:
+            var data = frame.unmaskedData
+            guard data.readableBytes > 0 else { return .close(code: .normalClosure, reason: nil) }  // no status (1005)
+            guard let code = data.readInteger(as: UInt16.self) else { return .close(code: .protocolError, reason: nil) }
+            return .close(code: WebSocketErrorCode(codeNumber: Int(code)), reason: data.readString(length: data.readableBytes))
+        default: return .ignored
+        }
+    }
+
+    /// Frames both ways between the owner (`fromOwner`, `toOwner`: a client's end, so every frame
+    /// sent is masked) and the app's server, once the owner's first frame is the forward's
+    /// acknowledgement (`onAcknowledged` is called then). Ends with the owner's close, the owner's
+    /// connection ending, the app's server leaving (a 1000 to the owner, a second for its answer),
+    /// or the owner not answering two pings in a row.
+    private static func relay(fromOwner: NIOAsyncChannelInboundStream<WebSocketFrame>,
+                              toOwner: NIOAsyncChannelOutboundWriter<WebSocketFrame>, acknowledgement: String,
+                              inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter,
+                              onAcknowledged: @escaping @Sendable () -> Void) async throws -> Ending {
+        func send(_ opcode: WebSocketOpcode, _ data: ByteBuffer) async throws {
+            try await toOwner.write(WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: data))
+        }
+        let heard = Flag()
+        let ready = StopSignal()
+        return try await withThrowingTaskGroup(of: Ending.self) { pipes in
+            pipes.addTask {
+                var frames = fromOwner.makeAsyncIterator()
+                // The owner's first frame proves it opened the seal; anything else is no owner.
+                guard let first = try await frames.next(), case .message(.text(acknowledgement)) = classify(first) else {
+                    return .failed("the owner did not acknowledge the forward")
+                }
+                onAcknowledged()
+                heard.set()  // the first ping period counts from here
+                ready.fire()
+                while let frame = try await frames.next() {
+                    heard.set()
+                    switch classify(frame) {
+                    case .message(let message): try await outbound.write(message)
+                    case .ping(let data): try await send(.pong, data)
+                    case .close(let code, let reason):
+                        var echo = ByteBuffer()
+                        echo.write(webSocketErrorCode: code)
+                        try? await send(.connectionClose, echo)
+                        return .owner((code, reason))
+                    case .ignored: break
+                    }
+                }
+                return .owner(nil)
+            }
+            pipes.addTask {
+                await ready.wait()
+                try Task.checkCancellation()
+                for try await message in inbound.messages(maxSize: SidebandCommand.maximumBytes) {
+                    switch message {
+                    case .text(let text): try await send(.text, ByteBuffer(string: text))
+                    case .binary(let bytes): try await send(.binary, bytes)
+                    }
+                }
+                // The app's server left: the owner is told, and has a second to answer.
+                var normal = ByteBuffer()
+                normal.writeInteger(UInt16(1000))
+                try await send(.connectionClose, normal)
+                try await Task.sleep(for: .seconds(1))
+                return .owner((.normalClosure, nil))
+            }
+            pipes.addTask {
+                await ready.wait()
+                while true {
+                    try await Task.sleep(for: sidebandPingPeriod)
+                    guard heard.take() else { return .failed("the owner stopped answering pings") }
+                    try await send(.ping, ByteBuffer(string: "parley"))
+                }
+            }
+            defer { pipes.cancelAll() }
+            return try await pipes.next() ?? .owner(nil)
         }
     }
 
@@ -269,6 +356,8 @@ private final class Flag: Sendable {
     private let value = Atomic<Bool>(false)
     func set() { value.store(true, ordering: .releasing) }
     var isSet: Bool { value.load(ordering: .acquiring) }
+    /// Whether it was set, clearing it.
+    func take() -> Bool { value.exchange(false, ordering: .acquiringAndReleasing) }
 }
 
 /// The first of several outcomes, awaited once.

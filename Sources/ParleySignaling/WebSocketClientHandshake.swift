@@ -1,0 +1,133 @@
+import Crypto
+import Foundation
+
+/// The client's side of a WebSocket opening handshake (RFC 6455 §4.1): the upgrade request it
+/// sends, and the decision on what the server answered — sans-IO, so every byte the server sends
+/// before its frames is judged here and the channel handler only moves bytes.
+///
+/// Parley dials WebSockets to agents (`--agent ws://…`) and to the transceiver that owns a call
+/// (a forwarded sideband). Only the 101 is ever accepted; the head is bounded; the server's
+/// `Sec-WebSocket-Accept` must prove it read this request's key; extensions and subprotocols were
+/// not offered, so a server that names one is refused (§4.1, items 5 and 6 of the client's checks).
+public struct WebSocketClientHandshake: Sendable, Equatable {
+    /// A response head longer than this is refused: an upgrade answer is a few hundred bytes.
+    public static let maximumHeadBytes = 16 * 1024
+    /// RFC 6455 §1.3.
+    static let acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    /// `Sec-WebSocket-Key`: 16 random bytes, base64.
+    public let key: String
+
+    public init(nonce: [UInt8]) {
+        precondition(nonce.count == 16, "RFC 6455 §4.1: the key is a 16-byte nonce")
+        key = Data(nonce).base64EncodedString()
+    }
+
+    public static func random() -> WebSocketClientHandshake {
+        var generator = SystemRandomNumberGenerator()
+        return WebSocketClientHandshake(nonce: (0..<16).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
+    }
+
+    /// What the server must answer in `Sec-WebSocket-Accept`: base64(SHA-1(key + GUID)).
+    public var expectedAccept: String {
+        Data(Insecure.SHA1.hash(data: Array((key + Self.acceptGUID).utf8))).base64EncodedString()
+    }
+
+    /// The upgrade request, or nil when a field would break the request's framing (a CR, LF or
+    /// NUL in a value, a path that is not an origin-form target, a header name that is not a token).
+    public func request(host: String, path: String, headers: [(name: String, value: String)] = []) -> String? {
+        guard path.hasPrefix("/"), path.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }), Self.isFieldValue(host) else { return nil }
+        var text = "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
+        for (name, value) in headers {
+            guard !name.isEmpty, name.utf8.allSatisfy(Self.isTokenByte), Self.isFieldValue(value) else { return nil }
+            text += "\(name): \(value)\r\n"
+        }
+        return text + "\r\n"
+    }
+
+    /// What the bytes received so far say.
+    public enum Outcome: Sendable, Equatable {
+        /// The head has not ended yet: read more.
+        case incomplete
+        /// Upgraded: the head is `headLength` bytes; every byte after it is the server's frames.
+        case upgraded(headLength: Int)
+        /// The server answered with another status (its body is not read).
+        case refused(status: Int)
+        /// Not a WebSocket server's answer to this request.
+        case invalid(String)
+    }
+
+    /// Judges the response received so far. `searchFrom` lets a caller that has already looked at a
+    /// prefix say where the end of the head may start (work stays linear in the bytes received).
+    public func evaluate(_ received: some RandomAccessCollection<UInt8>, searchFrom: Int = 0) -> Outcome {
+        let bytes = Array(received.prefix(Self.maximumHeadBytes))
+        guard let end = Self.endOfHead(bytes, from: max(0, searchFrom - 3)) else {
+            return received.count >= Self.maximumHeadBytes ? .invalid("response head longer than \(Self.maximumHeadBytes) bytes") : .incomplete
+        }
+        let lines = Self.lines(bytes[..<(end - 4)])
+        guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1.1 "),
+              let status = Int(statusLine.dropFirst(9).prefix(3)), (100...599).contains(status),
+              statusLine.count == 12 || statusLine.dropFirst(12).first == " " else {
+            return .invalid("not an HTTP/1.1 status line")
+        }
+        guard status == 101 else { return .refused(status: status) }
+        var fields: [String: [String]] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex,
+                  line[..<colon].utf8.allSatisfy(Self.isTokenByte) else {
+                return .invalid("malformed header line")
+            }
+            let value = line[line.index(after: colon)...].trimmingOWS()
+            fields[line[..<colon].lowercased(), default: []].append(value)
+        }
+        func tokens(_ name: String) -> [String] {
+            (fields[name] ?? []).flatMap { $0.split(separator: ",") }.map { Substring($0).trimmingOWS().lowercased() }
+        }
+        guard tokens("upgrade") == ["websocket"] else { return .invalid("Upgrade is not websocket") }
+        guard tokens("connection").contains("upgrade") else { return .invalid("Connection does not say upgrade") }
+        guard fields["sec-websocket-accept"] == [expectedAccept] else { return .invalid("Sec-WebSocket-Accept does not answer the key") }
+        guard fields["sec-websocket-extensions"] == nil else { return .invalid("an extension was not offered") }
+        guard fields["sec-websocket-protocol"] == nil else { return .invalid("a subprotocol was not offered") }
+        return .upgraded(headLength: end)
+    }
+
+    /// The offset just past the first CRLF CRLF at or after `from`.
+    static func endOfHead(_ bytes: [UInt8], from: Int) -> Int? {
+        guard bytes.count >= 4, from <= bytes.count - 4 else { return nil }
+        for index in from...(bytes.count - 4)
+        where bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10 {
+            return index + 4
+        }
+        return nil
+    }
+
+    /// Lines split on CRLF; a bare CR or LF, or any control byte but HTAB, makes a line no header
+    /// parser may accept, so it is kept for the colon check to refuse.
+    static func lines(_ head: ArraySlice<UInt8>) -> [Substring] {
+        let text = String(decoding: head, as: UTF8.self)
+        return text.split(separator: "\r\n", omittingEmptySubsequences: false).map { line in
+            line.utf8.contains(where: { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }) ? "\u{0}" : line
+        }
+    }
+
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
+        }
+    }
+
+    static func isFieldValue(_ value: String) -> Bool {
+        value.utf8.allSatisfy { $0 >= 0x20 && $0 != 0x7F || $0 == 0x09 }
+    }
+}
+
+extension Substring {
+    /// Without the optional whitespace (SP, HTAB) at either end.
+    func trimmingOWS() -> String {
+        String(drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
+    }
+}
