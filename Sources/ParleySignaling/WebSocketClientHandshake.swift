@@ -34,9 +34,11 @@ public struct WebSocketClientHandshake: Sendable, Equatable {
     }
 
     /// The upgrade request, or nil when a field would break the request's framing (a CR, LF or
-    /// NUL in a value, a path that is not an origin-form target, a header name that is not a token).
+    /// NUL in a value, a path that is not an origin-form target — no fragment —, a host with
+    /// spaces or bytes outside ASCII, a header name that is not a token).
     public func request(host: String, path: String, headers: [(name: String, value: String)] = []) -> String? {
-        guard path.hasPrefix("/"), path.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }), Self.isFieldValue(host) else { return nil }
+        guard path.hasPrefix("/"), path.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "#") }),
+              !host.isEmpty, host.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
         var text = "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
         for (name, value) in headers {
@@ -59,47 +61,90 @@ public struct WebSocketClientHandshake: Sendable, Equatable {
     }
 
     /// Judges the response received so far. `searchFrom` lets a caller that has already looked at a
-    /// prefix say where the end of the head may start (work stays linear in the bytes received).
-    public func evaluate(_ received: some RandomAccessCollection<UInt8>, searchFrom: Int = 0) -> Outcome {
-        let bytes = Array(received.prefix(Self.maximumHeadBytes))
-        guard let end = Self.endOfHead(bytes, from: max(0, searchFrom - 3)) else {
-            return received.count >= Self.maximumHeadBytes ? .invalid("response head longer than \(Self.maximumHeadBytes) bytes") : .incomplete
+    /// prefix say where the end of the head may start, so work stays linear in the bytes received:
+    /// the bytes are scanned in place and copied once, when a head has ended. Interim 1xx
+    /// responses before the 101 are skipped (RFC 9110 §15.2).
+    public func evaluate<Bytes: RandomAccessCollection<UInt8>>(_ received: Bytes, searchFrom: Int = 0) -> Outcome {
+        let limit = min(received.count, Self.maximumHeadBytes)
+        var start = 0
+        // Back three bytes: a CRLF CRLF may straddle what was searched and what is new.
+        var from = searchFrom <= 3 ? 0 : max(0, min(searchFrom, limit) - 3)
+        while true {
+            guard let end = Self.endOfHead(received, from: max(from, start), limit: limit) else {
+                return received.count >= Self.maximumHeadBytes ? .invalid("response head longer than \(Self.maximumHeadBytes) bytes") : .incomplete
+            }
+            let first = received.index(received.startIndex, offsetBy: start)
+            let head = Array(received[first..<received.index(received.startIndex, offsetBy: end - 4)])
+            switch judge(Self.lines(head[...])) {
+            case .interim:
+                start = end
+                from = end
+            case .final(let outcome):
+                if case .upgraded = outcome { return .upgraded(headLength: end) }
+                return outcome
+            }
         }
-        let lines = Self.lines(bytes[..<(end - 4)])
+    }
+
+    private enum Judgement {
+        case interim
+        case final(Outcome)
+    }
+
+    private func judge(_ lines: [Substring]) -> Judgement {
         guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1.1 "),
               let status = Int(statusLine.dropFirst(9).prefix(3)), (100...599).contains(status),
-              statusLine.count == 12 || statusLine.dropFirst(12).first == " " else {
-            return .invalid("not an HTTP/1.1 status line")
+              statusLine.utf8.count == 12 || statusLine.dropFirst(12).first == " " else {
+            return .final(.invalid("not an HTTP/1.1 status line"))
         }
-        guard status == 101 else { return .refused(status: status) }
+        if (100...199).contains(status), status != 101 { return .interim }
+        guard status == 101 else { return .final(.refused(status: status)) }
         var fields: [String: [String]] = [:]
         for line in lines.dropFirst() {
             guard let colon = line.firstIndex(of: ":"), colon != line.startIndex,
                   line[..<colon].utf8.allSatisfy(Self.isTokenByte) else {
-                return .invalid("malformed header line")
+                // Obsolete line folding (a line starting with whitespace) is refused too: an
+                // upgrade answer has no reason to fold, and RFC 9112 §5.2 lets a client reject it.
+                return .final(.invalid("malformed header line"))
             }
             let value = line[line.index(after: colon)...].trimmingOWS()
-            fields[line[..<colon].lowercased(), default: []].append(value)
+            fields[Self.asciiLowercased(line[..<colon]), default: []].append(value)
         }
+        /// A list header's items, lowercased (ASCII), empty items left out (RFC 9110 §5.6.1).
         func tokens(_ name: String) -> [String] {
-            (fields[name] ?? []).flatMap { $0.split(separator: ",") }.map { Substring($0).trimmingOWS().lowercased() }
+            (fields[name] ?? []).flatMap { $0.split(separator: ",") }.map { Self.asciiLowercased(Substring($0.trimmingOWS())) }
+                .filter { !$0.isEmpty }
         }
-        guard tokens("upgrade") == ["websocket"] else { return .invalid("Upgrade is not websocket") }
-        guard tokens("connection").contains("upgrade") else { return .invalid("Connection does not say upgrade") }
-        guard fields["sec-websocket-accept"] == [expectedAccept] else { return .invalid("Sec-WebSocket-Accept does not answer the key") }
-        guard fields["sec-websocket-extensions"] == nil else { return .invalid("an extension was not offered") }
-        guard fields["sec-websocket-protocol"] == nil else { return .invalid("a subprotocol was not offered") }
-        return .upgraded(headLength: end)
+        guard tokens("upgrade") == ["websocket"] else { return .final(.invalid("Upgrade is not websocket")) }
+        guard tokens("connection").contains("upgrade") else { return .final(.invalid("Connection does not say upgrade")) }
+        guard fields["sec-websocket-accept"] == [expectedAccept] else {
+            return .final(.invalid("Sec-WebSocket-Accept does not answer the key"))
+        }
+        guard tokens("sec-websocket-extensions").isEmpty else { return .final(.invalid("an extension was not offered")) }
+        guard tokens("sec-websocket-protocol").isEmpty else { return .final(.invalid("a subprotocol was not offered")) }
+        return .final(.upgraded(headLength: 0))
     }
 
-    /// The offset just past the first CRLF CRLF at or after `from`.
-    static func endOfHead(_ bytes: [UInt8], from: Int) -> Int? {
-        guard bytes.count >= 4, from <= bytes.count - 4 else { return nil }
-        for index in from...(bytes.count - 4)
-        where bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10 {
-            return index + 4
+    /// The offset just past the first CRLF CRLF that starts at or after `from` and ends within `limit`.
+    static func endOfHead<Bytes: RandomAccessCollection<UInt8>>(_ bytes: Bytes, from: Int, limit: Int) -> Int? {
+        guard limit >= 4, from <= limit - 4 else { return nil }
+        var index = bytes.index(bytes.startIndex, offsetBy: from)
+        var offset = from
+        var matched = 0  // how much of CR LF CR LF the bytes before `index` end with
+        while offset < limit {
+            let byte = bytes[index]
+            matched = byte == (matched % 2 == 0 ? 13 : 10) ? matched + 1 : (byte == 13 ? 1 : 0)
+            offset += 1
+            index = bytes.index(after: index)
+            if matched == 4 { return offset }
         }
         return nil
+    }
+
+    /// ASCII-only lowercasing: header names and tokens compare case-insensitively in ASCII
+    /// (`String.lowercased` would also fold, say, a Kelvin sign into "k").
+    static func asciiLowercased(_ text: Substring) -> String {
+        String(decoding: text.utf8.map { (65...90).contains($0) ? $0 + 32 : $0 }, as: UTF8.self)
     }
 
     /// Lines split on CRLF; a bare CR or LF, or any control byte but HTAB, makes a line no header

@@ -34,6 +34,10 @@ import ParleySignaling
         #expect(Self.sample.request(host: "h", path: "/a b") == nil)
         #expect(Self.sample.request(host: "h", path: "a") == nil)
         #expect(Self.sample.request(host: "h", path: "/\u{0}") == nil)
+        #expect(Self.sample.request(host: "h", path: "/a#fragment") == nil)
+        #expect(Self.sample.request(host: "h h", path: "/") == nil)
+        #expect(Self.sample.request(host: "", path: "/") == nil)
+        #expect(Self.sample.request(host: "[::1]:9000", path: "/") != nil)
     }
 
     @Test func a101ThatAnswersTheKeyUpgradesAndWhatFollowsIsFrames() {
@@ -44,6 +48,13 @@ import ParleySignaling
         let relaxed = Self.response(["HTTP/1.1 101 Web Socket Protocol Handshake", "upgrade:WebSocket", "CONNECTION:  keep-alive, Upgrade\t",
                                      "sec-websocket-accept:\ts3pPLMBiTxaQ9kYGzzhZRbK+xOo= ", "Date: Tue, 01 Dec 2026 22:00:00 GMT"])
         #expect(Self.sample.evaluate(relaxed) == .upgraded(headLength: relaxed.count))
+        // Empty list items are no items (RFC 9110 §5.6.1); an empty extensions header names none.
+        let lists = Self.response(Self.goodLines.map { $0.hasPrefix("Upgrade") ? "Upgrade: websocket, ," : $0 }
+                                  + ["Sec-WebSocket-Extensions: ", "Sec-WebSocket-Protocol:"])
+        #expect(Self.sample.evaluate(lists) == .upgraded(headLength: lists.count))
+        // An interim 1xx before the 101 is skipped (RFC 9110 §15.2); the head ends after the 101's.
+        let interim = Self.response(["HTTP/1.1 100 Continue"]) + Self.response(Self.goodLines)
+        #expect(Self.sample.evaluate(interim) == .upgraded(headLength: interim.count))
         let bare = Self.response(["HTTP/1.1 101"] + Self.goodLines.dropFirst())  // a reason phrase is optional
         #expect(Self.sample.evaluate(bare) == .upgraded(headLength: bare.count))
     }
@@ -56,6 +67,10 @@ import ParleySignaling
             searched = end
         }
         #expect(Self.sample.evaluate(bytes[...], searchFrom: searched) == .upgraded(headLength: bytes.count - 2))
+        // Whatever the caller says it searched, nothing traps.
+        for from in [Int.min, -1, 0, 3, bytes.count, Int.max] {
+            #expect(Self.sample.evaluate(bytes, searchFrom: from) != .invalid("not an HTTP/1.1 status line"), "\(from)")
+        }
     }
 
     @Test func otherStatusesAreRefusals() {
@@ -90,6 +105,8 @@ import ParleySignaling
         #expect(invalid(good + [" folded: continuation"]))
         #expect(invalid(good + ["X: bare\nLF"]))
         #expect(invalid(good + ["X: a\u{0}b"]))
+        #expect(invalid([good[0], "Upgrade: websoc\u{212A}et", good[2], good[3]]))  // a Kelvin sign is no ASCII "k"
+        #expect(invalid([good[0], "Upgrade: websocket, h2c", good[2], good[3]]))
     }
 
     @Test func theHeadIsBounded() {
@@ -100,6 +117,11 @@ import ParleySignaling
             return
         }
         #expect(Self.sample.evaluate(long.prefix(WebSocketClientHandshake.maximumHeadBytes - 1)) == .incomplete)
+        // A head of exactly the bound is accepted, and frames past the bound do not count against it.
+        let padding = WebSocketClientHandshake.maximumHeadBytes - Self.response(Self.goodLines + ["X: "]).count
+        let exact = Self.response(Self.goodLines + ["X: " + String(repeating: "b", count: padding)])
+        #expect(exact.count == WebSocketClientHandshake.maximumHeadBytes)
+        #expect(Self.sample.evaluate(exact + [UInt8](repeating: 0x82, count: 40_000)) == .upgraded(headLength: exact.count))
         // Ending just past the bound is refused too: the head must fit.
         let endsLate = long.prefix(WebSocketClientHandshake.maximumHeadBytes - 2) + Array("\r\n\r\n".utf8)
         guard case .invalid = Self.sample.evaluate(endsLate) else {

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import NIOWebSocket
 import ParleySignaling
+import Synchronization
 import Testing
 @testable import ParleyTransceiver
 
@@ -24,13 +25,18 @@ import Testing
         let cut: Cut
         let status: Int
         let answer: Bool
+        /// Sent instead of a well-formed answer (then FIN), when given.
+        let raw: [UInt8]?
+        let delay: TimeAmount
         var request: [UInt8] = []
         var answered = false
 
-        init(cut: Cut, status: Int = 101, answer: Bool = true) {
+        init(cut: Cut, status: Int = 101, answer: Bool = true, raw: [UInt8]? = nil, delay: TimeAmount = .zero) {
             self.cut = cut
             self.status = status
             self.answer = answer
+            self.raw = raw
+            self.delay = delay
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -49,6 +55,11 @@ import Testing
                 : "HTTP/1.1 \(status) Nope\r\nContent-Length: 0\r\n\r\n"
             let frames: [[UInt8]] = status == 101 ? [[0x81, 5] + Array("hello".utf8), [0x82, 3, 1, 2, 3], [0x88, 2, 0x11, 0x34]] : []
             let channel = context.channel
+            if let raw {
+                channel.writeAndFlush(ByteBuffer(bytes: raw), promise: nil)
+                channel.close(mode: .output, promise: nil)
+                return
+            }
             @Sendable func write(_ bytes: [UInt8]) { channel.writeAndFlush(ByteBuffer(bytes: bytes), promise: nil) }
             switch cut {
             case .oneWrite:
@@ -56,7 +67,7 @@ import Testing
                 channel.close(mode: .output, promise: nil)
             case .headThenFrames:
                 write(Array(head.utf8))
-                channel.eventLoop.scheduleTask(in: .microseconds(Int64.random(in: 0...300))) {
+                channel.eventLoop.scheduleTask(in: delay) {
                     for frame in frames { write(frame) }
                     channel.close(mode: .output, promise: nil)
                 }
@@ -65,6 +76,11 @@ import Testing
                 channel.close(mode: .output, promise: nil)
             }
         }
+    }
+
+    final class Counter: Sendable {
+        private let value = Mutex(0)
+        func next() -> Int { value.withLock { $0 += 1; return $0 } }
     }
 
     static func server(_ make: @escaping @Sendable () -> EagerServer) async throws -> Channel {
@@ -87,9 +103,12 @@ import Testing
         return try await upgrade.get()
     }
 
-    @Test(arguments: Cut.allCases)
+    /// A lost frame or EOF would leave the reader waiting: the time limit turns that into a failure.
+    @Test(.timeLimit(.minutes(1)), arguments: Cut.allCases)
     func framesThatCameWithThe101AndTheFINAreAllRead(cut: Cut) async throws {
-        let server = try await Self.server { EagerServer(cut: cut) }
+        let attempts = Counter()
+        // The pause between the 101 and the frames steps through 0-300 µs (the same each run).
+        let server = try await Self.server { EagerServer(cut: cut, delay: .microseconds(Int64(attempts.next() % 16) * 20)) }
         let port = try #require(server.localAddress?.port)
         for attempt in 0..<(cut == .byteByByte ? 20 : 200) {
             let link = try await Self.dial(port)
@@ -107,9 +126,24 @@ import Testing
         try await server.close()
     }
 
-    @Test func aRefusalOrSilenceFailsTheDial() async throws {
+    @Test(.timeLimit(.minutes(1)))
+    func aRefusalSilenceOrAnythingButAnUpgradeFailsTheDial() async throws {
+        func fails(answering raw: [UInt8], with reason: String) async throws {
+            let server = try await Self.server { EagerServer(cut: .oneWrite, raw: raw) }
+            await #expect { try await Self.dial(server.localAddress!.port!) } throws: { "\($0)".contains(reason) }
+            try await server.close()
+        }
+        try await fails(answering: Array("SSH-2.0-OpenSSH_9.2\r\n\r\n".utf8), with: "not an HTTP/1.1 status line")
+        try await fails(answering: Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".utf8),
+                        with: "Sec-WebSocket-Accept")
+        try await fails(answering: Array("HTTP/1.1 101 Switching Protocols\r\nX: ".utf8) + [UInt8](repeating: 0x61, count: 20_000),
+                        with: "longer than")
+        try await fails(answering: Array("HTTP/1.1 101 Switch".utf8), with: "closed")  // FIN before the head ends
+
         let refusing = try await Self.server { EagerServer(cut: .oneWrite, status: 403) }
         await #expect { try await Self.dial(refusing.localAddress!.port!) } throws: { "\($0)".contains("answered 403") }
+        // A server that sends nothing but FIN.
+        try await fails(answering: [], with: "closed")
         try await refusing.close()
 
         let silent = try await Self.server { EagerServer(cut: .oneWrite, answer: false) }

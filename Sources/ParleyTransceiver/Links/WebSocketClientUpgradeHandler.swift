@@ -24,7 +24,7 @@ final class WebSocketClientUpgradeHandler<Value: Sendable>: ChannelInboundHandle
     typealias InboundOut = ByteBuffer
 
     private enum State {
-        case waiting(ByteBuffer, searched: Int)
+        case waiting
         case upgraded
         case failed
     }
@@ -35,13 +35,17 @@ final class WebSocketClientUpgradeHandler<Value: Sendable>: ChannelInboundHandle
     private let timeout: TimeAmount
     private let configure: (Channel) throws -> Value
     private let promise: EventLoopPromise<Value>
-    private var state = State.waiting(ByteBuffer(), searched: 0)
+    private var state = State.waiting
+    /// What arrived before the head ended (at most one read past `WebSocketClientHandshake.maximumHeadBytes`),
+    /// and how much of it has been searched for the head's end.
+    private var received = ByteBuffer()
+    private var searched = 0
     private var requestSent = false
     private var timer: Scheduled<Void>?
 
     /// Adds the handler at the end of `channel`'s pipeline (after TLS, if any). The future succeeds
-    /// with `configure`'s value once upgraded, or fails: the request could not be written, the
-    /// server refused, answered something else, closed, or did not answer within `timeout`.
+    /// with `configure`'s value once upgraded, or fails: the server refused, answered something
+    /// else, closed (a write that failed closes the channel too), or did not answer within `timeout`.
     static func install(on channel: Channel, host: String, path: String, headers: [(name: String, value: String)] = [],
                         maxFrameSize: Int, timeout: TimeAmount,
                         configure: @escaping (Channel) throws -> Value) throws -> EventLoopFuture<Value> {
@@ -52,7 +56,12 @@ final class WebSocketClientUpgradeHandler<Value: Sendable>: ChannelInboundHandle
         let promise = channel.eventLoop.makePromise(of: Value.self)
         let handler = WebSocketClientUpgradeHandler(handshake: handshake, request: request, maxFrameSize: maxFrameSize,
                                                     timeout: timeout, configure: configure, promise: promise)
-        try channel.pipeline.syncOperations.addHandler(handler)
+        do {
+            try channel.pipeline.syncOperations.addHandler(handler)
+        } catch {
+            promise.fail(error)  // a promise left pending is a leak NIO reports
+            throw error
+        }
         return promise.futureResult
     }
 
@@ -92,7 +101,7 @@ final class WebSocketClientUpgradeHandler<Value: Sendable>: ChannelInboundHandle
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .waiting(var received, let searched) = state else {
+        guard case .waiting = state else {
             if case .upgraded = state { context.fireChannelRead(data) }
             return
         }
@@ -100,14 +109,15 @@ final class WebSocketClientUpgradeHandler<Value: Sendable>: ChannelInboundHandle
         received.writeBuffer(&bytes)
         switch handshake.evaluate(received.readableBytesView, searchFrom: searched) {
         case .incomplete:
-            state = .waiting(received, searched: received.readableBytes)
+            searched = received.readableBytes
         case .refused(let status):
             fail(context, "the server answered \(status), not 101")
         case .invalid(let reason):
             fail(context, "not a WebSocket upgrade: \(reason)")
         case .upgraded(let headLength):
-            upgrade(context, leftover: received.getSlice(at: received.readerIndex + headLength,
-                                                         length: received.readableBytes - headLength) ?? ByteBuffer())
+            let leftover = received.getSlice(at: received.readerIndex + headLength, length: received.readableBytes - headLength)
+            received = ByteBuffer()
+            upgrade(context, leftover: leftover ?? ByteBuffer())
         }
     }
 
@@ -117,6 +127,9 @@ final class WebSocketClientUpgradeHandler<Value: Sendable>: ChannelInboundHandle
         do {
             try context.pipeline.syncOperations.addHandler(WebSocketFrameEncoder())
             try context.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)))
+            // A frame the decoder refuses (too large, a fragmented control frame) is answered with
+            // the close code RFC 6455 §7.4.1 names (1009, 1002) before the connection closes.
+            try context.pipeline.syncOperations.addHandler(WebSocketProtocolErrorHandler(isServer: false))
             value = try configure(context.channel)
         } catch {
             return fail(context, "the upgraded pipeline could not be set up: \(error)")

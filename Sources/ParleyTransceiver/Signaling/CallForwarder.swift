@@ -33,7 +33,7 @@ final class CallForwarder: Sendable {
     static let maximumSidebandFrame = 8 << 20
     /// From the upgrade request to the owner's acknowledgement.
     static let sidebandHandshakeTimeout: Duration = .seconds(2)
-    /// A forwarded sideband pings the owner this often; two periods without a frame end it.
+    /// A forwarded sideband pings the owner this often; a period without a frame from it ends it.
     static let sidebandPingPeriod: Duration = .seconds(15)
     /// How long a stopping process waits for its forwarded sidebands to have sent their 1012.
     static let sidebandCloseWait: Duration = .seconds(2)
@@ -131,7 +131,7 @@ final class CallForwarder: Sendable {
             do {
                 let link = try await Self.dial(owner, path: Self.sidebandTarget(callID), seal: seal.text)
                 let ending = try await link.executeThenClose { fromOwner, toOwner in
-                    try await Self.relay(fromOwner: fromOwner, toOwner: toOwner, acknowledgement: acknowledgement,
+                    try await Self.relay(owner: link.channel, fromOwner: fromOwner, toOwner: toOwner, acknowledgement: acknowledgement,
                                          inbound: inbound, outbound: outbound) {
                         acknowledged.set()
                         metrics.forwardedAnswered.increment()
@@ -155,7 +155,7 @@ final class CallForwarder: Sendable {
         stopper.cancel()
         switch ending {
         case .owner(let closing?):
-            try? await outbound.close(Self.passable(closing.code), reason: closing.reason)
+            try? await outbound.close(Self.passable(closing.code), reason: Self.closeReason(closing.reason))
         case .owner(nil):
             try? await outbound.close(.unexpectedServerError, reason: "the call's transceiver went away: connect again")
         case .stopping:
@@ -193,7 +193,9 @@ final class CallForwarder: Sendable {
                         try channel.pipeline.syncOperations.addHandler(
                             NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1024,
                                                         maxAccumulatedFrameSize: maximumSidebandFrame))
-                        return try NIOAsyncChannel(wrappingChannelSynchronously: channel)
+                        // Two frames queued at most (each up to 8 MiB) while the app's server is slow to read.
+                        return try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(
+                            backPressureStrategy: .init(lowWatermark: 1, highWatermark: 2)))
                     }
                 }
             }
@@ -205,6 +207,8 @@ final class CallForwarder: Sendable {
         case message(WebSocketOutboundWriter.OutboundFrame)
         case ping(ByteBuffer)
         case close(code: WebSocketErrorCode, reason: String?)
+        /// A close frame whose code may not be sent (RFC 6455 §7.4.1): answered with 1002.
+        case invalidClose
         case ignored
     }
 
@@ -216,25 +220,42 @@ final class CallForwarder: Sendable {
         case .connectionClose:
             var data = frame.unmaskedData
             guard data.readableBytes > 0 else { return .close(code: .normalClosure, reason: nil) }  // no status (1005)
-            guard let code = data.readInteger(as: UInt16.self) else { return .close(code: .protocolError, reason: nil) }
-            return .close(code: WebSocketErrorCode(codeNumber: Int(code)), reason: data.readString(length: data.readableBytes))
+            guard let code = data.readInteger(as: UInt16.self), isSendableCloseCode(code),
+                  let reason = (try? data.readUTF8ValidatedString(length: data.readableBytes)).flatMap({ $0 }) else {
+                return .invalidClose
+            }
+            return .close(code: WebSocketErrorCode(codeNumber: Int(code)), reason: reason.isEmpty ? nil : reason)
         default: return .ignored
         }
     }
 
-    /// Frames both ways between the owner (`fromOwner`, `toOwner`: a client's end, so every frame
-    /// sent is masked) and the app's server, once the owner's first frame is the forward's
-    /// acknowledgement (`onAcknowledged` is called then). Ends with the owner's close, the owner's
+    /// Codes an endpoint may put in a close frame (RFC 6455 §7.4.1, §7.4.2).
+    static func isSendableCloseCode(_ code: UInt16) -> Bool {
+        (1000...1003).contains(code) || (1007...1014).contains(code) || (3000...4999).contains(code)
+    }
+
+    /// Frames both ways between the owner (`owner`: a client's end, so every frame sent is masked)
+    /// and the app's server, once the owner's first frame is the forward's acknowledgement
+    /// (`onAcknowledged` is called then). Ends with the owner's close (echoed once), the owner's
     /// connection ending, the app's server leaving (a 1000 to the owner, a second for its answer),
-    /// or the owner not answering two pings in a row.
-    private static func relay(fromOwner: NIOAsyncChannelInboundStream<WebSocketFrame>,
+    /// or the owner sending nothing — not even the pong to a ping — for a whole ping period while
+    /// this side was not itself held up writing to the app's server.
+    private static func relay(owner channel: Channel, fromOwner: NIOAsyncChannelInboundStream<WebSocketFrame>,
                               toOwner: NIOAsyncChannelOutboundWriter<WebSocketFrame>, acknowledgement: String,
                               inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter,
                               onAcknowledged: @escaping @Sendable () -> Void) async throws -> Ending {
         func send(_ opcode: WebSocketOpcode, _ data: ByteBuffer) async throws {
             try await toOwner.write(WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: data))
         }
+        let closeSent = Flag()
+        func sendClose(_ code: WebSocketErrorCode) async throws {
+            guard !closeSent.take(setting: true) else { return }
+            var payload = ByteBuffer()
+            payload.write(webSocketErrorCode: code)
+            try await send(.connectionClose, payload)
+        }
         let heard = Flag()
+        let writingToApp = Flag()
         let ready = StopSignal()
         return try await withThrowingTaskGroup(of: Ending.self) { pipes in
             pipes.addTask {
@@ -249,13 +270,17 @@ final class CallForwarder: Sendable {
                 while let frame = try await frames.next() {
                     heard.set()
                     switch classify(frame) {
-                    case .message(let message): try await outbound.write(message)
+                    case .message(let message):
+                        writingToApp.set()
+                        defer { writingToApp.clear() }
+                        try await outbound.write(message)
                     case .ping(let data): try await send(.pong, data)
                     case .close(let code, let reason):
-                        var echo = ByteBuffer()
-                        echo.write(webSocketErrorCode: code)
-                        try? await send(.connectionClose, echo)
+                        try? await sendClose(code)
                         return .owner((code, reason))
+                    case .invalidClose:
+                        try? await sendClose(.protocolError)
+                        return .owner(nil)
                     case .ignored: break
                     }
                 }
@@ -271,9 +296,7 @@ final class CallForwarder: Sendable {
                     }
                 }
                 // The app's server left: the owner is told, and has a second to answer.
-                var normal = ByteBuffer()
-                normal.writeInteger(UInt16(1000))
-                try await send(.connectionClose, normal)
+                try await sendClose(.normalClosure)
                 try await Task.sleep(for: .seconds(1))
                 return .owner((.normalClosure, nil))
             }
@@ -281,13 +304,27 @@ final class CallForwarder: Sendable {
                 await ready.wait()
                 while true {
                     try await Task.sleep(for: sidebandPingPeriod)
-                    guard heard.take() else { return .failed("the owner stopped answering pings") }
-                    try await send(.ping, ByteBuffer(string: "parley"))
+                    guard heard.take() || writingToApp.isSet else { return .failed("the owner stopped answering pings") }
+                    // Written past the writer's queue, so a stalled owner cannot hold up this check.
+                    channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, maskKey: .random(),
+                                                         data: ByteBuffer(string: "parley")), promise: nil)
                 }
             }
             defer { pipes.cancelAll() }
             return try await pipes.next() ?? .owner(nil)
         }
+    }
+
+    /// A close reason as a close frame may carry it: at most 123 bytes of UTF-8 (RFC 6455 §5.5),
+    /// cut at a character boundary.
+    static func closeReason(_ reason: String?) -> String? {
+        guard let reason else { return nil }
+        var cut = ""
+        for character in reason {
+            guard cut.utf8.count + String(character).utf8.count <= 123 else { break }
+            cut.append(character)
+        }
+        return cut
     }
 
     /// The request target of a forwarded sideband (what its seal is for).
@@ -356,8 +393,9 @@ private final class Flag: Sendable {
     private let value = Atomic<Bool>(false)
     func set() { value.store(true, ordering: .releasing) }
     var isSet: Bool { value.load(ordering: .acquiring) }
-    /// Whether it was set, clearing it.
-    func take() -> Bool { value.exchange(false, ordering: .acquiringAndReleasing) }
+    func clear() { value.store(false, ordering: .releasing) }
+    /// Whether it was set, leaving it `setting`.
+    func take(setting: Bool = false) -> Bool { value.exchange(setting, ordering: .acquiringAndReleasing) }
 }
 
 /// The first of several outcomes, awaited once.
