@@ -58,31 +58,26 @@ public struct WebSocketClientHandshake: Sendable, Equatable {
         case refused(status: Int)
         /// Not a WebSocket server's answer to this request.
         case invalid(String)
+        /// An interim 1xx response of `headLength` bytes, to be skipped (RFC 9110 §15.2): the
+        /// answer is judged from the bytes after it.
+        case interim(headLength: Int)
     }
 
     /// Judges the response received so far. `searchFrom` lets a caller that has already looked at a
     /// prefix say where the end of the head may start, so work stays linear in the bytes received:
-    /// the bytes are scanned in place and copied once, when a head has ended. Interim 1xx
-    /// responses before the 101 are skipped (RFC 9110 §15.2).
+    /// the bytes are scanned in place and copied once, when a head has ended.
     public func evaluate<Bytes: RandomAccessCollection<UInt8>>(_ received: Bytes, searchFrom: Int = 0) -> Outcome {
         let limit = min(received.count, Self.maximumHeadBytes)
-        var start = 0
         // Back three bytes: a CRLF CRLF may straddle what was searched and what is new.
-        var from = searchFrom <= 3 ? 0 : max(0, min(searchFrom, limit) - 3)
-        while true {
-            guard let end = Self.endOfHead(received, from: max(from, start), limit: limit) else {
-                return received.count >= Self.maximumHeadBytes ? .invalid("response head longer than \(Self.maximumHeadBytes) bytes") : .incomplete
-            }
-            let first = received.index(received.startIndex, offsetBy: start)
-            let head = Array(received[first..<received.index(received.startIndex, offsetBy: end - 4)])
-            switch judge(Self.lines(head[...])) {
-            case .interim:
-                start = end
-                from = end
-            case .final(let outcome):
-                if case .upgraded = outcome { return .upgraded(headLength: end) }
-                return outcome
-            }
+        let from = searchFrom <= 3 ? 0 : max(0, min(searchFrom, limit) - 3)
+        guard let end = Self.endOfHead(received, from: from, limit: limit) else {
+            return received.count >= Self.maximumHeadBytes ? .invalid("response head longer than \(Self.maximumHeadBytes) bytes") : .incomplete
+        }
+        let head = Array(received.prefix(end - 4))
+        switch judge(Self.lines(head[...])) {
+        case .interim: return .interim(headLength: end)
+        case .final(.upgraded): return .upgraded(headLength: end)
+        case .final(let outcome): return outcome
         }
     }
 

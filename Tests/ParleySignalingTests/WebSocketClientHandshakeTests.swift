@@ -52,9 +52,11 @@ import ParleySignaling
         let lists = Self.response(Self.goodLines.map { $0.hasPrefix("Upgrade") ? "Upgrade: websocket, ," : $0 }
                                   + ["Sec-WebSocket-Extensions: ", "Sec-WebSocket-Protocol:"])
         #expect(Self.sample.evaluate(lists) == .upgraded(headLength: lists.count))
-        // An interim 1xx before the 101 is skipped (RFC 9110 §15.2); the head ends after the 101's.
-        let interim = Self.response(["HTTP/1.1 100 Continue"]) + Self.response(Self.goodLines)
-        #expect(Self.sample.evaluate(interim) == .upgraded(headLength: interim.count))
+        // An interim 1xx before the 101 is skipped (RFC 9110 §15.2): the caller drops it and judges the rest.
+        let interim = Self.response(["HTTP/1.1 100 Continue"])
+        #expect(Self.sample.evaluate(interim + Self.response(Self.goodLines)) == .interim(headLength: interim.count))
+        let hints = Self.response(["HTTP/1.1 103 Early Hints", "Link: </a>"])
+        #expect(Self.sample.evaluate(hints) == .interim(headLength: hints.count))
         let bare = Self.response(["HTTP/1.1 101"] + Self.goodLines.dropFirst())  // a reason phrase is optional
         #expect(Self.sample.evaluate(bare) == .upgraded(headLength: bare.count))
     }

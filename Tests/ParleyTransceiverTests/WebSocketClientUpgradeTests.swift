@@ -16,7 +16,7 @@ import Testing
     enum Cut: Sendable, CaseIterable {
         case oneWrite        // 101, frames and FIN in one segment
         case headThenFrames  // 101, then each frame in its own write a moment later, then FIN
-        case byteByByte      // every byte its own write
+        case byteByByte      // every byte its own write, after an interim 100 Continue
     }
 
     /// Answers one upgrade with a 101 (or `status`), a text frame, a close frame 4404, and FIN.
@@ -72,7 +72,7 @@ import Testing
                     channel.close(mode: .output, promise: nil)
                 }
             case .byteByByte:
-                for byte in Array(head.utf8) + frames.joined() { write([byte]) }
+                for byte in Array(("HTTP/1.1 100 Continue\r\n\r\n" + head).utf8) + frames.joined() { write([byte]) }
                 channel.close(mode: .output, promise: nil)
             }
         }

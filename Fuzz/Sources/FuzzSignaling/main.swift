@@ -1,7 +1,7 @@
 // libFuzzer entry point: what the signaling API decides from request bytes, on arbitrary bytes.
 // The first byte picks the decision: an Authorization header (API key or client secret), a client
 // secret's text itself, a sideband message, a session object, X-Forwarded-For, a routing key file,
-// a multipart/form-data body (boundary `b`).
+// a multipart/form-data body (boundary `b`), a WebSocket server's answer to Parley's upgrade.
 // Each must return or throw, never trap; a secret that opens re-seals to claims that open the same.
 import ParleySignaling
 import ParleyWire
@@ -11,6 +11,7 @@ private let authenticator = Authenticator(
     apiKeys: try! APIKeys(["sk_fuzz_0123456789abcdef", "sk_fuzz_fedcba9876543210"]), secrets: ClientSecrets(keyring: keyring))
 private let resolver = ClientAddressResolver(trustedProxies: [IPNetwork("10.0.0.0/8")!, IPNetwork("fd00::/8")!])
 private let agents: Set<String> = ["echo", "parrot", "loopback"]
+private let handshake = WebSocketClientHandshake(nonce: Array("the sample nonce".utf8))
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSignaling(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -18,7 +19,7 @@ public func fuzzSignaling(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
     let rest = Array(bytes.dropFirst())
     let text = String(decoding: rest, as: UTF8.self)
-    switch bytes[0] % 7 {
+    switch bytes[0] % 8 {
     case 0:
         if case .clientSecret(let claims)? = try? authenticator.authenticate(authorization: text, unixSeconds: 1_800_000_000) {
             let resealed = authenticator.secrets.seal(claims)
@@ -46,6 +47,19 @@ public func fuzzSignaling(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         _ = resolver.resolve(peer: peer, forwardedFor: headers)
     case 5:
         _ = try? RoutingKeyFile.parse(text)
+    case 7:
+        // The answer judged whole, or arriving in two reads (the second search resuming where the
+        // first stopped), comes to the same outcome.
+        let whole = handshake.evaluate(rest)
+        switch whole {
+        case .upgraded(let length), .interim(let length):
+            precondition(length >= 4 && length <= min(rest.count, WebSocketClientHandshake.maximumHeadBytes))
+        default: break
+        }
+        let split = rest.isEmpty ? 0 : Int(rest[0]) % (rest.count + 1)
+        if case .incomplete = handshake.evaluate(rest[..<split]) {
+            precondition(handshake.evaluate(rest, searchFrom: split) == whole)
+        }
     default:
         if let fields = try? MultipartForm.parse(rest, boundary: "b") {
             precondition(fields.count <= MultipartForm.maximumParts)

@@ -40,6 +40,7 @@ final class WebSocketClientUpgradeHandler<Value: Sendable>: ChannelInboundHandle
     /// and how much of it has been searched for the head's end.
     private var received = ByteBuffer()
     private var searched = 0
+    private var interimResponses = 0
     private var requestSent = false
     private var timer: Scheduled<Void>?
 
@@ -107,9 +108,23 @@ final class WebSocketClientUpgradeHandler<Value: Sendable>: ChannelInboundHandle
         }
         var bytes = unwrapInboundIn(data)
         received.writeBuffer(&bytes)
+        judge(context)
+    }
+
+    /// At most this many interim 1xx answers before the 101.
+    static var maximumInterimResponses: Int { 8 }
+
+    private func judge(_ context: ChannelHandlerContext) {
         switch handshake.evaluate(received.readableBytesView, searchFrom: searched) {
         case .incomplete:
             searched = received.readableBytes
+        case .interim(let headLength):
+            interimResponses += 1
+            guard interimResponses <= Self.maximumInterimResponses else { return fail(context, "too many interim responses") }
+            received.moveReaderIndex(forwardBy: headLength)
+            received.discardReadBytes()
+            searched = 0
+            judge(context)
         case .refused(let status):
             fail(context, "the server answered \(status), not 101")
         case .invalid(let reason):
