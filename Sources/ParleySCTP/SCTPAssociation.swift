@@ -132,12 +132,14 @@ public final class SCTPAssociation {
     private var nextHeartbeat: Instant?
     private var unansweredHeartbeats = 0
 
-    public init<G: RandomNumberGenerator>(configuration: SCTPConfiguration = .init(), now: Instant, using generator: inout G) {
+    /// `identity`: the tag and first TSN this side's INIT names, when that INIT was already given
+    /// out (SNAP's `a=sctp-init`, `SCTPOutOfBandInit`); drawn from `generator` otherwise.
+    public init<G: RandomNumberGenerator>(configuration: SCTPConfiguration = .init(), now: Instant,
+                                          identity: SCTPInitiationIdentity? = nil, using generator: inout G) {
         self.configuration = configuration
-        var tag: UInt32 = 0
-        while tag == 0 { tag = generator.next() }
-        localTag = tag
-        localInitialTSN = generator.next()
+        let identity = identity ?? SCTPInitiationIdentity(using: &generator)
+        localTag = identity.tag
+        localInitialTSN = identity.initialTSN
         nextTSN = localInitialTSN
         lastCumulativeAck = localInitialTSN &- 1
         advancedPeerAckPoint = localInitialTSN &- 1
@@ -150,9 +152,35 @@ public final class SCTPAssociation {
         inbound = SCTPReceiveQueue(initialTSN: 0, inboundStreams: configuration.streams)
     }
 
-    public convenience init(configuration: SCTPConfiguration = .init(), now: Instant) {
+    public convenience init(configuration: SCTPConfiguration = .init(), now: Instant, identity: SCTPInitiationIdentity? = nil) {
         var generator = SystemRandomNumberGenerator()
-        self.init(configuration: configuration, now: now, using: &generator)
+        self.init(configuration: configuration, now: now, identity: identity, using: &generator)
+    }
+
+    /// The INIT chunk an association with `configuration` and `identity` sends (type, flags, length
+    /// and value; no common header, no padding after the last parameter): what SNAP puts in
+    /// `a=sctp-init`. The same bytes `connect` would send, so either start describes one association.
+    public static func initiationChunk(configuration: SCTPConfiguration = .init(), identity: SCTPInitiationIdentity) -> [UInt8] {
+        var writer = SCTPPacketWriter(sourcePort: configuration.localPort, destinationPort: configuration.remotePort, verificationTag: 0)
+        writer.chunk(.initiation) { writer in
+            initiationBody(&writer, tag: identity.tag, window: configuration.receiveWindow, streams: configuration.streams,
+                           initialTSN: identity.initialTSN, cookie: nil)
+        }
+        let packet = writer.finish()
+        let length = Int(packet[SCTPPacket.headerLength + 2]) << 8 | Int(packet[SCTPPacket.headerLength + 3])
+        return Array(packet[SCTPPacket.headerLength..<(SCTPPacket.headerLength + length)])
+    }
+
+    /// Starts the association ESTABLISHED from the peer's INIT exchanged out of band (SNAP,
+    /// draft-hancke-tsvwg-snap §"SCTP Considerations"): no INIT, INIT-ACK, COOKIE-ECHO or COOKIE-ACK
+    /// goes on the wire. This side must have been made with the `identity` its own INIT gave out.
+    /// False (nothing changes) unless the association has not started yet.
+    @discardableResult
+    public func startOutOfBand(peer: SCTPOutOfBandInit, now: Instant) -> Bool {
+        guard state == .closed else { return false }
+        adoptPeer(peer.initiation)
+        becomeEstablished(now: now)
+        return true
     }
 
     // MARK: Public interface
@@ -390,12 +418,18 @@ public final class SCTPAssociation {
     // MARK: Handshake
 
     private func initiationBody(_ writer: inout SCTPPacketWriter, withCookie: Bool) {
-        writer.append32(localTag)
-        writer.append32(advertisedWindow)
-        writer.append16(configuration.streams)
-        writer.append16(configuration.streams)
-        writer.append32(localInitialTSN)
-        if withCookie { writer.parameter(0x0007) { $0.append(cookie) } }
+        Self.initiationBody(&writer, tag: localTag, window: advertisedWindow, streams: configuration.streams,
+                            initialTSN: localInitialTSN, cookie: withCookie ? cookie : nil)
+    }
+
+    private static func initiationBody(_ writer: inout SCTPPacketWriter, tag: UInt32, window: UInt32, streams: UInt16,
+                                       initialTSN: UInt32, cookie: [UInt8]?) {
+        writer.append32(tag)
+        writer.append32(window)
+        writer.append16(streams)
+        writer.append16(streams)
+        writer.append32(initialTSN)
+        if let cookie { writer.parameter(0x0007) { $0.append(cookie) } }
         writer.parameter(0xC000) { _ in }  // FORWARD-TSN supported (RFC 3758)
         writer.parameter(0x8008) { $0.append([SCTPChunkType.reconfiguration.rawValue, SCTPChunkType.forwardTSN.rawValue]) }
     }

@@ -89,6 +89,7 @@ def test_chromium_call_echoes_audio(parley):
                            {"size": 262144, "ok": True}, {"size": "text", "ok": True}], results
         call = parley.get_json(f"/v1/realtime/calls/{call_id}")
         assert call["dataChannelMessagesReceived"] == 5 and call["dataChannelMessagesSent"] == 5
+        assert call["dataChannelStart"] == "handshake", call  # no field trial: SCTP's four-way handshake
 
         # ICE restart through PATCH: new credentials, the same call keeps its audio.
         driver.execute_async_script("const done = arguments[0]; window.parley.restartIce().then(() => done(), (e) => done(String(e)))")
@@ -113,6 +114,37 @@ def test_chromium_call_echoes_audio(parley):
         time.sleep(0.5)
         with pytest.raises(Exception):
             parley.get_json(f"/v1/realtime/calls/{call_id}")
+    finally:
+        driver.quit()
+
+
+def test_chromium_with_snap_starts_its_data_channel_without_an_sctp_handshake(parley):
+    """SNAP (draft-hancke-tsvwg-snap) with Chromium's field trial: its offer carries `a=sctp-init`,
+    Parley answers with its own INIT, and the association is up with DTLS (the call says `snap`;
+    no INIT goes on the wire). oai-events echoes 1 B-256 KiB, and again after an ICE restart
+    (whose answer must repeat the same INIT, or Chromium fails the renegotiation)."""
+    driver = chromium("--force-fieldtrials=WebRTC-Sctp-Snap/Enabled/")
+    try:
+        driver.get(parley.base + "/?autostart=1")
+        state = wait_for(driver, lambda s: s["channelState"] == "open", 20, "the oai-events channel open")
+        assert state["error"] is None
+        call_id = state["callId"]
+        print(f"setup timeline with SNAP (ms since Call): {state['timings']}; DTLS connected → oai-events open: "
+              f"{state['timings']['channel'] - state['timings']['dtls']} ms")
+        echo = "const done = arguments[0]; window.parley.echoTest([1, 1024, 65536, 262144]).then(done, (e) => done(String(e)))"
+        expected = [{"size": 1, "ok": True}, {"size": 1024, "ok": True}, {"size": 65536, "ok": True},
+                    {"size": 262144, "ok": True}, {"size": "text", "ok": True}]
+        assert driver.execute_async_script(echo) == expected
+        call = parley.get_json(f"/v1/realtime/calls/{call_id}")
+        assert call["dataChannelStart"] == "snap", call
+        assert call["dataChannelDrops"] == {}, call["dataChannelDrops"]  # an INIT sent anyway would be dropped as unexpected
+
+        driver.execute_async_script("const done = arguments[0]; window.parley.restartIce().then(() => done(), (e) => done(String(e)))")
+        state = wait_for(driver, lambda s: s["iceRestarts"] == 1 and s["state"] == "connected", 10, "the ICE restart")
+        assert state["error"] is None
+        assert driver.execute_async_script(echo) == expected
+        call = parley.get_json(f"/v1/realtime/calls/{call_id}")
+        assert call["iceRestarts"] == 1 and call["dataChannelMessagesReceived"] == 10, call
     finally:
         driver.quit()
 

@@ -9,6 +9,8 @@ import pytest
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "ParleyWireTests", "Fixtures")
 CHROME = open(os.path.join(FIXTURES, "chrome.sdp")).read()
+WARP = open(os.path.join(FIXTURES, "chrome-warp.sdp")).read()
+WARP_INIT = "AQAAHu7QVMUAUAAA/////4YO4QzAAAAEgAgABoLA"
 
 
 def post(parley, body, content_type="application/sdp", query="", headers=None):
@@ -50,6 +52,12 @@ def sessions_created(parley):
     ("multipart-no-boundary", (b"x", "multipart/form-data", 400, "boundary")),
     ("too-large", ("v=0\r\n" + "a=x\r\n" * 20000, "application/sdp", 413, "larger than")),
     ("not-utf8", (b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=\xff\xfe\r\n", "application/sdp", 400, "not valid SDP text")),
+    # SNAP: an a=sctp-init that is not base64, or base64 of something other than an SCTP INIT chunk.
+    ("sctp-init-not-base64", (WARP.replace(WARP_INIT, "not*base64"), "application/sdp", 400, "sctp-init")),
+    ("sctp-init-not-an-init", (WARP.replace(WARP_INIT, "AgAAHu7QVMUAUAAA/////4YO4QzAAAAEgAgABoLA"), "application/sdp", 400,
+                               "not an SCTP INIT chunk")),
+    ("sctp-init-zero-tag", (WARP.replace(WARP_INIT, "AQAAHgAAAAAAUAAA/////4YO4QzAAAAEgAgABoLA"), "application/sdp", 400,
+                            "not an SCTP INIT chunk")),
 ]])
 def test_bad_offers_get_a_4xx_with_a_reason_and_create_nothing(parley, body, content_type, status, reason):
     code, text = post(parley, body, content_type)

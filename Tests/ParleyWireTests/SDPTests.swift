@@ -81,7 +81,16 @@ import ParleyTestSupport
     @Test func chromeWarpOfferKeepsItsExtensions() throws {
         let offer = try SessionDescription(parsing: Fixtures.offer("chrome-warp"))
         #expect(offer.media[0].iceOptions == ["trickle", "sped", "googspedv1"])
-        #expect(offer.media[1].otherAttributes.contains { $0.name == "sctp-init" && $0.value?.hasPrefix("AQAAHu7Q") == true })
+        #expect(offer.media[1].sctpInit == "AQAAHu7QVMUAUAAA/////4YO4QzAAAAEgAgABoLA")
+        #expect(!offer.media[1].otherAttributes.contains { $0.name == "sctp-init" })
+    }
+
+    @Test func aMalformedSctpInitIsRefused() throws {
+        let good = try Fixtures.offer("chrome-warp")
+        for bad in ["a=sctp-init:***", "a=sctp-init:", "a=sctp-init:" + String(repeating: "A", count: 2733), "a=sctp-init:AQ AA"] {
+            let text = good.replacingOccurrences(of: "a=sctp-init:AQAAHu7QVMUAUAAA/////4YO4QzAAAAEgAgABoLA", with: bad)
+            #expect(throws: SDPParseError.self, "\(bad.prefix(30))") { try SessionDescription(parsing: text) }
+        }
     }
 
     @Test(arguments: Fixtures.offerNames)
@@ -197,6 +206,21 @@ import ParleyTestSupport
         #expect(negotiated.remoteUfrag == offer.iceCredentials(for: offer.media[0])?.ufrag)
         #expect(negotiated.dataChannelMid == "1")
         #expect(negotiated.localSetup == .passive)
+        #expect(data.sctpInit == nil && negotiated.localSCTPInit == nil && negotiated.remoteSCTPInit == nil, "no SNAP unless offered and ours given")
+    }
+
+    /// SNAP: Parley's own INIT in the answer when the offer carried one (never the client's), both
+    /// remembered; no INIT when the offer had none.
+    @Test func snapIsAnsweredWithParleysOwnInitOnlyWhenOffered() throws {
+        var parameters = Self.parameters
+        parameters.sctpInit = "AQAAHgECAwQAEAAABAAEAKCwwNDAAAAEgAgABoLA"
+        let warp = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: Fixtures.offer("chrome-warp")), parameters: parameters)
+        #expect(warp.answer.text.contains("a=sctp-init:AQAAHgECAwQAEAAABAAEAKCwwNDAAAAEgAgABoLA\r\n"))
+        #expect(!warp.answer.text.contains("AQAAHu7Q"), "the client's INIT is never echoed")
+        #expect(warp.localSCTPInit == parameters.sctpInit && warp.remoteSCTPInit == "AQAAHu7QVMUAUAAA/////4YO4QzAAAAEgAgABoLA")
+        #expect(try SessionDescription(parsing: warp.answer.text).media[1].sctpInit == parameters.sctpInit)
+        let plain = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: Fixtures.offer("chrome")), parameters: parameters)
+        #expect(!plain.answer.text.contains("sctp-init") && plain.localSCTPInit == nil && plain.remoteSCTPInit == nil)
     }
 
     @Test func chromeNegotiationReportsWhatWasAgreed() throws {

@@ -170,6 +170,8 @@ public struct SessionCounters: Sendable {
     public var dataChannelDrops: [String: Int] = [:]
     /// Why the data channels' SCTP association ended, once it has.
     public var dataChannelTransportClosed: String?
+    /// How the association started: `snap` (INITs exchanged in SDP) or `handshake` (on the wire).
+    public var dataChannelStart: String?
     public var drops: [DropReason: Int] = [:]
     /// Round-trip time from the client's last receiver report about our stream.
     public var roundTripTime: Duration?

@@ -17,6 +17,9 @@ public struct SessionParameters: Sendable {
     public var ntpAtInstantZero: UInt64 = 0
     /// The largest data-channel message Parley accepts (the answer's `a=max-message-size`).
     public var localMaxMessageSize = 262_144
+    /// When the offer and answer exchanged SCTP INITs (SNAP): the association starts ESTABLISHED
+    /// as DTLS connects, with no SCTP handshake on the wire.
+    public var snap: SNAPInits?
 
     public init(id: String, localUfrag: String, localPassword: String, negotiated: NegotiatedSession,
                 localAudioSSRC: UInt32, cname: String) {
@@ -124,6 +127,9 @@ public final class WebRTCSession {
         if var renegotiated {
             renegotiated.localSetup = parameters.negotiated.localSetup
             renegotiated.remoteFingerprints = parameters.negotiated.remoteFingerprints
+            // One SCTP association per DTLS association: SNAP's INITs stay those it started with.
+            renegotiated.localSCTPInit = parameters.negotiated.localSCTPInit
+            renegotiated.remoteSCTPInit = parameters.negotiated.remoteSCTPInit
             parameters.negotiated = renegotiated
         }
         parameters.localUfrag = localUfrag
@@ -551,13 +557,20 @@ public final class WebRTCSession {
             if parameters.negotiated.dataChannelMid != nil {
                 var configuration = SCTPConfiguration()
                 configuration.remotePort = UInt16(clamping: parameters.negotiated.remoteSCTPPort ?? 5000)
-                let association = SCTPAssociation(configuration: configuration, now: now)
+                let association = SCTPAssociation(configuration: configuration, now: now, identity: parameters.snap?.local.identity)
                 let remoteLimit = parameters.negotiated.remoteMaxMessageSize ?? 65536
                 dataChannels = DataChannels(association: association, dtlsServer: dtls.role == .server,
                                             localMaximumMessageSize: parameters.localMaxMessageSize,
                                             remoteMaximumMessageSize: remoteLimit)
-                // As the DTLS client we also start SCTP; as the server we wait for the client's INIT.
-                if dtls.role == .client { association.connect(now: now) }
+                if let snap = parameters.snap {
+                    // SNAP: both INITs are known, the association is up with DTLS.
+                    association.startOutOfBand(peer: snap.remote, now: now)
+                    counters.dataChannelStart = "snap"
+                } else {
+                    // As the DTLS client we also start SCTP; as the server we wait for the client's INIT.
+                    if dtls.role == .client { association.connect(now: now) }
+                    counters.dataChannelStart = "handshake"
+                }
                 pumpDataChannels(now: now)
             }
         case .failed(let error):

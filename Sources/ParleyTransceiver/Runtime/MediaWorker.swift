@@ -737,6 +737,7 @@ struct SessionSnapshot: Sendable, Codable {
     var dataChannelMessagesSent: Int
     var dataChannelDrops: [String: Int]
     var dataChannelTransportClosed: String?
+    var dataChannelStart: String?
     var roundTripTimeMilliseconds: Double?
     var drops: [String: Int]
 
@@ -752,6 +753,7 @@ struct SessionSnapshot: Sendable, Codable {
         dataChannelMessagesSent = counters.dataChannelMessagesSent
         dataChannelDrops = counters.dataChannelDrops
         dataChannelTransportClosed = counters.dataChannelTransportClosed
+        dataChannelStart = counters.dataChannelStart
         roundTripTimeMilliseconds = counters.roundTripTime.map { Double($0.nanoseconds) / 1e6 }
         drops = Dictionary(uniqueKeysWithValues: counters.drops.map { ($0.key.rawValue, $0.value) })
     }

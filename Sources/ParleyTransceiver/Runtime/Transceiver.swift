@@ -190,6 +190,7 @@ public final class Transceiver: Sendable {
         let issued = RoutingToken.hour(unixSeconds: Int64(time(nil)))
         let keyring = keys.withLock { $0 }
         let sessionText = session.json.text
+        let sctpInit = SNAPInits.draw(using: &generator)
 
         // The token's nonce keys the session on its worker, and the call id must be unique in the
         // process: on the rare collision of either, draw both again.
@@ -203,12 +204,16 @@ public final class Transceiver: Sendable {
             do {
                 negotiated = try SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
                     iceUfrag: ufrag, icePassword: password, fingerprint: certificate.fingerprint, candidates: candidates,
-                    sessionID: UInt64.random(in: 1...UInt64(Int64.max), using: &generator), audioSSRC: ssrc, cname: "parley"))
+                    sessionID: UInt64.random(in: 1...UInt64(Int64.max), using: &generator), audioSSRC: ssrc, cname: "parley",
+                    sctpInit: sctpInit))
             } catch {
                 throw .unsupportedOffer(error.description)
             }
             var parameters = SessionParameters(id: callID, localUfrag: ufrag, localPassword: password, negotiated: negotiated,
                                                localAudioSSRC: ssrc, cname: "parley")
+            if let remote = negotiated.remoteSCTPInit, let local = negotiated.localSCTPInit {
+                do { parameters.snap = try SNAPInits(local: local, remote: remote) } catch { throw .unsupportedOffer(error.description) }
+            }
             parameters.timeouts = configuration.timeouts
             let sessionParameters = parameters
             do {
@@ -247,7 +252,8 @@ public final class Transceiver: Sendable {
             let token = RoutingToken.random(keyID: keyring.currentKeyID, clusterID: configuration.clusterID,
                                             worker: worker.endpoint, issuedHour: issued, using: &generator)
             let probe = try Self.negotiate(offer, ufrag: current.localUfrag, password: current.localPassword,
-                                           certificate: certificate, candidates: candidates, ssrc: current.localAudioSSRC)
+                                           certificate: certificate, candidates: candidates, ssrc: current.localAudioSSRC,
+                                           sctpInit: current.negotiated.localSCTPInit)
             guard probe.remoteFingerprints.contains(where: current.negotiated.remoteFingerprints.contains) else {
                 throw .unsupportedOffer("a new offer for a call must keep its DTLS certificate")
             }
@@ -257,7 +263,8 @@ public final class Transceiver: Sendable {
             let ufrag = keyring.seal(token)
             let password = ICECredentials.randomString(length: 24, using: &generator)
             let negotiated = try Self.negotiate(offer, ufrag: ufrag, password: password, certificate: certificate,
-                                                candidates: candidates, ssrc: current.localAudioSSRC)
+                                                candidates: candidates, ssrc: current.localAudioSSRC,
+                                                sctpInit: current.negotiated.localSCTPInit)
             do {
                 let restarted = try await worker.eventLoop.submit {
                     try worker.restartSession(key: entry.sessionKey, newKey: token.nonce, localUfrag: ufrag, localPassword: password,
@@ -277,13 +284,14 @@ public final class Transceiver: Sendable {
 
     private static func negotiate(
         _ offer: SessionDescription, ufrag: String, password: String, certificate: DTLSCertificate,
-        candidates: [ICECandidate], ssrc: UInt32
+        candidates: [ICECandidate], ssrc: UInt32, sctpInit: String?
     ) throws(CallSetupError) -> NegotiatedSession {
         var generator = SystemRandomNumberGenerator()
         do {
             return try SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
                 iceUfrag: ufrag, icePassword: password, fingerprint: certificate.fingerprint, candidates: candidates,
-                sessionID: UInt64.random(in: 1...UInt64(Int64.max), using: &generator), audioSSRC: ssrc, cname: "parley"))
+                sessionID: UInt64.random(in: 1...UInt64(Int64.max), using: &generator), audioSSRC: ssrc, cname: "parley",
+                sctpInit: sctpInit))
         } catch {
             throw .unsupportedOffer(error.description)
         }

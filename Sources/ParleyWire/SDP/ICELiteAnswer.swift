@@ -15,10 +15,12 @@ public struct AnswerParameters: Sendable {
     /// The largest data-channel message Parley accepts (RFC 8841 §6).
     public var maxMessageSize: Int
     public var sctpPort: Int
+    /// Parley's own SCTP INIT for SNAP (base64), put in the answer only when the offer carried one.
+    public var sctpInit: String?
 
     public init(iceUfrag: String, icePassword: String, fingerprint: CertificateFingerprint, candidates: [ICECandidate],
                 sessionID: UInt64, audioSSRC: UInt32, cname: String, opusParameters: String = "minptime=10;useinbandfec=1",
-                maxMessageSize: Int = 262_144, sctpPort: Int = 5000) {
+                maxMessageSize: Int = 262_144, sctpPort: Int = 5000, sctpInit: String? = nil) {
         self.iceUfrag = iceUfrag
         self.icePassword = icePassword
         self.fingerprint = fingerprint
@@ -29,6 +31,7 @@ public struct AnswerParameters: Sendable {
         self.opusParameters = opusParameters
         self.maxMessageSize = maxMessageSize
         self.sctpPort = sctpPort
+        self.sctpInit = sctpInit
     }
 }
 
@@ -75,6 +78,9 @@ public struct NegotiatedSession: Sendable {
     public var remoteSCTPPort: Int?
     /// The client's `max-message-size`: 0 means no limit (RFC 8841 §6), nil means the default 64 KiB.
     public var remoteMaxMessageSize: Int?
+    /// SNAP: the client's `a=sctp-init` and the one answered, both or neither (base64 INIT chunks).
+    public var remoteSCTPInit: String?
+    public var localSCTPInit: String?
 }
 
 extension SessionDescription {
@@ -149,9 +155,11 @@ extension SessionDescription {
                 answer.media.append(audio)
                 accepted.append(audioMid)
             } else if index == dataIndex, let mid = section.mid {
+                // SNAP: Parley's own INIT, never an echo of the client's (that breaks Chromium).
                 var data = MediaDescription(
                     kind: "application", port: port, proto: section.proto, formats: section.formats, mid: mid,
-                    sctpPort: parameters.sctpPort, maxMessageSize: parameters.maxMessageSize
+                    sctpPort: parameters.sctpPort, maxMessageSize: parameters.maxMessageSize,
+                    sctpInit: section.sctpInit == nil ? nil : parameters.sctpInit
                 )
                 transport(&data)
                 answer.media.append(data)
@@ -174,7 +182,9 @@ extension SessionDescription {
             remoteFingerprints: remoteFingerprints, localSetup: localSetup, audioMid: audioMid, opus: opus,
             remoteAudioSSRC: audioOffer.primarySSRC, audioDirection: offer.direction(for: audioOffer).answer,
             dataChannelMid: dataOffer?.mid, remoteSCTPPort: dataOffer?.sctpPort,
-            remoteMaxMessageSize: dataOffer?.maxMessageSize
+            remoteMaxMessageSize: dataOffer?.maxMessageSize,
+            remoteSCTPInit: parameters.sctpInit == nil ? nil : dataOffer?.sctpInit,
+            localSCTPInit: dataOffer?.sctpInit == nil ? nil : parameters.sctpInit
         )
     }
 }

@@ -287,8 +287,23 @@ private struct SDPParser {
                 throw SDPParseError(line: line, reason: .malformedAttribute(name))
             }
             media.maxMessageSize = size
+        case "sctp-init":
+            // Base64 of at most 2048 bytes (what the SCTP layer accepts), padded or not.
+            guard let value, !value.isEmpty, value.utf8.count <= 2732, value.utf8.allSatisfy(Self.isBase64Byte) else {
+                throw SDPParseError(line: line, reason: .malformedAttribute(name))
+            }
+            media.sctpInit = String(value)
         default:
             media.otherAttributes.append(SDPAttribute(name, value.map(String.init)))
+        }
+    }
+
+    /// RFC 4648 §4's alphabet and its pad.
+    static func isBase64Byte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "+"), UInt8(ascii: "/"), UInt8(ascii: "="): true
+        default: false
         }
     }
 

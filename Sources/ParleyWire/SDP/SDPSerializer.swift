@@ -54,6 +54,7 @@ extension MediaDescription {
         }
         if let sctpPort { out.attribute("sctp-port", "\(sctpPort)") }
         if let maxMessageSize { out.attribute("max-message-size", "\(maxMessageSize)") }
+        if let sctpInit { out.attribute("sctp-init", sctpInit) }
         out.attribute("msid", msid)
         for group in ssrcGroups {
             out.attribute("ssrc-group", ([group.semantics] + group.ssrcs.map(String.init)).joined(separator: " "))

@@ -96,6 +96,9 @@ public struct MediaDescription: Sendable, Equatable {
     public var endOfCandidates: Bool
     public var sctpPort: Int?
     public var maxMessageSize: Int?
+    /// SNAP's `a=sctp-init` (draft-hancke-tsvwg-snap): an SCTP INIT chunk in base64, checked here
+    /// only for its alphabet and size (the SCTP layer decodes it).
+    public var sctpInit: String?
     public var otherAttributes: [SDPAttribute]
 
     public init(kind: String, port: UInt16 = 9, portCount: Int? = nil, proto: String, formats: [String],
@@ -105,7 +108,7 @@ public struct MediaDescription: Sendable, Equatable {
                 rtcpReducedSize: Bool = false, codecs: [RTPCodec] = [], headerExtensions: [RTPHeaderExtension] = [],
                 ssrcs: [SSRCAttribute] = [], ssrcGroups: [SSRCGroup] = [], msid: String? = nil,
                 candidates: [ICECandidate] = [], endOfCandidates: Bool = false, sctpPort: Int? = nil,
-                maxMessageSize: Int? = nil, otherAttributes: [SDPAttribute] = []) {
+                maxMessageSize: Int? = nil, sctpInit: String? = nil, otherAttributes: [SDPAttribute] = []) {
         self.kind = kind
         self.port = port
         self.portCount = portCount
@@ -131,6 +134,7 @@ public struct MediaDescription: Sendable, Equatable {
         self.endOfCandidates = endOfCandidates
         self.sctpPort = sctpPort
         self.maxMessageSize = maxMessageSize
+        self.sctpInit = sctpInit
         self.otherAttributes = otherAttributes
     }
 

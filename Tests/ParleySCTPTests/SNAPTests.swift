@@ -1,0 +1,118 @@
+import ParleyWire
+import Testing
+@testable import ParleySCTP
+
+/// SNAP (draft-hancke-tsvwg-snap): INIT chunks exchanged out of band, associations that start
+/// ESTABLISHED from them and carry data with no handshake on the wire.
+@Suite struct SNAPTests {
+    /// Chromium 156's `a=sctp-init` in ../shared/fixtures/offers/chrome-warp.sdp, decoded.
+    static let chromium: [UInt8] = [
+        0x01, 0x00, 0x00, 0x1e, 0xee, 0xd0, 0x54, 0xc5, 0x00, 0x50, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff,
+        0x86, 0x0e, 0xe1, 0x0c, 0xc0, 0x00, 0x00, 0x04, 0x80, 0x08, 0x00, 0x06, 0x82, 0xc0,
+    ]
+
+    @Test func parleysInitChunkIsExactlyWhatConnectSends() {
+        let identity = SCTPInitiationIdentity(tag: 0x0102_0304, initialTSN: 0xA0B0_C0D0)!
+        let chunk = SCTPAssociation.initiationChunk(identity: identity)
+        #expect(chunk == [0x01, 0x00, 0x00, 0x1e, 0x01, 0x02, 0x03, 0x04, 0x00, 0x10, 0x00, 0x00, 0x04, 0x00, 0x04, 0x00,
+                          0xa0, 0xb0, 0xc0, 0xd0, 0xc0, 0x00, 0x00, 0x04, 0x80, 0x08, 0x00, 0x06, 0x82, 0xc0],
+                "tag, 1 MiB window, 1024 streams each way, TSN, FORWARD-TSN, RE-CONFIG: Chromium's layout, 30 bytes")
+        var generator = SystemRandomNumberGenerator()
+        let association = SCTPAssociation(now: Instant(nanoseconds: 0), identity: identity, using: &generator)
+        association.connect(now: Instant(nanoseconds: 0))
+        let packet = association.takeOutgoing()[0]
+        #expect(Array(packet[12..<(12 + 30)]) == chunk)
+        #expect(association.localTag == identity.tag)
+    }
+
+    @Test func chromiumsInitDecodes() throws {
+        let peer = try SCTPOutOfBandInit(decoding: Self.chromium)
+        #expect(peer.initiation.initiateTag == 0xeed0_54c5 && peer.initiation.advertisedReceiverWindow == 5_242_880)
+        #expect(peer.initiation.outboundStreams == 65535 && peer.initiation.inboundStreams == 65535)
+        #expect(peer.initiation.initialTSN == 0x860e_e10c && peer.initiation.forwardTSNSupported)
+        #expect(peer.identity == SCTPInitiationIdentity(tag: 0xeed0_54c5, initialTSN: 0x860e_e10c))
+        // Padded to four bytes, as some encoders might: the length field still says 30.
+        #expect(throws: SCTPParseError.self) { try SCTPOutOfBandInit(decoding: Self.chromium + [0, 0]) }
+    }
+
+    @Test func anythingButOneValidInitIsRefused() {
+        func refused(_ bytes: [UInt8]) -> Bool { (try? SCTPOutOfBandInit(decoding: bytes)) == nil }
+        var initAck = Self.chromium
+        initAck[0] = 2
+        #expect(refused(initAck))
+        #expect(refused(Array(Self.chromium.prefix(19))))
+        #expect(refused([]))
+        var zeroTag = Self.chromium
+        zeroTag[4...7] = [0, 0, 0, 0]
+        #expect(refused(zeroTag))
+        var zeroStreams = Self.chromium
+        zeroStreams[12...13] = [0, 0]
+        #expect(refused(zeroStreams))
+        var shortLength = Self.chromium
+        shortLength[3] = 0x1c
+        #expect(refused(shortLength))
+        // A state cookie belongs in an INIT ACK, never in an INIT.
+        var withCookie = Array(Self.chromium.prefix(20)) + [0x00, 0x07, 0x00, 0x08, 1, 2, 3, 4]
+        withCookie[3] = UInt8(withCookie.count)
+        #expect(refused(withCookie))
+        // A parameter running past the chunk, and a chunk over the bound.
+        var overrun = Self.chromium
+        overrun[27] = 0x40
+        #expect(refused(overrun))
+        var long = Array(Self.chromium.prefix(20)) + [0x80, 0x09, 0x08, 0x00] + [UInt8](repeating: 0, count: 2044)
+        long[2] = UInt8(long.count >> 8)
+        long[3] = UInt8(long.count & 0xFF)
+        #expect(refused(long))
+    }
+
+    /// Two of ours, each started from the other's INIT: established at once, no packet before the
+    /// first DATA, and messages both ways (their tags and TSNs are what the INITs said).
+    @Test func associationsStartedOutOfBandCarryDataWithNoHandshake() throws {
+        var generator = SystemRandomNumberGenerator()
+        var now = Instant(nanoseconds: 0)
+        let a = SCTPInitiationIdentity(using: &generator), b = SCTPInitiationIdentity(using: &generator)
+        let initA = try SCTPOutOfBandInit(decoding: SCTPAssociation.initiationChunk(identity: a))
+        let initB = try SCTPOutOfBandInit(decoding: SCTPAssociation.initiationChunk(identity: b))
+        let client = SCTPAssociation(now: now, identity: a, using: &generator)
+        let server = SCTPAssociation(now: now, identity: b, using: &generator)
+        #expect(client.startOutOfBand(peer: initB, now: now) && server.startOutOfBand(peer: initA, now: now))
+        #expect(client.state == .established && server.state == .established)
+        #expect(client.takeEvents() == [.established] && server.takeEvents() == [.established])
+        #expect(client.takeOutgoing().isEmpty && server.takeOutgoing().isEmpty, "no INIT, no COOKIE: nothing on the wire")
+        #expect(!client.startOutOfBand(peer: initB, now: now), "once only")
+        #expect(client.peerTag == b.tag && server.peerTag == a.tag)
+
+        client.send(stream: 1, protocolIdentifier: 51, payload: Array("hello".utf8), unordered: false, now: now)
+        server.send(stream: 1, protocolIdentifier: 53, payload: [1, 2, 3], unordered: false, now: now)
+        for _ in 0..<6 {
+            for packet in client.takeOutgoing() {
+                #expect(packet[4..<8] == [UInt8(b.tag >> 24), UInt8(b.tag >> 16 & 0xFF), UInt8(b.tag >> 8 & 0xFF), UInt8(b.tag & 0xFF)])
+                packet.withUnsafeBytes { server.handle($0, now: now) }
+            }
+            for packet in server.takeOutgoing() { packet.withUnsafeBytes { client.handle($0, now: now) } }
+            now = now + .milliseconds(250)
+            client.handleTimeout(now: now)
+            server.handleTimeout(now: now)
+        }
+        #expect(server.takeEvents().contains(.message(stream: 1, protocolIdentifier: 51, payload: Array("hello".utf8), unordered: false)))
+        #expect(client.takeEvents().contains(.message(stream: 1, protocolIdentifier: 53, payload: [1, 2, 3], unordered: false)))
+        #expect(client.drops.isEmpty && server.drops.isEmpty, "\(client.drops) \(server.drops)")
+    }
+
+    /// A packet not carrying the tag Parley's INIT gave out is dropped and counted, SNAP or not.
+    @Test func aPacketWithAnotherTagIsDropped() throws {
+        var generator = SystemRandomNumberGenerator()
+        let now = Instant(nanoseconds: 0)
+        let a = SCTPInitiationIdentity(using: &generator), b = SCTPInitiationIdentity(using: &generator)
+        let server = SCTPAssociation(now: now, identity: b, using: &generator)
+        server.startOutOfBand(peer: try SCTPOutOfBandInit(decoding: SCTPAssociation.initiationChunk(identity: a)), now: now)
+        _ = server.takeEvents()
+        let stranger = SCTPAssociation(now: now, identity: a, using: &generator)
+        let other = SCTPInitiationIdentity(using: &generator)
+        stranger.startOutOfBand(peer: try SCTPOutOfBandInit(decoding: SCTPAssociation.initiationChunk(identity: other)), now: now)
+        stranger.send(stream: 1, protocolIdentifier: 51, payload: [1], unordered: false, now: now)
+        for packet in stranger.takeOutgoing() { packet.withUnsafeBytes { server.handle($0, now: now) } }
+        #expect(server.takeEvents().isEmpty)
+        #expect(server.drops.values.reduce(0, +) == 1, "\(server.drops)")
+    }
+}
