@@ -204,7 +204,7 @@ public final class Transceiver: Sendable {
             do {
                 negotiated = try SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
                     iceUfrag: ufrag, icePassword: password, fingerprint: certificate.fingerprint, candidates: candidates,
-                    sessionID: UInt64.random(in: 1...UInt64(Int64.max), using: &generator), audioSSRC: ssrc, cname: "parley",
+                    sessionID: UInt64.random(in: 1...(UInt64.max >> 1), using: &generator), audioSSRC: ssrc, cname: "parley",
                     sctpInit: sctpInit))
             } catch {
                 throw .unsupportedOffer(error.description)
@@ -290,7 +290,7 @@ public final class Transceiver: Sendable {
         do {
             return try SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
                 iceUfrag: ufrag, icePassword: password, fingerprint: certificate.fingerprint, candidates: candidates,
-                sessionID: UInt64.random(in: 1...UInt64(Int64.max), using: &generator), audioSSRC: ssrc, cname: "parley",
+                sessionID: UInt64.random(in: 1...(UInt64.max >> 1), using: &generator), audioSSRC: ssrc, cname: "parley",
                 sctpInit: sctpInit))
         } catch {
             throw .unsupportedOffer(error.description)
