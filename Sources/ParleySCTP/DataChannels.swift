@@ -75,6 +75,8 @@ public final class DataChannels {
     private let usesOddIDs: Bool
     public private(set) var channels: [UInt16: DataChannel] = [:]
     private var opening: Set<UInt16> = []
+    /// Negotiated channels added before the association was established: `opened` once it is.
+    private var negotiatedUnopened: [UInt16] = []
     /// Channels we started closing: the peer's answering reset ends them without another of ours.
     private var closing: Set<UInt16> = []
     public private(set) var drops: [DataChannelDropReason: Int] = [:]
@@ -127,9 +129,16 @@ public final class DataChannels {
         return id
     }
 
-    /// A channel both sides agreed on out of band (`negotiated: true`, RFC 8832 §6).
-    public func addNegotiated(id: UInt16, label: String, ordered: Bool = true) {
-        channels[id] = DataChannel(id: id, label: label, protocol: "", ordered: ordered, reliability: .reliable, priority: 256)
+    /// A channel both sides agreed on out of band (`negotiated: true`, RFC 8832 §6): no DCEP. It is
+    /// reported `opened` once the association is established (at once if it already is). False
+    /// when `id` is beyond the association's streams or already taken.
+    @discardableResult
+    public func addNegotiated(id: UInt16, label: String, ordered: Bool = true) -> Bool {
+        guard id < association.configuration.streams, channels[id] == nil else { return false }
+        let channel = DataChannel(id: id, label: label, protocol: "", ordered: ordered, reliability: .reliable, priority: 256)
+        channels[id] = channel
+        if association.state == .established { events.append(.opened(channel)) } else { negotiatedUnopened.append(id) }
+        return true
     }
 
     /// Sends a message on an open channel: text (PPID 51) or binary (53); empty ones as RFC 8831 §6.6 says.
@@ -165,7 +174,8 @@ public final class DataChannels {
         for event in association.takeEvents() {
             switch event {
             case .established:
-                break
+                for id in negotiatedUnopened { if let channel = channels[id] { events.append(.opened(channel)) } }
+                negotiatedUnopened.removeAll()
             case .message(let stream, let identifier, let payload, _):
                 receive(stream: stream, identifier: identifier, payload: payload, now: now)
             case .streamsReset(let streams):

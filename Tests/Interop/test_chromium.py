@@ -1,4 +1,5 @@
 """Headless Chromium calls `parley dev` through its own demo page and hears the echo."""
+import json
 import math
 import os
 import re
@@ -147,6 +148,67 @@ def test_chromium_with_snap_starts_its_data_channel_without_an_sctp_handshake(pa
         assert call["iceRestarts"] == 1 and call["dataChannelMessagesReceived"] == 10, call
     finally:
         driver.quit()
+
+
+NEGOTIATED_EVENTS_CALL = """
+const [dcid, done] = arguments;
+(async () => {
+  const pc = new RTCPeerConnection();
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  pc.addTrack(stream.getAudioTracks()[0], stream);
+  const channel = pc.createDataChannel("oai-events", { negotiated: true, id: dcid });
+  const opened = new Promise((resolve) => { channel.onopen = resolve; });
+  const echoed = new Promise((resolve) => { channel.onmessage = (event) => resolve(event.data); });
+  await pc.setLocalDescription(await pc.createOffer());
+  const minted = await fetch("/dev/client_secret", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ expires_after: { anchor: "created_at", seconds: 600 }, session: {} }) });
+  const secret = (await minted.json()).value;
+  const posted = performance.now();
+  const response = await fetch("/v1/realtime/calls?dcid=" + dcid, { method: "POST",
+    headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + secret }, body: pc.localDescription.sdp });
+  if (!response.ok) return done({ error: response.status + " " + (await response.text()) });
+  const answer = await response.text();
+  await pc.setRemoteDescription({ type: "answer", sdp: answer });
+  await opened;
+  const open = performance.now() - posted;
+  channel.send(JSON.stringify({ type: "hello", n: 1 }));
+  const echo = await echoed;
+  done({ callId: (response.headers.get("Location") || "").split("/").pop(), open, echo,
+         answerHasInit: answer.includes("a=sctp-init:"), offerHasInit: pc.localDescription.sdp.includes("a=sctp-init:") });
+})().catch((error) => done({ error: String(error) }));
+"""
+
+
+def test_chromium_with_snap_and_a_negotiated_events_channel_needs_neither_sctp_nor_dcep_handshakes(parley):
+    """The WARP client's setup (OpenAI's guide): `oai-events` created `negotiated: true, id: N` and
+    the offer POSTed with `?dcid=N`, plus SNAP. The channel opens with no DCEP OPEN/ACK (Parley adds
+    the channel itself and counts no message before the client's first) and echoes a message."""
+    driver = chromium("--force-fieldtrials=WebRTC-Sctp-Snap/Enabled/")
+    try:
+        driver.get(parley.base + "/")
+        result = driver.execute_async_script(NEGOTIATED_EVENTS_CALL, 2)
+        assert "error" not in result, result
+        assert result["offerHasInit"] and result["answerHasInit"], result
+        assert json.loads(result["echo"]) == {"type": "hello", "n": 1}, result
+        print(f"POST → negotiated oai-events open: {result['open']:.0f} ms")
+        call = parley.get_json(f"/v1/realtime/calls/{result['callId']}")
+        assert call["dataChannelStart"] == "snap", call
+        assert call["dataChannelMessagesReceived"] == 1 and call["dataChannelMessagesSent"] == 1, call
+        assert call["dataChannelDrops"] == {}, call["dataChannelDrops"]
+    finally:
+        driver.quit()
+
+
+def test_a_dcid_outside_the_streams_is_refused(parley):
+    import urllib.error
+    import urllib.request
+    offer = open(os.path.join(ROOT, "Tests", "ParleyWireTests", "Fixtures", "chrome.sdp")).read()
+    for dcid in ("1024", "-1", "x"):
+        request = urllib.request.Request(parley.base + "/v1/realtime/calls?dcid=" + dcid, data=offer.encode(), method="POST",
+                                         headers={"Content-Type": "application/sdp", **parley.headers()})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 400 and json.loads(refused.value.read())["error"]["code"] == "invalid_dcid"
 
 
 def write_bursts(path, pattern=((1.5, False), (1.2, True), (2.8, False))):

@@ -115,4 +115,48 @@ import Testing
         #expect(server.takeEvents().isEmpty)
         #expect(server.drops.values.reduce(0, +) == 1, "\(server.drops)")
     }
+
+    /// A pre-negotiated channel (`negotiated: true, id: N`) on SNAP associations: opened as soon as
+    /// the association is (before, it waits), messages both ways, no DCEP on the wire.
+    @Test func aNegotiatedChannelOpensWithTheAssociationAndCarriesMessagesWithoutDCEP() throws {
+        var generator = SystemRandomNumberGenerator()
+        let now = Instant(nanoseconds: 0)
+        let a = SCTPInitiationIdentity(using: &generator), b = SCTPInitiationIdentity(using: &generator)
+        let client = DataChannels(association: SCTPAssociation(now: now, identity: a, using: &generator), dtlsServer: false)
+        let server = DataChannels(association: SCTPAssociation(now: now, identity: b, using: &generator), dtlsServer: true)
+        // Added before the association is up: it waits.
+        #expect(server.addNegotiated(id: 0, label: "oai-events"))
+        #expect(server.takeEvents().isEmpty)
+        #expect(!server.addNegotiated(id: 0, label: "again"), "a stream already taken")
+        #expect(!server.addNegotiated(id: 1024, label: "x"), "beyond the streams")
+        server.association.startOutOfBand(peer: try SCTPOutOfBandInit(decoding: SCTPAssociation.initiationChunk(identity: a)), now: now)
+        server.handleTimeout(now: now)
+        #expect(server.takeEvents().map { if case .opened(let channel) = $0 { channel.label } else { "" } } == ["oai-events"])
+        // Added once the association is up: opened at once.
+        client.association.startOutOfBand(peer: try SCTPOutOfBandInit(decoding: SCTPAssociation.initiationChunk(identity: b)), now: now)
+        client.handleTimeout(now: now)
+        #expect(client.addNegotiated(id: 0, label: "oai-events"))
+        #expect(client.takeEvents().count == 1)
+
+        try client.send(Array(#"{"type":"hello"}"#.utf8), binary: false, channel: 0, now: now)
+        try server.send([9, 8, 7], binary: true, channel: 0, now: now)
+        var sawDCEP = false
+        for _ in 0..<4 {
+            for packet in client.takeOutgoing() + server.takeOutgoing() {
+                let parsed = try packet.withUnsafeBytes { try SCTPPacket.parse($0) }
+                for chunk in parsed.chunks where chunk.type == .data && packet[chunk.value.lowerBound + 8..<chunk.value.lowerBound + 12] == [0, 0, 0, 50] {
+                    sawDCEP = true
+                }
+                let toServer = packet[4..<8] == server.association.localTag.bigEndianBytes[...]
+                packet.withUnsafeBytes { (toServer ? server : client).handle($0, now: now) }
+            }
+        }
+        #expect(!sawDCEP, "no DATA_CHANNEL_OPEN (PPID 50)")
+        #expect(server.takeEvents() == [.message(channel: 0, label: "oai-events", binary: false, payload: Array(#"{"type":"hello"}"#.utf8))])
+        #expect(client.takeEvents() == [.message(channel: 0, label: "oai-events", binary: true, payload: [9, 8, 7])])
+    }
+}
+
+private extension UInt32 {
+    var bigEndianBytes: [UInt8] { [UInt8(self >> 24), UInt8(self >> 16 & 0xFF), UInt8(self >> 8 & 0xFF), UInt8(self & 0xFF)] }
 }

@@ -20,6 +20,9 @@ public struct SessionParameters: Sendable {
     /// When the offer and answer exchanged SCTP INITs (SNAP): the association starts ESTABLISHED
     /// as DTLS connects, with no SCTP handshake on the wire.
     public var snap: SNAPInits?
+    /// The stream of a pre-negotiated `oai-events` channel (`negotiated: true, id: N` on the
+    /// client, `?dcid=N` on its offer): open with the association, no DCEP round trip.
+    public var negotiatedEventsChannel: UInt16?
 
     public init(id: String, localUfrag: String, localPassword: String, negotiated: NegotiatedSession,
                 localAudioSSRC: UInt32, cname: String) {
@@ -571,6 +574,7 @@ public final class WebRTCSession {
                     if dtls.role == .client { association.connect(now: now) }
                     counters.dataChannelStart = "handshake"
                 }
+                if let id = parameters.negotiatedEventsChannel { dataChannels?.addNegotiated(id: id, label: "oai-events") }
                 pumpDataChannels(now: now)
             }
         case .failed(let error):

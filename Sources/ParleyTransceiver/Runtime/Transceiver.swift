@@ -161,9 +161,10 @@ public final class Transceiver: Sendable {
     /// its id and the SDP answer. The call's place is reserved first (limits, session cap, drain).
     /// `relays`: the addresses the answer advertises, most preferred first (the relays nearest the
     /// client, then others for failover); nil: the configured `advertisedAddresses`.
+    /// `eventsChannel`: the client opened `oai-events` as a negotiated channel on this stream (`?dcid=`).
     public func createCall(offer bytes: [UInt8], session: SessionConfiguration = SessionConfiguration(),
-                           credential: Credential = .anonymous,
-                           relays: [TransportAddress]? = nil) async throws(SignalingError) -> (id: String, answer: String) {
+                           credential: Credential = .anonymous, relays: [TransportAddress]? = nil,
+                           eventsChannel: UInt16? = nil) async throws(SignalingError) -> (id: String, answer: String) {
         let offer: SessionDescription
         do { offer = try SessionDescription(parsing: bytes) } catch { throw CallSetupError.malformedOffer(error.description).signalingError }
         guard let agent = configuration.agent(named: session.agent) else {
@@ -172,7 +173,8 @@ public final class Transceiver: Sendable {
         let owner = credential.owner
         try registry.reserve(keyID: owner.keyID, now: monotonicNow())
         do {
-            return try await makeCall(offer: offer, agent: agent, session: session, owner: owner, relays: relays)
+            return try await makeCall(offer: offer, agent: agent, session: session, owner: owner, relays: relays,
+                                      eventsChannel: eventsChannel)
         } catch {
             registry.cancel(keyID: owner.keyID)
             throw error.signalingError
@@ -180,7 +182,8 @@ public final class Transceiver: Sendable {
     }
 
     private func makeCall(offer: SessionDescription, agent: AgentTarget, session: SessionConfiguration,
-                          owner: CallOwner, relays: [TransportAddress]?) async throws(CallSetupError) -> (id: String, answer: String) {
+                          owner: CallOwner, relays: [TransportAddress]?,
+                          eventsChannel: UInt16?) async throws(CallSetupError) -> (id: String, answer: String) {
         var generator = SystemRandomNumberGenerator()
         let worker = workers[nextWorker.next() % workers.count]
         let password = ICECredentials.randomString(length: 24, using: &generator)
@@ -211,6 +214,7 @@ public final class Transceiver: Sendable {
             }
             var parameters = SessionParameters(id: callID, localUfrag: ufrag, localPassword: password, negotiated: negotiated,
                                                localAudioSSRC: ssrc, cname: "parley")
+            if negotiated.dataChannelMid != nil { parameters.negotiatedEventsChannel = eventsChannel }
             if let remote = negotiated.remoteSCTPInit, let local = negotiated.localSCTPInit {
                 do { parameters.snap = try SNAPInits(local: local, remote: remote) } catch { throw .unsupportedOffer(error.description) }
             }

@@ -186,8 +186,16 @@ public struct SignalingAPI: Sendable {
         let offer = try OfferRequest.parse(contentType: contentType, body: body)
         let session = try SessionConfiguration.resolve(requested: offer.session, credential: credential,
                                                        agents: transceiver.configuration.agentNames)
+        // `?dcid=N`: the client made `oai-events` a negotiated channel on stream N (no DCEP).
+        var eventsChannel: UInt16?
+        if let text = request.uri.queryParameters.get("dcid") {
+            guard let id = UInt16(text), id < 1024 else {
+                throw SignalingError.badRequest("dcid must be a data channel stream id, 0 to 1023", code: "invalid_dcid")
+            }
+            eventsChannel = id
+        }
         let (id, answer) = try await transceiver.createCall(offer: offer.sdp, session: session, credential: credential,
-                                                            relays: nearestRelays(request, context))
+                                                            relays: nearestRelays(request, context), eventsChannel: eventsChannel)
         context.logger.info("call created", metadata: [
             "call": "\(id)", "owner": "\(credential.description)", "agent": "\(session.agent ?? "default")",
         ])
