@@ -35,6 +35,9 @@ public struct LoadConfiguration: Sendable {
     public var opusPulses = false
     /// The API key (or a client secret) each offer's `Authorization: Bearer` carries; none when nil.
     public var apiKey: String?
+    /// WARP's client side: SNAP (`a=sctp-init` in the offer) and `oai-events` negotiated on stream 0
+    /// (`?dcid=0`): no SCTP or DCEP handshake when the server answers in kind.
+    public var warp = false
 
     public init(url: String, sessions: Int, duration: Duration, ramp: Duration) {
         self.url = url
@@ -81,6 +84,8 @@ public struct LoadReport: Codable, Sendable {
 
     public struct DataChannelFigures: Codable, Sendable {
         public var opened: Int
+        /// Sessions whose answer took up SNAP (with `--warp`): their SCTP started with DTLS.
+        public var startedWithSNAP: Int
         public var messagesSent: Int
         public var messagesEchoed: Int
         public var echoLatencyMilliseconds: Percentiles?
@@ -222,12 +227,19 @@ public final class LoadGenerator: @unchecked Sendable {
         }.get()
     }
 
+    /// The offer's URL, with `dcid` when the channel is negotiated.
+    static func offerURL(_ url: String, negotiatedChannel: UInt16?) -> String {
+        guard let id = negotiatedChannel else { return url }
+        return url + (url.contains("?") ? "&" : "?") + "dcid=\(id)"
+    }
+
     private func startSession() async {
         let client: Client
         do {
             client = try await eventLoop.submit { () -> Client in
                 let session = ClientSession(dtlsContext: self.dtlsContext,
-                                            dataChannelLabel: self.configuration.dataChannel ? "oai-events" : nil)
+                                            dataChannelLabel: self.configuration.dataChannel ? "oai-events" : nil,
+                                            warp: self.configuration.warp)
                 let client = Client(session: session, startedAt: Self.now())
                 if self.configuration.opusPulses { client.decoder = try OpusDecoder(sampleRate: .hz48000) }
                 session.audioHandler = { [unowned self, unowned client] sequenceNumber, timestamp, payload in
@@ -246,7 +258,8 @@ public final class LoadGenerator: @unchecked Sendable {
                 }
                 .bind(host: "127.0.0.1", port: 0).get()
             let response = try await SignalingClient.send(
-                method: "POST", url: configuration.url, contentType: "application/sdp", body: client.session.offer,
+                method: "POST", url: Self.offerURL(configuration.url, negotiatedChannel: client.session.negotiatedChannelID),
+                contentType: "application/sdp", body: client.session.offer,
                 bearer: configuration.apiKey, on: eventLoop)
             guard response.status == 201 || response.status == 200 else {
                 throw ClientError.unusableAnswer("HTTP \(response.status): \(response.body.prefix(200))")
@@ -474,6 +487,7 @@ public final class LoadGenerator: @unchecked Sendable {
                          pulseLatencyMilliseconds: .init(pulseLatencies)),
             roundTripMilliseconds: .init(connected.compactMap { $0.session.roundTripTime.map { Double($0.nanoseconds) / 1e6 } }),
             dataChannel: .init(opened: clients.filter { $0.dataChannelOpenAt != nil }.count,
+                               startedWithSNAP: clients.filter(\.session.answeredSNAP).count,
                                messagesSent: clients.reduce(0) { $0 + $1.eventsSent },
                                messagesEchoed: clients.reduce(0) { $0 + $1.eventsEchoed },
                                echoLatencyMilliseconds: .init(dataChannelLatencies)),

@@ -111,11 +111,12 @@ public final class DataChannels {
     public func open(label: String, protocol: String = "", ordered: Bool = true, now: Instant) -> UInt16? {
         guard association.state == .established else { return nil }
         var id: UInt16 = usesOddIDs ? 1 : 0
+        let streams = association.outboundStreams
         while channels[id] != nil {
-            guard id < association.configuration.streams &- 2 else { return nil }
+            guard id < streams &- 2 else { return nil }
             id += 2
         }
-        guard id < association.configuration.streams else { return nil }
+        guard id < streams else { return nil }
         let channel = DataChannel(id: id, label: label, protocol: `protocol`, ordered: ordered, reliability: .reliable, priority: 256)
         channels[id] = channel
         opening.insert(id)
@@ -134,7 +135,7 @@ public final class DataChannels {
     /// when `id` is beyond the association's streams or already taken.
     @discardableResult
     public func addNegotiated(id: UInt16, label: String, ordered: Bool = true) -> Bool {
-        guard id < association.configuration.streams, channels[id] == nil else { return false }
+        guard id < association.configuration.streams, id < association.outboundStreams, channels[id] == nil else { return false }
         let channel = DataChannel(id: id, label: label, protocol: "", ordered: ordered, reliability: .reliable, priority: 256)
         channels[id] = channel
         if association.state == .established { events.append(.opened(channel)) } else { negotiatedUnopened.append(id) }

@@ -65,6 +65,10 @@ public final class SCTPAssociation {
 
     // The peer.
     public private(set) var peerTag: UInt32 = 0
+    /// The streams the peer's INIT says it receives on: ours to send on are at most these.
+    public private(set) var peerInboundStreams: UInt16 = .max
+    /// Streams this side may send on: ours, within the peer's inbound ones (RFC 9260 §5.1.1).
+    public var outboundStreams: UInt16 { min(configuration.streams, peerInboundStreams) }
     private var peerWindow: UInt32 = 0
     /// What arrived from the peer: its cumulative TSN, gaps, fragments, ordered messages waiting.
     private var inbound: SCTPReceiveQueue
@@ -272,6 +276,8 @@ public final class SCTPAssociation {
             unansweredHeartbeats = 0
         }
         let isInitiation = packet.chunks.first?.type == .initiation
+        // An INIT travels alone (RFC 9260 §6.10): with vtag 0 nothing after it would be checked.
+        guard !isInitiation || packet.chunks.count == 1 else { return drop(.malformed) }
         guard isInitiation ? packet.verificationTag == 0 : packet.verificationTag == localTag
                 || packet.chunks.first?.type == .abort || packet.chunks.first?.type == .shutdownComplete else {
             return drop(.badVerificationTag)
@@ -468,6 +474,7 @@ public final class SCTPAssociation {
 
     private func adoptPeer(_ initiation: SCTPInitiation) {
         peerTag = initiation.initiateTag
+        peerInboundStreams = initiation.inboundStreams
         peerWindow = initiation.advertisedReceiverWindow
         // The peer's own limit on streams it sends on, within ours.
         inbound = SCTPReceiveQueue(initialTSN: initiation.initialTSN,

@@ -28,17 +28,22 @@ public struct SCTPOutOfBandInit: Sendable, Equatable {
     /// sctp-proto's bound; an INIT with Parley's or Chromium's parameters is 30 bytes.
     public static let maximumBytes = 2048
 
+    /// The chunk as its length field names it (without padding).
     public let chunk: [UInt8]
     /// The peer's side: its tag, window, streams and first TSN.
     public let initiation: SCTPInitiation
+    public let identity: SCTPInitiationIdentity
 
-    public var identity: SCTPInitiationIdentity { SCTPInitiationIdentity(tag: initiation.initiateTag, initialTSN: initiation.initialTSN)! }
-
-    public init(decoding chunk: [UInt8]) throws(SCTPParseError) {
-        guard chunk.count >= 20, chunk.count <= Self.maximumBytes else { throw .truncated }
-        guard chunk[0] == SCTPChunkType.initiation.rawValue else { throw .malformedChunk(SCTPChunkType(rawValue: chunk[0])) }
-        // The chunk's length names every byte given (padding after the last parameter is not sent).
-        guard Int(chunk[2]) << 8 | Int(chunk[3]) == chunk.count else { throw .malformedChunk(.initiation) }
+    public init(decoding given: [UInt8]) throws(SCTPParseError) {
+        guard given.count >= 20, given.count <= Self.maximumBytes else { throw .truncated }
+        guard given[0] == SCTPChunkType.initiation.rawValue else { throw .malformedChunk(SCTPChunkType(rawValue: given[0])) }
+        // The chunk's length names every byte given; padding after the last parameter is not sent,
+        // but up to three zero bytes of it are tolerated.
+        let length = Int(given[2]) << 8 | Int(given[3])
+        guard length <= given.count, given.count - length < 4, given[length...].allSatisfy({ $0 == 0 }) else {
+            throw .malformedChunk(.initiation)
+        }
+        let chunk = Array(given[..<length])
         // As a packet: a common header in front (its checksum unchecked), the chunk padded to four bytes.
         let packet = [UInt8](repeating: 0, count: SCTPPacket.headerLength) + chunk
             + [UInt8](repeating: 0, count: (4 - chunk.count % 4) % 4)
@@ -54,8 +59,12 @@ public struct SCTPOutOfBandInit: Sendable, Equatable {
             }
         }
         let initiation = try decoded.get()
-        guard initiation.stateCookie == nil else { throw .malformedChunk(.initiation) }
+        guard initiation.stateCookie == nil,
+              let identity = SCTPInitiationIdentity(tag: initiation.initiateTag, initialTSN: initiation.initialTSN) else {
+            throw .malformedChunk(.initiation)
+        }
         self.chunk = chunk
+        self.identity = identity
         // Ranges into the packet made here mean nothing outside it.
         var kept = initiation
         kept.supportedExtensions = nil

@@ -731,12 +731,15 @@ struct Load: AsyncParsableCommand {
     var noDataChannel = false
     @Flag(help: "Send real Opus (silence, a pulse each second) and time each pulse's return; works through transcoding agents.")
     var opusPulses = false
+    @Flag(help: "WARP's client side: SNAP (a=sctp-init in the offer) and oai-events negotiated on stream 0 (?dcid=0), so no SCTP or DCEP handshake when the server answers in kind.")
+    var warp = false
     @Option(help: "The API key each offer carries as Authorization: Bearer (or env PARLEY_API_KEY).")
     var apiKey: String?
 
     func validate() throws {
         guard sessions >= 1 else { throw ValidationError("--sessions must be at least 1") }
         guard duration > 0, ramp >= 0 else { throw ValidationError("--duration must be positive and --ramp not negative") }
+        guard !(warp && noDataChannel) else { throw ValidationError("--warp needs the data channel (it is what SNAP and ?dcid start)") }
         _ = try SignalingClient.parse(url: url)
     }
 
@@ -746,6 +749,7 @@ struct Load: AsyncParsableCommand {
         configuration.payloadBytes = payloadBytes
         configuration.dataChannel = !noDataChannel
         configuration.opusPulses = opusPulses
+        configuration.warp = warp
         configuration.apiKey = apiKey ?? ProcessInfo.processInfo.environment["PARLEY_API_KEY"]
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let generator = try LoadGenerator(configuration: configuration, eventLoop: group.next())

@@ -149,3 +149,29 @@ def test_public_host_any_address_takes_calls_and_advertises_a_reachable_one(parl
     assert status == 201
     assert f"127.0.0.1 {parley.media_port} typ host" in answer, answer
     assert "0.0.0.0" not in answer.split("a=candidate")[1]
+
+
+def test_a_snap_calls_reoffer_must_repeat_its_sctp_init(parley):
+    """SNAP: one SCTP association per call, so a re-offer (an ICE restart) must carry the same
+    a=sctp-init; it gets the same one of Parley's back. A changed or missing one is a 400."""
+    def send(method, path, body):
+        request = urllib.request.Request(parley.base + path, data=body.encode(), method=method,
+                                         headers={"Content-Type": "application/sdp", **parley.headers()})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.headers.get("Location"), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, None, error.read().decode()
+
+    status, location, answer = send("POST", "/v1/realtime/calls", WARP)
+    assert status == 201, answer
+    ours = re.search(r"a=sctp-init:(\S+)", answer).group(1)
+    assert ours != WARP_INIT
+    restart = re.sub(r"a=ice-ufrag:\S+", "a=ice-ufrag:rst1", re.sub(r"a=ice-pwd:\S+", "a=ice-pwd:restartpassword0123456789", WARP))
+    status, _, again = send("PATCH", location, restart)
+    assert status == 200, again
+    assert re.search(r"a=sctp-init:(\S+)", again).group(1) == ours
+    for changed in (restart.replace(WARP_INIT, "AQAAHgECAwQAUAAA/////4YO4QzAAAAEgAgABoLA"),
+                    restart.replace("a=sctp-init:" + WARP_INIT + "\n", "")):  # read with universal newlines
+        status, _, refused = send("PATCH", location, changed)
+        assert status == 400 and "sctp-init" in json.loads(refused)["error"]["message"], refused

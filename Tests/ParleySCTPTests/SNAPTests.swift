@@ -31,8 +31,10 @@ import Testing
         #expect(peer.initiation.outboundStreams == 65535 && peer.initiation.inboundStreams == 65535)
         #expect(peer.initiation.initialTSN == 0x860e_e10c && peer.initiation.forwardTSNSupported)
         #expect(peer.identity == SCTPInitiationIdentity(tag: 0xeed0_54c5, initialTSN: 0x860e_e10c))
-        // Padded to four bytes, as some encoders might: the length field still says 30.
-        #expect(throws: SCTPParseError.self) { try SCTPOutOfBandInit(decoding: Self.chromium + [0, 0]) }
+        // Padded to four bytes, as an encoder might: the length field still says 30, and the chunk is that.
+        #expect(try SCTPOutOfBandInit(decoding: Self.chromium + [0, 0]).chunk == Self.chromium)
+        #expect(throws: SCTPParseError.self) { try SCTPOutOfBandInit(decoding: Self.chromium + [0, 1]) }
+        #expect(throws: SCTPParseError.self) { try SCTPOutOfBandInit(decoding: Self.chromium + [0, 0, 0, 0]) }
     }
 
     @Test func anythingButOneValidInitIsRefused() {
@@ -154,6 +156,40 @@ import Testing
         #expect(!sawDCEP, "no DATA_CHANNEL_OPEN (PPID 50)")
         #expect(server.takeEvents() == [.message(channel: 0, label: "oai-events", binary: false, payload: Array(#"{"type":"hello"}"#.utf8))])
         #expect(client.takeEvents() == [.message(channel: 0, label: "oai-events", binary: true, payload: [9, 8, 7])])
+    }
+
+    /// An INIT carries vtag 0, so nothing may ride behind it (RFC 9260 §6.10): such a packet is
+    /// dropped whole, even by an association that is up.
+    @Test func anInitWithChunksBehindItIsDroppedWhole() throws {
+        var generator = SystemRandomNumberGenerator()
+        let now = Instant(nanoseconds: 0)
+        let a = SCTPInitiationIdentity(using: &generator), b = SCTPInitiationIdentity(using: &generator)
+        let server = SCTPAssociation(now: now, identity: b, using: &generator)
+        server.startOutOfBand(peer: try SCTPOutOfBandInit(decoding: SCTPAssociation.initiationChunk(identity: a)), now: now)
+        _ = server.takeEvents()
+        var writer = SCTPPacketWriter(sourcePort: 5000, destinationPort: 5000, verificationTag: 0)
+        let initChunk = SCTPAssociation.initiationChunk(identity: a)
+        writer.chunk(.initiation) { $0.append(Array(initChunk[4...])) }
+        writer.chunk(.abort)
+        writer.finish().withUnsafeBytes { server.handle($0, now: now) }
+        #expect(server.state == .established, "the ABORT behind the INIT was not obeyed")
+        #expect(server.drops[.malformed] == 1)
+        #expect(server.takeOutgoing().isEmpty)
+    }
+
+    /// Parley opens channels only on streams the peer's INIT says it receives on.
+    @Test func channelsStayWithinThePeersInboundStreams() throws {
+        var generator = SystemRandomNumberGenerator()
+        let now = Instant(nanoseconds: 0)
+        var small = Self.chromium
+        small[14...15] = [0, 4]  // the peer receives on four streams
+        let server = DataChannels(association: SCTPAssociation(now: now, using: &generator), dtlsServer: true)
+        server.association.startOutOfBand(peer: try SCTPOutOfBandInit(decoding: small), now: now)
+        server.handleTimeout(now: now)
+        #expect(server.association.outboundStreams == 4)
+        #expect(server.open(label: "a", now: now) == 1 && server.open(label: "b", now: now) == 3)
+        #expect(server.open(label: "c", now: now) == nil)
+        #expect(!server.addNegotiated(id: 4, label: "d") && server.addNegotiated(id: 2, label: "e"))
     }
 }
 

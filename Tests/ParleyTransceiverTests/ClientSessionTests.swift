@@ -69,6 +69,53 @@ import Testing
         #expect(checks.first.map { PacketKind.classify($0) } == .stun)
     }
 
+    /// `parley load --warp` against the session core: the offer carries the client's INIT, the
+    /// answer Parley's, `oai-events` is negotiated on stream 0 — both ends start SCTP with DTLS,
+    /// neither sends an INIT (the other would count it as unexpected) nor a DCEP OPEN, and the
+    /// channel echoes.
+    @Test func aWarpClientNeedsNoSCTPOrDCEPHandshake() throws {
+        let client = ClientSession(dtlsContext: SessionTests.context(SessionTests.clientCertificate), warp: true)
+        #expect(client.offer.contains("a=sctp-init:") && client.negotiatedChannelID == 0)
+        let serverContext = SessionTests.context(SessionTests.serverCertificate)
+        var generator = SystemRandomNumberGenerator()
+        let negotiated = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: client.offer), parameters: AnswerParameters(
+            iceUfrag: "serverufrag", icePassword: "serverpassword1234567890", fingerprint: serverContext.certificate.fingerprint,
+            candidates: [ICECandidate(foundation: "1", priority: 1, address: "127.0.0.1", port: 3478)],
+            sessionID: 1, audioSSRC: 42, cname: "parley", sctpInit: SNAPInits.draw(using: &generator)))
+        var parameters = SessionParameters(id: "c", localUfrag: "serverufrag", localPassword: "serverpassword1234567890",
+                                           negotiated: negotiated, localAudioSSRC: 42, cname: "parley")
+        parameters.snap = try SNAPInits(local: try #require(negotiated.localSCTPInit), remote: try #require(negotiated.remoteSCTPInit))
+        parameters.negotiatedEventsChannel = client.negotiatedChannelID
+        let now = Instant(nanoseconds: 5_000_000_000)
+        let session = try WebRTCSession(parameters: parameters, dtlsContext: serverContext, now: now)
+        let echo = EchoAgent()
+        let path = PeerPath(client: .v4(IPv4Address(127, 0, 0, 1), port: 40000))
+        try client.accept(answer: negotiated.answer.text, now: now)
+        #expect(client.answeredSNAP)
+
+        var clientEvents: [ClientSession.Event] = []
+        func exchange() {
+            for _ in 0..<10 {
+                let toServer = client.takeTransmits()
+                for datagram in toServer { datagram.withUnsafeBytes { session.receive($0, from: path, now: now) } }
+                for event in session.takeEvents() { echo.handle(event, session: session, now: now) }
+                let toClient = session.takeTransmits()
+                for transmit in toClient { transmit.bytes.withUnsafeBytes { client.receive($0, from: client.serverAddress, now: now) } }
+                clientEvents += client.takeEvents()
+                if toServer.isEmpty && toClient.isEmpty { return }
+            }
+        }
+        exchange()
+        #expect(session.state == .connected && client.isConnected)
+        #expect(session.counters.dataChannelStart == "snap")
+        #expect(clientEvents.contains(.dataChannelOpen(label: "oai-events")) && client.isDataChannelOpen)
+        let event = Array(#"{"type":"hello"}"#.utf8)
+        #expect(client.sendDataChannelMessage(event, binary: false, now: now))
+        exchange()
+        #expect(clientEvents.contains(.dataChannelMessage(label: "oai-events", binary: false, payload: event)))
+        #expect(session.counters.dataChannelDrops.isEmpty, "\(session.counters.dataChannelDrops)")
+    }
+
     /// Full-ICE servers (Pion) check the client too and nominate only once answered: the client
     /// answers a check with the right USERNAME and its own password's integrity, and nothing else.
     @Test func clientAnswersTheServersChecksAndOnlyValidOnes() throws {

@@ -27,6 +27,13 @@ public final class ClientSession {
     public let certificate: DTLSCertificate
     /// The label of the channel the client opens once SCTP is up (nil: no data channel offered).
     public let dataChannelLabel: String?
+    /// WARP's client side: the offer carries this client's SCTP INIT (`a=sctp-init`, SNAP), and the
+    /// channel is negotiated on stream `negotiatedChannelID` (the offer is POSTed with `?dcid=`), so
+    /// neither SCTP's handshake nor DCEP's is needed when the server answers in kind.
+    public let warp: Bool
+    public var negotiatedChannelID: UInt16? { warp && dataChannelLabel != nil ? 0 : nil }
+    /// Whether the answer took up SNAP (it carried an `a=sctp-init` of the server's).
+    public var answeredSNAP: Bool { snap != nil }
     /// The server's address, from the answer's first UDP candidate.
     public private(set) var serverAddress: TransportAddress?
     public private(set) var isICEConnected = false
@@ -61,12 +68,16 @@ public final class ClientSession {
     private var answeredDataChannel = false
     private var remoteSCTPPort = 5000
     private var remoteMaximumMessageSize = 65536
+    private let localSCTPInit: String?
+    private var snap: SNAPInits?
     private var transmits: [[UInt8]] = []
     private var events: [Event] = []
     private var scratch = [UInt8](repeating: 0, count: 1500 + SRTPContext.maximumOverhead)
 
-    public init(dtlsContext: DTLSContext, dataChannelLabel: String? = "oai-events") {
+    public init(dtlsContext: DTLSContext, dataChannelLabel: String? = "oai-events", warp: Bool = false) {
         var generator = SystemRandomNumberGenerator()
+        self.warp = warp
+        localSCTPInit = warp && dataChannelLabel != nil ? SNAPInits.draw(using: &generator) : nil
         ufrag = ICECredentials.randomString(length: 8, using: &generator)
         password = ICECredentials.randomString(length: 24, using: &generator)
         audioSSRC = UInt32.random(in: 1...UInt32.max, using: &generator)
@@ -81,12 +92,12 @@ public final class ClientSession {
     /// The offer: audio (Opus) and, with a label, a data channel, bundled, as a browser sends it.
     public var offer: String {
         Self.offer(ufrag: ufrag, password: password, fingerprint: certificate.fingerprint, audioSSRC: audioSSRC,
-                   dataChannel: dataChannelLabel != nil)
+                   dataChannel: dataChannelLabel != nil, sctpInit: localSCTPInit)
     }
 
     /// A browser-shaped offer for the given credentials.
     public static func offer(ufrag: String, password: String, fingerprint: CertificateFingerprint, audioSSRC: UInt32,
-                             cname: String = "parley-load", dataChannel: Bool = true) -> String {
+                             cname: String = "parley-load", dataChannel: Bool = true, sctpInit: String? = nil) -> String {
         let transport = "a=ice-ufrag:\(ufrag)\r\na=ice-pwd:\(password)\r\na=fingerprint:\(fingerprint)\r\na=setup:actpass\r\n"
         var text = "v=0\r\no=- \(audioSSRC) 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\(dataChannel ? " 1" : "")\r\n"
             + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n" + transport
@@ -95,6 +106,7 @@ public final class ClientSession {
         if dataChannel {
             text += "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n" + transport
                 + "a=mid:1\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
+                + (sctpInit.map { "a=sctp-init:\($0)\r\n" } ?? "")
         }
         return text
     }
@@ -115,6 +127,12 @@ public final class ClientSession {
             remoteSCTPPort = data.sctpPort ?? 5000
             remoteMaximumMessageSize = data.maxMessageSize ?? 65536
             answeredDataChannel = dataChannelLabel != nil
+            // SNAP when both INITs are known; an answer without one means SCTP's own handshake.
+            if let local = localSCTPInit, let remote = data.sctpInit {
+                do { snap = try SNAPInits(local: local, remote: remote) } catch {
+                    throw ClientError.unusableAnswer("\(error)")
+                }
+            }
         }
         let role: DTLSConnection.Role = answer.setup(for: audio) == .active ? .server : .client
         dtls = try DTLSConnection(context: dtlsContext, role: role, remoteFingerprints: answer.fingerprints(for: audio))
@@ -298,12 +316,20 @@ public final class ClientSession {
         guard answeredDataChannel else { return }
         var configuration = SCTPConfiguration()
         configuration.remotePort = UInt16(clamping: remoteSCTPPort)
-        let association = SCTPAssociation(configuration: configuration, now: now)
-        dataChannels = DataChannels(association: association, dtlsServer: role == .server,
+        let association = SCTPAssociation(configuration: configuration, now: now, identity: snap?.local.identity)
+        let channels = DataChannels(association: association, dtlsServer: role == .server,
                                     remoteMaximumMessageSize: remoteMaximumMessageSize)
-        // Browsers send INIT whatever their DTLS role; the DTLS client always does here. As the
-        // DTLS server we wait for the server's INIT (Pion, Parley as DTLS client).
-        if role == .client { association.connect(now: now) }
+        dataChannels = channels
+        if let snap {
+            association.startOutOfBand(peer: snap.remote, now: now)
+        } else if role == .client {
+            // Browsers send INIT whatever their DTLS role; the DTLS client always does here. As the
+            // DTLS server we wait for the server's INIT (Pion, Parley as DTLS client).
+            association.connect(now: now)
+        }
+        if let id = negotiatedChannelID, let label = dataChannelLabel, channels.addNegotiated(id: id, label: label) {
+            dataChannelID = id
+        }
         pumpDataChannels(now: now)
     }
 

@@ -558,7 +558,7 @@ public final class WebRTCSession {
             nextRTCP = now + parameters.rtcpInterval
             events.append(.dtlsConnected(keys.profile))
             if parameters.negotiated.dataChannelMid != nil {
-                var configuration = SCTPConfiguration()
+                var configuration = SNAPInits.configuration  // what an answer's a=sctp-init describes
                 configuration.remotePort = UInt16(clamping: parameters.negotiated.remoteSCTPPort ?? 5000)
                 let association = SCTPAssociation(configuration: configuration, now: now, identity: parameters.snap?.local.identity)
                 let remoteLimit = parameters.negotiated.remoteMaxMessageSize ?? 65536

@@ -261,6 +261,13 @@ public final class Transceiver: Sendable {
             guard probe.remoteFingerprints.contains(where: current.negotiated.remoteFingerprints.contains) else {
                 throw .unsupportedOffer("a new offer for a call must keep its DTLS certificate")
             }
+            // SNAP: one SCTP association per DTLS association, so a re-offer repeats its INIT (the
+            // draft makes a changed or missing one an error). A call without SNAP ignores a late one.
+            if let started = current.snap {
+                guard let repeated = probe.remoteSCTPInit, (try? SNAPInits.decode(repeated)) == started.remote else {
+                    throw .unsupportedOffer("a new offer for a call must repeat its a=sctp-init (one SCTP association per call)")
+                }
+            }
             // The same ICE credentials: nothing to restart, the answer repeats ours.
             if probe.remoteUfrag == current.negotiated.remoteUfrag { return probe.answer.text }
 
