@@ -43,7 +43,7 @@ fuzz:
 
 ## Every benchmark, side by side with its reference (a C forwarder, a Pion server, libsrtp), pinned
 ## cores; rewrites the tables, JSON and plots in docs/. Takes about 30 minutes.
-bench: bench-micro bench-transceiver bench-setup bench-relay bench-sctp bench-agents
+bench: bench-micro bench-transceiver bench-setup bench-warp bench-relay bench-sctp bench-agents
 
 ## Micro-benchmarks (ordo-one/benchmark): time and allocations per operation on the hot paths.
 bench-micro:
@@ -65,6 +65,13 @@ bench-setup:
 	@.venv/bin/python -c "import aiortc" 2>/dev/null || scripts/install-deps.sh test
 	$(SWIFT) build -c release --product parley
 	.venv/bin/python scripts/bench_setup.py --calls $(BENCH_SETUP_CALLS) --output-dir docs
+
+## WARP's setup (SNAP + a negotiated oai-events) against the plain one, `parley load` with and
+## without --warp across a 50 ms round trip built by Tests/Tools/impair.py (root: namespaces, TUN).
+bench-warp:
+	@scripts/install-deps.sh build
+	$(SWIFT) build -c release --product parley
+	python3 scripts/bench_warp.py --output-dir docs  # the standard library only
 
 ## Data-channel throughput, handshake cost and idle memory of ParleySCTP (in memory, one core).
 bench-sctp:

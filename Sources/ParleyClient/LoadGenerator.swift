@@ -256,7 +256,7 @@ public final class LoadGenerator: @unchecked Sendable {
                         try channel.pipeline.syncOperations.addHandler(ClientHandler(generator: self, client: client))
                     }
                 }
-                .bind(host: "127.0.0.1", port: 0).get()
+                .bind(host: "0.0.0.0", port: 0).get()  // the route to the server picks the source address
             let response = try await SignalingClient.send(
                 method: "POST", url: Self.offerURL(configuration.url, negotiatedChannel: client.session.negotiatedChannelID),
                 contentType: "application/sdp", body: client.session.offer,

@@ -38,6 +38,19 @@ def test_load_smoke_echoes_audio_and_events(parley):
     assert re.search(r"^\s*\d+\.\ds sessions \d+/4 connecting \d+ connected \d+ channels \d+ failed 0 ", progress, re.M), progress
 
 
+def test_load_warp_starts_sctp_with_dtls_and_needs_no_dcep(parley):
+    """`parley load --warp`: SNAP in every offer and oai-events negotiated on stream 0 (?dcid=0);
+    Parley answers in kind, so each session's channel opens with SCTP, and events echo."""
+    code, report, progress = run_load(parley.base + "/v1/realtime/calls", 4, 2, "--warp")
+    assert code == 0, progress
+    assert report["connected"] == 4 and report["failed"] == 0, report["failures"]
+    channel = report["dataChannel"]
+    assert channel["opened"] == 4 and channel["startedWithSNAP"] == 4, channel
+    assert channel["messagesSent"] >= 4 and channel["messagesEchoed"] == channel["messagesSent"], channel
+    assert report["setup"]["dtls"]["p50"] <= report["setup"]["dataChannelOpen"]["p50"]
+    assert report["audio"]["echoRatio"] >= 0.99
+
+
 def test_load_without_data_channel_offers_audio_only(parley):
     code, report, progress = run_load(parley.base + "/v1/realtime/calls", 2, 2, "--no-data-channel")
     assert code == 0, progress

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""WARP setup benchmark: `parley load` with and without `--warp` against `parley dev` across a link
+with a real round trip, in the same run.
+
+Two network namespaces joined by Tests/Tools/impair.py (--one-way-ms each way; 25 ms: a 50 ms round
+trip): `parley dev` (release build) in B, `parley load` in A. Each mode runs with `--warp` (SNAP's
+a=sctp-init in the offer and `oai-events` negotiated on stream 0 with ?dcid=0) and without (SCTP's
+four-way handshake and a DCEP OPEN/ACK), alternating, for:
+  - single: --sessions N spread over N/2 s (one call at a time, in effect);
+  - burst:  --sessions M all at once.
+Every step is milliseconds from the offer's POST (the answer includes the HTTP request's round trips
+over the link), p50 / p99; "open − answer" is the data channel's open less the answer, both p50,
+in round trips of the link. Needs root (namespaces, TUN).
+
+Usage: sudo scripts/bench_warp.py [--one-way-ms 25] [--single 10] [--burst 100] [--parley PATH]
+       [--output-dir docs]
+With --output-dir it writes benchmarks-warp-latest.json and the table inside docs/benchmarks.md
+(between the bench-warp markers).
+"""
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import API_KEY, update_markdown  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+IMPAIR = os.path.join(ROOT, "Tests", "Tools", "impair.py")
+STEPS = ("answer", "ice", "dtls", "firstEchoedAudio", "dataChannelOpen")
+
+
+def run_load(ns_a, parley, url, sessions, ramp, warp):
+    command = ["ip", "netns", "exec", ns_a, parley, "load", "--url", url, "--sessions", str(sessions),
+               "--duration", "1", "--ramp", str(ramp), "--api-key", API_KEY] + (["--warp"] if warp else [])
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if not result.stdout.strip():
+        raise RuntimeError(f"parley load failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--one-way-ms", type=float, default=25)
+    parser.add_argument("--single", type=int, default=10)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--parley", default=os.path.join(ROOT, ".build", "release", "parley"))
+    parser.add_argument("--output-dir")
+    args = parser.parse_args()
+    if not os.path.exists(args.parley):
+        sys.exit(f"{args.parley} missing: build it (swift build -c release)")
+    ns_a, ns_b = f"warpA-{os.getpid()}", f"warpB-{os.getpid()}"
+    link = subprocess.Popen([sys.executable, IMPAIR, "up", "--a", ns_a, "--b", ns_b, "--subnet6", "none",
+                             "--state-dir", f"/tmp/bench-warp-{os.getpid()}", "--both", f"delay={args.one_way_ms}ms",
+                             "--nice", "-5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = json.loads(link.stdout.readline())
+    server_ip = ready.get("b", {}).get("ipv4", "10.77.0.2") if isinstance(ready.get("b"), dict) else "10.77.0.2"
+    log = open(f"/tmp/bench-warp-parley-{os.getpid()}.log", "w")
+    server = subprocess.Popen(["ip", "netns", "exec", ns_b, args.parley, "dev", "--http-host", "0.0.0.0", "--http-port", "8080",
+                               "--media-host", "0.0.0.0", "--media-port", "3478", "--advertise", f"{server_ip}:3478",
+                               "--api-key", API_KEY, "--log-level", "warning",
+                               # The load generator is one address: a burst is more connections than the default 64.
+                               "--max-connections-per-address", "512"], stdout=log, stderr=subprocess.STDOUT)
+    rows, raw = [], {}
+    try:
+        url = f"http://{server_ip}:8080/v1/realtime/calls"
+        deadline = time.time() + 20
+        while subprocess.run(["ip", "netns", "exec", ns_a, "curl", "-sf", "-o", "/dev/null", f"http://{server_ip}:8080/healthz"]).returncode:
+            if time.time() > deadline:
+                raise RuntimeError("parley dev did not come up: " + open(log.name).read()[-2000:])
+            time.sleep(0.2)
+        rtt = 2 * args.one_way_ms
+        for kind, sessions, ramp in (("single", args.single, args.single / 2), ("burst", args.burst, 0)):
+            for warp in (False, True):
+                report = run_load(ns_a, args.parley, url, sessions, ramp, warp)
+                raw[f"{kind}-{'warp' if warp else 'plain'}"] = report
+                setup = report["setup"]
+                cells = [f"{setup[s]['p50']:.0f} / {setup[s]['p99']:.0f}" if s in setup else "–" for s in STEPS]
+                after = (setup["dataChannelOpen"]["p50"] - setup["answer"]["p50"]) / rtt if "dataChannelOpen" in setup else None
+                rows.append(f"| {kind} ({sessions}) | {'`--warp`' if warp else 'plain'} | {report['connected']}/{sessions} | "
+                            f"{report['dataChannel'].get('startedWithSNAP', 0)} | " + " | ".join(cells)
+                            + (f" | {after:.1f} RTT |" if after is not None else " | – |"))
+                print(rows[-1], flush=True)
+    finally:
+        server.kill()  # a SIGTERM would drain (wait for calls); nothing here needs it
+        server.wait(timeout=10)
+        link.terminate()
+        link.wait(timeout=10)
+    table = (f"Latest run: {datetime.date.today()} (`make bench-warp`: `parley load` in one namespace, release `parley dev` in "
+             f"another, {args.one_way_ms:g} ms each way through impair.py, a {2 * args.one_way_ms:g} ms round trip; "
+             "raw figures in [benchmarks-warp-latest.json](benchmarks-warp-latest.json)).\n\n"
+             "| calls | client | connected | SNAP | answer | ICE | DTLS | first echoed audio | data channel open | open − answer (p50) |\n"
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n\n"
+             "Milliseconds from the offer's POST, p50 / p99. SNAP: sessions whose answer took up `a=sctp-init`.\n")
+    print(table)
+    if args.output_dir:
+        with open(os.path.join(args.output_dir, "benchmarks-warp-latest.json"), "w") as f:
+            json.dump({"one_way_ms": args.one_way_ms, "reports": raw}, f, indent=1, sort_keys=True)
+        update_markdown(os.path.join(args.output_dir, "benchmarks.md"), "bench-warp", table)
+
+
+if __name__ == "__main__":
+    main()
