@@ -42,6 +42,32 @@ def run_load(ns_a, parley, url, sessions, ramp, warp):
     return json.loads(result.stdout)
 
 
+class Server:
+    """A fresh `parley dev` in namespace B for one run, killed after it (a SIGTERM would drain)."""
+
+    def __init__(self, parley, ns_a, ns_b, ip):
+        self.command = ["ip", "netns", "exec", ns_b, parley, "dev", "--http-host", "0.0.0.0", "--http-port", "8080",
+                        "--media-host", "0.0.0.0", "--media-port", "3478", "--advertise", f"{ip}:3478",
+                        "--api-key", API_KEY, "--log-level", "warning",
+                        # The load generator is one address: a burst is more connections than the default 64.
+                        "--max-connections-per-address", "512"]
+        self.ns_a, self.health = ns_a, f"http://{ip}:8080/healthz"
+
+    def __enter__(self):
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 20
+        while subprocess.run(["ip", "netns", "exec", self.ns_a, "curl", "-sf", "-o", "/dev/null", self.health]).returncode:
+            if time.time() > deadline or self.process.poll() is not None:
+                self.process.kill()
+                raise RuntimeError("parley dev did not come up: " + self.process.stderr.read()[-2000:])
+            time.sleep(0.2)
+        return self
+
+    def __exit__(self, *_):
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--one-way-ms", type=float, default=25)
@@ -53,43 +79,42 @@ def main():
     if not os.path.exists(args.parley):
         sys.exit(f"{args.parley} missing: build it (swift build -c release)")
     ns_a, ns_b = f"warpA-{os.getpid()}", f"warpB-{os.getpid()}"
+    state_dir = f"/tmp/bench-warp-{os.getpid()}"
     link = subprocess.Popen([sys.executable, IMPAIR, "up", "--a", ns_a, "--b", ns_b, "--subnet6", "none",
-                             "--state-dir", f"/tmp/bench-warp-{os.getpid()}", "--both", f"delay={args.one_way_ms}ms",
-                             "--nice", "-5"],
+                             "--state-dir", state_dir, "--both", f"delay={args.one_way_ms}ms", "--nice", "-5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ready = json.loads(link.stdout.readline())
-    server_ip = ready.get("b", {}).get("ipv4", "10.77.0.2") if isinstance(ready.get("b"), dict) else "10.77.0.2"
-    log = open(f"/tmp/bench-warp-parley-{os.getpid()}.log", "w")
-    server = subprocess.Popen(["ip", "netns", "exec", ns_b, args.parley, "dev", "--http-host", "0.0.0.0", "--http-port", "8080",
-                               "--media-host", "0.0.0.0", "--media-port", "3478", "--advertise", f"{server_ip}:3478",
-                               "--api-key", API_KEY, "--log-level", "warning",
-                               # The load generator is one address: a burst is more connections than the default 64.
-                               "--max-connections-per-address", "512"], stdout=log, stderr=subprocess.STDOUT)
     rows, raw = [], {}
     try:
+        line = link.stdout.readline()
+        if not line:
+            raise RuntimeError("impair.py did not come up: " + link.stderr.read()[-2000:])
+        server_ip = json.loads(line)["b"]["ipv4"]
         url = f"http://{server_ip}:8080/v1/realtime/calls"
-        deadline = time.time() + 20
-        while subprocess.run(["ip", "netns", "exec", ns_a, "curl", "-sf", "-o", "/dev/null", f"http://{server_ip}:8080/healthz"]).returncode:
-            if time.time() > deadline:
-                raise RuntimeError("parley dev did not come up: " + open(log.name).read()[-2000:])
-            time.sleep(0.2)
         rtt = 2 * args.one_way_ms
-        for kind, sessions, ramp in (("single", args.single, args.single / 2), ("burst", args.burst, 0)):
-            for warp in (False, True):
-                report = run_load(ns_a, args.parley, url, sessions, ramp, warp)
+        # Each run gets a fresh server (no calls of the run before it still live), and the order of
+        # the two clients alternates between the kinds.
+        for kind, sessions, ramp, order in (("single", args.single, args.single / 2, (False, True)),
+                                            ("burst", args.burst, 0, (True, False))):
+            for warp in order:
+                with Server(args.parley, ns_a, ns_b, server_ip):
+                    report = run_load(ns_a, args.parley, url, sessions, ramp, warp)
                 raw[f"{kind}-{'warp' if warp else 'plain'}"] = report
                 setup = report["setup"]
                 cells = [f"{setup[s]['p50']:.0f} / {setup[s]['p99']:.0f}" if s in setup else "–" for s in STEPS]
                 after = (setup["dataChannelOpen"]["p50"] - setup["answer"]["p50"]) / rtt if "dataChannelOpen" in setup else None
-                rows.append(f"| {kind} ({sessions}) | {'`--warp`' if warp else 'plain'} | {report['connected']}/{sessions} | "
+                rows.append((kind, warp, f"| {kind} ({sessions}) | {'`--warp`' if warp else 'plain'} | {report['connected']}/{sessions} | "
                             f"{report['dataChannel'].get('startedWithSNAP', 0)} | " + " | ".join(cells)
-                            + (f" | {after:.1f} RTT |" if after is not None else " | – |"))
-                print(rows[-1], flush=True)
+                            + (f" | {after:.1f} RTT |" if after is not None else " | – |")))
+                print(rows[-1][2], flush=True)
     finally:
-        server.kill()  # a SIGTERM would drain (wait for calls); nothing here needs it
-        server.wait(timeout=10)
         link.terminate()
-        link.wait(timeout=10)
+        try:
+            link.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            link.kill()
+        subprocess.run([sys.executable, IMPAIR, "down", "--a", ns_a, "--b", ns_b, "--state-dir", state_dir],
+                       capture_output=True)
+    rows = [row for _, _, row in sorted(rows, key=lambda r: (r[0] != "single", r[1]))]
     table = (f"Latest run: {datetime.date.today()} (`make bench-warp`: `parley load` in one namespace, release `parley dev` in "
              f"another, {args.one_way_ms:g} ms each way through impair.py, a {2 * args.one_way_ms:g} ms round trip; "
              "raw figures in [benchmarks-warp-latest.json](benchmarks-warp-latest.json)).\n\n"

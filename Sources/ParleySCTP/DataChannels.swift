@@ -74,6 +74,8 @@ public final class DataChannels {
     /// We are the DTLS server, so channels we open use odd stream ids (RFC 8832 §6).
     private let usesOddIDs: Bool
     public private(set) var channels: [UInt16: DataChannel] = [:]
+    /// Channels that can carry messages now (a negotiated one added before the association is up is not yet).
+    public var openChannels: [UInt16: DataChannel] { channels.filter { !negotiatedUnopened.contains($0.key) } }
     private var opening: Set<UInt16> = []
     /// Negotiated channels added before the association was established: `opened` once it is.
     private var negotiatedUnopened: [UInt16] = []
@@ -175,7 +177,14 @@ public final class DataChannels {
         for event in association.takeEvents() {
             switch event {
             case .established:
-                for id in negotiatedUnopened { if let channel = channels[id] { events.append(.opened(channel)) } }
+                // Only now are the peer's streams known: a negotiated channel beyond them cannot carry messages.
+                for id in negotiatedUnopened {
+                    guard let channel = channels[id] else { continue }
+                    if id < association.outboundStreams { events.append(.opened(channel)) } else {
+                        channels[id] = nil
+                        drop(.unknownChannel)
+                    }
+                }
                 negotiatedUnopened.removeAll()
             case .message(let stream, let identifier, let payload, _):
                 receive(stream: stream, identifier: identifier, payload: payload, now: now)
@@ -224,7 +233,7 @@ public final class DataChannels {
             // The peer opens only streams of its own parity (RFC 8832 §6), within the streams we offered.
             let peerParity = (stream & 1 == 1) != usesOddIDs
             guard message.count >= 12 + labelLength + protocolLength, channels[stream] == nil, peerParity,
-                  stream < association.configuration.streams else {
+                  stream < association.outboundStreams else {
                 return drop(.malformedDCEP)
             }
             guard labelLength <= Self.maximumLabelLength, protocolLength <= Self.maximumLabelLength,

@@ -276,8 +276,10 @@ public final class SCTPAssociation {
             unansweredHeartbeats = 0
         }
         let isInitiation = packet.chunks.first?.type == .initiation
-        // An INIT travels alone (RFC 9260 §6.10): with vtag 0 nothing after it would be checked.
-        guard !isInitiation || packet.chunks.count == 1 else { return drop(.malformed) }
+        // An INIT or INIT ACK travels alone (RFC 9260 §6.10): with vtag 0 nothing after it would be checked.
+        guard packet.chunks.count == 1 || !packet.chunks.contains(where: { $0.type == .initiation || $0.type == .initiationAck }) else {
+            return drop(.malformed)
+        }
         guard isInitiation ? packet.verificationTag == 0 : packet.verificationTag == localTag
                 || packet.chunks.first?.type == .abort || packet.chunks.first?.type == .shutdownComplete else {
             return drop(.badVerificationTag)

@@ -731,7 +731,7 @@ struct Load: AsyncParsableCommand {
     var noDataChannel = false
     @Flag(help: "Send real Opus (silence, a pulse each second) and time each pulse's return; works through transcoding agents.")
     var opusPulses = false
-    @Flag(help: "WARP's client side: SNAP (a=sctp-init in the offer) and oai-events negotiated on stream 0 (?dcid=0), so no SCTP or DCEP handshake when the server answers in kind.")
+    @Flag(help: "WARP's client side: SNAP (a=sctp-init in the offer) and oai-events negotiated on stream 0 (?dcid=0), so no SCTP or DCEP handshake when the server answers in kind. The server must honour ?dcid (Parley does): otherwise the channel looks open and nothing echoes.")
     var warp = false
     @Option(help: "The API key each offer carries as Authorization: Bearer (or env PARLEY_API_KEY).")
     var apiKey: String?

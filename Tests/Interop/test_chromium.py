@@ -208,18 +208,6 @@ def test_chromium_with_snap_and_a_negotiated_events_channel_needs_neither_sctp_n
         driver.quit()
 
 
-def test_a_dcid_outside_the_streams_is_refused(parley):
-    import urllib.error
-    import urllib.request
-    offer = open(os.path.join(ROOT, "Tests", "ParleyWireTests", "Fixtures", "chrome.sdp")).read()
-    for dcid in ("1024", "-1", "x"):
-        request = urllib.request.Request(parley.base + "/v1/realtime/calls?dcid=" + dcid, data=offer.encode(), method="POST",
-                                         headers={"Content-Type": "application/sdp", **parley.headers()})
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=10)
-        assert refused.value.code == 400 and json.loads(refused.value.read())["error"]["code"] == "invalid_dcid"
-
-
 def write_bursts(path, pattern=((1.5, False), (1.2, True), (2.8, False))):
     """A 48 kHz mono WAV of speech-like bursts (a 180 Hz tone with a 4 Hz syllable envelope) between
     quiet spans of faint noise; Chromium loops it as the microphone."""

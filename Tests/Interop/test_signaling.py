@@ -175,3 +175,16 @@ def test_a_snap_calls_reoffer_must_repeat_its_sctp_init(parley):
                     restart.replace("a=sctp-init:" + WARP_INIT + "\n", "")):  # read with universal newlines
         status, _, refused = send("PATCH", location, changed)
         assert status == 400 and "sctp-init" in json.loads(refused)["error"]["message"], refused
+
+
+def test_a_dcid_that_names_no_usable_stream_is_refused(parley):
+    """?dcid=N (a negotiated oai-events): outside 0-1023, not a plain number, for an offer without a
+    data channel, or beyond the streams the offer's a=sctp-init gives: 400 invalid_dcid, no call."""
+    audio_only = re.sub(r"a=group:BUNDLE 0 1", "a=group:BUNDLE 0", CHROME.split("m=application")[0])
+    few_streams = WARP.replace(WARP_INIT, "AQAAHu7QVMUAUAAAAAQABIYO4QzAAAAEgAgABoLA")  # 4 streams each way
+    for dcid, body in (("1024", CHROME), ("-1", CHROME), ("x", CHROME), ("+5", CHROME), ("0", audio_only), ("4", few_streams)):
+        code, text = post(parley, body, query="?dcid=" + dcid)
+        assert code == 400 and json.loads(text)["error"]["code"] == "invalid_dcid", (dcid, text)
+    assert sessions_created(parley) in (None, 0)
+    code, text = post(parley, few_streams, query="?dcid=3")
+    assert code == 201, text

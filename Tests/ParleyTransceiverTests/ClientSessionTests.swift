@@ -8,6 +8,23 @@ import Testing
 /// The load generator's client against the session core, in memory: it connects, sends audio and
 /// gets its frames back through the echo agent.
 @Suite struct ClientSessionTests {
+    /// Carries datagrams both ways (the server's events through the echo agent) until quiet, at
+    /// most ten rounds; returns the client's events.
+    static func exchange(_ client: ClientSession, _ session: WebRTCSession, echo: EchoAgent, path: PeerPath,
+                         now: Instant) -> [ClientSession.Event] {
+        var events: [ClientSession.Event] = []
+        for _ in 0..<10 {
+            let toServer = client.takeTransmits()
+            for datagram in toServer { datagram.withUnsafeBytes { session.receive($0, from: path, now: now) } }
+            for event in session.takeEvents() { echo.handle(event, session: session, now: now) }
+            let toClient = session.takeTransmits()
+            for transmit in toClient { transmit.bytes.withUnsafeBytes { client.receive($0, from: client.serverAddress, now: now) } }
+            events += client.takeEvents()
+            if toServer.isEmpty && toClient.isEmpty { break }
+        }
+        return events
+    }
+
     @Test func loadClientCompletesAnEchoCall() throws {
         let client = ClientSession(dtlsContext: SessionTests.context(SessionTests.clientCertificate))
         let serverContext = SessionTests.context(SessionTests.serverCertificate)
@@ -29,16 +46,8 @@ import Testing
         var echoed: [[UInt8]] = []
         var clientEvents: [ClientSession.Event] = []
         func exchange() {
-            for _ in 0..<10 {
-                let toServer = client.takeTransmits()
-                for datagram in toServer { datagram.withUnsafeBytes { session.receive($0, from: path, now: now) } }
-                for event in session.takeEvents() { echo.handle(event, session: session, now: now) }
-                let toClient = session.takeTransmits()
-                for transmit in toClient { transmit.bytes.withUnsafeBytes { client.receive($0, from: client.serverAddress, now: now) } }
-                for event in client.takeEvents() {
-                    if case .audio(_, _, let payload) = event { echoed.append(payload) } else { clientEvents.append(event) }
-                }
-                if toServer.isEmpty && toClient.isEmpty { return }
+            for event in Self.exchange(client, session, echo: echo, path: path, now: now) {
+                if case .audio(_, _, let payload) = event { echoed.append(payload) } else { clientEvents.append(event) }
             }
         }
         exchange()
@@ -94,17 +103,7 @@ import Testing
         #expect(client.answeredSNAP)
 
         var clientEvents: [ClientSession.Event] = []
-        func exchange() {
-            for _ in 0..<10 {
-                let toServer = client.takeTransmits()
-                for datagram in toServer { datagram.withUnsafeBytes { session.receive($0, from: path, now: now) } }
-                for event in session.takeEvents() { echo.handle(event, session: session, now: now) }
-                let toClient = session.takeTransmits()
-                for transmit in toClient { transmit.bytes.withUnsafeBytes { client.receive($0, from: client.serverAddress, now: now) } }
-                clientEvents += client.takeEvents()
-                if toServer.isEmpty && toClient.isEmpty { return }
-            }
-        }
+        func exchange() { clientEvents += Self.exchange(client, session, echo: echo, path: path, now: now) }
         exchange()
         #expect(session.state == .connected && client.isConnected)
         #expect(session.counters.dataChannelStart == "snap")
@@ -140,6 +139,9 @@ import Testing
             }
         }
         let good = try check(username: "\(client.ufrag):serverufrag", password: client.password)
+        // The same check from anywhere but the server's address is not the call's: no answer.
+        good.withUnsafeBytes { client.receive($0, from: .v4(IPv4Address(10, 0, 0, 9), port: 3478), now: now) }
+        #expect(client.takeTransmits().isEmpty)
         good.withUnsafeBytes { client.receive($0, from: server, now: now) }
         let answers = client.takeTransmits()
         #expect(answers.count == 1)

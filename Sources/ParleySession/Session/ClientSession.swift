@@ -129,7 +129,7 @@ public final class ClientSession {
             answeredDataChannel = dataChannelLabel != nil
             // SNAP when both INITs are known; an answer without one means SCTP's own handshake.
             if let local = localSCTPInit, let remote = data.sctpInit {
-                do { snap = try SNAPInits(local: local, remote: remote) } catch {
+                do { snap = try SNAPInits(local: local, remote: remote, localWhose: "this client's", remoteWhose: "the answer's") } catch {
                     throw ClientError.unusableAnswer("\(error)")
                 }
             }
@@ -163,6 +163,8 @@ public final class ClientSession {
     /// Feeds one datagram from the server. `source` is where it came from: the client answers the
     /// server's checks with it (XOR-MAPPED-ADDRESS); without it those checks go unanswered.
     public func receive(_ datagram: UnsafeRawBufferPointer, from source: TransportAddress? = nil, now: Instant) {
+        // Only the server's address speaks for the call (a load client's socket takes any source).
+        if let source, let serverAddress, source != serverAddress { return }
         switch PacketKind.classify(datagram) {
         case .stun:
             guard let message = try? STUNMessage.parse(datagram), let integrityKey else { return }
@@ -314,7 +316,7 @@ public final class ClientSession {
 
     private func startDataChannels(role: DTLSConnection.Role, now: Instant) {
         guard answeredDataChannel else { return }
-        var configuration = SCTPConfiguration()
+        var configuration = SNAPInits.configuration
         configuration.remotePort = UInt16(clamping: remoteSCTPPort)
         let association = SCTPAssociation(configuration: configuration, now: now, identity: snap?.local.identity)
         let channels = DataChannels(association: association, dtlsServer: role == .server,

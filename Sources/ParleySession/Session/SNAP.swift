@@ -18,9 +18,9 @@ public struct SNAPInits: Sendable, Equatable {
     }
 
     /// Decodes the answer's and the offer's `a=sctp-init` (base64).
-    public init(local: String, remote: String) throws(Invalid) {
-        self.local = try Self.decode(local, whose: "Parley's")
-        self.remote = try Self.decode(remote, whose: "the offer's")
+    public init(local: String, remote: String, localWhose: String = "Parley's", remoteWhose: String = "the offer's") throws(Invalid) {
+        self.local = try Self.decode(local, whose: localWhose)
+        self.remote = try Self.decode(remote, whose: remoteWhose)
     }
 
     /// The SCTP configuration every session's association uses, so the INIT an answer gives out

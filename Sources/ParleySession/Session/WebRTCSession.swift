@@ -299,7 +299,7 @@ public final class WebRTCSession {
 
     /// Open data channels by id, with their labels.
     public var openDataChannels: [UInt16: String] {
-        dataChannels?.channels.mapValues(\.label) ?? [:]
+        dataChannels?.openChannels.mapValues(\.label) ?? [:]
     }
 
     public func closeDataChannel(_ channel: UInt16, now: Instant) {

@@ -17,6 +17,8 @@ import Synchronization
 public enum CallSetupError: Error, Equatable, Sendable, CustomStringConvertible {
     case malformedOffer(String)
     case unsupportedOffer(String)
+    /// `?dcid=` names no usable stream.
+    case invalidChannel(String)
     case atCapacity
     case internalError(String)
 
@@ -24,6 +26,7 @@ public enum CallSetupError: Error, Equatable, Sendable, CustomStringConvertible 
         switch self {
         case .malformedOffer(let reason): "malformed SDP offer: \(reason)"
         case .unsupportedOffer(let reason): "unsupported SDP offer: \(reason)"
+        case .invalidChannel(let reason): reason
         case .atCapacity: "this transceiver is at its session limit"
         case .internalError(let reason): "internal error: \(reason)"
         }
@@ -36,6 +39,7 @@ extension CallSetupError {
         switch self {
         case .malformedOffer: .badRequest(description, code: "invalid_offer")
         case .unsupportedOffer: .badRequest(description, code: "unsupported_offer")
+        case .invalidChannel: .badRequest(description, code: "invalid_dcid")
         case .atCapacity: .atCapacity
         case .internalError: SignalingError(statusCode: 500, type: "server_error", code: "internal_error", message: description)
         }
@@ -214,9 +218,17 @@ public final class Transceiver: Sendable {
             }
             var parameters = SessionParameters(id: callID, localUfrag: ufrag, localPassword: password, negotiated: negotiated,
                                                localAudioSSRC: ssrc, cname: "parley")
-            if negotiated.dataChannelMid != nil { parameters.negotiatedEventsChannel = eventsChannel }
             if let remote = negotiated.remoteSCTPInit, let local = negotiated.localSCTPInit {
                 do { parameters.snap = try SNAPInits(local: local, remote: remote) } catch { throw .unsupportedOffer(error.description) }
+            }
+            if let eventsChannel {
+                guard negotiated.dataChannelMid != nil else { throw .invalidChannel("dcid names a data channel, and the offer has none") }
+                // Under SNAP the client's INIT says its streams: a channel must fit both ways.
+                if let peer = parameters.snap?.remote.initiation,
+                   eventsChannel >= min(peer.inboundStreams, peer.outboundStreams, SNAPInits.configuration.streams) {
+                    throw .invalidChannel("dcid \(eventsChannel) is beyond the streams the offer's a=sctp-init has")
+                }
+                parameters.negotiatedEventsChannel = eventsChannel
             }
             parameters.timeouts = configuration.timeouts
             let sessionParameters = parameters

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import NIOCore
 import ParleyIO
+import ParleySession
 import ParleySignaling
 import ParleyWire
 import Prometheus
@@ -189,8 +190,9 @@ public struct SignalingAPI: Sendable {
         // `?dcid=N`: the client made `oai-events` a negotiated channel on stream N (no DCEP).
         var eventsChannel: UInt16?
         if let text = request.uri.queryParameters.get("dcid") {
-            guard let id = UInt16(text), id < 1024 else {
-                throw SignalingError.badRequest("dcid must be a data channel stream id, 0 to 1023", code: "invalid_dcid")
+            let streams = SNAPInits.configuration.streams
+            guard text.utf8.allSatisfy({ (48...57).contains($0) }), let id = UInt16(text), id < streams else {
+                throw SignalingError.badRequest("dcid must be a data channel stream id, 0 to \(streams - 1)", code: "invalid_dcid")
             }
             eventsChannel = id
         }
