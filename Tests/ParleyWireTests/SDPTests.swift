@@ -177,6 +177,31 @@ import ParleyTestSupport
         candidates: [ICECandidate(foundation: "1", priority: 2_130_706_431, address: "127.0.0.1", port: 3478)],
         sessionID: 42, audioSSRC: 0x1234_5678, cname: "parley")
 
+    /// SPED is answered with the SPED tokens the offer carried (Chromium's `sped googspedv1`, not
+    /// `trickle`), on every answered section; not when unoffered, disabled, or with Parley as the
+    /// DTLS client (an ICE-lite server sends no check its ClientHello could ride).
+    @Test func spedIsAnsweredWithTheOfferedTokensOnly() throws {
+        let warp = try SessionDescription(parsing: Fixtures.offer("chrome-warp"))
+        let negotiated = try SessionDescription.iceLiteAnswer(to: warp, parameters: Self.parameters)
+        #expect(negotiated.spedOptions == ["sped", "googspedv1"] && negotiated.sped)
+        let answer = try SessionDescription(parsing: negotiated.answer.text)
+        #expect(answer.media.filter { !$0.isRejected }.allSatisfy { $0.iceOptions == ["sped", "googspedv1"] })
+        #expect(negotiated.answer.text.contains("a=ice-options:sped googspedv1\r\n"))
+
+        var disabled = Self.parameters
+        disabled.sped = false
+        #expect(try SessionDescription.iceLiteAnswer(to: warp, parameters: disabled).spedOptions.isEmpty)
+        let plain = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: Fixtures.offer("chrome")), parameters: Self.parameters)
+        #expect(!plain.sped && !plain.answer.text.contains("ice-options"))
+
+        // Session-level options count too; an offer insisting on being DTLS server gets no SPED.
+        let sessionLevel = try Fixtures.offer("chrome").replacingOccurrences(of: "t=0 0\r\n", with: "t=0 0\r\na=ice-options:goog-sped-v1\r\n")
+        #expect(try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: sessionLevel), parameters: Self.parameters).spedOptions == ["goog-sped-v1"])
+        let passive = try Fixtures.offer("chrome-warp").replacingOccurrences(of: "a=setup:actpass", with: "a=setup:passive")
+        let active = try SessionDescription.iceLiteAnswer(to: SessionDescription(parsing: passive), parameters: Self.parameters)
+        #expect(active.localSetup == .active && active.spedOptions.isEmpty)
+    }
+
     @Test(arguments: Fixtures.offerNames)
     func everyCapturedOfferGetsAnICELiteAnswer(name: String) throws {
         let offer = try SessionDescription(parsing: Fixtures.offer(name))

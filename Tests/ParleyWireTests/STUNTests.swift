@@ -44,6 +44,38 @@ import ParleyTestSupport
     }
 
     /// A check inside a tunnel datagram: parsed from a rebased buffer, its ranges index that buffer.
+    /// SPED's two attributes (0xC070 DTLS-IN-STUN, 0xC071 its ACK): written before MESSAGE-INTEGRITY,
+    /// read back by range; an ACK that is not whole CRCs, or more than four, is ignored and flagged.
+    @Test func dtlsInSTUNAttributesRoundTrip() throws {
+        let key = STUNIntegrityKey(shortTermPassword: "password")
+        let record: [UInt8] = [22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xAA]  // 14 bytes: padded to 16
+        let bytes = try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(1, 2, 3)) { writer throws(STUNBuildError) in
+            try writer.appendUsername("a:b")
+            try writer.appendDTLSInSTUNAcknowledgement([0x0102_0304, 0xDEAD_BEEF])
+            try writer.appendDTLSInSTUN(record)
+            try writer.appendMessageIntegrity(key: key)
+            try writer.appendFingerprint()
+        }
+        // The ACK's header and its two big-endian CRCs, then DATA's header, 14 value bytes and 2 of padding.
+        #expect(Array(bytes[28..<40]) == [0xC0, 0x71, 0, 8, 1, 2, 3, 4, 0xDE, 0xAD, 0xBE, 0xEF])
+        #expect(Array(bytes[40..<44]) == [0xC0, 0x70, 0, 14])
+        let message = try STUNMessage.parse(bytes)
+        #expect(message.dtlsInSTUN.map { Array(bytes[$0]) } == record)
+        #expect(message.dtlsInSTUNAcknowledgement.map { Array(bytes[$0]) } == [1, 2, 3, 4, 0xDE, 0xAD, 0xBE, 0xEF])
+        #expect(!message.hasMalformedDTLSAcknowledgement)
+        #expect(bytes.withUnsafeBytes { message.hasValidMessageIntegrity(in: $0, key: key) })
+
+        for badLength in [3, 5, 20] {
+            let bad = try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(1, 2, 3)) { writer throws(STUNBuildError) in
+                try writer.append(.dtlsInSTUNAcknowledgement, value: [UInt8](repeating: 7, count: badLength))
+                try writer.appendDTLSInSTUN([UInt8]())
+            }
+            let parsed = try STUNMessage.parse(bad)
+            #expect(parsed.dtlsInSTUNAcknowledgement == nil && parsed.hasMalformedDTLSAcknowledgement, "\(badLength)")
+            #expect(parsed.dtlsInSTUN?.isEmpty == true)  // an empty DATA is legal: "nothing pending"
+        }
+    }
+
     @Test func messageInsideATunnelDatagramParsesFromARebasedBuffer() throws {
         let check = try iceCheck(username: "srv1:cli1")
         let header = TunnelHeader(transport: .udp, direction: .fromClient, ingressID: 1, client: .v4(IPv4Address(1, 2, 3, 4), port: 5))

@@ -34,6 +34,11 @@ public final class ClientSession {
     public var negotiatedChannelID: UInt16? { warp && dataChannelLabel != nil ? 0 : nil }
     /// Whether the answer took up SNAP (it carried an `a=sctp-init` of the server's).
     public var answeredSNAP: Bool { snap != nil }
+    /// Whether the answer took up SPED (`a=ice-options:sped`): the ClientHello rides the first check.
+    public var answeredSPED: Bool { sped != nil }
+    /// SPED: our DTLS datagrams that rode checks, and the server's that rode its answers.
+    public private(set) var dtlsInSTUNSent = 0
+    public private(set) var dtlsInSTUNReceived = 0
     /// The server's address, from the answer's first UDP candidate.
     public private(set) var serverAddress: TransportAddress?
     public private(set) var isICEConnected = false
@@ -70,6 +75,8 @@ public final class ClientSession {
     private var remoteMaximumMessageSize = 65536
     private let localSCTPInit: String?
     private var snap: SNAPInits?
+    private var sped: DTLSInSTUN?
+    private var dtlsStarted = false
     private var transmits: [[UInt8]] = []
     private var events: [Event] = []
     private var scratch = [UInt8](repeating: 0, count: 1500 + SRTPContext.maximumOverhead)
@@ -92,13 +99,15 @@ public final class ClientSession {
     /// The offer: audio (Opus) and, with a label, a data channel, bundled, as a browser sends it.
     public var offer: String {
         Self.offer(ufrag: ufrag, password: password, fingerprint: certificate.fingerprint, audioSSRC: audioSSRC,
-                   dataChannel: dataChannelLabel != nil, sctpInit: localSCTPInit)
+                   dataChannel: dataChannelLabel != nil, sctpInit: localSCTPInit, sped: warp)
     }
 
     /// A browser-shaped offer for the given credentials.
     public static func offer(ufrag: String, password: String, fingerprint: CertificateFingerprint, audioSSRC: UInt32,
-                             cname: String = "parley-load", dataChannel: Bool = true, sctpInit: String? = nil) -> String {
+                             cname: String = "parley-load", dataChannel: Bool = true, sctpInit: String? = nil,
+                             sped: Bool = false) -> String {
         let transport = "a=ice-ufrag:\(ufrag)\r\na=ice-pwd:\(password)\r\na=fingerprint:\(fingerprint)\r\na=setup:actpass\r\n"
+            + (sped ? "a=ice-options:sped\r\n" : "")
         var text = "v=0\r\no=- \(audioSSRC) 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\(dataChannel ? " 1" : "")\r\n"
             + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n" + transport
             + "a=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n"
@@ -135,7 +144,16 @@ public final class ClientSession {
             }
         }
         let role: DTLSConnection.Role = answer.setup(for: audio) == .active ? .server : .client
-        dtls = try DTLSConnection(context: dtlsContext, role: role, remoteFingerprints: answer.fingerprints(for: audio))
+        let dtls = try DTLSConnection(context: dtlsContext, role: role, remoteFingerprints: answer.fingerprints(for: audio))
+        self.dtls = dtls
+        let answeredOptions = answer.iceOptions + audio.iceOptions
+        if warp, role == .client, answeredOptions.contains(where: spedICEOptions.contains) {
+            // SPED: the ClientHello is written now and rides the first check.
+            sped = DTLSInSTUN()
+            dtlsStarted = true
+            dtls.start()
+            flushDTLS(now: now)
+        }
         nextCheck = now
         handleTimeout(now: now)
     }
@@ -148,7 +166,7 @@ public final class ClientSession {
         }
         if let dtls, dtls.state == .handshaking, let delay = dtls.retransmitDelay, delay <= .zero {
             dtls.handleTimeout()
-            transmits += dtls.takeOutgoing()
+            flushDTLS(now: now)
         }
         if let dataChannels, let due = dataChannels.association.nextWakeup, now >= due {
             dataChannels.handleTimeout(now: now)
@@ -181,34 +199,30 @@ public final class ClientSession {
                     isICEConnected = true
                     events.append(.iceConnected)
                     nextCheck = now + .milliseconds(2500)
-                    dtls?.start()
-                    transmits += dtls?.takeOutgoing() ?? []
+                    if !dtlsStarted {
+                        dtlsStarted = true
+                        dtls?.start()
+                    }
                 }
+                if let before = sped {
+                    let data = message.dtlsInSTUN.map { UnsafeRawBufferPointer(rebasing: datagram[$0]) }
+                    let acknowledgement = message.dtlsInSTUNAcknowledgement.map { UnsafeRawBufferPointer(rebasing: datagram[$0]) }
+                    if let embedded = sped?.receive(data: data, acknowledgement: acknowledgement) {
+                        dtlsInSTUNReceived += 1
+                        receiveDTLS(embedded, now: now)
+                    }
+                    // The server does not speak SPED after all: what waited for a check goes directly.
+                    if before.phase == .tentative, sped?.phase == .finished { transmits += before.pendingDatagrams }
+                }
+                flushDTLS(now: now)
             case .bindingError:
                 events.append(.failed("ICE check refused: \(message.errorCode?.code ?? 0)"))
             default:
                 break
             }
         case .dtls:
-            guard let dtls else { return }
-            dtls.receive(datagram)
-            transmits += dtls.takeOutgoing()
-            if dtls.state == .connected, !isConnected, let keys = dtls.srtpKeys {
-                outboundSRTP = try? SRTPContext(profile: keys.profile, keyAndSalt: keys.localKeyAndSalt, direction: .outbound)
-                inboundSRTP = try? SRTPContext(profile: keys.profile, keyAndSalt: keys.remoteKeyAndSalt, direction: .inbound)
-                isConnected = outboundSRTP != nil && inboundSRTP != nil
-                if isConnected {
-                    events.append(.dtlsConnected(keys.profile))
-                    startDataChannels(role: dtls.role, now: now)
-                }
-            } else if case .failed(let error) = dtls.state {
-                events.append(.failed("DTLS: \(error)"))
-            }
-            let records = dtls.takeApplicationData()
-            if let dataChannels, !records.isEmpty {
-                for record in records { record.withUnsafeBytes { dataChannels.handle($0, now: now) } }
-                pumpDataChannels(now: now)
-            }
+            if sped?.receivedDirectly(datagram) == false { return }  // it rode an answer already
+            receiveDTLS(datagram, now: now)
         case .rtp:
             guard let inboundSRTP, datagram.count <= scratch.count else { return }
             scratch.withUnsafeMutableBytes { buffer in
@@ -225,6 +239,40 @@ public final class ClientSession {
         default:
             break
         }
+    }
+
+    private func receiveDTLS(_ datagram: UnsafeRawBufferPointer, now: Instant) {
+        guard let dtls else { return }
+        dtls.receive(datagram)
+        if dtls.state == .connected, !isConnected, let keys = dtls.srtpKeys {
+            outboundSRTP = try? SRTPContext(profile: keys.profile, keyAndSalt: keys.localKeyAndSalt, direction: .outbound)
+            inboundSRTP = try? SRTPContext(profile: keys.profile, keyAndSalt: keys.remoteKeyAndSalt, direction: .inbound)
+            isConnected = outboundSRTP != nil && inboundSRTP != nil
+            sped?.handshakeCompleted(asClient: dtls.role == .client)
+            flushDTLS(now: now)
+            if isConnected {
+                events.append(.dtlsConnected(keys.profile))
+                startDataChannels(role: dtls.role, now: now)
+            }
+        } else {
+            flushDTLS(now: now)
+            if case .failed(let error) = dtls.state { events.append(.failed("DTLS: \(error)")) }
+        }
+        let records = dtls.takeApplicationData()
+        if let dataChannels, !records.isEmpty {
+            for record in records { record.withUnsafeBytes { dataChannels.handle($0, now: now) } }
+            pumpDataChannels(now: now)
+        }
+    }
+
+    /// Sends what DTLS wrote: directly once ICE is connected, and under SPED also on our next checks
+    /// until the server acknowledges it (before ICE is connected, only there).
+    private func flushDTLS(now: Instant) {
+        guard let dtls else { return }
+        let datagrams = dtls.takeOutgoing()
+        guard !datagrams.isEmpty else { return }
+        if !isConnected { sped?.sent(flight: datagrams) }
+        if isICEConnected { transmits += datagrams }
     }
 
     /// Sends one Opus frame; false before DTLS is up.
@@ -282,17 +330,23 @@ public final class ClientSession {
     private func sendCheck(now: Instant) {
         guard let integrityKey else { return }
         let id = STUNTransactionID.random()
-        let bytes = try? STUNWriter.build(type: .bindingRequest, transactionID: id) { writer throws(STUNBuildError) in
+        let piggyback = sped?.nextAttributes()
+        let bytes = try? STUNWriter.build(type: .bindingRequest, transactionID: id, capacity: 1500) { writer throws(STUNBuildError) in
             try writer.appendUsername("\(serverUfrag):\(ufrag)")
             try writer.appendPriority(ICECandidate.priority(typePreference: 126, localPreference: 65535, component: 1))
             try writer.appendICEControlling(tieBreaker: tieBreaker)
             try writer.appendUseCandidate()
+            if let piggyback {
+                try writer.appendDTLSInSTUNAcknowledgement(piggyback.acknowledgements)
+                if let datagram = piggyback.datagram { try writer.appendDTLSInSTUN(datagram) }
+            }
             try writer.appendMessageIntegrity(key: integrityKey)
             try writer.appendFingerprint()
         }
         if let bytes {
             transmits.append(bytes)
             pendingCheck = (id, now)
+            if piggyback?.datagram != nil { dtlsInSTUNSent += 1 }
         }
     }
 

@@ -133,6 +133,9 @@ public enum DropReason: String, CaseIterable, Sendable {
     case malformedRTCP = "malformed_rtcp"
     case unknownPayloadType = "unknown_payload_type"
     case unknownProtocol = "unknown_protocol"
+    /// A SPED attribute in an authenticated check that is not what the draft allows (a data value
+    /// that is not a DTLS record, an acknowledgement that is not whole CRCs or lists more than four).
+    case malformedSPED = "malformed_sped"
     case closed = "session_closed"
 }
 
@@ -172,6 +175,12 @@ public struct SessionCounters: Sendable {
     public var dataChannelTransportClosed: String?
     /// How the association started: `snap` (INITs exchanged in SDP) or `handshake` (on the wire).
     public var dataChannelStart: String?
+    /// How DTLS's handshake started: `sped` (the client's first DTLS datagram rode an ICE check)
+    /// or `direct` (a DTLS datagram of its own).
+    public var dtlsStart: String?
+    /// SPED: the client's DTLS datagrams that rode its checks, and ours that rode the answers.
+    public var dtlsInSTUNReceived = 0
+    public var dtlsInSTUNSent = 0
     public var drops: [DropReason: Int] = [:]
     /// Round-trip time from the client's last receiver report about our stream.
     public var roundTripTime: Duration?

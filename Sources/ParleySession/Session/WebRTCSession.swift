@@ -77,6 +77,17 @@ public final class WebRTCSession {
     /// overtake its answer to our check): processed once the address answers, dropped if it does not.
     private var heldDTLS: [(client: TransportAddress, bytes: [UInt8], arrival: Instant)] = []
     private static let maximumHeldDTLS = 4
+    /// SPED (DTLS inside STUN), when negotiated: the handshake rides the client's checks and our
+    /// answers to them, so DTLS starts with ICE's first round trip instead of after it.
+    private var sped: DTLSInSTUN?
+    /// What SPED lets us send toward addresses that have not answered our check: three times the
+    /// authenticated check bytes they sent (QUIC's anti-amplification rule, RFC 9000 §8.1), so a
+    /// caller who forges a victim's source address gets back no more than it sends.
+    private var unvalidatedCredit = 0
+    private static let maximumUnvalidatedCredit = 16_384
+    /// SPED: our DTLS datagrams owed to an address that has not answered our check yet, past what
+    /// the credit allowed; sent once it answers.
+    private var withheldDTLS: [[UInt8]] = []
     private static let heldDTLSLifetime: Duration = .seconds(4)
     /// The latest authenticated checks' transaction ids and where each came from (replay detection).
     private var recentChecks: [(id: STUNTransactionID, client: TransportAddress)] = []
@@ -115,6 +126,7 @@ public final class WebRTCSession {
         dtls = try DTLSConnection(
             context: dtlsContext, role: parameters.negotiated.localSetup == .active ? .client : .server,
             remoteFingerprints: parameters.negotiated.remoteFingerprints)
+        if parameters.negotiated.sped, dtls.role == .server { sped = DTLSInSTUN() }
         var generator = SystemRandomNumberGenerator()
         sequenceNumber = UInt16.random(in: 0...UInt16.max, using: &generator)
         tieBreaker = generator.next()
@@ -399,10 +411,12 @@ public final class WebRTCSession {
             sendChecks()
             return answerUnknownAttributes(message, to: path)
         }
+        if sped != nil { receiveDTLSInSTUN(message, datagram, from: path, now: now) }
         // Our check goes out before the answer: the client then answers it before it can start DTLS
         // on our answer, and a relay in front commits the route on that answer (docs/relay.md).
         sendChecks()
-        answerSuccess(message, to: path)
+        answerSuccess(message, to: path, now: now)
+        if !withheldDTLS.isEmpty { sendWithheldDTLS(to: path, now: now) }
         counters.checksAnswered += 1
         guard consent.isValidated(path.client, now: now) else { return }
         // Only a nominating check moves the answers to another relay hop: a client checks its backup
@@ -486,21 +500,86 @@ public final class WebRTCSession {
         } else {
             events.append(.iceConnected(path))
             state = .connecting
-            dtlsStartedAt = now
+            if dtlsStartedAt == nil { dtlsStartedAt = now }
             dtls.start()
             flushDTLS(now: now)
+            if !withheldDTLS.isEmpty { sendWithheldDTLS(to: path, now: now) }
         }
     }
 
-    private func answerSuccess(_ request: STUNMessage, to path: PeerPath) {
-        let length = scratch.withUnsafeMutableBytes { buffer -> Int? in
-            guard var writer = try? STUNWriter(into: buffer, type: .bindingSuccess, transactionID: request.transactionID),
-                  (try? writer.appendXORMappedAddress(path.client)) != nil,
-                  (try? writer.appendMessageIntegrity(key: integrityKey)) != nil,
-                  (try? writer.appendFingerprint()) != nil else { return nil }
-            return writer.count
+    private func answerSuccess(_ request: STUNMessage, to path: PeerPath, now: Instant) {
+        var piggyback = sped?.nextAttributes()
+        if let datagram = piggyback?.datagram, !consent.isValidated(path.client, now: now) {
+            if datagram.count <= unvalidatedCredit {
+                unvalidatedCredit -= datagram.count
+            } else {
+                piggyback?.datagram = nil
+                sped?.unembed()
+            }
         }
-        if let length { emit(Array(scratch[0..<length]), to: path) }
+        func write(_ piggyback: DTLSInSTUN.Attributes?) -> Int? {
+            scratch.withUnsafeMutableBytes { buffer -> Int? in
+                guard var writer = try? STUNWriter(into: buffer, type: .bindingSuccess, transactionID: request.transactionID),
+                      (try? writer.appendXORMappedAddress(path.client)) != nil else { return nil }
+                if let piggyback {
+                    // Before MESSAGE-INTEGRITY, which vouches for them.
+                    guard (try? writer.appendDTLSInSTUNAcknowledgement(piggyback.acknowledgements)) != nil else { return nil }
+                    if let datagram = piggyback.datagram {
+                        guard (try? writer.appendDTLSInSTUN(datagram)) != nil else { return nil }
+                    }
+                }
+                guard (try? writer.appendMessageIntegrity(key: integrityKey)) != nil,
+                      (try? writer.appendFingerprint()) != nil else { return nil }
+                return writer.count
+            }
+        }
+        var length = write(piggyback)
+        if length == nil, piggyback?.datagram != nil {
+            piggyback?.datagram = nil  // no room: the answer goes without it
+            length = write(piggyback)
+        }
+        guard let length else { return }
+        if let datagram = piggyback?.datagram {
+            counters.dtlsInSTUNSent += 1
+            // It went out here: it is no longer owed directly.
+            if let index = withheldDTLS.firstIndex(of: datagram) { withheldDTLS.remove(at: index) }
+        }
+        emit(Array(scratch[0..<length]), to: path)
+    }
+
+    /// SPED: what an authenticated check carried. Its DTLS datagram (the ClientHello, in the first
+    /// one) goes to DTLS at once, before the address answered our check; what DTLS answers waits
+    /// in `sped` to ride our answer, and the rest goes directly within the credit.
+    private func receiveDTLSInSTUN(_ message: STUNMessage, _ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
+        if message.hasMalformedDTLSAcknowledgement { drop(.malformedSPED) }
+        if !consent.isValidated(path.client, now: now) {
+            unvalidatedCredit = min(unvalidatedCredit + 3 * datagram.count, Self.maximumUnvalidatedCredit)
+        }
+        let data = message.dtlsInSTUN.map { UnsafeRawBufferPointer(rebasing: datagram[$0]) }
+        var acknowledgement = message.dtlsInSTUNAcknowledgement.map { UnsafeRawBufferPointer(rebasing: datagram[$0]) }
+        // A malformed ACK still says the client speaks SPED: an empty one, not none.
+        if acknowledgement == nil, message.hasMalformedDTLSAcknowledgement { acknowledgement = UnsafeRawBufferPointer(rebasing: datagram[0..<0]) }
+        if let data, let first = data.first, !(20...63).contains(first) { drop(.malformedSPED) }
+        guard let embedded = sped?.receive(data: data, acknowledgement: acknowledgement) else { return }
+        counters.dtlsInSTUNReceived += 1
+        if dtlsStartedAt == nil {
+            dtlsStartedAt = now
+            counters.dtlsStart = "sped"
+        }
+        dtls.receive(embedded)
+        flushDTLS(now: now, replyTo: path)
+        deliverApplicationData(now: now)
+    }
+
+    /// SPED: the DTLS datagrams the credit held back, as far as it now allows (all of them once
+    /// the address has answered our check).
+    private func sendWithheldDTLS(to path: PeerPath, now: Instant) {
+        let validated = consent.isValidated(path.client, now: now)
+        while let next = withheldDTLS.first, validated || next.count <= unvalidatedCredit {
+            if !validated { unvalidatedCredit -= next.count }
+            withheldDTLS.removeFirst()
+            emit(next, to: path)
+        }
     }
 
     private func answerUnknownAttributes(_ request: STUNMessage, to path: PeerPath) {
@@ -525,8 +604,16 @@ public final class WebRTCSession {
             heldDTLS.append((path.client, Array(datagram), now))
             return
         }
+        // SPED: acknowledged in our answers; a datagram that already rode a check is not taken twice.
+        if sped?.receivedDirectly(datagram) == false { return }
+        if counters.dtlsStart == nil { counters.dtlsStart = "direct" }
         dtls.receive(datagram)
         flushDTLS(now: now, replyTo: path)
+        deliverApplicationData(now: now)
+    }
+
+    /// Application data DTLS decrypted (SCTP packets), to the data channels.
+    private func deliverApplicationData(now: Instant) {
         let records = dtls.takeApplicationData()
         guard let dataChannels, !records.isEmpty else { return }
         for record in records { record.withUnsafeBytes { dataChannels.handle($0, now: now) } }
@@ -542,11 +629,21 @@ public final class WebRTCSession {
     }
 
     private func flushDTLS(now: Instant, replyTo path: PeerPath? = nil) {
-        if let destination = path ?? selectedPath {
-            for datagram in dtls.takeOutgoing() { emit(datagram, to: destination) }
+        let datagrams = dtls.takeOutgoing()
+        if !datagrams.isEmpty, let destination = path ?? selectedPath {
+            // SPED: every flight also rides our answers until the client acknowledges it.
+            sped?.sent(flight: datagrams)
+            if consent.isValidated(destination.client, now: now) {
+                for datagram in datagrams { emit(datagram, to: destination) }
+            } else {
+                // Only SPED gets here (all other DTLS waits for validation): the answer about to go
+                // carries the first datagram, the credit decides when the rest go.
+                withheldDTLS = datagrams
+            }
         }
         switch dtls.state {
         case .connected where state == .connecting:
+            sped?.handshakeCompleted(asClient: dtls.role == .client)
             guard let keys = dtls.srtpKeys else { return close(.dtlsFailed(.noSRTPProfile), now: now) }
             do {
                 outboundSRTP = try SRTPContext(profile: keys.profile, keyAndSalt: keys.localKeyAndSalt, direction: .outbound)

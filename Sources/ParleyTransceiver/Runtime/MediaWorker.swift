@@ -738,6 +738,10 @@ struct SessionSnapshot: Sendable, Codable {
     var dataChannelDrops: [String: Int]
     var dataChannelTransportClosed: String?
     var dataChannelStart: String?
+    /// `sped` when the client's ClientHello rode its first check (DTLS in STUN), else `direct`.
+    var dtlsStart: String?
+    var dtlsInSTUNReceived: Int
+    var dtlsInSTUNSent: Int
     var roundTripTimeMilliseconds: Double?
     var drops: [String: Int]
 
@@ -754,6 +758,9 @@ struct SessionSnapshot: Sendable, Codable {
         dataChannelDrops = counters.dataChannelDrops
         dataChannelTransportClosed = counters.dataChannelTransportClosed
         dataChannelStart = counters.dataChannelStart
+        dtlsStart = counters.dtlsStart
+        dtlsInSTUNReceived = counters.dtlsInSTUNReceived
+        dtlsInSTUNSent = counters.dtlsInSTUNSent
         roundTripTimeMilliseconds = counters.roundTripTime.map { Double($0.nanoseconds) / 1e6 }
         drops = Dictionary(uniqueKeysWithValues: counters.drops.map { ($0.key.rawValue, $0.value) })
     }

@@ -17,10 +17,12 @@ public struct AnswerParameters: Sendable {
     public var sctpPort: Int
     /// Parley's own SCTP INIT for SNAP (base64), put in the answer only when the offer carried one.
     public var sctpInit: String?
+    /// Whether Parley answers SPED (DTLS inside STUN) when the offer asks for it.
+    public var sped: Bool
 
     public init(iceUfrag: String, icePassword: String, fingerprint: CertificateFingerprint, candidates: [ICECandidate],
                 sessionID: UInt64, audioSSRC: UInt32, cname: String, opusParameters: String = "minptime=10;useinbandfec=1",
-                maxMessageSize: Int = 262_144, sctpPort: Int = 5000, sctpInit: String? = nil) {
+                maxMessageSize: Int = 262_144, sctpPort: Int = 5000, sctpInit: String? = nil, sped: Bool = true) {
         self.iceUfrag = iceUfrag
         self.icePassword = icePassword
         self.fingerprint = fingerprint
@@ -32,8 +34,13 @@ public struct AnswerParameters: Sendable {
         self.maxMessageSize = maxMessageSize
         self.sctpPort = sctpPort
         self.sctpInit = sctpInit
+        self.sped = sped
     }
 }
+
+/// The `a=ice-options` tokens that ask for SPED (draft-hancke-webrtc-sped): the draft's and
+/// Chromium's own (`googspedv1` from M155, `goog-sped-v1` in M149–M154).
+public let spedICEOptions: Set<String> = ["sped", "googspedv1", "goog-sped-v1"]
 
 /// Why an offer cannot be answered. Each case reads as a reason a client developer can act on.
 public enum OfferRejection: Error, Equatable, Sendable, CustomStringConvertible {
@@ -81,6 +88,10 @@ public struct NegotiatedSession: Sendable {
     /// SNAP: the client's `a=sctp-init` and the one answered, both or neither (base64 INIT chunks).
     public var remoteSCTPInit: String?
     public var localSCTPInit: String?
+    /// SPED: the offer's SPED ice-options, repeated in the answer; empty when SPED is off (not
+    /// offered, not enabled, or Parley is the DTLS client, whose ClientHello would have no check to ride).
+    public var spedOptions: [String] = []
+    public var sped: Bool { !spedOptions.isEmpty }
 }
 
 extension SessionDescription {
@@ -122,6 +133,15 @@ extension SessionDescription {
             $0.isDataChannel && isLive($0) && $0.mid.map(bundledWithAudio.contains) == true
                 && offer.iceCredentials(for: $0)?.ufrag == credentials.ufrag
         }
+        // SPED only as the DTLS server: the client's ClientHello rides its checks and our flight the
+        // answers; an ICE-lite server sends no check the client's DTLS could answer in.
+        let offeredOptions = offer.iceOptions + audioOffer.iceOptions
+        var spedOptions: [String] = []
+        if parameters.sped, localSetup == .passive {
+            for option in offeredOptions where spedICEOptions.contains(option) && !spedOptions.contains(option) {
+                spedOptions.append(option)
+            }
+        }
         let defaultCandidate = parameters.candidates.first { $0.component == 1 }
         let connection = defaultCandidate.map { "IN \($0.address.contains(":") ? "IP6" : "IP4") \($0.address)" } ?? "IN IP4 0.0.0.0"
         let port = defaultCandidate?.port ?? 9
@@ -134,6 +154,7 @@ extension SessionDescription {
             section.setup = localSetup
             section.candidates = parameters.candidates
             section.endOfCandidates = true
+            section.iceOptions = spedOptions
         }
 
         var answer = SessionDescription(
@@ -184,7 +205,8 @@ extension SessionDescription {
             dataChannelMid: dataOffer?.mid, remoteSCTPPort: dataOffer?.sctpPort,
             remoteMaxMessageSize: dataOffer?.maxMessageSize,
             remoteSCTPInit: parameters.sctpInit == nil ? nil : dataOffer?.sctpInit,
-            localSCTPInit: dataOffer?.sctpInit == nil ? nil : parameters.sctpInit
+            localSCTPInit: dataOffer?.sctpInit == nil ? nil : parameters.sctpInit,
+            spedOptions: spedOptions
         )
     }
 }

@@ -17,6 +17,14 @@ public struct STUNMessage: Sendable, Equatable {
     public var useCandidate = false
     public var iceControlling: UInt64?
     public var iceControlled: UInt64?
+    /// SPED's DTLS-IN-STUN value (one DTLS datagram, without padding), when present; it may be
+    /// empty (a sender with nothing pending says it still speaks SPED).
+    public var dtlsInSTUN: Range<Int>?
+    /// SPED's DTLS-IN-STUN-ACK value: big-endian CRC-32s, a multiple of 4 bytes and at most
+    /// `maximumDTLSAcknowledgements` of them. One of another size is ignored (as the draft says),
+    /// and noted in `hasMalformedDTLSAcknowledgement`.
+    public var dtlsInSTUNAcknowledgement: Range<Int>?
+    public var hasMalformedDTLSAcknowledgement = false
     /// Offset of the MESSAGE-INTEGRITY attribute's header, when present.
     public var messageIntegrityOffset: Int?
     /// Offset of the FINGERPRINT attribute's header, when present.
@@ -109,6 +117,14 @@ public struct STUNMessage: Sendable, Equatable {
         case .iceControlled:
             guard value.count == 8 else { throw .malformedAttribute(type) }
             if iceControlled == nil { iceControlled = bytes.uint64(at: value.lowerBound) }
+        case .dtlsInSTUN:
+            if dtlsInSTUN == nil { dtlsInSTUN = value }
+        case .dtlsInSTUNAcknowledgement:
+            guard value.count % 4 == 0, value.count <= 4 * maximumDTLSAcknowledgements else {
+                hasMalformedDTLSAcknowledgement = true
+                return
+            }
+            if dtlsInSTUNAcknowledgement == nil { dtlsInSTUNAcknowledgement = value }
         case .unknownAttributes, .messageIntegritySHA256:
             break  // Understood, and not used by ICE: nothing to record.
         default:
@@ -182,6 +198,10 @@ public struct STUNMessage: Sendable, Equatable {
         return username
     }
 }
+
+/// The most CRCs a DTLS-IN-STUN-ACK carries (draft-hancke-webrtc-sped: four RECOMMENDED; Chromium
+/// and Pion send and accept no more).
+public let maximumDTLSAcknowledgements = 4
 
 /// ERROR-CODE: the number (300–699) and where the reason phrase lies.
 public struct STUNErrorCode: Sendable, Equatable {

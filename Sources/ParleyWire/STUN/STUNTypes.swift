@@ -96,6 +96,11 @@ public struct STUNAttributeType: RawRepresentable, Hashable, Sendable {
     public static let fingerprint = STUNAttributeType(rawValue: 0x8028)
     public static let iceControlled = STUNAttributeType(rawValue: 0x8029)
     public static let iceControlling = STUNAttributeType(rawValue: 0x802A)
+    /// DTLS-IN-STUN (draft-hancke-webrtc-sped, SPED): one DTLS datagram riding a Binding message.
+    /// The code points Chromium and Pion use (comprehension-optional), pending IANA's.
+    public static let dtlsInSTUN = STUNAttributeType(rawValue: 0xC070)
+    /// DTLS-IN-STUN-ACK: the CRC-32s of DTLS datagrams received, four at most.
+    public static let dtlsInSTUNAcknowledgement = STUNAttributeType(rawValue: 0xC071)
 
     /// Types below 0x8000 must be understood; an unknown one makes a request fail with 420.
     public var isComprehensionRequired: Bool { rawValue < 0x8000 }

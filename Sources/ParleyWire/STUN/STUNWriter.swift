@@ -115,6 +115,19 @@ public struct STUNWriter {
         }
     }
 
+    /// DTLS-IN-STUN carrying one DTLS datagram (SPED). It must come before MESSAGE-INTEGRITY, which
+    /// then vouches for it.
+    public mutating func appendDTLSInSTUN(_ datagram: some ContiguousBytesLike) throws(STUNBuildError) {
+        try append(.dtlsInSTUN, value: datagram)
+    }
+
+    /// DTLS-IN-STUN-ACK with up to four CRC-32s (more are a programming error).
+    public mutating func appendDTLSInSTUNAcknowledgement(_ checksums: some Collection<UInt32>) throws(STUNBuildError) {
+        precondition(checksums.count <= maximumDTLSAcknowledgements, "SPED acknowledges four datagrams at most")
+        let offset = try reserve(.dtlsInSTUNAcknowledgement, length: 4 * checksums.count)
+        for (index, checksum) in checksums.enumerated() { buffer.store(checksum, at: offset + 4 * index) }
+    }
+
     /// ERROR-CODE with a reason phrase (RFC 8489 §14.8).
     public mutating func appendErrorCode(_ code: Int, reason: String) throws(STUNBuildError) {
         precondition((300...699).contains(code), "STUN error codes are 300–699")

@@ -1,0 +1,262 @@
+import ParleyMedia
+import ParleySCTP
+import ParleyWire
+import Testing
+@testable import ParleySession
+@testable import ParleyTransceiver
+
+/// SPED (DTLS inside STUN) between the session core and the WARP client, in memory, one round trip
+/// at a time: the ClientHello rides the first check, the server's flight its answer, so the call is
+/// up a round trip sooner; an address that has not answered our check gets no more than three
+/// times what it sent; hostile SPED attributes are counted and change nothing.
+@Suite struct SPEDTests {
+    static let serverUfrag = "serverufrag"
+    static let serverPassword = "serverpassword1234567890"
+
+    /// A WARP client and the session answering it, SPED on or off in the answer.
+    final class Call {
+        let client: ClientSession
+        let session: WebRTCSession
+        var now = Instant(nanoseconds: 5_000_000_000)
+        /// The client's address as the session sees it.
+        var path = PeerPath(client: .v4(IPv4Address(127, 0, 0, 1), port: 40000))
+        /// Return false to lose a datagram on its way to the client.
+        var deliverToClient: ([UInt8]) -> Bool = { _ in true }
+        var toClient: [[UInt8]] = []
+
+        init(sped: Bool) throws {
+            client = ClientSession(dtlsContext: SessionTests.context(SessionTests.clientCertificate), warp: true)
+            let serverContext = SessionTests.context(SessionTests.serverCertificate)
+            var generator = SystemRandomNumberGenerator()
+            let negotiated = try SessionDescription.iceLiteAnswer(
+                to: SessionDescription(parsing: client.offer),
+                parameters: AnswerParameters(
+                    iceUfrag: SPEDTests.serverUfrag, icePassword: SPEDTests.serverPassword,
+                    fingerprint: serverContext.certificate.fingerprint,
+                    candidates: [ICECandidate(foundation: "1", priority: 1, address: "127.0.0.1", port: 3478)],
+                    sessionID: 1, audioSSRC: 42, cname: "parley", sctpInit: SNAPInits.draw(using: &generator), sped: sped))
+            var parameters = SessionParameters(id: "c", localUfrag: SPEDTests.serverUfrag, localPassword: SPEDTests.serverPassword,
+                                               negotiated: negotiated, localAudioSSRC: 42, cname: "parley")
+            parameters.snap = try SNAPInits(local: try #require(negotiated.localSCTPInit), remote: try #require(negotiated.remoteSCTPInit))
+            parameters.negotiatedEventsChannel = client.negotiatedChannelID
+            session = try WebRTCSession(parameters: parameters, dtlsContext: serverContext, now: now)
+            try client.accept(answer: negotiated.answer.text, now: now)
+        }
+
+        /// One round trip: what the client has to send reaches the session, and what the session
+        /// sends back reaches the client. Returns the datagrams each way.
+        @discardableResult
+        func roundTrip() -> (toServer: [[UInt8]], toClient: [[UInt8]]) {
+            let toServer = client.takeTransmits()
+            for datagram in toServer { datagram.withUnsafeBytes { session.receive($0, from: path, now: now) } }
+            _ = session.takeEvents()
+            let back = session.takeTransmits().map(\.bytes)
+            toClient += back
+            for datagram in back where deliverToClient(datagram) {
+                datagram.withUnsafeBytes { client.receive($0, from: client.serverAddress, now: now) }
+            }
+            _ = client.takeEvents()
+            return (toServer, back)
+        }
+
+        /// Round trips until the client's data channel is open (at most ten).
+        func roundTripsToOpenChannel() -> Int? {
+            for trip in 1...10 {
+                roundTrip()
+                if client.isDataChannelOpen { return trip }
+            }
+            return nil
+        }
+    }
+
+    /// SPED's DTLS-IN-STUN value in a STUN datagram, when it has one.
+    static func embedded(_ datagram: [UInt8]) -> [UInt8]? {
+        guard PacketKind.classify(datagram) == .stun, let message = try? STUNMessage.parse(datagram) else { return nil }
+        return message.dtlsInSTUN.map { Array(datagram[$0]) }
+    }
+
+    static func acknowledgements(_ datagram: [UInt8]) -> [UInt32]? {
+        guard PacketKind.classify(datagram) == .stun, let message = try? STUNMessage.parse(datagram),
+              let range = message.dtlsInSTUNAcknowledgement else { return nil }
+        return stride(from: range.lowerBound, to: range.upperBound, by: 4).map { offset in
+            datagram.withUnsafeBytes { $0.uint32(at: offset) }
+        }
+    }
+
+    static func crc(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { CRC32.checksum($0) } }
+
+    /// With SNAP and a pre-negotiated channel the data channel opens two round trips after the
+    /// answer with SPED, three without: the ClientHello rode the first check and the server's
+    /// flight its answer.
+    @Test func spedSavesICEsRoundTrip() throws {
+        let with = try Call(sped: true)
+        let without = try Call(sped: false)
+        #expect(with.client.answeredSPED && !without.client.answeredSPED)
+        #expect(with.roundTripsToOpenChannel() == 2)
+        #expect(without.roundTripsToOpenChannel() == 3)
+        #expect(with.session.counters.dtlsStart == "sped" && without.session.counters.dtlsStart == "direct")
+        #expect(with.session.state == .connected && with.session.counters.dataChannelStart == "snap")
+        #expect(with.session.counters.drops.isEmpty, "\(with.session.counters.drops)")
+        #expect(without.session.counters.dtlsInSTUNReceived == 0 && without.session.counters.dtlsInSTUNSent == 0)
+    }
+
+    /// The bytes: the first check carries the ClientHello (a DTLS handshake record, message type 1);
+    /// its answer acknowledges exactly that datagram's CRC-32 and carries the ServerHello's datagram.
+    /// Once both handshakes are done and acknowledged, Binding messages carry no SPED attributes.
+    @Test func theClientHelloRidesTheFirstCheckAndTheServerHelloItsAnswer() throws {
+        let call = try Call(sped: true)
+        let (toServer, toClient) = call.roundTrip()
+        #expect(toServer.count == 1, "nothing but the check leaves before ICE answers")
+        let clientHello = try #require(Self.embedded(toServer[0]))
+        #expect(clientHello[0] == 22 && clientHello[13] == 1, "a handshake record holding a ClientHello")
+        let answer = try #require(toClient.first { Self.embedded($0) != nil })
+        #expect(Self.acknowledgements(answer) == [Self.crc(clientHello)])
+        let serverHello = try #require(Self.embedded(answer))
+        #expect(serverHello[0] == 22 && serverHello[13] == 2, "a handshake record holding a ServerHello")
+        #expect(call.session.counters.dtlsInSTUNReceived == 1 && call.session.counters.dtlsInSTUNSent == 1)
+        #expect(call.client.dtlsInSTUNReceived == 1 && call.client.dtlsInSTUNSent == 1)
+
+        #expect(call.roundTripsToOpenChannel() == 1)
+        // Consent checks from now on: the first answer acknowledges alone (Chromium's cue that the
+        // server is done), later ones carry nothing of SPED.
+        var answers: [[UInt8]] = []
+        for _ in 0..<3 {
+            call.now = call.now + .seconds(3)
+            call.client.handleTimeout(now: call.now)
+            answers += call.roundTrip().toClient.filter { PacketKind.classify($0) == .stun }
+        }
+        let successes = try answers.filter { try STUNMessage.parse($0).type == .bindingSuccess }
+        #expect(successes.count == 3)
+        let sped = try successes.map { datagram -> (Bool, Bool) in
+            let message = try STUNMessage.parse(datagram)
+            return (message.dtlsInSTUNAcknowledgement != nil, message.dtlsInSTUN != nil)
+        }
+        #expect(sped.allSatisfy { !$0.1 }, "nothing left to embed")
+        #expect(sped.last.map { !$0.0 && !$0.1 } == true, "SPED is over: plain answers")
+        #expect(call.session.counters.drops.isEmpty, "\(call.session.counters.drops)")
+    }
+
+    /// A caller who forges a victim's source address gets at most three times its check's bytes of
+    /// DTLS sent there until the address answers our check; once it does, the rest follows.
+    @Test func anUnvalidatedAddressGetsNoMoreThanThreeTimesWhatItSent() throws {
+        let call = try Call(sped: true)
+        let victim = TransportAddress.v4(IPv4Address(192, 0, 2, 7), port: 5000)
+        call.path = PeerPath(client: victim)
+        let check = call.client.takeTransmits()
+        #expect(check.count == 1)
+        for datagram in check { datagram.withUnsafeBytes { call.session.receive($0, from: call.path, now: call.now) } }
+        let sent = call.session.takeTransmits()
+        #expect(sent.allSatisfy { $0.path.client == victim })
+        let dtlsBytes = sent.reduce(0) { total, transmit in
+            total + (PacketKind.classify(transmit.bytes) == .dtls ? transmit.bytes.count : (Self.embedded(transmit.bytes)?.count ?? 0))
+        }
+        #expect(dtlsBytes > 0, "the ServerHello rides the answer")
+        #expect(dtlsBytes <= 3 * check[0].count, "\(dtlsBytes) B of DTLS for a \(check[0].count) B check")
+
+        // The check's own address answers our check: it is validated, and the call completes.
+        for transmit in sent { transmit.bytes.withUnsafeBytes { call.client.receive($0, from: call.client.serverAddress, now: call.now) } }
+        #expect(call.roundTripsToOpenChannel() != nil)
+        #expect(call.session.state == .connected)
+    }
+
+    /// The server flight's datagrams reach the client even when the answer carrying the first one
+    /// is lost: they are retransmitted on later answers (and by DTLS) until acknowledged.
+    @Test func aLostAnswerIsMadeUpByTheNextCheck() throws {
+        let call = try Call(sped: true)
+        var lost = 0
+        call.deliverToClient = { datagram in
+            if lost == 0, SPEDTests.embedded(datagram) != nil { lost += 1; return false }
+            return true
+        }
+        call.roundTrip()
+        #expect(lost == 1 && !call.client.isICEConnected)
+        call.now = call.now + .milliseconds(50)
+        call.client.handleTimeout(now: call.now)  // the next check, with the ClientHello again
+        #expect(call.roundTripsToOpenChannel() != nil)
+        #expect(call.session.counters.dtlsInSTUNReceived == 1, "the repeated ClientHello reached DTLS once")
+    }
+
+    /// Hostile SPED attributes in authenticated checks: an ACK that is not whole CRCs or lists more
+    /// than four, DATA that is no DTLS record. Each is counted as malformed_sped; the check is still
+    /// answered and DTLS does not start on it.
+    @Test func malformedSPEDAttributesAreCountedAndIgnored() throws {
+        let call = try Call(sped: true)
+        let clientUfrag = call.client.ufrag
+        let key = STUNIntegrityKey(shortTermPassword: Self.serverPassword)
+        func check(_ id: UInt32, _ body: (inout STUNWriter) throws(STUNBuildError) -> Void) throws -> [UInt8] {
+            try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(9, 9, id)) { writer throws(STUNBuildError) in
+                try writer.appendUsername("\(Self.serverUfrag):\(clientUfrag)")
+                try writer.appendPriority(1)
+                try writer.appendICEControlling(tieBreaker: 1)
+                try body(&writer)
+                try writer.appendMessageIntegrity(key: key)
+                try writer.appendFingerprint()
+            }
+        }
+        let bad = [
+            try check(1) { writer throws(STUNBuildError) in try writer.append(.dtlsInSTUNAcknowledgement, value: [UInt8](repeating: 1, count: 5)) },
+            try check(2) { writer throws(STUNBuildError) in try writer.append(.dtlsInSTUNAcknowledgement, value: [UInt8](repeating: 1, count: 20)) },
+            try check(3) { writer throws(STUNBuildError) in try writer.appendDTLSInSTUN([0, 1, 2, 3]) },
+            try check(4) { writer throws(STUNBuildError) in try writer.appendDTLSInSTUN([200] + [UInt8](repeating: 0, count: 40)) },
+        ]
+        for datagram in bad { datagram.withUnsafeBytes { call.session.receive($0, from: call.path, now: call.now) } }
+        #expect(call.session.counters.drops[.malformedSPED] == 4)
+        #expect(call.session.counters.checksAnswered == 4)
+        #expect(call.session.counters.dtlsStart == nil && call.session.counters.dtlsInSTUNReceived == 0)
+        // The real client still gets its call (it answers the check the session sent it meanwhile).
+        for transmit in call.session.takeTransmits() {
+            transmit.bytes.withUnsafeBytes { call.client.receive($0, from: call.client.serverAddress, now: call.now) }
+        }
+        #expect(call.roundTripsToOpenChannel() != nil, "\(call.session.counters.drops) \(call.session.state)")
+    }
+
+    /// The bookkeeping alone: a flight replaces what was pending, acknowledgements remove it, the
+    /// round robin visits every pending datagram, duplicates reach DTLS once, four CRCs at most are
+    /// acknowledged, and a message with neither attribute ends SPED.
+    @Test func theBookkeepingFollowsTheDraft() {
+        var sped = DTLSInSTUN()
+        #expect(sped.phase == .tentative)
+        let flight: [[UInt8]] = [[22, 1], [22, 2], [22, 3]]
+        sped.sent(flight: flight)
+        #expect(sped.nextAttributes()?.datagram == [22, 1])
+        #expect(sped.nextAttributes()?.datagram == [22, 2])
+        // The peer acknowledges the second datagram: the round robin goes on with the third, then the first.
+        let ack = [UInt8](bigEndian: Self.crc([22, 2]))
+        let none = ack.withUnsafeBytes { sped.receive(data: nil, acknowledgement: $0) }
+        #expect(none == nil && sped.phase == .active && sped.pendingCount == 2)
+        #expect(sped.nextAttributes()?.datagram == [22, 3])
+        #expect(sped.nextAttributes()?.datagram == [22, 1])
+
+        // Received datagrams: acknowledged, newest four, each passed on once.
+        for index in 0..<6 {
+            let datagram: [UInt8] = [23, UInt8(index)]
+            let passed = datagram.withUnsafeBytes { sped.receive(data: $0, acknowledgement: nil) != nil }
+            #expect(passed)
+        }
+        #expect([UInt8]([23, 5]).withUnsafeBytes { sped.receivedDirectly($0) } == false)
+        #expect([UInt8]([23, 5]).withUnsafeBytes { sped.receive(data: $0, acknowledgement: nil) } == nil)
+        #expect([UInt8]([2, 5]).withUnsafeBytes { sped.receive(data: $0, acknowledgement: nil) } == nil, "not a DTLS record")
+        #expect(sped.nextAttributes()?.acknowledgements == (2..<6).map { Self.crc([23, UInt8($0)]) })
+
+        // As a DTLS 1.2 client, completion clears what is pending; the next message acknowledges
+        // alone, and after it SPED is over.
+        var client = sped
+        client.handshakeCompleted(asClient: true)
+        #expect(client.nextAttributes()?.datagram == nil && client.phase == .finished)
+        #expect(client.nextAttributes() == nil)
+        // As the server, our Finished stays pending until acknowledged.
+        var server = sped
+        server.handshakeCompleted(asClient: false)
+        #expect(server.nextAttributes()?.datagram != nil)
+        // A peer that sends neither attribute is done with SPED (or never spoke it).
+        _ = server.receive(data: nil, acknowledgement: nil)
+        #expect(server.phase == .finished && server.nextAttributes() == nil)
+    }
+}
+
+extension [UInt8] {
+    init(bigEndian value: UInt32) {
+        self = [UInt8(truncatingIfNeeded: value >> 24), UInt8(truncatingIfNeeded: value >> 16),
+                UInt8(truncatingIfNeeded: value >> 8), UInt8(truncatingIfNeeded: value)]
+    }
+}
