@@ -158,6 +158,49 @@ def test_chromium_with_snap_starts_its_data_channel_without_an_sctp_handshake(pa
         driver.quit()
 
 
+WARP_TRIALS = "--force-fieldtrials=WebRTC-IceHandshakeDtls/Enabled/WebRTC-Sctp-Snap/Enabled/"
+
+
+def test_chromium_with_sped_sends_its_client_hello_inside_the_first_check(parley):
+    """SPED (draft-hancke-webrtc-sped) with Chromium's field trials: its offer asks with
+    `a=ice-options:... sped googspedv1`, Parley answers with those tokens, and the ClientHello rides
+    Chromium's first ICE check (the call says `dtlsStart: sped`; Parley's flight rode the answers).
+    Audio and oai-events work as without it, and go on after an ICE restart."""
+    driver = chromium(WARP_TRIALS)
+    try:
+        driver.get(parley.base + "/?autostart=1")
+        state = wait_for(driver, lambda s: s["channelState"] == "open" and s["stats"].get("packetsReceived", 0) > 25, 20,
+                         "audio echoed and oai-events open")
+        assert state["error"] is None
+        call_id = state["callId"]
+        print(f"setup timeline with SPED and SNAP (ms since Call): {state['timings']}")
+        options = "const opts = (sdp) => (sdp.match(/a=ice-options:(.*)/) || [])[1] || null; " \
+                  "return [opts(window.parley.pc.localDescription.sdp), opts(window.parley.pc.remoteDescription.sdp)]"
+        offered, answered = driver.execute_script(options)
+        assert "sped" in offered.split() and answered.strip() == "sped googspedv1", (offered, answered)
+        call = parley.get_json(f"/v1/realtime/calls/{call_id}")
+        print("call:", json.dumps(call))
+        assert call["dtlsStart"] == "sped", call
+        assert call["dtlsInSTUNReceived"] >= 1 and call["dtlsInSTUNSent"] >= 1, call
+        assert call["dataChannelStart"] == "snap", call
+        assert not call["drops"].get("malformed_sped") and not call["drops"].get("unvalidated_source"), call["drops"]
+        echo = "const done = arguments[0]; window.parley.echoTest([1, 1024, 65536]).then(done, (e) => done(String(e)))"
+        expected = [{"size": 1, "ok": True}, {"size": 1024, "ok": True}, {"size": 65536, "ok": True},
+                    {"size": "text", "ok": True}]
+        assert driver.execute_async_script(echo) == expected
+
+        driver.execute_async_script("const done = arguments[0]; window.parley.restartIce().then(() => done(), (e) => done(String(e)))")
+        state = wait_for(driver, lambda s: s["iceRestarts"] == 1 and s["state"] == "connected", 10, "the ICE restart")
+        assert state["error"] is None
+        before = state["stats"]["packetsReceived"]
+        assert driver.execute_async_script(echo) == expected
+        state = wait_for(driver, lambda s: s["stats"].get("packetsReceived", 0) > before + 25, 5, "audio after the restart")
+        call = parley.get_json(f"/v1/realtime/calls/{call_id}")
+        assert call["iceRestarts"] == 1 and call["state"] == "connected", call
+    finally:
+        driver.quit()
+
+
 NEGOTIATED_EVENTS_CALL = """
 const [dcid, done] = arguments;
 (async () => {

@@ -23,6 +23,8 @@ import Testing
         /// Return false to lose a datagram on its way to the client.
         var deliverToClient: ([UInt8]) -> Bool = { _ in true }
         var toClient: [[UInt8]] = []
+        /// Every DTLS datagram the client embedded in a Binding message, in order.
+        var embeddedByClient: [[UInt8]] = []
 
         init(sped: Bool) throws {
             client = ClientSession(dtlsContext: SessionTests.context(SessionTests.clientCertificate), warp: true)
@@ -48,6 +50,7 @@ import Testing
         @discardableResult
         func roundTrip() -> (toServer: [[UInt8]], toClient: [[UInt8]]) {
             let toServer = client.takeTransmits()
+            embeddedByClient += toServer.compactMap(SPEDTests.embedded)
             for datagram in toServer { datagram.withUnsafeBytes { session.receive($0, from: path, now: now) } }
             _ = session.takeEvents()
             let back = session.takeTransmits().map(\.bytes)
@@ -109,12 +112,18 @@ import Testing
         #expect(toServer.count == 1, "nothing but the check leaves before ICE answers")
         let clientHello = try #require(Self.embedded(toServer[0]))
         #expect(clientHello[0] == 22 && clientHello[13] == 1, "a handshake record holding a ClientHello")
-        let answer = try #require(toClient.first { Self.embedded($0) != nil })
-        #expect(Self.acknowledgements(answer) == [Self.crc(clientHello)])
-        let serverHello = try #require(Self.embedded(answer))
-        #expect(serverHello[0] == 22 && serverHello[13] == 2, "a handshake record holding a ServerHello")
-        #expect(call.session.counters.dtlsInSTUNReceived == 1 && call.session.counters.dtlsInSTUNSent == 1)
-        #expect(call.client.dtlsInSTUNReceived == 1 && call.client.dtlsInSTUNSent == 1)
+        // The session's own check goes first and carries them too (Chromium turns SPED off on a
+        // Binding message without them), then its answer.
+        let stun = try toClient.filter { PacketKind.classify($0) == .stun }.map { ($0, try STUNMessage.parse($0).type) }
+        #expect(stun.map(\.1) == [.bindingRequest, .bindingSuccess])
+        for (datagram, _) in stun {
+            #expect(Self.acknowledgements(datagram) == [Self.crc(clientHello)])
+            let serverHello = try #require(Self.embedded(datagram))
+            #expect(serverHello[0] == 22 && serverHello[13] == 2, "a handshake record holding a ServerHello")
+        }
+        #expect(call.session.counters.dtlsInSTUNReceived == 1 && call.session.counters.dtlsInSTUNSent == 2)
+        #expect(call.client.dtlsInSTUNReceived == 1 && call.client.dtlsInSTUNSent == 2)
+        // The client answers the session's check, and its flight rides that answer as well as going directly.
 
         #expect(call.roundTripsToOpenChannel() == 1)
         // Consent checks from now on: the first answer acknowledges alone (Chromium's cue that the
@@ -136,9 +145,10 @@ import Testing
         #expect(call.session.counters.drops.isEmpty, "\(call.session.counters.drops)")
     }
 
-    /// A caller who forges a victim's source address gets at most three times its check's bytes of
-    /// DTLS sent there until the address answers our check; once it does, the rest follows.
-    @Test func anUnvalidatedAddressGetsNoMoreThanThreeTimesWhatItSent() throws {
+    /// A caller who forges a victim's source address gets at most one flight (4 KiB) plus three
+    /// times its checks' bytes of DTLS sent there until the address answers our check; once it
+    /// does, the rest follows.
+    @Test func anUnvalidatedAddressGetsAFlightAndThreeTimesWhatItSentNoMore() throws {
         let call = try Call(sped: true)
         let victim = TransportAddress.v4(IPv4Address(192, 0, 2, 7), port: 5000)
         call.path = PeerPath(client: victim)
@@ -151,7 +161,26 @@ import Testing
             total + (PacketKind.classify(transmit.bytes) == .dtls ? transmit.bytes.count : (Self.embedded(transmit.bytes)?.count ?? 0))
         }
         #expect(dtlsBytes > 0, "the ServerHello rides the answer")
-        #expect(dtlsBytes <= 3 * check[0].count, "\(dtlsBytes) B of DTLS for a \(check[0].count) B check")
+        #expect(dtlsBytes <= WebRTCSession.firstFlightCredit + 3 * check[0].count, "\(dtlsBytes) B of DTLS for a \(check[0].count) B check")
+        // More checks from there (the caller repeating its forged check) earn three times their bytes, no more.
+        var repeated = 0
+        for round in 0..<20 {
+            let forged = try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(7, 7, UInt32(round))) { writer throws(STUNBuildError) in
+                try writer.appendUsername("\(Self.serverUfrag):\(call.client.ufrag)")
+                try writer.appendICEControlling(tieBreaker: 1)
+                try writer.appendDTLSInSTUN([UInt8](repeating: 22, count: 1) + [UInt8](repeating: 0xFE, count: 60))
+                try writer.appendMessageIntegrity(key: STUNIntegrityKey(shortTermPassword: Self.serverPassword))
+                try writer.appendFingerprint()
+            }
+            repeated += forged.count
+            forged.withUnsafeBytes { call.session.receive($0, from: call.path, now: call.now) }
+        }
+        let more = call.session.takeTransmits()
+        #expect(more.allSatisfy { $0.path.client == victim })
+        let moreDTLS = more.reduce(0) { total, transmit in
+            total + (PacketKind.classify(transmit.bytes) == .dtls ? transmit.bytes.count : (Self.embedded(transmit.bytes)?.count ?? 0))
+        }
+        #expect(dtlsBytes + moreDTLS <= WebRTCSession.firstFlightCredit + 3 * (check[0].count + repeated))
 
         // The check's own address answers our check: it is validated, and the call completes.
         for transmit in sent { transmit.bytes.withUnsafeBytes { call.client.receive($0, from: call.client.serverAddress, now: call.now) } }
@@ -165,15 +194,24 @@ import Testing
         let call = try Call(sped: true)
         var lost = 0
         call.deliverToClient = { datagram in
-            if lost == 0, SPEDTests.embedded(datagram) != nil { lost += 1; return false }
+            // The first round's check and answer, both carrying the ServerHello, are lost.
+            if lost < 2, SPEDTests.embedded(datagram) != nil { lost += 1; return false }
             return true
         }
         call.roundTrip()
-        #expect(lost == 1 && !call.client.isICEConnected)
-        call.now = call.now + .milliseconds(50)
-        call.client.handleTimeout(now: call.now)  // the next check, with the ClientHello again
-        #expect(call.roundTripsToOpenChannel() != nil)
-        #expect(call.session.counters.dtlsInSTUNReceived == 1, "the repeated ClientHello reached DTLS once")
+        #expect(lost == 2 && !call.client.isICEConnected)
+        // Time passes: the client's next check carries the ClientHello again, the session repeats its
+        // own check (the lost one validated nothing).
+        for _ in 0..<20 where !call.client.isDataChannelOpen {
+            call.now = call.now + .milliseconds(50)
+            call.client.handleTimeout(now: call.now)
+            call.session.handleTimeout(now: call.now)
+            call.roundTrip()
+        }
+        #expect(call.client.isDataChannelOpen)
+        let clientHellos = call.embeddedByClient.filter { $0[13] == 1 }
+        #expect(clientHellos.count >= 2 && Set(clientHellos).count == 1, "the ClientHello rode two checks")
+        #expect(call.session.counters.dtlsInSTUNReceived == Set(call.embeddedByClient).count, "each datagram reached DTLS once")
     }
 
     /// Hostile SPED attributes in authenticated checks: an ACK that is not whole CRCs or lists more

@@ -188,7 +188,8 @@ public final class ClientSession {
             guard let message = try? STUNMessage.parse(datagram), let integrityKey else { return }
             switch message.type {
             case .bindingRequest:
-                answerCheck(message, datagram, from: source)
+                // A server's own check may carry SPED's attributes as its answers do.
+                answerCheck(message, datagram, from: source, now: now)
             case .bindingSuccess:
                 guard message.hasValidMessageIntegrity(in: datagram, key: integrityKey) else { return }
                 if let pendingCheck, pendingCheck.id == message.transactionID {
@@ -203,17 +204,10 @@ public final class ClientSession {
                         dtlsStarted = true
                         dtls?.start()
                     }
+                    // SPED: what DTLS wrote before ICE was up (a flight answering the server's check) goes now too.
+                    if let sped { transmits += sped.pendingDatagrams }
                 }
-                if let before = sped {
-                    let data = message.dtlsInSTUN.map { UnsafeRawBufferPointer(rebasing: datagram[$0]) }
-                    let acknowledgement = message.dtlsInSTUNAcknowledgement.map { UnsafeRawBufferPointer(rebasing: datagram[$0]) }
-                    if let embedded = sped?.receive(data: data, acknowledgement: acknowledgement) {
-                        dtlsInSTUNReceived += 1
-                        receiveDTLS(embedded, now: now)
-                    }
-                    // The server does not speak SPED after all: what waited for a check goes directly.
-                    if before.phase == .tentative, sped?.phase == .finished { transmits += before.pendingDatagrams }
-                }
+                receiveDTLSInSTUN(message, datagram, now: now)
                 flushDTLS(now: now)
             case .bindingError:
                 events.append(.failed("ICE check refused: \(message.errorCode?.code ?? 0)"))
@@ -239,6 +233,19 @@ public final class ClientSession {
         default:
             break
         }
+    }
+
+    /// SPED's attributes in an authenticated Binding message from the server.
+    private func receiveDTLSInSTUN(_ message: STUNMessage, _ datagram: UnsafeRawBufferPointer, now: Instant) {
+        guard let before = sped else { return }
+        let data = message.dtlsInSTUN.map { UnsafeRawBufferPointer(rebasing: datagram[$0]) }
+        let acknowledgement = message.dtlsInSTUNAcknowledgement.map { UnsafeRawBufferPointer(rebasing: datagram[$0]) }
+        if let embedded = sped?.receive(data: data, acknowledgement: acknowledgement) {
+            dtlsInSTUNReceived += 1
+            receiveDTLS(embedded, now: now)
+        }
+        // The server does not speak SPED after all: what waited for a check goes directly.
+        if before.phase == .tentative, sped?.phase == .finished { transmits += before.pendingDatagrams }
     }
 
     private func receiveDTLS(_ datagram: UnsafeRawBufferPointer, now: Instant) {
@@ -351,18 +358,26 @@ public final class ClientSession {
     }
 
     /// Answers a check the server sent (RFC 8445 §7.3): right USERNAME and our password's integrity.
-    private func answerCheck(_ request: STUNMessage, _ datagram: UnsafeRawBufferPointer, from source: TransportAddress?) {
+    private func answerCheck(_ request: STUNMessage, _ datagram: UnsafeRawBufferPointer, from source: TransportAddress?, now: Instant) {
         guard let source, let username = request.username,
               datagram[username].elementsEqual(expectedInboundUsername),
               request.hasValidMessageIntegrity(in: datagram, key: localIntegrityKey) else { return }
-        let bytes = try? STUNWriter.build(type: .bindingSuccess, transactionID: request.transactionID) { writer throws(STUNBuildError) in
+        // A server's own check may carry SPED's attributes as its answers do; ours carry them back.
+        receiveDTLSInSTUN(request, datagram, now: now)
+        let piggyback = sped?.nextAttributes()
+        let bytes = try? STUNWriter.build(type: .bindingSuccess, transactionID: request.transactionID, capacity: 1500) { writer throws(STUNBuildError) in
             try writer.appendXORMappedAddress(source)
+            if let piggyback {
+                try writer.appendDTLSInSTUNAcknowledgement(piggyback.acknowledgements)
+                if let datagram = piggyback.datagram { try writer.appendDTLSInSTUN(datagram) }
+            }
             try writer.appendMessageIntegrity(key: localIntegrityKey)
             try writer.appendFingerprint()
         }
         if let bytes {
             transmits.append(bytes)
             checksAnswered += 1
+            if piggyback?.datagram != nil { dtlsInSTUNSent += 1 }
         }
     }
 

@@ -80,10 +80,13 @@ public final class WebRTCSession {
     /// SPED (DTLS inside STUN), when negotiated: the handshake rides the client's checks and our
     /// answers to them, so DTLS starts with ICE's first round trip instead of after it.
     private var sped: DTLSInSTUN?
-    /// What SPED lets us send toward addresses that have not answered our check: three times the
-    /// authenticated check bytes they sent (QUIC's anti-amplification rule, RFC 9000 §8.1), so a
-    /// caller who forges a victim's source address gets back no more than it sends.
-    private var unvalidatedCredit = 0
+    /// What SPED lets us send toward addresses that have not answered our check: one server flight
+    /// (`firstFlightCredit`), then three times the authenticated check bytes they send (QUIC's
+    /// anti-amplification rule, RFC 9000 §8.1). Only a caller can forge such checks (they carry
+    /// the call's ICE password), and its offer — one per call, through signaling's admission — is
+    /// already larger than the flight: a forged source gets back no more than the caller sends.
+    private var unvalidatedCredit = WebRTCSession.firstFlightCredit
+    static let firstFlightCredit = 4096
     private static let maximumUnvalidatedCredit = 16_384
     /// SPED: our DTLS datagrams owed to an address that has not answered our check yet, past what
     /// the credit allowed; sent once it answers.
@@ -449,6 +452,9 @@ public final class WebRTCSession {
         let wasValidated = consent.isValidated(path.client, now: now)
         guard consent.receivedSuccess(message.transactionID, from: path, now: now) else { return drop(.unmatchedResponse) }
         counters.checkResponses += 1
+        // SPED rides answers too: Chromium puts the rest of a two-datagram ClientHello (post-quantum
+        // key shares) in its answer to our check, and acknowledges our flight there.
+        if sped != nil { receiveDTLSInSTUN(message, datagram, from: path, now: now) }
         sendChecks()
         let nominated = consent.isNominated(path.client)
         if (nominated && selectedPath?.client != path.client) || selectedPath == nil { select(path, nominated: nominated, now: now) }
@@ -458,11 +464,15 @@ public final class WebRTCSession {
     /// Writes and sends the checks `consent` decided on.
     private func sendChecks() {
         for check in consent.takeChecks() {
-            let length = scratch.withUnsafeMutableBytes { buffer -> Int? in
+            // SPED: our checks carry its attributes too. Chromium reads every Binding message, and
+            // one without them — this check reaches it before our answer — turns its SPED off.
+            let piggyback = takeDTLSInSTUN(toward: check.path)
+            let length = writeBinding(piggyback) { buffer, piggyback -> Int? in
                 guard var writer = try? STUNWriter(into: buffer, type: .bindingRequest, transactionID: check.transactionID),
                       (try? writer.appendUsername(checkUsername)) != nil,
                       (try? writer.appendPriority(Self.checkPriority)) != nil,
                       (try? writer.appendICEControlled(tieBreaker: tieBreaker)) != nil,
+                      Self.append(piggyback, to: &writer),
                       (try? writer.appendMessageIntegrity(key: remoteIntegrityKey)) != nil,
                       (try? writer.appendFingerprint()) != nil else { return nil }
                 return writer.count
@@ -508,8 +518,23 @@ public final class WebRTCSession {
     }
 
     private func answerSuccess(_ request: STUNMessage, to path: PeerPath, now: Instant) {
+        let piggyback = takeDTLSInSTUN(toward: path)
+        let length = writeBinding(piggyback) { buffer, piggyback -> Int? in
+            guard var writer = try? STUNWriter(into: buffer, type: .bindingSuccess, transactionID: request.transactionID),
+                  (try? writer.appendXORMappedAddress(path.client)) != nil,
+                  Self.append(piggyback, to: &writer),
+                  (try? writer.appendMessageIntegrity(key: integrityKey)) != nil,
+                  (try? writer.appendFingerprint()) != nil else { return nil }
+            return writer.count
+        }
+        if let length { emit(Array(scratch[0..<length]), to: path) }
+    }
+
+    /// SPED's attributes for our next Binding message toward `path`: its datagram only within the
+    /// credit while the address has not answered our check.
+    private func takeDTLSInSTUN(toward path: PeerPath) -> DTLSInSTUN.Attributes? {
         var piggyback = sped?.nextAttributes()
-        if let datagram = piggyback?.datagram, !consent.isValidated(path.client, now: now) {
+        if let datagram = piggyback?.datagram, !consent.isValidated(path.client, now: lastNow) {
             if datagram.count <= unvalidatedCredit {
                 unvalidatedCredit -= datagram.count
             } else {
@@ -517,39 +542,40 @@ public final class WebRTCSession {
                 sped?.unembed()
             }
         }
-        func write(_ piggyback: DTLSInSTUN.Attributes?) -> Int? {
-            scratch.withUnsafeMutableBytes { buffer -> Int? in
-                guard var writer = try? STUNWriter(into: buffer, type: .bindingSuccess, transactionID: request.transactionID),
-                      (try? writer.appendXORMappedAddress(path.client)) != nil else { return nil }
-                if let piggyback {
-                    // Before MESSAGE-INTEGRITY, which vouches for them.
-                    guard (try? writer.appendDTLSInSTUNAcknowledgement(piggyback.acknowledgements)) != nil else { return nil }
-                    if let datagram = piggyback.datagram {
-                        guard (try? writer.appendDTLSInSTUN(datagram)) != nil else { return nil }
-                    }
-                }
-                guard (try? writer.appendMessageIntegrity(key: integrityKey)) != nil,
-                      (try? writer.appendFingerprint()) != nil else { return nil }
-                return writer.count
-            }
-        }
-        var length = write(piggyback)
+        return piggyback
+    }
+
+    /// Writes a Binding message into the scratch buffer with SPED's attributes, or without the
+    /// datagram when it does not fit; returns its length.
+    private func writeBinding(
+        _ piggyback: DTLSInSTUN.Attributes?, _ write: (UnsafeMutableRawBufferPointer, DTLSInSTUN.Attributes?) -> Int?
+    ) -> Int? {
+        var piggyback = piggyback
+        var length = scratch.withUnsafeMutableBytes { write($0, piggyback) }
         if length == nil, piggyback?.datagram != nil {
-            piggyback?.datagram = nil  // no room: the answer goes without it
-            length = write(piggyback)
+            piggyback?.datagram = nil
+            length = scratch.withUnsafeMutableBytes { write($0, piggyback) }
         }
-        guard let length else { return }
-        if let datagram = piggyback?.datagram {
+        if length != nil, let datagram = piggyback?.datagram {
             counters.dtlsInSTUNSent += 1
             // It went out here: it is no longer owed directly.
             if let index = withheldDTLS.firstIndex(of: datagram) { withheldDTLS.remove(at: index) }
         }
-        emit(Array(scratch[0..<length]), to: path)
+        return length
     }
 
-    /// SPED: what an authenticated check carried. Its DTLS datagram (the ClientHello, in the first
-    /// one) goes to DTLS at once, before the address answered our check; what DTLS answers waits
-    /// in `sped` to ride our answer, and the rest goes directly within the credit.
+    /// SPED's ACK and DATA, before MESSAGE-INTEGRITY (which then vouches for them). True when written.
+    private static func append(_ piggyback: DTLSInSTUN.Attributes?, to writer: inout STUNWriter) -> Bool {
+        guard let piggyback else { return true }
+        guard (try? writer.appendDTLSInSTUNAcknowledgement(piggyback.acknowledgements)) != nil else { return false }
+        guard let datagram = piggyback.datagram else { return true }
+        return (try? writer.appendDTLSInSTUN(datagram)) != nil
+    }
+
+    /// SPED: what an authenticated check (or answer to ours) carried. Its DTLS datagram (the
+    /// ClientHello, in the first check) goes to DTLS at once, before the address answered our
+    /// check; what DTLS answers waits in `sped` to ride our next Binding messages, and goes directly
+    /// within the credit (all of it, once the address has answered).
     private func receiveDTLSInSTUN(_ message: STUNMessage, _ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
         if message.hasMalformedDTLSAcknowledgement { drop(.malformedSPED) }
         if !consent.isValidated(path.client, now: now) {
