@@ -12,8 +12,13 @@ Every step is milliseconds from the offer's POST (the answer includes the HTTP r
 over the link), p50 / p99; "open − answer" is the data channel's open less the answer, both p50,
 in round trips of the link. Needs root (namespaces, TUN).
 
-Usage: sudo scripts/bench_warp.py [--one-way-ms 25] [--single 10] [--burst 100] [--parley PATH]
-       [--output-dir docs]
+Then headless Chromium (scripts/chromium_setup_probe.py, a fresh browser per call, in namespace A)
+calls the same way, --chromium-runs calls per variant: no field trials (DCEP), SNAP with a negotiated
+oai-events, SNAP + SPED (WARP), and WARP without post-quantum key shares (a one-datagram
+ClientHello, which rides the first check whole).
+
+Usage: sudo scripts/bench_warp.py [--one-way-ms 25] [--single 10] [--burst 100] [--chromium-runs 10]
+       [--parley PATH] [--output-dir docs]
 With --output-dir it writes benchmarks-warp-latest.json and the table inside docs/benchmarks.md
 (between the bench-warp markers).
 """
@@ -31,6 +36,42 @@ from benchlib import API_KEY, update_markdown  # noqa: E402
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 IMPAIR = os.path.join(ROOT, "Tests", "Tools", "impair.py")
 STEPS = ("answer", "ice", "dtls", "firstEchoedAudio", "dataChannelOpen")
+
+
+CHROMIUM_STEPS = ("answer", "ice", "dtls", "firstEchoedAudio", "dataChannelOpen")
+CHROMIUM_VARIANTS = (("plain", "no field trials (DCEP)"), ("snap", "SNAP, negotiated oai-events"),
+                     ("warp", "SNAP + SPED (WARP)"), ("warp-no-pqc", "WARP, no post-quantum ClientHello"))
+PROBE = os.path.join(ROOT, "scripts", "chromium_setup_probe.py")
+VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else None
+
+
+def run_chromium(ns_a, server_ip, runs):
+    python = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
+    result = subprocess.run(["ip", "netns", "exec", ns_a, python, PROBE, "--base", f"http://{server_ip}:8080",
+                             "--runs", str(runs)], capture_output=True, text=True, timeout=60 * runs + 120)
+    if not result.stdout.strip():
+        raise RuntimeError(f"chromium_setup_probe failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout)
+
+
+def chromium_rows(results, rtt):
+    rows = []
+    for variant, label in CHROMIUM_VARIANTS:
+        calls = [call for call in results.get(variant, []) if "error" not in call]
+        cells = []
+        for step in CHROMIUM_STEPS:
+            values = [call[step] for call in calls if step in call]
+            cells.append(f"{percentile(values, 0.5):.0f} / {percentile(values, 0.99):.0f}" if values else "–")
+        opens = [call["dataChannelOpen"] - call["answer"] for call in calls if "dataChannelOpen" in call and "answer" in call]
+        after = f"{percentile(opens, 0.5) / rtt:.1f} RTT" if opens else "–"
+        sped = sum(1 for call in calls if call.get("answeredSped"))
+        rows.append(f"| {label} | {len(calls)}/{len(results.get(variant, []))} | {sped} | " + " | ".join(cells) + f" | {after} |")
+    return rows
 
 
 def run_load(ns_a, parley, url, sessions, ramp, warp):
@@ -73,6 +114,7 @@ def main():
     parser.add_argument("--one-way-ms", type=float, default=25)
     parser.add_argument("--single", type=int, default=10)
     parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--chromium-runs", type=int, default=10, help="calls per Chromium variant (0: none)")
     parser.add_argument("--parley", default=os.path.join(ROOT, ".build", "release", "parley"))
     parser.add_argument("--output-dir")
     args = parser.parse_args()
@@ -106,6 +148,12 @@ def main():
                             f"{report['dataChannel'].get('startedWithSNAP', 0)} | " + " | ".join(cells)
                             + (f" | {after:.1f} RTT |" if after is not None else " | – |")))
                 print(rows[-1][2], flush=True)
+        chromium = []
+        if args.chromium_runs:
+            with Server(args.parley, ns_a, ns_b, server_ip):
+                raw["chromium"] = run_chromium(ns_a, server_ip, args.chromium_runs)
+            chromium = chromium_rows(raw["chromium"], rtt)
+            print("\n".join(chromium), flush=True)
     finally:
         link.terminate()
         try:
@@ -120,7 +168,15 @@ def main():
              "raw figures in [benchmarks-warp-latest.json](benchmarks-warp-latest.json)).\n\n"
              "| calls | client | connected | SNAP | answer | ICE | DTLS | first echoed audio | data channel open | open − answer (p50) |\n"
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n\n"
-             "Milliseconds from the offer's POST, p50 / p99. SNAP: sessions whose answer took up `a=sctp-init`.\n")
+             "Milliseconds from the offer's POST, p50 / p99. SNAP: sessions whose answer took up `a=sctp-init`. "
+             "`--warp` offers SPED too (`a=ice-options:sped`): its ClientHello rides the first check.\n")
+    if chromium:
+        table += ("\nHeadless Chromium 156 across the same link (scripts/chromium_setup_probe.py: a fresh browser per call, "
+                  f"{args.chromium_runs} calls per variant, interleaved; one `parley dev` for all):\n\n"
+                  "| Chromium | calls | SPED answered | answer | ICE | DTLS | first echoed audio | data channel open | open − answer (p50) |\n"
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(chromium) + "\n\n"
+                  "Milliseconds from the offer's POST, p50 / p99 (DTLS: `connectionState` connected; first echoed audio: "
+                  "the receiver's first synchronization source).\n")
     print(table)
     if args.output_dir:
         with open(os.path.join(args.output_dir, "benchmarks-warp-latest.json"), "w") as f:

@@ -127,6 +127,10 @@ public struct RouteTable {
         var forwardedChecks: UInt8 = 0
         /// Checks the transceiver sent the pending client (bounded).
         var checksToClient: UInt8 = 0
+        /// STUN bytes the client sent on this pending flow (its checks), and the bytes its
+        /// transceivers sent it: `pendingAllowance` bounds the second by the first.
+        var bytesFromClient = 0
+        var bytesToClient = 0
         /// The transceiver answered or checked this pending flow: its check authenticated there.
         /// Flows it never answered (a captured check replayed from elsewhere, a forged signature)
         /// are the first to go when a limit is reached.
@@ -134,6 +138,17 @@ public struct RouteTable {
     }
 
     static let maximumEarlyDTLS: UInt8 = 4
+
+    /// What transceivers may send a client that has not answered yet: one DTLS flight riding STUN
+    /// (SPED, draft-hancke-webrtc-sped: the server's flight rides its check and its answer, ~1 KB
+    /// each), then three times what the client sent (QUIC's anti-amplification rule, RFC 9000
+    /// §8.1). Plain ICE's few ~100-byte checks and answers stay far below it. Even a compromised
+    /// transceiver gets no more than that toward an address, so the relay never becomes a reflector.
+    static func pendingAllowance(bytesFromClient: Int) -> Int {
+        pendingFlightAllowance + 3 * min(bytesFromClient, maximumPendingCredit)
+    }
+    static let pendingFlightAllowance = 4096
+    static let maximumPendingCredit = 16_384
     /// Checks a pending flow may send another cluster's relay (a client's checks and their
     /// retransmissions for one candidate pair over a pending flow's 5 s are fewer).
     static let maximumForwardedChecks: UInt8 = 32
@@ -211,6 +226,7 @@ public struct RouteTable {
                 routes.values[index].forwardedChecks += 1
             }
             routes.values[index].transactions.add(check.transaction)
+            routes.values[index].bytesFromClient += datagram.count
             if routes.values[index].nonce == 0, check.nonce != 0 {
                 // A route a transceiver's check opened learns its session from the client's check.
                 routes.values[index].nonce = check.nonce
@@ -231,6 +247,7 @@ public struct RouteTable {
         guard !check.forwarded || forwardedPendingCount < policy.maximumForwardedPending else { return .drop(.pendingFull) }
         guard openPending(client: client, transceiver: check.worker, nonce: check.nonce, now: now) else { return .drop(.pendingFull) }
         routes[client]?.transactions.add(check.transaction)
+        routes[client]?.bytesFromClient = datagram.count
         if check.forwarded {
             routes[client]?.forwardedChecks = 1
             forwardedPendingCount += 1
@@ -398,6 +415,10 @@ public struct RouteTable {
             }
             // Pending: the answers to the client's checks, and the transceiver's own checks.
             guard let kind = pendingSTUN(payload, answering: route.transactions) else { return .drop(.pendingNotSTUN) }
+            guard route.bytesToClient + payload.count <= Self.pendingAllowance(bytesFromClient: route.bytesFromClient) else {
+                return .drop(.pendingAllowance)
+            }
+            routes.values[index].bytesToClient += payload.count
             if case .check(let id, _) = kind {
                 guard route.checksToClient < Self.maximumChecksWhilePending else { return .drop(.pendingNotSTUN) }
                 routes.values[index].checksToClient += 1
@@ -410,6 +431,11 @@ public struct RouteTable {
         // candidate worker answering the checks that named it and checking the address in turn.
         guard let candidate = route.candidate, candidate.transceiver == source,
               let kind = pendingSTUN(payload, answering: candidate.transactions) else { return .drop(.notRouteOwner) }
+        // The candidate shares the flow's allowance: two owners get no more toward the address than one.
+        guard route.committed || route.bytesToClient + payload.count <= Self.pendingAllowance(bytesFromClient: route.bytesFromClient) else {
+            return .drop(.pendingAllowance)
+        }
+        if !route.committed { routes.values[index].bytesToClient += payload.count }
         if case .check(let id, _) = kind {
             guard candidate.checksToClient < Self.maximumChecksWhilePending else { return .drop(.notRouteOwner) }
             routes.values[index].candidate?.checksToClient += 1
@@ -421,8 +447,9 @@ public struct RouteTable {
     enum PendingSTUN { case answer, check(STUNTransactionID, nonce: UInt32) }
 
     /// What may go to a client that has not answered yet: an answer to one of its own checks, or a
-    /// Binding request (small: a check is about 100 bytes). A transceiver's check names its session:
-    /// its USERNAME is "<client ufrag>:<routing token>".
+    /// Binding request, each at most a datagram's worth (SPED's carry a DTLS datagram; the flow's
+    /// `pendingAllowance` bounds their sum). A transceiver's check names its session: its USERNAME
+    /// is "<client ufrag>:<routing token>".
     private func pendingSTUN(_ payload: UnsafeRawBufferPointer, answering transactions: Transactions) -> PendingSTUN? {
         guard payload.count <= Self.maximumCheckLength, let message = try? STUNMessage.parse(payload) else { return nil }
         switch message.type {
@@ -436,7 +463,7 @@ public struct RouteTable {
         }
     }
 
-    static let maximumCheckLength = 256
+    static let maximumCheckLength = 1500
     /// Checks a transceiver may send to a client that has not answered (a validation and its four
     /// retransmissions, with room for triggered ones): even a compromised transceiver gets no more
     /// through toward an address, so the relay never becomes its reflector.
@@ -569,6 +596,9 @@ public enum RelayDropReason: String, CaseIterable, Sendable {
     case pendingFull = "pending_full"
     case routesFull = "routes_full"
     case pendingNotSTUN = "pending_not_stun"
+    /// A transceiver's STUN toward a client that has not answered, past the flow's allowance
+    /// (one flight, then three times what the client sent).
+    case pendingAllowance = "pending_allowance"
     case notRouteOwner = "not_route_owner"
     case noRoute = "no_route"
     case malformedTunnel = "malformed_tunnel"

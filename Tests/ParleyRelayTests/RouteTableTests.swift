@@ -279,17 +279,35 @@ extension RouteTableTests {
     }
 
     /// A client of one session spoofs its checks from a victim's address: the transceiver answers and
-    /// checks the victim, who never answers: no route, and nothing but those two small messages.
-    @Test func aSpoofedSourceNeverCommits() {
+    /// checks the victim, who never answers: no route, and nothing but STUN — SPED's DTLS riding it
+    /// included — up to one flight plus three times what the client sent.
+    @Test func aSpoofedSourceNeverCommits() throws {
         var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
         let victim = TransportAddress.v4(IPv4Address(203, 0, 113, 50), port: 5060)
-        #expect(fromClient(&table, Self.check(ufrag: Self.ufrag()), victim) == .forward(to: Self.worker))
+        let check = Self.check(ufrag: Self.ufrag())
+        #expect(fromClient(&table, check, victim) == .forward(to: Self.worker))
         #expect(fromTransceiver(&table, Self.serverCheck(), victim, Self.worker) == .deliver(to: victim))
         #expect(fromTransceiver(&table, Self.success(), victim, Self.worker) == .deliver(to: victim))
         #expect(fromTransceiver(&table, dtls, victim, Self.worker) == .drop(.pendingNotSTUN))
-        var big = Self.serverCheck()
-        big += [UInt8](repeating: 0, count: 400)
-        #expect(fromTransceiver(&table, big, victim, Self.worker) == .drop(.pendingNotSTUN), "only check-sized STUN")
+        var broken = Self.serverCheck()
+        broken += [UInt8](repeating: 0, count: 400)  // its length field no longer matches: not STUN
+        #expect(fromTransceiver(&table, broken, victim, Self.worker) == .drop(.pendingNotSTUN))
+        // An answer carrying a DTLS datagram (SPED), again and again: delivered up to the allowance.
+        let sped = try STUNWriter.build(type: .bindingSuccess, transactionID: STUNTransactionID(1, 2, 3)) { writer throws(STUNBuildError) in
+            try writer.appendXORMappedAddress(victim)
+            try writer.appendDTLSInSTUN([22, 0xFE, 0xFD] + [UInt8](repeating: 0, count: 1000))
+            try writer.appendFingerprint()
+        }
+        var delivered = Self.serverCheck().count + Self.success().count
+        for _ in 0..<10 where fromTransceiver(&table, sped, victim, Self.worker) == .deliver(to: victim) { delivered += sped.count }
+        #expect(delivered > RouteTable.pendingFlightAllowance - sped.count, "a flight's worth rides STUN")
+        #expect(delivered <= RouteTable.pendingAllowance(bytesFromClient: check.count))
+        #expect(fromTransceiver(&table, sped, victim, Self.worker) == .drop(.pendingAllowance))
+        // A datagram beyond any path's MTU is never a pending flow's.
+        let oversized = try STUNWriter.build(type: .bindingSuccess, transactionID: STUNTransactionID(1, 2, 3), capacity: 2048) { writer throws(STUNBuildError) in
+            try writer.appendDTLSInSTUN([UInt8](repeating: 22, count: 1600))
+        }
+        #expect(fromTransceiver(&table, oversized, victim, Self.worker) == .drop(.pendingNotSTUN))
         #expect(table.committedCount == 0 && !table.hasCommits)
         table.expire(now: now + .seconds(5))
         #expect(table.count == 0)
