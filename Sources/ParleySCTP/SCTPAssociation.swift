@@ -117,6 +117,8 @@ public final class SCTPAssociation {
     private var slowStartThreshold: Int
     private var partialBytesAcked = 0
     private var rto: Duration
+    /// The RTO a seeded round trip gave, which establishment keeps.
+    private var seededRTO: Duration?
     private var smoothedRTT: Duration?
     private var rttVariance: Duration = .zero
     private var retransmissionDeadline: Instant?
@@ -488,7 +490,7 @@ public final class SCTPAssociation {
         nextHeartbeat = now + configuration.heartbeatInterval
         handshakePacket = nil
         handshakeDeadline = nil
-        rto = configuration.initialRTO
+        rto = seededRTO ?? configuration.initialRTO
         events.append(.established)
     }
 
@@ -715,6 +717,18 @@ public final class SCTPAssociation {
             if inFlight[middle].tsn.tsnAtMost(tsn) { low = middle + 1 } else { high = middle }
         }
         return low
+    }
+
+    /// A round trip measured below SCTP (ICE's checks, draft-uberti-tsvwg-warp §RTO Sync), taken as
+    /// an RTT measurement: the first DATA — with SNAP, the first thing SCTP sends — is retransmitted
+    /// after about three round trips instead of the second RFC 9260 starts with. The draft asks for
+    /// no fixed minimum; the configured one (200 ms) stays, because a receiver may delay its SACK
+    /// for a lone DATA chunk by up to 200 ms (RFC 9260 §6.2; Chromium's dcSCTP does), and a shorter
+    /// RTO would retransmit spuriously and collapse the congestion window.
+    public func seedRoundTrip(_ roundTrip: Duration) {
+        guard roundTrip > .zero, roundTrip < configuration.maximumRTO else { return }
+        updateRTO(roundTrip)
+        seededRTO = rto
     }
 
     private func updateRTO(_ sample: Duration) {

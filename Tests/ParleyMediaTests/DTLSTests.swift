@@ -50,6 +50,24 @@ import Testing
         return Pair(client: client, server: server)
     }
 
+    /// WARP's RTO sync: a round trip measured by ICE replaces the fixed first retransmission delay
+    /// (400 ms here) with twice the round trip for the flights sent after it, within 50 ms–3 s.
+    @Test func aSeededRoundTripSetsTheFirstRetransmissionDelay() throws {
+        let plain = try DTLSConnection(context: Self.context(Self.clientCertificate), role: .client, remoteFingerprints: [])
+        plain.start()
+        let seeded = try DTLSConnection(context: Self.context(Self.clientCertificate), role: .client, remoteFingerprints: [])
+        seeded.seedRoundTrip(.milliseconds(30))
+        seeded.start()
+        let tiny = try DTLSConnection(context: Self.context(Self.clientCertificate), role: .client, remoteFingerprints: [])
+        tiny.seedRoundTrip(.microseconds(100))
+        tiny.start()
+        let plainDelay = try #require(plain.retransmitDelay), seededDelay = try #require(seeded.retransmitDelay)
+        #expect(plainDelay > .milliseconds(300) && plainDelay <= .milliseconds(400))
+        #expect(seededDelay > .zero && seededDelay <= .milliseconds(60))
+        let tinyDelay = try #require(tiny.retransmitDelay)
+        #expect(tinyDelay > .zero && tinyDelay <= .milliseconds(50), "\(tinyDelay)")
+    }
+
     @Test func certificateFingerprintIsSHA256OfItsDER() {
         let fingerprint = Self.serverCertificate.fingerprint
         #expect(fingerprint.algorithm == "sha-256")

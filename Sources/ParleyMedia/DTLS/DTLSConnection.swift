@@ -71,6 +71,7 @@ public final class DTLSConnection {
     private let ssl: OpaquePointer
     private let readBIO: OpaquePointer
     private let remoteFingerprints: [CertificateFingerprint]
+    private let maximumRetransmitDelay: Duration
     private var outgoing: [[UInt8]] = []
     private var applicationData: [[UInt8]] = []
 
@@ -84,6 +85,7 @@ public final class DTLSConnection {
         self.readBIO = readBIO
         self.role = role
         self.remoteFingerprints = remoteFingerprints
+        maximumRetransmitDelay = context.configuration.maximumRetransmitDelay
         _ = parley_bio_set_mem_eof_return(readBIO, -1)
         let sink: parley_datagram_sink = { context, bytes, length in
             guard let context, let bytes else { return }
@@ -133,6 +135,17 @@ public final class DTLSConnection {
         guard state == .handshaking else { return nil }
         let milliseconds = parley_dtls_timeout_ms(ssl)
         return milliseconds < 0 ? nil : .milliseconds(milliseconds)
+    }
+
+    /// Seeds the handshake's retransmission timer from a measured round trip (ICE's, as
+    /// draft-uberti-tsvwg-warp says) instead of the configuration's fixed first delay: twice the
+    /// round trip within 50 ms–3 s (libwebrtc's rule; OpenSSL's timer is coarse below that). It
+    /// applies from the next flight sent.
+    public func seedRoundTrip(_ roundTrip: Duration) {
+        guard state == .handshaking, roundTrip > .zero else { return }
+        let initial = min(max(roundTrip * 2, .milliseconds(50)), .seconds(3))
+        _ = parley_dtls_set_retransmit_schedule(
+            ssl, UInt32(clamping: initial.microseconds), UInt32(clamping: maximumRetransmitDelay.microseconds))
     }
 
     /// Retransmits the last flight if its timer has expired.

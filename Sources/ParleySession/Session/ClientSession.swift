@@ -193,8 +193,10 @@ public final class ClientSession {
             case .bindingSuccess:
                 guard message.hasValidMessageIntegrity(in: datagram, key: integrityKey) else { return }
                 if let pendingCheck, pendingCheck.id == message.transactionID {
-                    roundTripTime = now - pendingCheck.sentAt
+                    let roundTrip = now - pendingCheck.sentAt
+                    roundTripTime = roundTrip
                     self.pendingCheck = nil
+                    dtls?.seedRoundTrip(roundTrip)  // WARP's RTO sync: the flights from now on
                 }
                 if !isICEConnected {
                     isICEConnected = true
@@ -388,6 +390,7 @@ public final class ClientSession {
         var configuration = SNAPInits.configuration
         configuration.remotePort = UInt16(clamping: remoteSCTPPort)
         let association = SCTPAssociation(configuration: configuration, now: now, identity: snap?.local.identity)
+        if let roundTripTime { association.seedRoundTrip(roundTripTime) }  // WARP's RTO sync
         let channels = DataChannels(association: association, dtlsServer: role == .server,
                                     remoteMaximumMessageSize: remoteMaximumMessageSize)
         dataChannels = channels

@@ -63,6 +63,9 @@ struct ICEConsent {
     private var budget: TokenBucket
     private var generator = SystemRandomNumberGenerator()
     static let maximumOutstanding = 8
+    /// When each recent check went out, and whether it went again (a retransmission).
+    private var sendTimes: [(id: STUNTransactionID, at: Instant, repeated: Bool)] = []
+    private var roundTripSample: (address: TransportAddress, roundTrip: Duration)?
 
     init(settings: Settings = .init(), now: Instant) {
         self.settings = settings
@@ -110,7 +113,7 @@ struct ICEConsent {
                 candidate.outstanding.append(id)
                 if candidate.outstanding.count > Self.maximumOutstanding { candidate.outstanding.removeFirst() }
                 candidate.sentAt = now
-                checks.append(Check(path: path, transactionID: id))
+                send(path, id, now: now)
             }
             // A client retransmitting its check gets ours again at once if it is still unanswered
             // (and a new round of answers: rounds are paced by the validation budget).
@@ -127,7 +130,7 @@ struct ICEConsent {
                 // …and is retransmitted at least once more after it.
                 candidate.attempts = min(candidate.attempts, settings.validationAttempts - 1)
                 candidate.nextCheck = now + settings.validationTimeout
-                checks.append(Check(path: path, transactionID: id))
+                send(path, id, now: now)
             }
             if !validated {
                 guard candidate.answersUnvalidated < Self.maximumAnswersUnvalidated else {
@@ -163,6 +166,10 @@ struct ICEConsent {
             return false
         }
         candidate.outstanding.remove(at: index)
+        if let sent = sendTimes.firstIndex(where: { $0.id == transactionID }) {
+            if !sendTimes[sent].repeated, now >= sendTimes[sent].at { roundTripSample = (path.client, now - sendTimes[sent].at) }
+            sendTimes.remove(at: sent)
+        }
         let newlyValidated = candidate.answeredAt == nil
         candidate.answeredAt = now
         candidate.attempts = 0
@@ -175,7 +182,7 @@ struct ICEConsent {
             let id = STUNTransactionID.random(using: &generator)
             candidate.outstanding.append(id)
             candidate.sentAt = now
-            checks.append(Check(path: path, transactionID: id))
+            send(path, id, now: now)
         }
         candidates[path.client] = candidate
         return true
@@ -255,14 +262,14 @@ struct ICEConsent {
                 candidate.attempts += 1
                 candidate.nextCheck = now + settings.validationTimeout * (1 << min(candidate.attempts - 1, 6))
                 candidate.sentAt = now
-                checks.append(Check(path: candidate.path, transactionID: id))
+                send(candidate.path, id, now: now)
             } else if address == selected {
                 // Consent: a new transaction each time, each sent once; older ones stay answerable.
                 let id = STUNTransactionID.random(using: &generator)
                 candidate.outstanding.append(id)
                 if candidate.outstanding.count > Self.maximumOutstanding { candidate.outstanding.removeFirst() }
                 candidate.nextCheck = now + nextConsentInterval()
-                checks.append(Check(path: candidate.path, transactionID: id))
+                send(candidate.path, id, now: now)
             } else {
                 candidate.nextCheck = nil
             }
@@ -280,6 +287,24 @@ struct ICEConsent {
             if address == selected { consider(candidate.answeredAt.map { $0 + settings.consentTimeout }) }
         }
         return wake
+    }
+
+    /// The round trip of the latest answered check that went out once (Karn's rule: the answer to a
+    /// retransmitted transaction could be to either sending), taken once.
+    mutating func takeRoundTripSample() -> (address: TransportAddress, roundTrip: Duration)? {
+        defer { roundTripSample = nil }
+        return roundTripSample
+    }
+
+    /// Queues a check and notes when it went, for the round trip its answer measures.
+    private mutating func send(_ path: PeerPath, _ id: STUNTransactionID, now: Instant) {
+        checks.append(Check(path: path, transactionID: id))
+        if let index = sendTimes.firstIndex(where: { $0.id == id }) {
+            sendTimes[index].repeated = true
+        } else {
+            if sendTimes.count == Self.maximumOutstanding * 2 { sendTimes.removeFirst() }
+            sendTimes.append((id, now, false))
+        }
     }
 
     /// Checks to send now, in order.
@@ -306,7 +331,7 @@ struct ICEConsent {
         candidate.sentAt = now
         candidate.nextCheck = now + settings.validationTimeout
         candidates[address] = candidate
-        checks.append(Check(path: candidate.path, transactionID: id))
+        send(candidate.path, id, now: now)
     }
 
     /// Makes room for a new address: the one heard from least recently that is not selected.

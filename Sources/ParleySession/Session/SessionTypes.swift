@@ -182,6 +182,9 @@ public struct SessionCounters: Sendable {
     public var dtlsInSTUNReceived = 0
     public var dtlsInSTUNSent = 0
     public var drops: [DropReason: Int] = [:]
+    /// Round trip of the latest of our checks the client answered (sent once): it seeds DTLS's and
+    /// SCTP's retransmission timers.
+    public var iceRoundTripTime: Duration?
     /// Round-trip time from the client's last receiver report about our stream.
     public var roundTripTime: Duration?
 

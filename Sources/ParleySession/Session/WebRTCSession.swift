@@ -452,6 +452,7 @@ public final class WebRTCSession {
         let wasValidated = consent.isValidated(path.client, now: now)
         guard consent.receivedSuccess(message.transactionID, from: path, now: now) else { return drop(.unmatchedResponse) }
         counters.checkResponses += 1
+        if let sample = consent.takeRoundTripSample() { learnRoundTrip(sample.roundTrip, to: sample.address) }
         // SPED rides answers too: Chromium puts the rest of a two-datagram ClientHello (post-quantum
         // key shares) in its answer to our check, and acknowledges our flight there.
         if sped != nil { receiveDTLSInSTUN(message, datagram, from: path, now: now) }
@@ -459,6 +460,16 @@ public final class WebRTCSession {
         let nominated = consent.isNominated(path.client)
         if (nominated && selectedPath?.client != path.client) || selectedPath == nil { select(path, nominated: nominated, now: now) }
         if !wasValidated { releaseHeldDTLS(from: path.client, now: now) }
+    }
+
+    /// WARP's RTO sync (draft-uberti-tsvwg-warp): the round trip our checks measured toward the
+    /// client seeds DTLS's and SCTP's retransmission timers, rather than their fixed first values
+    /// (400 ms and 1 s) — on the path media uses, or will use before one is selected.
+    private func learnRoundTrip(_ roundTrip: Duration, to client: TransportAddress) {
+        guard selectedPath == nil || selectedPath?.client == client else { return }
+        counters.iceRoundTripTime = roundTrip
+        dtls.seedRoundTrip(roundTrip)
+        dataChannels?.association.seedRoundTrip(roundTrip)
     }
 
     /// Writes and sends the checks `consent` decided on.
@@ -684,6 +695,7 @@ public final class WebRTCSession {
                 var configuration = SNAPInits.configuration  // what an answer's a=sctp-init describes
                 configuration.remotePort = UInt16(clamping: parameters.negotiated.remoteSCTPPort ?? 5000)
                 let association = SCTPAssociation(configuration: configuration, now: now, identity: parameters.snap?.local.identity)
+                if let roundTrip = counters.iceRoundTripTime { association.seedRoundTrip(roundTrip) }
                 let remoteLimit = parameters.negotiated.remoteMaxMessageSize ?? 65536
                 dataChannels = DataChannels(association: association, dtlsServer: dtls.role == .server,
                                             localMaximumMessageSize: parameters.localMaxMessageSize,

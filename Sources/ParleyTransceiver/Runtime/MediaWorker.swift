@@ -743,6 +743,8 @@ struct SessionSnapshot: Sendable, Codable {
     var dtlsInSTUNReceived: Int
     var dtlsInSTUNSent: Int
     var roundTripTimeMilliseconds: Double?
+    /// The round trip Parley's own ICE checks measured (it seeds DTLS's and SCTP's timers).
+    var iceRoundTripTimeMilliseconds: Double?
     var drops: [String: Int]
 
     init(id: String, state: String, client: String?, counters: SessionCounters) {
@@ -762,6 +764,7 @@ struct SessionSnapshot: Sendable, Codable {
         dtlsInSTUNReceived = counters.dtlsInSTUNReceived
         dtlsInSTUNSent = counters.dtlsInSTUNSent
         roundTripTimeMilliseconds = counters.roundTripTime.map { Double($0.nanoseconds) / 1e6 }
+        iceRoundTripTimeMilliseconds = counters.iceRoundTripTime.map { Double($0.nanoseconds) / 1e6 }
         drops = Dictionary(uniqueKeysWithValues: counters.drops.map { ($0.key.rawValue, $0.value) })
     }
 }
