@@ -66,12 +66,13 @@ bench-setup:
 	$(SWIFT) build -c release --product parley
 	.venv/bin/python scripts/bench_setup.py --calls $(BENCH_SETUP_CALLS) --output-dir docs
 
-## WARP's setup (SNAP + a negotiated oai-events) against the plain one, `parley load` with and
-## without --warp across a 50 ms round trip built by Tests/Tools/impair.py (root: namespaces, TUN).
+## WARP's setup (SNAP, SPED, a negotiated oai-events) against the plain one across a 50 ms round
+## trip built by Tests/Tools/impair.py (root: namespaces, TUN): `parley load` with and without
+## --warp, then headless Chromium with and without its field trials (the test venv's Selenium).
 bench-warp:
-	@scripts/install-deps.sh build
+	@scripts/install-deps.sh test
 	$(SWIFT) build -c release --product parley
-	python3 scripts/bench_warp.py --output-dir docs  # the standard library only
+	python3 scripts/bench_warp.py --output-dir docs  # runs scripts/chromium_setup_probe.py with .venv's Python
 
 ## Data-channel throughput, handshake cost and idle memory of ParleySCTP (in memory, one core).
 bench-sctp:

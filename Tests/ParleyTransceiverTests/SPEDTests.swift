@@ -1,5 +1,6 @@
 import ParleyMedia
 import ParleySCTP
+import ParleyTestSupport
 import ParleyWire
 import Testing
 @testable import ParleySession
@@ -246,6 +247,63 @@ import Testing
             transmit.bytes.withUnsafeBytes { call.client.receive($0, from: call.client.serverAddress, now: call.now) }
         }
         #expect(call.roundTripsToOpenChannel() != nil, "\(call.session.counters.drops) \(call.session.state)")
+    }
+
+    /// Random SPED attributes — ACKs of any length, DATA of any bytes, DTLS-looking or not — in
+    /// authenticated checks and answers before and during the handshake never trap; the session
+    /// either still connects its real client or ends with a reason (garbage a caller's own
+    /// credentials vouch for may fail its DTLS, as it could without SPED).
+    @Test func randomSPEDAttributesNeverTrap() throws {
+        var generator = SplitMix64(seed: 0x5BED)
+        let key = STUNIntegrityKey(shortTermPassword: Self.serverPassword)
+        var connected = 0
+        for round in 0..<150 {
+            let call = try Call(sped: true)
+            let clientUfrag = call.client.ufrag
+            for index in 0..<Int.random(in: 1...6, using: &generator) {
+                var attributes: [UInt8] = []
+                if Bool.random(using: &generator) {
+                    let length = Int.random(in: 0...24, using: &generator)
+                    attributes += [0xC0, 0x71, 0, UInt8(length)] + (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                    attributes += [UInt8](repeating: 0, count: (4 - length % 4) % 4)
+                }
+                if Bool.random(using: &generator) {
+                    let length = Int.random(in: 0...300, using: &generator)
+                    var data = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                    if !data.isEmpty, Bool.random(using: &generator) { data[0] = UInt8.random(in: 20...63, using: &generator) }
+                    attributes += [0xC0, 0x70, UInt8(length >> 8), UInt8(length & 0xFF)] + data
+                    attributes += [UInt8](repeating: 0, count: (4 - length % 4) % 4)
+                }
+                let type: STUNMessageType = index % 3 == 2 ? .bindingSuccess : .bindingRequest
+                let check = try STUNWriter.build(type: type, transactionID: STUNTransactionID(UInt32(round), 1, UInt32(index)), capacity: 1500) { writer throws(STUNBuildError) in
+                    if type == .bindingRequest {
+                        try writer.appendUsername("\(Self.serverUfrag):\(clientUfrag)")
+                        try writer.appendICEControlling(tieBreaker: 1)
+                    }
+                    try attributes.withUnsafeBytes { (raw) throws(STUNBuildError) in
+                        var offset = 0
+                        while offset + 4 <= raw.count {
+                            let length = Int(raw.uint16(at: offset + 2))
+                            try writer.append(STUNAttributeType(rawValue: raw.uint16(at: offset)),
+                                              value: UnsafeRawBufferPointer(rebasing: raw[(offset + 4)..<(offset + 4 + length)]))
+                            offset += 4 + (length + 3) & ~3
+                        }
+                    }
+                    try writer.appendMessageIntegrity(key: type == .bindingRequest ? key : STUNIntegrityKey(shortTermPassword: call.client.password))
+                    try writer.appendFingerprint()
+                }
+                check.withUnsafeBytes { call.session.receive($0, from: call.path, now: call.now) }
+                if Bool.random(using: &generator) { call.roundTrip() }
+            }
+            for _ in 0..<10 where !call.client.isDataChannelOpen && !call.session.isClosed {
+                call.now = call.now + .milliseconds(100)
+                call.client.handleTimeout(now: call.now)
+                call.session.handleTimeout(now: call.now)
+                call.roundTrip()
+            }
+            if call.client.isDataChannelOpen { connected += 1 } else { #expect(call.session.isClosed || call.session.state != .connected) }
+        }
+        #expect(connected > 75, "most calls connect despite the junk: \(connected)/150")
     }
 
     /// The bookkeeping alone: a flight replaces what was pending, acknowledgements remove it, the

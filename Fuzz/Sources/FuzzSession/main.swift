@@ -15,7 +15,8 @@
 //     path validation, switching, replay and held DTLS
 //   9 a captured check of the client's replayed from another address
 // What the session sends goes back to the client, which answers as a client does. Calls alternate
-// between the echo agent and the parrot (jitter buffer, Opus both ways, VAD). A call is set up
+// between the echo agent and the parrot (jitter buffer, Opus both ways, VAD), and every third is set
+// up with WARP (SNAP, SPED, a negotiated oai-events). A call is set up
 // again when the last one ended, and every few thousand inputs, so state stays varied but a
 // crash reproduces from its input alone in most cases (replay the input to check).
 import FuzzSupport
@@ -29,7 +30,10 @@ nonisolated(unsafe) var inputs = 0
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSession(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     inputs += 1
-    if call == nil || !call!.isUsable || inputs % 4000 == 0 { call = Call(parrot: inputs % 8000 >= 4000) }
+    // Echo or parrot, and every third call WARP (SNAP, SPED, a negotiated oai-events).
+    if call == nil || !call!.isUsable || inputs % 4000 == 0 {
+        call = Call(parrot: inputs % 8000 >= 4000, warp: (inputs / 4000) % 3 == 1)
+    }
     guard let call, call.isUsable else { return 0 }
     var checks = 0
     for record in Records(data, size) {

@@ -22,18 +22,24 @@ public final class Call {
     private let bridge: AgentBridge?
 
     /// With `parrot`, the server's audio goes through the agent bridge (jitter buffer, Opus decode
-    /// and encode, the parrot's VAD) instead of the echo agent.
-    public init(parrot: Bool = false) {
-        client = ClientSession(dtlsContext: Self.clientContext)
+    /// and encode, the parrot's VAD) instead of the echo agent. With `warp`, the client offers
+    /// WARP (SNAP's INIT, SPED, `oai-events` negotiated on stream 0) and the session takes it up.
+    public init(parrot: Bool = false, warp: Bool = false) {
+        client = ClientSession(dtlsContext: Self.clientContext, warp: warp)
+        var generator = SystemRandomNumberGenerator()
         let offer = try! SessionDescription(parsing: client.offer)
         let keyring = RoutingKeyring(current: RoutingKey(id: 1, secret: (0..<32).map { UInt8($0) }))
         serverUfrag = keyring.seal(RoutingToken(keyID: 1, clusterID: 1, worker: Self.serverAddress, issuedHour: 1, nonce: 7))
         let negotiated = try! SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
             iceUfrag: serverUfrag, icePassword: Self.serverPassword, fingerprint: Self.serverContext.certificate.fingerprint,
             candidates: [ICECandidate(foundation: "1", priority: 2_130_706_431, address: "127.0.0.1", port: 3478)],
-            sessionID: 1, audioSSRC: 0xABCD_0001, cname: "parley"))
-        let parameters = SessionParameters(id: "fuzz", localUfrag: serverUfrag, localPassword: Self.serverPassword,
+            sessionID: 1, audioSSRC: 0xABCD_0001, cname: "parley", sctpInit: warp ? SNAPInits.draw(using: &generator) : nil))
+        var parameters = SessionParameters(id: "fuzz", localUfrag: serverUfrag, localPassword: Self.serverPassword,
                                            negotiated: negotiated, localAudioSSRC: 0xABCD_0001, cname: "parley")
+        if warp, let local = negotiated.localSCTPInit, let remote = negotiated.remoteSCTPInit {
+            parameters.snap = try! SNAPInits(local: local, remote: remote)
+            parameters.negotiatedEventsChannel = client.negotiatedChannelID
+        }
         server = try! WebRTCSession(parameters: parameters, dtlsContext: Self.serverContext, now: now)
         if parrot {
             bridge = try! AgentBridge(agent: ParrotAgent(), session: server, now: now)
