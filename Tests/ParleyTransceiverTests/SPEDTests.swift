@@ -261,18 +261,16 @@ import Testing
             let call = try Call(sped: true)
             let clientUfrag = call.client.ufrag
             for index in 0..<Int.random(in: 1...6, using: &generator) {
-                var attributes: [UInt8] = []
+                var attributes: [(STUNAttributeType, [UInt8])] = []
                 if Bool.random(using: &generator) {
                     let length = Int.random(in: 0...24, using: &generator)
-                    attributes += [0xC0, 0x71, 0, UInt8(length)] + (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
-                    attributes += [UInt8](repeating: 0, count: (4 - length % 4) % 4)
+                    attributes.append((.dtlsInSTUNAcknowledgement, (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }))
                 }
                 if Bool.random(using: &generator) {
                     let length = Int.random(in: 0...300, using: &generator)
                     var data = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
                     if !data.isEmpty, Bool.random(using: &generator) { data[0] = UInt8.random(in: 20...63, using: &generator) }
-                    attributes += [0xC0, 0x70, UInt8(length >> 8), UInt8(length & 0xFF)] + data
-                    attributes += [UInt8](repeating: 0, count: (4 - length % 4) % 4)
+                    attributes.append((.dtlsInSTUN, data))
                 }
                 let type: STUNMessageType = index % 3 == 2 ? .bindingSuccess : .bindingRequest
                 let check = try STUNWriter.build(type: type, transactionID: STUNTransactionID(UInt32(round), 1, UInt32(index)), capacity: 1500) { writer throws(STUNBuildError) in
@@ -280,15 +278,7 @@ import Testing
                         try writer.appendUsername("\(Self.serverUfrag):\(clientUfrag)")
                         try writer.appendICEControlling(tieBreaker: 1)
                     }
-                    try attributes.withUnsafeBytes { (raw) throws(STUNBuildError) in
-                        var offset = 0
-                        while offset + 4 <= raw.count {
-                            let length = Int(raw.uint16(at: offset + 2))
-                            try writer.append(STUNAttributeType(rawValue: raw.uint16(at: offset)),
-                                              value: UnsafeRawBufferPointer(rebasing: raw[(offset + 4)..<(offset + 4 + length)]))
-                            offset += 4 + (length + 3) & ~3
-                        }
-                    }
+                    for (attribute, value) in attributes { try writer.append(attribute, value: value) }
                     try writer.appendMessageIntegrity(key: type == .bindingRequest ? key : STUNIntegrityKey(shortTermPassword: call.client.password))
                     try writer.appendFingerprint()
                 }
