@@ -104,7 +104,32 @@ public struct RouteTable {
         var createdAt: Instant
         var nonce: UInt32
         var checksToClient: UInt8 = 0
+        /// As on a pending route: the client's check bytes naming this worker, and what it sent back.
+        var allowance = PendingAllowance()
     }
+
+    /// What transceivers may send a client that has not answered them yet: STUN of plain ICE's size
+    /// (`smallSTUN`, bounded in number by the checks and answers it may be) does not count; larger
+    /// STUN — SPED's, carrying the server's DTLS flight in its check and answer — may total one
+    /// flight (4 KiB) plus three times the STUN bytes the client sent (QUIC's anti-amplification
+    /// rule, RFC 9000 §8.1). Even a compromised transceiver gets no more than that toward an
+    /// address, so the relay never becomes a reflector.
+    struct PendingAllowance {
+        private(set) var fromClient = 0
+        private(set) var toClient = 0
+
+        mutating func received(_ bytes: Int) { fromClient = min(fromClient + bytes, RouteTable.maximumPendingCredit) }
+
+        /// Whether a STUN message of `bytes` may go, counting it if it does.
+        mutating func send(_ bytes: Int) -> Bool {
+            guard bytes > RouteTable.smallSTUN else { return true }
+            guard fromClient > 0, toClient + bytes <= RouteTable.pendingFlightAllowance + 3 * fromClient else { return false }
+            toClient += bytes
+            return true
+        }
+    }
+
+    static let smallSTUN = 256
 
     struct Route {
         var transceiver: TransportAddress
@@ -127,10 +152,9 @@ public struct RouteTable {
         var forwardedChecks: UInt8 = 0
         /// Checks the transceiver sent the pending client (bounded).
         var checksToClient: UInt8 = 0
-        /// STUN bytes the client sent on this pending flow (its checks), and the bytes its
-        /// transceivers sent it: `pendingAllowance` bounds the second by the first.
-        var bytesFromClient = 0
-        var bytesToClient = 0
+        /// STUN bytes the client sent on this pending flow (its checks), and what its transceiver
+        /// sent it, bounded by them.
+        var allowance = PendingAllowance()
         /// The transceiver answered or checked this pending flow: its check authenticated there.
         /// Flows it never answered (a captured check replayed from elsewhere, a forged signature)
         /// are the first to go when a limit is reached.
@@ -139,14 +163,6 @@ public struct RouteTable {
 
     static let maximumEarlyDTLS: UInt8 = 4
 
-    /// What transceivers may send a client that has not answered yet: one DTLS flight riding STUN
-    /// (SPED, draft-hancke-webrtc-sped: the server's flight rides its check and its answer, ~1 KB
-    /// each), then three times what the client sent (QUIC's anti-amplification rule, RFC 9000
-    /// §8.1). Plain ICE's few ~100-byte checks and answers stay far below it. Even a compromised
-    /// transceiver gets no more than that toward an address, so the relay never becomes a reflector.
-    static func pendingAllowance(bytesFromClient: Int) -> Int {
-        pendingFlightAllowance + 3 * min(bytesFromClient, maximumPendingCredit)
-    }
     static let pendingFlightAllowance = 4096
     static let maximumPendingCredit = 16_384
     /// Checks a pending flow may send another cluster's relay (a client's checks and their
@@ -226,7 +242,7 @@ public struct RouteTable {
                 routes.values[index].forwardedChecks += 1
             }
             routes.values[index].transactions.add(check.transaction)
-            routes.values[index].bytesFromClient += datagram.count
+            routes.values[index].allowance.received(datagram.count)
             if routes.values[index].nonce == 0, check.nonce != 0 {
                 // A route a transceiver's check opened learns its session from the client's check.
                 routes.values[index].nonce = check.nonce
@@ -247,7 +263,7 @@ public struct RouteTable {
         guard !check.forwarded || forwardedPendingCount < policy.maximumForwardedPending else { return .drop(.pendingFull) }
         guard openPending(client: client, transceiver: check.worker, nonce: check.nonce, now: now) else { return .drop(.pendingFull) }
         routes[client]?.transactions.add(check.transaction)
-        routes[client]?.bytesFromClient = datagram.count
+        routes[client]?.allowance.received(datagram.count)
         if check.forwarded {
             routes[client]?.forwardedChecks = 1
             forwardedPendingCount += 1
@@ -338,6 +354,7 @@ public struct RouteTable {
                                                        nonce: check.nonce)
         }
         routes.values[index].candidate?.transactions.add(check.transaction)
+        routes.values[index].candidate?.allowance.received(datagram.count)
         return .forward(to: check.worker)
     }
 
@@ -415,10 +432,7 @@ public struct RouteTable {
             }
             // Pending: the answers to the client's checks, and the transceiver's own checks.
             guard let kind = pendingSTUN(payload, answering: route.transactions) else { return .drop(.pendingNotSTUN) }
-            guard route.bytesToClient + payload.count <= Self.pendingAllowance(bytesFromClient: route.bytesFromClient) else {
-                return .drop(.pendingAllowance)
-            }
-            routes.values[index].bytesToClient += payload.count
+            guard routes.values[index].allowance.send(payload.count) else { return .drop(.pendingAllowance) }
             if case .check(let id, _) = kind {
                 guard route.checksToClient < Self.maximumChecksWhilePending else { return .drop(.pendingNotSTUN) }
                 routes.values[index].checksToClient += 1
@@ -431,11 +445,8 @@ public struct RouteTable {
         // candidate worker answering the checks that named it and checking the address in turn.
         guard let candidate = route.candidate, candidate.transceiver == source,
               let kind = pendingSTUN(payload, answering: candidate.transactions) else { return .drop(.notRouteOwner) }
-        // The candidate shares the flow's allowance: two owners get no more toward the address than one.
-        guard route.committed || route.bytesToClient + payload.count <= Self.pendingAllowance(bytesFromClient: route.bytesFromClient) else {
-            return .drop(.pendingAllowance)
-        }
-        if !route.committed { routes.values[index].bytesToClient += payload.count }
+        // The candidate has not been answered either: the same allowance, from the checks that named it.
+        guard routes.values[index].candidate?.allowance.send(payload.count) == true else { return .drop(.pendingAllowance) }
         if case .check(let id, _) = kind {
             guard candidate.checksToClient < Self.maximumChecksWhilePending else { return .drop(.notRouteOwner) }
             routes.values[index].candidate?.checksToClient += 1
@@ -448,8 +459,8 @@ public struct RouteTable {
 
     /// What may go to a client that has not answered yet: an answer to one of its own checks, or a
     /// Binding request, each at most a datagram's worth (SPED's carry a DTLS datagram; the flow's
-    /// `pendingAllowance` bounds their sum). A transceiver's check names its session: its USERNAME
-    /// is "<client ufrag>:<routing token>".
+    /// `PendingAllowance` bounds the large ones). A transceiver's check names its session: its
+    /// USERNAME is "<client ufrag>:<routing token>".
     private func pendingSTUN(_ payload: UnsafeRawBufferPointer, answering transactions: Transactions) -> PendingSTUN? {
         guard payload.count <= Self.maximumCheckLength, let message = try? STUNMessage.parse(payload) else { return nil }
         switch message.type {
@@ -478,6 +489,8 @@ public struct RouteTable {
               case .check(let id, let nonce) = pendingSTUN(payload, answering: Transactions()) else {
             return .unknown
         }
+        // No client bytes yet to earn an allowance: a plain check only.
+        guard payload.count <= Self.smallSTUN else { return .drop(.pendingAllowance) }
         guard openPending(client: client, transceiver: source, nonce: nonce, now: now) else { return .drop(.pendingFull) }
         routes[client]?.serverChecks.add(id)
         routes[client]?.checksToClient = 1

@@ -119,6 +119,8 @@ public final class SCTPAssociation {
     private var rto: Duration
     /// The RTO a seeded round trip gave, which establishment keeps.
     private var seededRTO: Duration?
+    /// Whether SCTP has measured a round trip itself (a SACK for DATA sent once): seeds stop then.
+    private var measuredRoundTrip = false
     private var smoothedRTT: Duration?
     private var rttVariance: Duration = .zero
     private var retransmissionDeadline: Instant?
@@ -686,7 +688,10 @@ public final class SCTPAssociation {
                 partialBytesAcked = 0
             }
         }
-        if let sample = rttSample { updateRTO(sample) }
+        if let sample = rttSample {
+            updateRTO(sample)
+            measuredRoundTrip = true
+        }
         if ackedBytes > 0 {
             if congestionWindow <= slowStartThreshold {
                 congestionWindow += min(ackedBytes, configuration.mtu)
@@ -725,8 +730,12 @@ public final class SCTPAssociation {
     /// no fixed minimum; the configured one (200 ms) stays, because a receiver may delay its SACK
     /// for a lone DATA chunk by up to 200 ms (RFC 9260 §6.2; Chromium's dcSCTP does), and a shorter
     /// RTO would retransmit spuriously and collapse the congestion window.
+    ///
+    /// Only until SCTP has measured a round trip of its own, and not while DATA is outstanding (a
+    /// running retransmission's backed-off RTO stays): later ICE round trips (consent checks, a new
+    /// path) keep it current until then.
     public func seedRoundTrip(_ roundTrip: Duration) {
-        guard roundTrip > .zero, roundTrip < configuration.maximumRTO else { return }
+        guard !measuredRoundTrip, inFlight.isEmpty, roundTrip > .zero, roundTrip < configuration.maximumRTO else { return }
         updateRTO(roundTrip)
         seededRTO = rto
     }

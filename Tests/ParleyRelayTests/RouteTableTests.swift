@@ -298,11 +298,13 @@ extension RouteTableTests {
             try writer.appendDTLSInSTUN([22, 0xFE, 0xFD] + [UInt8](repeating: 0, count: 1000))
             try writer.appendFingerprint()
         }
-        var delivered = Self.serverCheck().count + Self.success().count
+        var delivered = 0
         for _ in 0..<10 where fromTransceiver(&table, sped, victim, Self.worker) == .deliver(to: victim) { delivered += sped.count }
         #expect(delivered > RouteTable.pendingFlightAllowance - sped.count, "a flight's worth rides STUN")
-        #expect(delivered <= RouteTable.pendingAllowance(bytesFromClient: check.count))
+        #expect(delivered <= RouteTable.pendingFlightAllowance + 3 * check.count)
         #expect(fromTransceiver(&table, sped, victim, Self.worker) == .drop(.pendingAllowance))
+        // Plain ICE's small messages do not count against it (their number is bounded elsewhere).
+        #expect(fromTransceiver(&table, Self.success(), victim, Self.worker) == .deliver(to: victim))
         // A datagram beyond any path's MTU is never a pending flow's.
         let oversized = try STUNWriter.build(type: .bindingSuccess, transactionID: STUNTransactionID(1, 2, 3), capacity: 2048) { writer throws(STUNBuildError) in
             try writer.appendDTLSInSTUN([UInt8](repeating: 22, count: 1600))
@@ -311,6 +313,61 @@ extension RouteTableTests {
         #expect(table.committedCount == 0 && !table.hasCommits)
         table.expire(now: now + .seconds(5))
         #expect(table.count == 0)
+    }
+
+    /// SPED's first check carries the ClientHello: ~1 KB opens a pending flow like a plain check, and
+    /// its bytes earn the flow's allowance. A transceiver's check that opens a flow (no client bytes
+    /// yet) may only be plain-sized; a candidate worker named on a committed route gets its own
+    /// allowance from the checks that named it, not the route's.
+    @Test func largeSTUNOpensAndIsBoundedOnEveryPath() throws {
+        var table = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        let big = try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(8, 8, 8), capacity: 1500) { writer throws(STUNBuildError) in
+            try writer.appendUsername("\(Self.ufrag()):cli1")
+            try writer.appendDTLSInSTUN([22, 0xFE, 0xFD] + [UInt8](repeating: 1, count: 1000))
+            try writer.appendMessageIntegrity(key: STUNIntegrityKey(shortTermPassword: "whatever-the-relay-cannot-check"))
+            try writer.appendFingerprint()
+        }
+        #expect(big.count > 1000)
+        #expect(fromClient(&table, big, Self.client) == .forward(to: Self.worker))
+        #expect(table.pendingCount == 1)
+        func answer(_ id: STUNTransactionID, size: Int) throws -> [UInt8] {
+            try STUNWriter.build(type: .bindingSuccess, transactionID: id, capacity: 1500) { writer throws(STUNBuildError) in
+                try writer.appendDTLSInSTUN([UInt8](repeating: 22, count: size))
+            }
+        }
+        var delivered = 0
+        while fromTransceiver(&table, try answer(STUNTransactionID(8, 8, 8), size: 1000), Self.client, Self.worker) == .deliver(to: Self.client) {
+            delivered += 1004 + 20
+            #expect(delivered < 20_000)
+        }
+        #expect(delivered <= RouteTable.pendingFlightAllowance + 3 * big.count && delivered > 3 * big.count)
+
+        // A transceiver's check toward an unknown client opens a flow only at plain size.
+        let unknown = TransportAddress.v4(IPv4Address(198, 51, 100, 9), port: 7000)
+        var serverCheck = try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(6, 6, 6), capacity: 1500) { writer throws(STUNBuildError) in
+            try writer.appendUsername("cli1:\(Self.ufrag())")
+            try writer.appendDTLSInSTUN([UInt8](repeating: 22, count: 600))
+            try writer.appendFingerprint()
+        }
+        #expect(fromTransceiver(&table, serverCheck, unknown, Self.worker) == .drop(.pendingAllowance))
+        serverCheck = Self.serverCheck()
+        #expect(fromTransceiver(&table, serverCheck, unknown, Self.worker) == .deliver(to: unknown))
+
+        // A committed client's check naming another worker: that candidate may answer it with large
+        // STUN only within what the check earned.
+        var committed = RouteTable(keyring: Self.keyring, policy: Self.policy())
+        let installed = committed.install(client: Self.client, transceiver: Self.worker, now: now)
+        #expect(installed)
+        let other = TransportAddress.v4(IPv4Address(10, 0, 0, 6), port: 40001)
+        let naming = Self.check(ufrag: Self.ufrag(worker: other), transaction: STUNTransactionID(4, 4, 4))
+        #expect(fromClient(&committed, naming, Self.client) == .forward(to: other))
+        var candidateDelivered = 0
+        while fromTransceiver(&committed, try answer(STUNTransactionID(4, 4, 4), size: 1000), Self.client, other) == .deliver(to: Self.client) {
+            candidateDelivered += 1024
+            #expect(candidateDelivered < 20_000)
+        }
+        #expect(candidateDelivered <= RouteTable.pendingFlightAllowance + 3 * naming.count)
+        #expect(fromTransceiver(&committed, try answer(STUNTransactionID(4, 4, 4), size: 1000), Self.client, other) == .drop(.pendingAllowance))
     }
 
     /// ~512 old tokens replayed from one host used to fill a worker's pending table: one network gets

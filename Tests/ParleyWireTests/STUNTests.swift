@@ -43,7 +43,6 @@ import ParleyTestSupport
         #expect(message.length == bytes.count)
     }
 
-    /// A check inside a tunnel datagram: parsed from a rebased buffer, its ranges index that buffer.
     /// SPED's two attributes (0xC070 DTLS-IN-STUN, 0xC071 its ACK): written before MESSAGE-INTEGRITY,
     /// read back by range; an ACK that is not whole CRCs, or more than four, is ignored and flagged.
     @Test func dtlsInSTUNAttributesRoundTrip() throws {
@@ -76,6 +75,7 @@ import ParleyTestSupport
         }
     }
 
+    /// A check inside a tunnel datagram: parsed from a rebased buffer, its ranges index that buffer.
     @Test func messageInsideATunnelDatagramParsesFromARebasedBuffer() throws {
         let check = try iceCheck(username: "srv1:cli1")
         let header = TunnelHeader(transport: .udp, direction: .fromClient, ingressID: 1, client: .v4(IPv4Address(1, 2, 3, 4), port: 5))

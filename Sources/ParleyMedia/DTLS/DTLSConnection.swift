@@ -75,7 +75,9 @@ public final class DTLSConnection {
     private var outgoing: [[UInt8]] = []
     private var applicationData: [[UInt8]] = []
 
-    public init(context: DTLSContext, role: Role, remoteFingerprints: [CertificateFingerprint]) throws(DTLSError) {
+    /// `mtu` overrides the context's for this connection's handshake datagrams (SPED's ride STUN
+    /// messages, whose attributes take their share of the path's MTU).
+    public init(context: DTLSContext, role: Role, remoteFingerprints: [CertificateFingerprint], mtu: Int? = nil) throws(DTLSError) {
         guard let ssl = SSL_new(context.context) else { throw .setup("SSL_new: \(openSSLErrorDescription())") }
         guard let readBIO = BIO_new(BIO_s_mem()) else {
             SSL_free(ssl)
@@ -98,7 +100,7 @@ public final class DTLSConnection {
             throw .setup("datagram BIO")
         }
         SSL_set_bio(ssl, readBIO, writeBIO)
-        _ = parley_dtls_set_link_mtu(ssl, context.configuration.mtu)
+        _ = parley_dtls_set_link_mtu(ssl, mtu ?? context.configuration.mtu)
         _ = parley_dtls_set_retransmit_schedule(
             ssl, UInt32(clamping: context.configuration.initialRetransmitDelay.microseconds),
             UInt32(clamping: context.configuration.maximumRetransmitDelay.microseconds))

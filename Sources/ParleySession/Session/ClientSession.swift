@@ -144,10 +144,13 @@ public final class ClientSession {
             }
         }
         let role: DTLSConnection.Role = answer.setup(for: audio) == .active ? .server : .client
-        let dtls = try DTLSConnection(context: dtlsContext, role: role, remoteFingerprints: answer.fingerprints(for: audio))
-        self.dtls = dtls
         let answeredOptions = answer.iceOptions + audio.iceOptions
-        if warp, role == .client, answeredOptions.contains(where: spedICEOptions.contains) {
+        let answeredSPED = warp && role == .client && answeredOptions.contains(where: spedICEOptions.contains)
+        // Under SPED the ClientHello rides a check: room for the check's own attributes (Chromium: 900).
+        let dtls = try DTLSConnection(context: dtlsContext, role: role, remoteFingerprints: answer.fingerprints(for: audio),
+                                      mtu: answeredSPED ? dtlsContext.configuration.mtu - WebRTCSession.spedOverhead : nil)
+        self.dtls = dtls
+        if answeredSPED {
             // SPED: the ClientHello is written now and rides the first check.
             sped = DTLSInSTUN()
             dtlsStarted = true

@@ -130,7 +130,7 @@ struct ICEConsent {
                 // …and is retransmitted at least once more after it.
                 candidate.attempts = min(candidate.attempts, settings.validationAttempts - 1)
                 candidate.nextCheck = now + settings.validationTimeout
-                send(path, id, now: now)
+                send(path, id, now: now, retransmission: true)
             }
             if !validated {
                 guard candidate.answersUnvalidated < Self.maximumAnswersUnvalidated else {
@@ -262,7 +262,7 @@ struct ICEConsent {
                 candidate.attempts += 1
                 candidate.nextCheck = now + settings.validationTimeout * (1 << min(candidate.attempts - 1, 6))
                 candidate.sentAt = now
-                send(candidate.path, id, now: now)
+                send(candidate.path, id, now: now, retransmission: true)
             } else if address == selected {
                 // Consent: a new transaction each time, each sent once; older ones stay answerable.
                 let id = STUNTransactionID.random(using: &generator)
@@ -297,13 +297,15 @@ struct ICEConsent {
     }
 
     /// Queues a check and notes when it went, for the round trip its answer measures.
-    private mutating func send(_ path: PeerPath, _ id: STUNTransactionID, now: Instant) {
+    /// `retransmission`: the same transaction again (its answer then measures nothing, even if
+    /// the first sending's record was pushed out).
+    private mutating func send(_ path: PeerPath, _ id: STUNTransactionID, now: Instant, retransmission: Bool = false) {
         checks.append(Check(path: path, transactionID: id))
         if let index = sendTimes.firstIndex(where: { $0.id == id }) {
             sendTimes[index].repeated = true
         } else {
             if sendTimes.count == Self.maximumOutstanding * 2 { sendTimes.removeFirst() }
-            sendTimes.append((id, now, false))
+            sendTimes.append((id, now, retransmission))
         }
     }
 

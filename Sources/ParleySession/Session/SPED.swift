@@ -107,12 +107,13 @@ public struct DTLSInSTUN: Sendable {
     }
 
     /// What our next Binding message carries, or nil when it carries no SPED attributes. Once the
-    /// handshake is complete and nothing is pending, one last message carries the acknowledgements
-    /// alone (which tells Chromium we are done), and SPED ends.
-    public mutating func nextAttributes() -> Attributes? {
+    /// handshake is complete and nothing is pending, the acknowledgements go alone (which tells
+    /// Chromium we are done); SPED ends with the first such message that `mayFinish` (the one
+    /// toward the path the call uses, not a spare or forged one).
+    public mutating func nextAttributes(mayFinish: Bool = true) -> Attributes? {
         guard phase != .finished else { return nil }
         if handshakeComplete, pending.isEmpty {
-            phase = .finished
+            if mayFinish { phase = .finished }
             return Attributes(acknowledgements: acknowledgements, datagram: nil)
         }
         var datagram: [UInt8]?
@@ -121,6 +122,14 @@ public struct DTLSInSTUN: Sendable {
             cursor = (cursor + 1) % pending.count
         }
         return Attributes(acknowledgements: acknowledgements, datagram: datagram)
+    }
+
+    /// Ends SPED where it stands (a client that never acknowledges our last flight, long after
+    /// the handshake): no more attributes, no more bookkeeping per DTLS datagram.
+    public mutating func end() {
+        phase = .finished
+        pending.removeAll()
+        seen.removeAll()
     }
 
     /// Puts a datagram we could not embed back in front (a message with no room for it).

@@ -23,6 +23,9 @@ public struct SessionParameters: Sendable {
     /// The stream of a pre-negotiated `oai-events` channel (`negotiated: true, id: N` on the
     /// client, `?dcid=N` on its offer): open with the association, no DCEP round trip.
     public var negotiatedEventsChannel: UInt16?
+    /// SPED: what Parley may send toward an address before it answers Parley's check, besides three
+    /// times the authenticated check bytes it sent (one server flight; docs/sped.md).
+    public var spedFlightCredit = 4096
 
     public init(id: String, localUfrag: String, localPassword: String, negotiated: NegotiatedSession,
                 localAudioSSRC: UInt32, cname: String) {
@@ -80,17 +83,21 @@ public final class WebRTCSession {
     /// SPED (DTLS inside STUN), when negotiated: the handshake rides the client's checks and our
     /// answers to them, so DTLS starts with ICE's first round trip instead of after it.
     private var sped: DTLSInSTUN?
-    /// What SPED lets us send toward addresses that have not answered our check: one server flight
-    /// (`firstFlightCredit`), then three times the authenticated check bytes they send (QUIC's
-    /// anti-amplification rule, RFC 9000 §8.1). Only a caller can forge such checks (they carry
-    /// the call's ICE password), and its offer — one per call, through signaling's admission — is
-    /// already larger than the flight: a forged source gets back no more than the caller sends.
-    private var unvalidatedCredit = WebRTCSession.firstFlightCredit
-    static let firstFlightCredit = 4096
+    /// What SPED may send, in all, toward addresses that have not answered our check: one server
+    /// flight (`SessionParameters.spedFlightCredit`), then three times the authenticated check
+    /// bytes they send (QUIC's anti-amplification rule, RFC 9000 §8.1), counting whole Binding
+    /// messages that carry DTLS and direct DTLS. Only a caller can forge such checks (they carry
+    /// the call's ICE password), and it gets one call per offer it POSTs through signaling's
+    /// admission: what all forged sources of a call get is bounded by what the caller sent.
+    private var unvalidatedCredit: Int
     private static let maximumUnvalidatedCredit = 16_384
-    /// SPED: our DTLS datagrams owed to an address that has not answered our check yet, past what
-    /// the credit allowed; sent once it answers.
-    private var withheldDTLS: [[UInt8]] = []
+    /// SPED: the current flight's datagrams owed directly to an address that has not answered our
+    /// check yet (those no Binding message carried); sent once it answers — or before, within the
+    /// credit, when nothing stands between (a relay drops DTLS toward a client it has not seen answer).
+    private var withheldDTLS: (client: TransportAddress, datagrams: [[UInt8]])?
+    private var dtlsConnectedAt: Instant?
+    /// A SPED client that never acknowledges our last flight: SPED ends this long after DTLS connected.
+    private static let spedLingering: Duration = .seconds(10)
     private static let heldDTLSLifetime: Duration = .seconds(4)
     /// The latest authenticated checks' transaction ids and where each came from (replay detection).
     private var recentChecks: [(id: STUNTransactionID, client: TransportAddress)] = []
@@ -115,6 +122,7 @@ public final class WebRTCSession {
 
     public init(parameters: SessionParameters, dtlsContext: DTLSContext, now: Instant) throws(DTLSError) {
         self.parameters = parameters
+        unvalidatedCredit = parameters.spedFlightCredit
         createdAt = now
         lastNow = now
         integrityKey = STUNIntegrityKey(shortTermPassword: parameters.localPassword)
@@ -126,10 +134,14 @@ public final class WebRTCSession {
         consentSettings.consentTimeout = parameters.timeouts.consent
         consentSettings.consentInterval = parameters.timeouts.consentInterval
         consent = ICEConsent(settings: consentSettings, now: now)
+        let role: DTLSConnection.Role = parameters.negotiated.localSetup == .active ? .client : .server
+        let sped = parameters.negotiated.sped && role == .server
+        // Under SPED a handshake datagram rides a Binding message: the draft's MTU rule leaves room
+        // for the message's other attributes (about 150 bytes in Parley's check or answer).
         dtls = try DTLSConnection(
-            context: dtlsContext, role: parameters.negotiated.localSetup == .active ? .client : .server,
-            remoteFingerprints: parameters.negotiated.remoteFingerprints)
-        if parameters.negotiated.sped, dtls.role == .server { sped = DTLSInSTUN() }
+            context: dtlsContext, role: role, remoteFingerprints: parameters.negotiated.remoteFingerprints,
+            mtu: sped ? dtlsContext.configuration.mtu - Self.spedOverhead : nil)
+        if sped { self.sped = DTLSInSTUN() }
         var generator = SystemRandomNumberGenerator()
         sequenceNumber = UInt16.random(in: 0...UInt16.max, using: &generator)
         tieBreaker = generator.next()
@@ -213,6 +225,9 @@ public final class WebRTCSession {
                 dtls.handleTimeout()
                 flushDTLS(now: now)
             }
+        }
+        if state == .connected, sped?.isActive == true, let connected = dtlsConnectedAt, now - connected >= Self.spedLingering {
+            sped?.end()
         }
         if state == .connected, let dataChannels, let due = dataChannels.association.nextWakeup, now >= due {
             dataChannels.handleTimeout(now: now)
@@ -414,12 +429,15 @@ public final class WebRTCSession {
             sendChecks()
             return answerUnknownAttributes(message, to: path)
         }
-        if sped != nil { receiveDTLSInSTUN(message, datagram, from: path, now: now) }
+        if sped != nil {
+            receiveDTLSInSTUN(message, datagram, from: path, now: now)
+            guard !isClosed else { return }  // DTLS failed on what the check carried
+        }
         // Our check goes out before the answer: the client then answers it before it can start DTLS
         // on our answer, and a relay in front commits the route on that answer (docs/relay.md).
         sendChecks()
         answerSuccess(message, to: path, now: now)
-        if !withheldDTLS.isEmpty { sendWithheldDTLS(to: path, now: now) }
+        if withheldDTLS != nil { sendWithheldDTLS(to: path, now: now) }
         counters.checksAnswered += 1
         guard consent.isValidated(path.client, now: now) else { return }
         // Only a nominating check moves the answers to another relay hop: a client checks its backup
@@ -455,7 +473,10 @@ public final class WebRTCSession {
         if let sample = consent.takeRoundTripSample() { learnRoundTrip(sample.roundTrip, to: sample.address) }
         // SPED rides answers too: Chromium puts the rest of a two-datagram ClientHello (post-quantum
         // key shares) in its answer to our check, and acknowledges our flight there.
-        if sped != nil { receiveDTLSInSTUN(message, datagram, from: path, now: now) }
+        if sped != nil {
+            receiveDTLSInSTUN(message, datagram, from: path, now: now)
+            guard !isClosed else { return }
+        }
         sendChecks()
         let nominated = consent.isNominated(path.client)
         if (nominated && selectedPath?.client != path.client) || selectedPath == nil { select(path, nominated: nominated, now: now) }
@@ -477,8 +498,7 @@ public final class WebRTCSession {
         for check in consent.takeChecks() {
             // SPED: our checks carry its attributes too. Chromium reads every Binding message, and
             // one without them — this check reaches it before our answer — turns its SPED off.
-            let piggyback = takeDTLSInSTUN(toward: check.path)
-            let length = writeBinding(piggyback) { buffer, piggyback -> Int? in
+            let length = writeBinding(toward: check.path) { buffer, piggyback -> Int? in
                 guard var writer = try? STUNWriter(into: buffer, type: .bindingRequest, transactionID: check.transactionID),
                       (try? writer.appendUsername(checkUsername)) != nil,
                       (try? writer.appendPriority(Self.checkPriority)) != nil,
@@ -493,6 +513,10 @@ public final class WebRTCSession {
             emit(Array(scratch[0..<length]), to: check.path, check: check.transactionID)
         }
     }
+
+    /// Room a Binding message leaves around an embedded DTLS datagram: header, USERNAME (a check's),
+    /// PRIORITY, ICE-CONTROLLED or XOR-MAPPED-ADDRESS, the ACK, MESSAGE-INTEGRITY, FINGERPRINT.
+    static let spedOverhead = 150
 
     /// PRIORITY of our checks (RFC 8445 §7.1.1): a peer-reflexive candidate's, as the client would learn it.
     static let checkPriority = ICECandidate.priority(typePreference: 110, localPreference: 65535, component: 1)
@@ -509,6 +533,7 @@ public final class WebRTCSession {
     }
 
     private func select(_ path: PeerPath, nominated: Bool, now: Instant) {
+        guard !isClosed else { return }
         followRelayChange(path)
         guard path != selectedPath else { return }
         let previous = selectedPath
@@ -524,13 +549,12 @@ public final class WebRTCSession {
             if dtlsStartedAt == nil { dtlsStartedAt = now }
             dtls.start()
             flushDTLS(now: now)
-            if !withheldDTLS.isEmpty { sendWithheldDTLS(to: path, now: now) }
+            if withheldDTLS != nil { sendWithheldDTLS(to: path, now: now) }
         }
     }
 
     private func answerSuccess(_ request: STUNMessage, to path: PeerPath, now: Instant) {
-        let piggyback = takeDTLSInSTUN(toward: path)
-        let length = writeBinding(piggyback) { buffer, piggyback -> Int? in
+        let length = writeBinding(toward: path) { buffer, piggyback -> Int? in
             guard var writer = try? STUNWriter(into: buffer, type: .bindingSuccess, transactionID: request.transactionID),
                   (try? writer.appendXORMappedAddress(path.client)) != nil,
                   Self.append(piggyback, to: &writer),
@@ -541,39 +565,35 @@ public final class WebRTCSession {
         if let length { emit(Array(scratch[0..<length]), to: path) }
     }
 
-    /// SPED's attributes for our next Binding message toward `path`: its datagram only within the
-    /// credit while the address has not answered our check.
-    private func takeDTLSInSTUN(toward path: PeerPath) -> DTLSInSTUN.Attributes? {
-        var piggyback = sped?.nextAttributes()
-        if let datagram = piggyback?.datagram, !consent.isValidated(path.client, now: lastNow) {
-            if datagram.count <= unvalidatedCredit {
-                unvalidatedCredit -= datagram.count
-            } else {
-                piggyback?.datagram = nil
-                sped?.unembed()
-            }
-        }
-        return piggyback
-    }
-
-    /// Writes a Binding message into the scratch buffer with SPED's attributes, or without the
-    /// datagram when it does not fit; returns its length.
+    /// Writes a Binding message toward `path` into the scratch buffer, with SPED's attributes when
+    /// it is on; returns its length. Its DTLS datagram goes only if the message fits and, toward an
+    /// address that has not answered our check, within the credit (which the whole message spends).
     private func writeBinding(
-        _ piggyback: DTLSInSTUN.Attributes?, _ write: (UnsafeMutableRawBufferPointer, DTLSInSTUN.Attributes?) -> Int?
+        toward path: PeerPath, _ write: (UnsafeMutableRawBufferPointer, DTLSInSTUN.Attributes?) -> Int?
     ) -> Int? {
-        var piggyback = piggyback
+        var piggyback = sped?.nextAttributes(mayFinish: selectedPath == path)
         var length = scratch.withUnsafeMutableBytes { write($0, piggyback) }
-        if length == nil, piggyback?.datagram != nil {
+        let validated = consent.isValidated(path.client, now: lastNow)
+        if piggyback?.datagram != nil, length.map({ $0 > Self.maximumBindingLength || (!validated && $0 > unvalidatedCredit) }) ?? true {
+            // No room, or no credit: the message goes without it, and the datagram stays next in turn.
             piggyback?.datagram = nil
+            sped?.unembed()
             length = scratch.withUnsafeMutableBytes { write($0, piggyback) }
         }
-        if length != nil, let datagram = piggyback?.datagram {
+        if let length, let datagram = piggyback?.datagram {
             counters.dtlsInSTUNSent += 1
-            // It went out here: it is no longer owed directly.
-            if let index = withheldDTLS.firstIndex(of: datagram) { withheldDTLS.remove(at: index) }
+            if !validated { unvalidatedCredit -= length }
+            // It went out here: it is no longer owed directly to this address.
+            if withheldDTLS?.client == path.client, let index = withheldDTLS?.datagrams.firstIndex(of: datagram) {
+                withheldDTLS?.datagrams.remove(at: index)
+            }
         }
         return length
     }
+
+    /// The largest Binding message SPED makes: what the relay passes to a client (one datagram on
+    /// any path Parley serves), and what its scratch buffer holds.
+    static let maximumBindingLength = 1500
 
     /// SPED's ACK and DATA, before MESSAGE-INTEGRITY (which then vouches for them). True when written.
     private static func append(_ piggyback: DTLSInSTUN.Attributes?, to writer: inout STUNWriter) -> Bool {
@@ -611,12 +631,16 @@ public final class WebRTCSession {
     /// SPED: the DTLS datagrams the credit held back, as far as it now allows (all of them once
     /// the address has answered our check).
     private func sendWithheldDTLS(to path: PeerPath, now: Instant) {
+        guard var withheld = withheldDTLS, withheld.client == path.client else { return }
         let validated = consent.isValidated(path.client, now: now)
-        while let next = withheldDTLS.first, validated || next.count <= unvalidatedCredit {
+        // A relay in front drops DTLS toward a client it has not seen answer: it waits for the answer.
+        guard validated || path.relay == nil else { return }
+        while let next = withheld.datagrams.first, validated || next.count <= unvalidatedCredit {
             if !validated { unvalidatedCredit -= next.count }
-            withheldDTLS.removeFirst()
+            withheld.datagrams.removeFirst()
             emit(next, to: path)
         }
+        withheldDTLS = withheld.datagrams.isEmpty ? nil : withheld
     }
 
     private func answerUnknownAttributes(_ request: STUNMessage, to path: PeerPath) {
@@ -671,11 +695,12 @@ public final class WebRTCSession {
             // SPED: every flight also rides our answers until the client acknowledges it.
             sped?.sent(flight: datagrams)
             if consent.isValidated(destination.client, now: now) {
+                withheldDTLS = nil  // a new flight: what an earlier one still owed is stale
                 for datagram in datagrams { emit(datagram, to: destination) }
             } else {
-                // Only SPED gets here (all other DTLS waits for validation): the answer about to go
-                // carries the first datagram, the credit decides when the rest go.
-                withheldDTLS = datagrams
+                // Only SPED gets here (all other DTLS waits for validation): the messages about to
+                // go carry the first datagrams, the credit and the answer decide when the rest go.
+                withheldDTLS = (destination.client, datagrams)
             }
         }
         switch dtls.state {
@@ -689,6 +714,7 @@ public final class WebRTCSession {
                 return close(.dtlsFailed(.noSRTPProfile), now: now)
             }
             state = .connected
+            dtlsConnectedAt = now
             nextRTCP = now + parameters.rtcpInterval
             events.append(.dtlsConnected(keys.profile))
             if parameters.negotiated.dataChannelMid != nil {
