@@ -108,12 +108,13 @@ public struct RouteTable {
         var allowance = PendingAllowance()
     }
 
-    /// What transceivers may send a client that has not answered them yet: STUN of plain ICE's size
-    /// (`smallSTUN`, bounded in number by the checks and answers it may be) does not count; larger
-    /// STUN — SPED's, carrying the server's DTLS flight in its check and answer — may total one
-    /// flight (4 KiB) plus three times the STUN bytes the client sent (QUIC's anti-amplification
-    /// rule, RFC 9000 §8.1). Even a compromised transceiver gets no more than that toward an
-    /// address, so the relay never becomes a reflector.
+    /// What transceivers may send a client that has not answered them yet, in all: one DTLS flight
+    /// riding STUN (4 KiB: SPED's check and answer carry the server's flight) plus three times the
+    /// STUN bytes the client sent (QUIC's anti-amplification rule, RFC 9000 §8.1). Plain ICE's
+    /// checks and answers count too and stay far below it. STUN larger than plain ICE's
+    /// (`smallSTUN`) needs bytes from the client first: a flow a transceiver's own check opened (no
+    /// client bytes yet) gets its few plain checks only. Even a compromised transceiver gets no
+    /// more than that toward an address, so the relay never becomes a reflector.
     struct PendingAllowance {
         private(set) var fromClient = 0
         private(set) var toClient = 0
@@ -122,8 +123,11 @@ public struct RouteTable {
 
         /// Whether a STUN message of `bytes` may go, counting it if it does.
         mutating func send(_ bytes: Int) -> Bool {
-            guard bytes > RouteTable.smallSTUN else { return true }
-            guard fromClient > 0, toClient + bytes <= RouteTable.pendingFlightAllowance + 3 * fromClient else { return false }
+            if fromClient == 0 {
+                guard bytes <= RouteTable.smallSTUN else { return false }
+            } else {
+                guard toClient + bytes <= RouteTable.pendingFlightAllowance + 3 * fromClient else { return false }
+            }
             toClient += bytes
             return true
         }
@@ -489,8 +493,9 @@ public struct RouteTable {
               case .check(let id, let nonce) = pendingSTUN(payload, answering: Transactions()) else {
             return .unknown
         }
-        // No client bytes yet to earn an allowance: a plain check only.
-        guard payload.count <= Self.smallSTUN else { return .drop(.pendingAllowance) }
+        // No client bytes yet to earn an allowance: a plain check only (a larger one is left to the
+        // route store, which may know the client).
+        guard payload.count <= Self.smallSTUN else { return .unknown }
         guard openPending(client: client, transceiver: source, nonce: nonce, now: now) else { return .drop(.pendingFull) }
         routes[client]?.serverChecks.add(id)
         routes[client]?.checksToClient = 1

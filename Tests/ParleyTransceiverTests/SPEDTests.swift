@@ -103,7 +103,7 @@ import Testing
         #expect(with.session.state == .connected && with.session.counters.dataChannelStart == "snap")
         #expect(with.session.counters.drops.isEmpty, "\(with.session.counters.drops)")
         #expect(without.session.counters.dtlsInSTUNReceived == 0 && without.session.counters.dtlsInSTUNSent == 0)
-        // SPED's smaller DTLS MTU is for the handshake: an event larger than it still goes as one record.
+        // SPED's smaller DTLS MTU is for the handshake: SCTP packets of this event larger than it still go.
         let event = [UInt8](repeating: UInt8(ascii: "x"), count: 1150)
         #expect(with.client.sendDataChannelMessage(event, binary: false, now: with.now))
         with.roundTrip()
@@ -202,6 +202,49 @@ import Testing
         for transmit in sent + more { transmit.bytes.withUnsafeBytes { call.client.receive($0, from: call.client.serverAddress, now: call.now) } }
         #expect(call.roundTripsToOpenChannel() != nil)
         #expect(call.session.state == .connected)
+    }
+
+    /// Credit is each address's own: a caller's large checks from one address earn nothing for a
+    /// forged one, which gets three times its own small checks' bytes — no ServerHello for its first
+    /// check — and, behind a relay, no direct DTLS before it answers (the relay would drop it).
+    @Test func eachUnansweredAddressEarnsItsOwnCredit() throws {
+        let call = try Call(sped: true, flightCredit: 0)
+        let own = PeerPath(client: .v4(IPv4Address(192, 0, 2, 1), port: 1000))
+        let forged = PeerPath(client: .v4(IPv4Address(192, 0, 2, 2), port: 2000),
+                              relay: RelayHop(address: .v4(IPv4Address(10, 0, 0, 1), port: 4000), ingressID: 1, transport: .udp))
+        for datagram in call.client.takeTransmits() { datagram.withUnsafeBytes { call.session.receive($0, from: own, now: call.now) } }
+        #expect(call.session.takeTransmits().contains { Self.embedded($0.bytes) != nil }, "its own check earned the ServerHello")
+        // The caller piles up credit on its own address with large checks (a long SOFTWARE)…
+        for round in 0..<2 {
+            let large = try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(6, 6, UInt32(round)), capacity: 1500) { writer throws(STUNBuildError) in
+                try writer.appendUsername("\(Self.serverUfrag):\(call.client.ufrag)")
+                try writer.appendSoftware(String(repeating: "x", count: 760))
+                try writer.appendDTLSInSTUNAcknowledgement([UInt32]())
+                try writer.appendMessageIntegrity(key: STUNIntegrityKey(shortTermPassword: Self.serverPassword))
+                try writer.appendFingerprint()
+            }
+            large.withUnsafeBytes { call.session.receive($0, from: own, now: call.now) }
+        }
+        _ = call.session.takeTransmits()
+        // …which a forged address, checking with small ones, cannot spend.
+        var forgedBytes = 0, carried = 0
+        for round in 0..<6 {
+            let check = try STUNWriter.build(type: .bindingRequest, transactionID: STUNTransactionID(5, 5, UInt32(round))) { writer throws(STUNBuildError) in
+                try writer.appendUsername("\(Self.serverUfrag):\(call.client.ufrag)")
+                try writer.appendICEControlling(tieBreaker: 1)
+                try writer.appendDTLSInSTUNAcknowledgement([UInt32]())
+                try writer.appendMessageIntegrity(key: STUNIntegrityKey(shortTermPassword: Self.serverPassword))
+                try writer.appendFingerprint()
+            }
+            forgedBytes += check.count
+            check.withUnsafeBytes { call.session.receive($0, from: forged, now: call.now) }
+            let toForged = call.session.takeTransmits().filter { $0.path.client == forged.client }
+            #expect(!toForged.isEmpty, "its checks are answered")
+            #expect(toForged.allSatisfy { PacketKind.classify($0.bytes) != .dtls }, "no direct DTLS behind a relay")
+            if round == 0 { #expect(toForged.allSatisfy { Self.embedded($0.bytes) == nil }, "one small check earns no ServerHello") }
+            carried += toForged.filter { Self.embedded($0.bytes) != nil }.reduce(0) { $0 + $1.bytes.count }
+            #expect(carried <= 3 * forgedBytes, "round \(round): \(carried) B for \(forgedBytes) B")
+        }
     }
 
     /// The server flight's datagrams reach the client even when the answer carrying the first one

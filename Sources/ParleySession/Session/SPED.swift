@@ -150,3 +150,34 @@ public struct DTLSInSTUN: Sendable {
         return true
     }
 }
+
+/// What SPED may send toward addresses that have not answered Parley's check: each address three
+/// times the authenticated bytes it sent (QUIC's per-address rule, RFC 9000 §8.1; the relay's per
+/// flow), plus one server flight shared by all of them. Only a caller can forge checks from other
+/// addresses (they carry the call's ICE password), and it gets one call per offer it POSTs.
+public struct AmplificationCredit: Sendable {
+    private var flight: Int
+    private var earned: [TransportAddress: Int] = [:]
+    /// As many addresses as consent checks at once; others earn nothing beyond the shared flight.
+    static let maximumAddresses = 8
+    static let maximumEarned = 16_384
+
+    public init(flight: Int) { self.flight = max(0, flight) }
+
+    /// An authenticated check of `bytes` from `address`, which has not answered ours.
+    public mutating func received(_ bytes: Int, from address: TransportAddress) {
+        guard earned[address] != nil || earned.count < Self.maximumAddresses else { return }
+        earned[address] = min(earned[address, default: 0] + 3 * max(0, bytes), Self.maximumEarned)
+    }
+
+    public func allows(_ bytes: Int, to address: TransportAddress) -> Bool {
+        bytes <= flight + earned[address, default: 0]
+    }
+
+    /// Spends what `allows` granted: the address's own credit first, then the shared flight.
+    public mutating func spend(_ bytes: Int, to address: TransportAddress) {
+        let own = min(earned[address, default: 0], max(0, bytes))
+        if own > 0 { earned[address, default: 0] -= own }
+        flight = max(0, flight - (bytes - own))
+    }
+}

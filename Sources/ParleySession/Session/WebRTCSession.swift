@@ -83,14 +83,11 @@ public final class WebRTCSession {
     /// SPED (DTLS inside STUN), when negotiated: the handshake rides the client's checks and our
     /// answers to them, so DTLS starts with ICE's first round trip instead of after it.
     private var sped: DTLSInSTUN?
-    /// What SPED may send, in all, toward addresses that have not answered our check: one server
-    /// flight (`SessionParameters.spedFlightCredit`), then three times the authenticated check
-    /// bytes they send (QUIC's anti-amplification rule, RFC 9000 §8.1), counting whole Binding
-    /// messages that carry DTLS and direct DTLS. Only a caller can forge such checks (they carry
-    /// the call's ICE password), and it gets one call per offer it POSTs through signaling's
-    /// admission: what all forged sources of a call get is bounded by what the caller sent.
-    private var unvalidatedCredit: Int
-    private static let maximumUnvalidatedCredit = 16_384
+    /// What SPED may send toward addresses that have not answered our check — whole Binding
+    /// messages that carry DTLS, and direct DTLS: one server flight
+    /// (`SessionParameters.spedFlightCredit`) shared by all, and each address three times the
+    /// authenticated check bytes it sent.
+    private var unvalidatedCredit: AmplificationCredit
     /// SPED: the current flight's datagrams owed directly to an address that has not answered our
     /// check yet (those no Binding message carried); sent once it answers — or before, within the
     /// credit, when nothing stands between (a relay drops DTLS toward a client it has not seen answer).
@@ -122,7 +119,7 @@ public final class WebRTCSession {
 
     public init(parameters: SessionParameters, dtlsContext: DTLSContext, now: Instant) throws(DTLSError) {
         self.parameters = parameters
-        unvalidatedCredit = parameters.spedFlightCredit
+        unvalidatedCredit = AmplificationCredit(flight: parameters.spedFlightCredit)
         createdAt = now
         lastNow = now
         integrityKey = STUNIntegrityKey(shortTermPassword: parameters.localPassword)
@@ -480,7 +477,10 @@ public final class WebRTCSession {
         sendChecks()
         let nominated = consent.isNominated(path.client)
         if (nominated && selectedPath?.client != path.client) || selectedPath == nil { select(path, nominated: nominated, now: now) }
-        if !wasValidated { releaseHeldDTLS(from: path.client, now: now) }
+        if !wasValidated {
+            releaseHeldDTLS(from: path.client, now: now)
+            if withheldDTLS != nil, !isClosed { sendWithheldDTLS(to: path, now: now) }
+        }
     }
 
     /// WARP's RTO sync (draft-uberti-tsvwg-warp): the round trip our checks measured toward the
@@ -514,9 +514,10 @@ public final class WebRTCSession {
         }
     }
 
-    /// Room a Binding message leaves around an embedded DTLS datagram: header, USERNAME (a check's),
-    /// PRIORITY, ICE-CONTROLLED or XOR-MAPPED-ADDRESS, the ACK, MESSAGE-INTEGRITY, FINGERPRINT.
-    static let spedOverhead = 150
+    /// Room a Binding message leaves around an embedded DTLS datagram: header, USERNAME (a check's:
+    /// an IPv6 pod's 48-character token and the client's ufrag), PRIORITY, ICE-CONTROLLED or
+    /// XOR-MAPPED-ADDRESS, the ACK, MESSAGE-INTEGRITY, FINGERPRINT.
+    static let spedOverhead = 180
 
     /// PRIORITY of our checks (RFC 8445 §7.1.1): a peer-reflexive candidate's, as the client would learn it.
     static let checkPriority = ICECandidate.priority(typePreference: 110, localPreference: 65535, component: 1)
@@ -549,7 +550,7 @@ public final class WebRTCSession {
             if dtlsStartedAt == nil { dtlsStartedAt = now }
             dtls.start()
             flushDTLS(now: now)
-            if withheldDTLS != nil { sendWithheldDTLS(to: path, now: now) }
+            if withheldDTLS != nil, !isClosed { sendWithheldDTLS(to: path, now: now) }
         }
     }
 
@@ -571,10 +572,11 @@ public final class WebRTCSession {
     private func writeBinding(
         toward path: PeerPath, _ write: (UnsafeMutableRawBufferPointer, DTLSInSTUN.Attributes?) -> Int?
     ) -> Int? {
-        var piggyback = sped?.nextAttributes(mayFinish: selectedPath == path)
+        var piggyback = sped?.nextAttributes(mayFinish: selectedPath?.client == path.client)
         var length = scratch.withUnsafeMutableBytes { write($0, piggyback) }
         let validated = consent.isValidated(path.client, now: lastNow)
-        if piggyback?.datagram != nil, length.map({ $0 > Self.maximumBindingLength || (!validated && $0 > unvalidatedCredit) }) ?? true {
+        if piggyback?.datagram != nil,
+           length.map({ $0 > Self.maximumBindingLength || (!validated && !unvalidatedCredit.allows($0, to: path.client)) }) ?? true {
             // No room, or no credit: the message goes without it, and the datagram stays next in turn.
             piggyback?.datagram = nil
             sped?.unembed()
@@ -582,7 +584,7 @@ public final class WebRTCSession {
         }
         if let length, let datagram = piggyback?.datagram {
             counters.dtlsInSTUNSent += 1
-            if !validated { unvalidatedCredit -= length }
+            if !validated { unvalidatedCredit.spend(length, to: path.client) }
             // It went out here: it is no longer owed directly to this address.
             if withheldDTLS?.client == path.client, let index = withheldDTLS?.datagrams.firstIndex(of: datagram) {
                 withheldDTLS?.datagrams.remove(at: index)
@@ -610,7 +612,7 @@ public final class WebRTCSession {
     private func receiveDTLSInSTUN(_ message: STUNMessage, _ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
         if message.hasMalformedDTLSAcknowledgement { drop(.malformedSPED) }
         if !consent.isValidated(path.client, now: now) {
-            unvalidatedCredit = min(unvalidatedCredit + 3 * datagram.count, Self.maximumUnvalidatedCredit)
+            unvalidatedCredit.received(datagram.count, from: path.client)
         }
         let data = message.dtlsInSTUN.map { UnsafeRawBufferPointer(rebasing: datagram[$0]) }
         var acknowledgement = message.dtlsInSTUNAcknowledgement.map { UnsafeRawBufferPointer(rebasing: datagram[$0]) }
@@ -635,8 +637,8 @@ public final class WebRTCSession {
         let validated = consent.isValidated(path.client, now: now)
         // A relay in front drops DTLS toward a client it has not seen answer: it waits for the answer.
         guard validated || path.relay == nil else { return }
-        while let next = withheld.datagrams.first, validated || next.count <= unvalidatedCredit {
-            if !validated { unvalidatedCredit -= next.count }
+        while let next = withheld.datagrams.first, validated || unvalidatedCredit.allows(next.count, to: path.client) {
+            if !validated { unvalidatedCredit.spend(next.count, to: path.client) }
             withheld.datagrams.removeFirst()
             emit(next, to: path)
         }
