@@ -112,6 +112,55 @@ import Testing
         #expect(client.drops.isEmpty && server.drops.isEmpty, "\(client.drops) \(server.drops)")
     }
 
+    /// WARP's RTO sync on the association alone: a seeded round trip sets the first RTO (3 × RTT)
+    /// and survives establishment; a seed while DATA is outstanding leaves the retransmission's
+    /// timer alone; once SCTP has measured a round trip itself, seeds change nothing.
+    @Test func aSeededRoundTripSetsTheRTOUntilSCTPMeasuresItsOwn() throws {
+        var generator = SystemRandomNumberGenerator()
+        var now = Instant(nanoseconds: 0)
+        let a = SCTPInitiationIdentity(using: &generator), b = SCTPInitiationIdentity(using: &generator)
+        let client = SCTPAssociation(now: now, identity: a, using: &generator)
+        let server = SCTPAssociation(now: now, identity: b, using: &generator)
+        client.seedRoundTrip(.milliseconds(100))
+        #expect(client.startOutOfBand(peer: try SCTPOutOfBandInit(decoding: SCTPAssociation.initiationChunk(identity: b)), now: now))
+        #expect(server.startOutOfBand(peer: try SCTPOutOfBandInit(decoding: SCTPAssociation.initiationChunk(identity: a)), now: now))
+        func retransmissionIn(_ association: SCTPAssociation) -> Duration? {
+            // The heartbeat is 30 s away: the first wake-up is the T3 timer.
+            association.nextWakeup.map { $0 - now }
+        }
+        client.send(stream: 1, protocolIdentifier: 51, payload: [1], unordered: false, now: now)
+        _ = client.takeOutgoing()  // lost
+        #expect(retransmissionIn(client) == .milliseconds(300), "3 × RTT, kept through establishment")
+        // A seed while that DATA is outstanding leaves its running timer as it is.
+        client.seedRoundTrip(.milliseconds(400))
+        #expect(retransmissionIn(client) == .milliseconds(300))
+        // SCTP's own sample: DATA sent once and acknowledged 20 ms later.
+        now = now + .milliseconds(300)
+        client.handleTimeout(now: now)  // the retransmission (no sample from it: Karn)
+        for packet in client.takeOutgoing() { packet.withUnsafeBytes { server.handle($0, now: now) } }
+        for _ in 0..<3 {
+            now = now + .milliseconds(250)
+            server.handleTimeout(now: now)
+            for packet in server.takeOutgoing() { packet.withUnsafeBytes { client.handle($0, now: now) } }
+        }
+        client.send(stream: 1, protocolIdentifier: 51, payload: [2], unordered: false, now: now)
+        let second = client.takeOutgoing()
+        now = now + .milliseconds(20)
+        for packet in second { packet.withUnsafeBytes { server.handle($0, now: now) } }
+        for _ in 0..<3 {
+            now = now + .milliseconds(250)
+            server.handleTimeout(now: now)
+            for packet in server.takeOutgoing() { packet.withUnsafeBytes { client.handle($0, now: now) } }
+        }
+        // From now on ICE's round trips are ignored (nothing is in flight: only SCTP's own sample
+        // stops this seed): the next DATA's timer is SCTP's own RTO, not 3 × 900 ms.
+        client.seedRoundTrip(.milliseconds(900))
+        client.send(stream: 1, protocolIdentifier: 51, payload: [3], unordered: false, now: now)
+        _ = client.takeOutgoing()
+        let own = try #require(retransmissionIn(client))
+        #expect(own < .milliseconds(900), "\(own)")
+    }
+
     /// A packet not carrying the tag Parley's INIT gave out is dropped and counted, SNAP or not.
     @Test func aPacketWithAnotherTagIsDropped() throws {
         var generator = SystemRandomNumberGenerator()
