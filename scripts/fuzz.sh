@@ -44,10 +44,15 @@ echo "== building the harnesses (Fuzz/, release, fuzzer + address sanitizers)"
 # instrumentation unless it is asked for explicitly: without it libFuzzer would fuzz blind.
 # Each harness is built as its own product: a plain build would also link Parley's own executable,
 # whose main clashes with libFuzzer's.
+# A harness that does not build fails the run: fuzzing the binary an earlier build left would test
+# old code and pass.
 for target in "${targets[@]}"; do
-    swift build -c release --package-path Fuzz --scratch-path .build-fuzz --sanitize=fuzzer --sanitize=address \
+    if ! swift build -c release --package-path Fuzz --scratch-path .build-fuzz --sanitize=fuzzer --sanitize=address \
         -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp --product "$(binary_name "$target")" \
-        2> >(grep -v "Cannot export local symbol" >&2) | grep -v "^\[" || true
+        2> >(grep -v "Cannot export local symbol" >&2) > >(grep -v "^\[" || true); then
+        echo "fuzz: the $target harness did not build" >&2
+        exit 1
+    fi
 done
 bin=.build-fuzz/release
 rm -f Fuzz/*-crash-* Fuzz/*-leak-* Fuzz/*-timeout-* Fuzz/*-oom-* Fuzz/*-slow-unit-*
