@@ -15,6 +15,8 @@ let package = Package(
         .executable(name: "parley", targets: ["parley"]),
         .library(name: "ParleyWire", targets: ["ParleyWire"]),
         .library(name: "ParleyMedia", targets: ["ParleyMedia"]),
+        .library(name: "ParleyDTLS", targets: ["ParleyDTLS"]),
+        .library(name: "ParleyBoringDTLS", targets: ["ParleyBoringDTLS"]),
         .library(name: "ParleySCTP", targets: ["ParleySCTP"]),
         .library(name: "ParleySession", targets: ["ParleySession"]),
         .library(name: "ParleyRelay", targets: ["ParleyRelay"]),
@@ -27,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
@@ -49,11 +53,32 @@ let package = Package(
             name: "ParleyWire",
             dependencies: [.product(name: "Crypto", package: "swift-crypto")]
         ),
-        // DTLS, SRTP, Opus: the one Swift module that imports the C libraries.
+        // The DTLS interface (`DTLSContext`, `DTLSConnection`), its value types and the process's
+        // certificate (swift-certificates): no C library, so both DTLS libraries' modules build on it.
+        .target(
+            name: "ParleyDTLS",
+            dependencies: [
+                "ParleyWire",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
+        // DTLS 1.2 on OpenSSL, SRTP, Opus: the one Swift module that imports Debian's C libraries.
         .target(
             name: "ParleyMedia",
-            dependencies: ["ParleyWire", "COpenSSL", "CSRTP", "COpus", "CParleyShims"]
+            dependencies: ["ParleyWire", "ParleyDTLS", "COpenSSL", "CSRTP", "COpus", "CParleyShims"]
         ),
+        // DTLS 1.3 (and 1.2) on the BoringSSL swift-nio-ssl vendors: the one Swift module that
+        // imports BoringSSL. It must never see OpenSSL (so it cannot depend on ParleyMedia): the two
+        // share their C names. It reaches the internal `CNIOBoringSSL` target through the NIOSSL
+        // product; see docs/dtls.md.
+        .target(
+            name: "ParleyBoringDTLS",
+            dependencies: ["ParleyWire", "ParleyDTLS", .product(name: "NIOSSL", package: "swift-nio-ssl")]
+        ),
+        // Picks a process's DTLS library (`DTLSLibrary`): sees both, calls neither.
+        .target(name: "ParleyDTLSLibrary", dependencies: ["ParleyDTLS", "ParleyMedia", "ParleyBoringDTLS"]),
         // The sans-IO core of a call: the WebRTC session (ICE lite, consent, DTLS-SRTP, RTP/RTCP,
         // data channels), the audio both ways, the agent bridge and the built-in agents, the agent
         // protocol's messages, and the client side of a call (`ClientSession`: what `parley load`
@@ -69,7 +94,7 @@ let package = Package(
         .target(
             name: "ParleyTransceiver",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleyIO", "ParleySCTP", "ParleySession", "ParleySignaling",
+                "ParleyWire", "ParleyMedia", "ParleyDTLSLibrary", "ParleyIO", "ParleySCTP", "ParleySession", "ParleySignaling",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -125,7 +150,7 @@ let package = Package(
         .target(
             name: "ParleyClient",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleySCTP", "ParleySession", "ParleyIO",
+                "ParleyWire", "ParleyMedia", "ParleyDTLSLibrary", "ParleySCTP", "ParleySession", "ParleyIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
@@ -133,7 +158,7 @@ let package = Package(
         .executableTarget(
             name: "parley",
             dependencies: [
-                "ParleyWire", "ParleyMedia", "ParleyTransceiver", "ParleyClient", "ParleyRelay", "ParleySignaling", "ParleyIO",
+                "ParleyWire", "ParleyMedia", "ParleyDTLSLibrary", "ParleyTransceiver", "ParleyClient", "ParleyRelay", "ParleySignaling", "ParleyIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -152,6 +177,10 @@ let package = Package(
         .testTarget(
             name: "ParleyMediaTests",
             dependencies: ["ParleyMedia", "CParleyShims", "ParleyTestSupport"]
+        ),
+        .testTarget(
+            name: "ParleyBoringDTLSTests",
+            dependencies: ["ParleyBoringDTLS", "ParleyDTLSLibrary", "ParleyMedia", "ParleyTestSupport"]
         ),
         .testTarget(
             name: "ParleySCTPTests",
@@ -174,7 +203,7 @@ let package = Package(
         .testTarget(
             name: "ParleyTransceiverTests",
             dependencies: [
-                "ParleyTransceiver", "ParleySession", "ParleyClient", "ParleySignaling", "ParleyTestSupport",
+                "ParleyTransceiver", "ParleySession", "ParleyClient", "ParleySignaling", "ParleyDTLSLibrary", "ParleyTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import ParleyIO
+import ParleyDTLSLibrary
 import ParleyMedia
 import ParleySession
 import ParleyWire
@@ -38,6 +39,8 @@ public struct LoadConfiguration: Sendable {
     /// WARP's client side: SNAP (`a=sctp-init` in the offer) and `oai-events` negotiated on stream 0
     /// (`?dcid=0`): no SCTP or DCEP handshake when the server answers in kind.
     public var warp = false
+    /// The DTLS library the clients use: BoringSSL offers DTLS 1.3 (and 1.2), OpenSSL only 1.2.
+    public var dtlsLibrary = DTLSLibrary.boringssl
 
     public init(url: String, sessions: Int, duration: Duration, ramp: Duration) {
         self.url = url
@@ -126,7 +129,7 @@ public struct LoadReport: Codable, Sendable {
 public final class LoadGenerator: @unchecked Sendable {
     private let configuration: LoadConfiguration
     private let eventLoop: EventLoop
-    private let dtlsContext: DTLSContext
+    private let dtlsContext: any DTLSContext
     private var clients: [Client] = []
     private var failures: [String] = []
     private var echoLatencies: [Double] = []
@@ -172,7 +175,7 @@ public final class LoadGenerator: @unchecked Sendable {
     public init(configuration: LoadConfiguration, eventLoop: EventLoop) throws {
         self.configuration = configuration
         self.eventLoop = eventLoop
-        dtlsContext = try DTLSContext(certificate: DTLSCertificate(commonName: "parley-load"))
+        dtlsContext = try configuration.dtlsLibrary.makeContext(certificate: DTLSCertificate(commonName: "parley-load"))
         audioPayload = [UInt8](repeating: 0x5A, count: max(8, configuration.payloadBytes))
         if configuration.opusPulses {
             let encoder = try OpusEncoder(sampleRate: .hz48000)

@@ -1,6 +1,6 @@
-import COpenSSL
+internal import COpenSSL
 import COpus
-import CParleyShims
+internal import CParleyShims
 import CSRTP
 
 /// The C libraries Parley's media path runs on, as linked into this process. `parley version`

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import Metrics
 import NIOPosix
+import ParleyDTLSLibrary
 import ParleyClient
 import ParleyIO
 import ParleyMedia
@@ -91,6 +92,8 @@ struct ServingOptions: ParsableArguments {
     var metricsPort = 9090
     @Option(help: "Seconds a draining transceiver (first SIGTERM, or POST /admin/drain) waits for its calls to end before it ends them.")
     var drainTimeout: Double = 3600
+    @Option(help: "DTLS library: boringssl (DTLS 1.3 to clients that offer it, 1.2 to the rest) or openssl (1.2 only).")
+    var dtls = DTLSLibrary.boringssl
 
     func validate() throws {
         for entry in namedAgents {
@@ -138,6 +141,7 @@ struct ServingOptions: ParsableArguments {
         configuration.mediaHost = mediaHost
         configuration.mediaPort = mediaPort
         configuration.workers = workers
+        configuration.dtlsLibrary = dtls
         configuration.advertisedAddresses = advertised.compactMap(TransportAddress.init)
         configuration.agent = AgentTarget(agent) ?? .builtIn(.echo)
         configuration.agentTrustRootsFile = agentCa
@@ -733,6 +737,8 @@ struct Load: AsyncParsableCommand {
     var opusPulses = false
     @Flag(help: "WARP's client side: SNAP (a=sctp-init in the offer) and oai-events negotiated on stream 0 (?dcid=0), so no SCTP or DCEP handshake when the server answers in kind. The server must honour ?dcid (Parley does): otherwise the channel looks open and nothing echoes.")
     var warp = false
+    @Option(help: "DTLS library of the clients: boringssl (offers DTLS 1.3 and 1.2) or openssl (1.2 only).")
+    var dtls = DTLSLibrary.boringssl
     @Option(help: "The API key each offer carries as Authorization: Bearer (or env PARLEY_API_KEY).")
     var apiKey: String?
 
@@ -750,6 +756,7 @@ struct Load: AsyncParsableCommand {
         configuration.dataChannel = !noDataChannel
         configuration.opusPulses = opusPulses
         configuration.warp = warp
+        configuration.dtlsLibrary = dtls
         configuration.apiKey = apiKey ?? ProcessInfo.processInfo.environment["PARLEY_API_KEY"]
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let generator = try LoadGenerator(configuration: configuration, eventLoop: group.next())
@@ -1112,3 +1119,5 @@ func localAddresses(port: UInt16, ipv6: Bool = false) -> [TransportAddress] {
     let found = external + loopback
     return found.isEmpty ? [fallback] : found
 }
+
+extension DTLSLibrary: ExpressibleByArgument {}

@@ -10,16 +10,16 @@ import Testing
     static let clientCertificate = try! DTLSCertificate(commonName: "client")
 
     static func context(_ certificate: DTLSCertificate, retransmit: Duration = .milliseconds(400),
-                        profiles: [SRTPProfile] = [.aeadAES128GCM, .aes128CMHMACSHA1_80]) -> DTLSContext {
+                        profiles: [SRTPProfile] = [.aeadAES128GCM, .aes128CMHMACSHA1_80]) -> OpenSSLDTLSContext {
         var configuration = DTLSConfiguration()
         configuration.initialRetransmitDelay = retransmit
         configuration.srtpProfiles = profiles
-        return try! DTLSContext(certificate: certificate, configuration: configuration)
+        return try! OpenSSLDTLSContext(certificate: certificate, configuration: configuration)
     }
 
     struct Pair {
-        let client: DTLSConnection
-        let server: DTLSConnection
+        let client: any DTLSConnection
+        let server: any DTLSConnection
         var datagrams = 0
 
         /// Carries datagrams both ways until neither side has anything to send; `drop` may discard some.
@@ -39,12 +39,12 @@ import Testing
         }
     }
 
-    func makePair(serverContext: DTLSContext = context(serverCertificate),
-                  clientContext: DTLSContext = context(clientCertificate),
+    func makePair(serverContext: OpenSSLDTLSContext = context(serverCertificate),
+                  clientContext: OpenSSLDTLSContext = context(clientCertificate),
                   clientExpects: [CertificateFingerprint] = [serverCertificate.fingerprint],
                   serverExpects: [CertificateFingerprint] = [clientCertificate.fingerprint]) throws -> Pair {
-        let client = try DTLSConnection(context: clientContext, role: .client, remoteFingerprints: clientExpects)
-        let server = try DTLSConnection(context: serverContext, role: .server, remoteFingerprints: serverExpects)
+        let client = try OpenSSLDTLSConnection(context: clientContext, role: .client, remoteFingerprints: clientExpects)
+        let server = try OpenSSLDTLSConnection(context: serverContext, role: .server, remoteFingerprints: serverExpects)
         client.start()
         server.start()
         return Pair(client: client, server: server)
@@ -55,7 +55,7 @@ import Testing
     @Test func aSeededRoundTripSetsTheFirstRetransmissionDelay() throws {
         // Each read right after its own start (OpenSSL's timers run on the wall clock).
         func firstDelay(seed: Duration?) throws -> Duration {
-            let connection = try DTLSConnection(context: Self.context(Self.clientCertificate), role: .client, remoteFingerprints: [])
+            let connection = try OpenSSLDTLSConnection(context: Self.context(Self.clientCertificate), role: .client, remoteFingerprints: [])
             if let seed { connection.seedRoundTrip(seed) }
             connection.start()
             return try #require(connection.retransmitDelay)
@@ -106,7 +106,7 @@ import Testing
     @Test func anyAnnouncedFingerprintAlgorithmMatches() throws {
         // aiortc announces sha-256, sha-384 and sha-512; one matching is enough, the others can be anything.
         let sha384 = CertificateFingerprint(algorithm: "sha-384", digest: DTLSCertificate.digest(
-            of: Self.clientCertificate.certificate, algorithm: "sha-384")!)
+            ofDER: Self.clientCertificate.certificateDER, algorithm: "sha-384")!)
         var pair = try makePair(serverExpects: [
             CertificateFingerprint(algorithm: "sha-256", digest: Array(repeating: 1, count: 32)), sha384])
         pair.pump()

@@ -1,3 +1,4 @@
+import ParleyDTLSLibrary
 import ParleyMedia
 import ParleySCTP
 import ParleyTestSupport
@@ -27,9 +28,11 @@ import Testing
         /// Every DTLS datagram the client embedded in a Binding message, in order.
         var embeddedByClient: [[UInt8]] = []
 
-        init(sped: Bool, flightCredit: Int = 4096) throws {
-            client = ClientSession(dtlsContext: SessionTests.context(SessionTests.clientCertificate), warp: true)
-            let serverContext = SessionTests.context(SessionTests.serverCertificate)
+        /// DTLS 1.2 (OpenSSL) unless told: its ClientHello is one datagram, which the round trips and
+        /// byte counts below rely on; `spedWithDTLS13` runs the same call on BoringSSL's 1.3.
+        init(sped: Bool, flightCredit: Int = 4096, library: DTLSLibrary = .openssl) throws {
+            client = ClientSession(dtlsContext: SessionTests.context(SessionTests.clientCertificate, library: library), warp: true)
+            let serverContext = SessionTests.context(SessionTests.serverCertificate, library: library)
             var generator = SystemRandomNumberGenerator()
             let negotiated = try SessionDescription.iceLiteAnswer(
                 to: SessionDescription(parsing: client.offer),
@@ -89,6 +92,36 @@ import Testing
     }
 
     static func crc(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { CRC32.checksum($0) } }
+
+    /// The same calls on BoringSSL, DTLS 1.3 at both ends: the client's channel opens two round trips
+    /// after the answer with SPED and without — 1.3 saves DTLS 1.2's second flight, and its
+    /// post-quantum ClientHello is two datagrams (one per Binding message, the second rides the
+    /// client's answer to the session's check, so the server's flight leaves a round trip later).
+    /// The session connects when the client's Finished arrives, half a round trip after the client.
+    @Test func spedWithDTLS13() throws {
+        for sped in [true, false] {
+            let call = try Call(sped: sped, library: .boringssl)
+            #expect(call.roundTripsToOpenChannel() == 2, "SPED \(sped)")
+            #expect(call.session.state == .connecting, "its Finished is on its way")
+            let (finished, _) = call.roundTrip()
+            #expect(!finished.isEmpty)
+            #expect(call.session.state == .connected)
+            #expect(call.session.counters.dtlsVersion == "DTLS 1.3")
+            #expect(call.session.counters.dtlsLibrary == "boringssl")
+            #expect(call.session.counters.dtlsStart == (sped ? "sped" : "direct"))
+            #expect(call.session.counters.drops.isEmpty, "\(call.session.counters.drops)")
+            if sped {
+                #expect(call.session.counters.dtlsInSTUNReceived == 2, "both ClientHello datagrams rode Binding messages")
+                #expect(call.session.counters.dtlsInSTUNSent >= 1)
+            }
+            // Data both ways over 1.3's keys.
+            let id = try #require(call.client.negotiatedChannelID)
+            #expect(call.client.sendDataChannelMessage(Array("ping".utf8), binary: false, now: call.now))
+            #expect(call.session.sendDataChannelMessage(Array("pong".utf8), binary: false, channel: id, now: call.now))
+            call.roundTrip()
+            #expect(call.session.counters.dataChannelMessagesReceived == 1)
+        }
+    }
 
     /// With SNAP and a pre-negotiated channel the data channel opens two round trips after the
     /// answer with SPED, three without: the ClientHello rode the first check and the server's

@@ -16,7 +16,7 @@ final class TestClient {
     var address: TransportAddress
     var serverUfrag = ""
     var serverPassword = ""
-    private(set) var dtls: DTLSConnection!
+    private(set) var dtls: (any DTLSConnection)!
     private var outboundSRTP: SRTPContext?
     private var inboundSRTP: SRTPContext?
     private var sequence: UInt16 = 1000
@@ -45,13 +45,13 @@ final class TestClient {
     }
 
     /// Reads the answer: the server's credentials and fingerprint; prepares the DTLS client.
-    func accept(answer: SessionDescription, context: DTLSContext) throws {
+    func accept(answer: SessionDescription, context: any DTLSContext) throws {
         let audio = answer.media[0]
         serverUfrag = try #require(audio.iceUfrag)
         serverPassword = try #require(audio.icePassword)
         // The answer's role decides ours: a server that answers `active` makes us the DTLS server.
         let role: DTLSConnection.Role = audio.setup == .active ? .server : .client
-        dtls = try DTLSConnection(context: context, role: role, remoteFingerprints: audio.fingerprints)
+        dtls = try context.makeConnection(role: role, remoteFingerprints: audio.fingerprints)
     }
 
     /// An ICE connectivity check as a controlling agent sends it.

@@ -8,8 +8,8 @@ import ParleyWire
 /// stateful harnesses start from before they feed the fuzzer's bytes, encrypted with the call's own
 /// keys, to one side or the other.
 public final class Call {
-    static let serverContext = try! DTLSContext(certificate: DTLSCertificate(commonName: "parley"))
-    static let clientContext = try! DTLSContext(certificate: DTLSCertificate(commonName: "client"))
+    static let serverContext = try! OpenSSLDTLSContext(certificate: DTLSCertificate(commonName: "parley"))
+    static let clientContext = try! OpenSSLDTLSContext(certificate: DTLSCertificate(commonName: "client"))
     public static let clientAddress = TransportAddress.v4(IPv4Address(127, 0, 0, 1), port: 50000)
     public static let serverAddress = TransportAddress.v4(IPv4Address(127, 0, 0, 1), port: 3478)
     public static let serverPassword = "fuzzserverpassword123456"

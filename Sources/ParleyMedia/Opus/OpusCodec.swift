@@ -1,5 +1,5 @@
 import COpus
-import CParleyShims
+internal import CParleyShims
 
 /// Why libopus refused something: its error code and message.
 public struct OpusError: Error, Equatable, Sendable, CustomStringConvertible {

@@ -1,4 +1,4 @@
-import COpenSSL
+internal import COpenSSL
 
 /// SRTP and SRTCP with AEAD_AES_128_GCM (RFC 7714) on OpenSSL's EVP, one direction, every SSRC.
 ///

@@ -1,42 +1,5 @@
 import CSRTP
 
-/// An SRTP protection profile negotiated by DTLS-SRTP (RFC 5764, RFC 7714).
-public enum SRTPProfile: Sendable, Equatable {
-    case aeadAES128GCM
-    case aes128CMHMACSHA1_80
-
-    var openSSLName: String {
-        switch self {
-        case .aeadAES128GCM: "SRTP_AEAD_AES_128_GCM"
-        case .aes128CMHMACSHA1_80: "SRTP_AES128_CM_SHA1_80"
-        }
-    }
-
-    init?(openSSLID: UInt) {
-        switch openSSLID {
-        case 0x0007: self = .aeadAES128GCM
-        case 0x0001: self = .aes128CMHMACSHA1_80
-        default: return nil
-        }
-    }
-
-    public var keyLength: Int { 16 }
-    public var saltLength: Int { self == .aeadAES128GCM ? 12 : 14 }
-}
-
-/// Keys from the DTLS handshake: ours protect what we send, the peer's unprotect what we receive.
-public struct SRTPKeyMaterial: Sendable, Equatable {
-    public var profile: SRTPProfile
-    public var localKeyAndSalt: [UInt8]
-    public var remoteKeyAndSalt: [UInt8]
-
-    public init(profile: SRTPProfile, localKeyAndSalt: [UInt8], remoteKeyAndSalt: [UInt8]) {
-        self.profile = profile
-        self.localKeyAndSalt = localKeyAndSalt
-        self.remoteKeyAndSalt = remoteKeyAndSalt
-    }
-}
-
 public enum SRTPError: Error, Equatable, Sendable {
     case initialization(Int)
     /// libsrtp refused the packet (authentication failure, replay, malformed): its status code.

@@ -52,8 +52,8 @@ public final class ClientSession {
     /// Checks from the server answered (full-ICE servers send them; ICE-lite ones do not).
     public private(set) var checksAnswered = 0
 
-    private let dtlsContext: DTLSContext
-    private var dtls: DTLSConnection?
+    private let dtlsContext: any DTLSContext
+    private var dtls: (any DTLSConnection)?
     private var outboundSRTP: SRTPContext?
     private var inboundSRTP: SRTPContext?
     private var serverUfrag = ""
@@ -66,6 +66,8 @@ public final class ClientSession {
     private var sequenceNumber: UInt16
     private let tieBreaker: UInt64
     private var nextCheck: Instant?
+    /// The time of the latest input, from which DTLS's timer (a delay, not an instant) is counted.
+    private var lastNow: Instant?
     private var checkInterval: Duration = .milliseconds(50)
     private var pendingCheck: (id: STUNTransactionID, sentAt: Instant)?
     private var dataChannels: DataChannels?
@@ -81,7 +83,7 @@ public final class ClientSession {
     private var events: [Event] = []
     private var scratch = [UInt8](repeating: 0, count: 1500 + SRTPContext.maximumOverhead)
 
-    public init(dtlsContext: DTLSContext, dataChannelLabel: String? = "oai-events", warp: Bool = false) {
+    public init(dtlsContext: any DTLSContext, dataChannelLabel: String? = "oai-events", warp: Bool = false) {
         var generator = SystemRandomNumberGenerator()
         self.warp = warp
         localSCTPInit = warp && dataChannelLabel != nil ? SNAPInits.draw(using: &generator) : nil
@@ -147,8 +149,9 @@ public final class ClientSession {
         let answeredOptions = answer.iceOptions + audio.iceOptions
         let answeredSPED = warp && role == .client && answeredOptions.contains(where: spedICEOptions.contains)
         // Under SPED the ClientHello rides a check: room for the check's own attributes (Chromium: 900).
-        let dtls = try DTLSConnection(context: dtlsContext, role: role, remoteFingerprints: answer.fingerprints(for: audio),
+        let dtls = try dtlsContext.makeConnection(role: role, remoteFingerprints: answer.fingerprints(for: audio),
                                       mtu: answeredSPED ? dtlsContext.configuration.mtu - WebRTCSession.spedOverhead : nil)
+        dtls.advanceClock(to: now)
         self.dtls = dtls
         if answeredSPED {
             // SPED: the ClientHello is written now and rides the first check.
@@ -163,11 +166,14 @@ public final class ClientSession {
 
     /// Sends checks until answered (every 50 ms), then consent checks every 2.5 s; runs SCTP's timers.
     public func handleTimeout(now: Instant) {
+        lastNow = now
+        dtls?.advanceClock(to: now)
         if let due = nextCheck, now >= due {
             sendCheck(now: now)
             nextCheck = now + (isICEConnected ? .milliseconds(2500) : checkInterval)
         }
-        if let dtls, dtls.state == .handshaking, let delay = dtls.retransmitDelay, delay <= .zero {
+        // DTLS 1.3's timers run past the handshake too: this client's last flight awaits the server's ACK.
+        if let dtls, let delay = dtls.retransmitDelay, delay <= .zero {
             dtls.handleTimeout()
             flushDTLS(now: now)
         }
@@ -178,12 +184,15 @@ public final class ClientSession {
     }
 
     public var nextWakeup: Instant? {
-        [nextCheck, dataChannels?.association.nextWakeup].compactMap { $0 }.min()
+        let dtlsTimer = lastNow.flatMap { now in dtls?.retransmitDelay.map { now + $0 } }
+        return [nextCheck, dataChannels?.association.nextWakeup, dtlsTimer].compactMap { $0 }.min()
     }
 
     /// Feeds one datagram from the server. `source` is where it came from: the client answers the
     /// server's checks with it (XOR-MAPPED-ADDRESS); without it those checks go unanswered.
     public func receive(_ datagram: UnsafeRawBufferPointer, from source: TransportAddress? = nil, now: Instant) {
+        lastNow = now
+        dtls?.advanceClock(to: now)
         // Only the server's address speaks for the call (a load client's socket takes any source).
         if let source, let serverAddress, source != serverAddress { return }
         switch PacketKind.classify(datagram) {

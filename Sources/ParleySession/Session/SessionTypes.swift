@@ -178,6 +178,9 @@ public struct SessionCounters: Sendable {
     /// How DTLS's handshake started: `sped` (the client's first DTLS datagram rode an ICE check)
     /// or `direct` (a DTLS datagram of its own).
     public var dtlsStart: String?
+    /// The DTLS version the handshake agreed ("DTLS 1.3", "DTLS 1.2") and the library that ran it.
+    public var dtlsVersion: String?
+    public var dtlsLibrary: String?
     /// SPED: the client's DTLS datagrams that rode its checks, and ours that rode the answers.
     public var dtlsInSTUNReceived = 0
     public var dtlsInSTUNSent = 0

@@ -68,7 +68,7 @@ public final class WebRTCSession {
     private var remoteIntegrityKey: STUNIntegrityKey
     private var checkUsername: [UInt8]
     private let tieBreaker: UInt64
-    private let dtls: DTLSConnection
+    private let dtls: any DTLSConnection
     private var dtlsStartedAt: Instant?
     private var outboundSRTP: SRTPContext?
     private var inboundSRTP: SRTPContext?
@@ -117,7 +117,7 @@ public final class WebRTCSession {
     /// Scratch space for decrypting and building packets, reused for every packet.
     private var scratch = [UInt8](repeating: 0, count: 1500 + SRTPContext.maximumOverhead)
 
-    public init(parameters: SessionParameters, dtlsContext: DTLSContext, now: Instant) throws(DTLSError) {
+    public init(parameters: SessionParameters, dtlsContext: any DTLSContext, now: Instant) throws(DTLSError) {
         self.parameters = parameters
         unvalidatedCredit = AmplificationCredit(flight: parameters.spedFlightCredit)
         createdAt = now
@@ -135,13 +135,15 @@ public final class WebRTCSession {
         let sped = parameters.negotiated.sped && role == .server
         // Under SPED a handshake datagram rides a Binding message: the draft's MTU rule leaves room
         // for the message's other attributes (about 150 bytes in Parley's check or answer).
-        dtls = try DTLSConnection(
-            context: dtlsContext, role: role, remoteFingerprints: parameters.negotiated.remoteFingerprints,
+        dtls = try dtlsContext.makeConnection(
+            role: role, remoteFingerprints: parameters.negotiated.remoteFingerprints,
             mtu: sped ? dtlsContext.configuration.mtu - Self.spedOverhead : nil)
+        dtls.advanceClock(to: now)
         if sped { self.sped = DTLSInSTUN() }
         var generator = SystemRandomNumberGenerator()
         sequenceNumber = UInt16.random(in: 0...UInt16.max, using: &generator)
         tieBreaker = generator.next()
+        counters.dtlsLibrary = dtlsContext.library
     }
 
     /// ICE restart (RFC 8445 §9): new credentials on both sides, same DTLS association. Media keeps
@@ -186,6 +188,7 @@ public final class WebRTCSession {
     /// Takes one datagram that arrived from `path`.
     public func receive(_ datagram: UnsafeRawBufferPointer, from path: PeerPath, now: Instant) {
         lastNow = now
+        dtls.advanceClock(to: now)
         counters.datagramsReceived += 1
         guard !isClosed else { return drop(.closed) }
         switch PacketKind.classify(datagram) {
@@ -200,6 +203,7 @@ public final class WebRTCSession {
     /// Runs timers whose time has come.
     public func handleTimeout(now: Instant) {
         lastNow = now
+        dtls.advanceClock(to: now)
         guard !isClosed else { return }
         if selectedPath == nil, now - createdAt >= parameters.timeouts.ice {
             // Checks that came but whose address never answered ours are a different failure.
@@ -222,6 +226,11 @@ public final class WebRTCSession {
                 dtls.handleTimeout()
                 flushDTLS(now: now)
             }
+        }
+        // DTLS 1.3 keeps timers after its handshake (a last flight awaiting its ACK).
+        if state == .connected, let delay = dtls.retransmitDelay, delay <= .zero {
+            dtls.handleTimeout()
+            if let path = selectedPath { for datagram in dtls.takeOutgoing() { emit(datagram, to: path) } }
         }
         if state == .connected, sped?.isActive == true, let connected = dtlsConnectedAt, now - connected >= Self.spedLingering {
             sped?.end()
@@ -252,6 +261,7 @@ public final class WebRTCSession {
             consider(dtls.retransmitDelay.map { lastNow + $0 })
         }
         if state == .connected {
+            consider(dtls.retransmitDelay.map { lastNow + $0 })
             consider(nextRTCP)
             consider(dataChannels?.association.nextWakeup)
         }
@@ -337,6 +347,7 @@ public final class WebRTCSession {
     /// Sends SCTP's packets through DTLS and turns its events into session events.
     private func pumpDataChannels(now: Instant) {
         guard let dataChannels else { return }
+        dtls.advanceClock(to: now)
         for packet in dataChannels.takeOutgoing() { _ = packet.withUnsafeBytes { dtls.send($0) } }
         if let path = selectedPath { for datagram in dtls.takeOutgoing() { emit(datagram, to: path) } }
         for event in dataChannels.takeEvents() {
@@ -370,6 +381,7 @@ public final class WebRTCSession {
             if let length { emit(Array(scratch[0..<length]), to: path) }
         }
         if reason != .peerClosed, state == .connected || state == .connecting {
+            dtls.advanceClock(to: now)
             dtls.close()
             if let path = selectedPath { for datagram in dtls.takeOutgoing() { emit(datagram, to: path) } }
         }
@@ -708,6 +720,7 @@ public final class WebRTCSession {
         switch dtls.state {
         case .connected where state == .connecting:
             sped?.handshakeCompleted(asClient: dtls.role == .client)
+            counters.dtlsVersion = dtls.version?.description
             guard let keys = dtls.srtpKeys else { return close(.dtlsFailed(.noSRTPProfile), now: now) }
             do {
                 outboundSRTP = try SRTPContext(profile: keys.profile, keyAndSalt: keys.localKeyAndSalt, direction: .outbound)

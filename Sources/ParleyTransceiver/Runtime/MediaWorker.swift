@@ -182,7 +182,7 @@ final class MediaWorker: @unchecked Sendable {
     // MARK: Sessions
 
     /// Creates a session on this worker (on its event loop).
-    func createSession(key: UInt32, parameters: SessionParameters, dtlsContext: DTLSContext, registry: CallRegistry,
+    func createSession(key: UInt32, parameters: SessionParameters, dtlsContext: any DTLSContext, registry: CallRegistry,
                        agent: AgentTarget = .builtIn(.echo), agentName: String? = nil, session configuration: String = "{}",
                        owner: CallOwner = Credential.anonymous.owner) throws {
         eventLoop.preconditionInEventLoop()
@@ -740,6 +740,9 @@ struct SessionSnapshot: Sendable, Codable {
     var dataChannelStart: String?
     /// `sped` when the client's ClientHello rode its first check (DTLS in STUN), else `direct`.
     var dtlsStart: String?
+    /// "DTLS 1.3" or "DTLS 1.2", and the library ("boringssl" or "openssl").
+    var dtlsVersion: String?
+    var dtlsLibrary: String?
     var dtlsInSTUNReceived: Int
     var dtlsInSTUNSent: Int
     var roundTripTimeMilliseconds: Double?
@@ -761,6 +764,8 @@ struct SessionSnapshot: Sendable, Codable {
         dataChannelTransportClosed = counters.dataChannelTransportClosed
         dataChannelStart = counters.dataChannelStart
         dtlsStart = counters.dtlsStart
+        dtlsVersion = counters.dtlsVersion
+        dtlsLibrary = counters.dtlsLibrary
         dtlsInSTUNReceived = counters.dtlsInSTUNReceived
         dtlsInSTUNSent = counters.dtlsInSTUNSent
         roundTripTimeMilliseconds = counters.roundTripTime.map { Double($0.nanoseconds) / 1e6 }

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import ParleyIO
+import ParleyDTLSLibrary
 import ParleyMedia
 import ParleySession
 import ParleySignaling
@@ -51,7 +52,7 @@ extension CallSetupError {
 public final class Transceiver: Sendable {
     public let configuration: TransceiverConfiguration
     public let certificate: DTLSCertificate
-    let dtlsContext: DTLSContext
+    let dtlsContext: any DTLSContext
     let registry: CallRegistry
     let metrics: TransceiverMetrics
     private let group: MultiThreadedEventLoopGroup
@@ -78,7 +79,7 @@ public final class Transceiver: Sendable {
             apiKeys: try APIKeys(configuration.apiKeys), secrets: ClientSecrets(keyring: configuration.clientSecretKeyring ?? configuration.keyring),
             requireCredentials: configuration.requireAuthentication))
         certificate = try DTLSCertificate(commonName: "parley")
-        dtlsContext = try DTLSContext(certificate: certificate, configuration: configuration.dtls)
+        dtlsContext = try configuration.dtlsLibrary.makeContext(certificate: certificate, configuration: configuration.dtls)
         let registry = CallRegistry(limits: configuration.admission)
         let metrics = TransceiverMetrics()
         self.registry = registry

@@ -1,3 +1,4 @@
+import ParleyDTLSLibrary
 import ParleyMedia
 import ParleySession
 import ParleySignaling
@@ -41,6 +42,8 @@ public struct TransceiverConfiguration: Sendable {
     public var relayNetworks: [IPNetwork] = []
     public var clusterID: UInt16 = 0
     public var dtls = DTLSConfiguration()
+    /// BoringSSL answers DTLS 1.3 to clients that offer it and 1.2 to the rest; OpenSSL only 1.2.
+    public var dtlsLibrary = DTLSLibrary.boringssl
     public var timeouts = SessionTimeouts()
     /// Per-socket kernel buffers: hundreds of calls share a socket, and the default (~200 KiB)
     /// drops packets in bursts long before the CPU is busy.

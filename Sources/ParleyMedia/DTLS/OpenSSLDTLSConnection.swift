@@ -1,24 +1,11 @@
-import COpenSSL
-import CParleyShims
+internal import COpenSSL
+internal import CParleyShims
 import ParleyWire
 
-/// Settings shared by every DTLS connection of a process.
-public struct DTLSConfiguration: Sendable {
-    /// First retransmission delay of a lost flight; doubles per retry up to `maximumRetransmitDelay`.
-    /// Shorter than OpenSSL's 1 s default: call setup time is what a voice agent is judged on.
-    public var initialRetransmitDelay: Duration = .milliseconds(400)
-    public var maximumRetransmitDelay: Duration = .seconds(8)
-    /// Largest datagram DTLS writes (1200 fits any path WebRTC is used on, tunnel header included).
-    public var mtu = 1200
-    /// SRTP profiles in preference order: the server's order decides (RFC 5764 §4.1.2).
-    public var srtpProfiles: [SRTPProfile] = [.aeadAES128GCM, .aes128CMHMACSHA1_80]
-
-    public init() {}
-}
-
-/// An SSL_CTX with Parley's certificate and DTLS 1.2 settings; makes one `DTLSConnection` per session.
-/// OpenSSL allows concurrent SSL_new on one context, so every worker thread shares it.
-public final class DTLSContext: @unchecked Sendable {
+/// An SSL_CTX with Parley's certificate and DTLS 1.2 settings (Debian's OpenSSL 3.0 has no DTLS 1.3);
+/// makes one `OpenSSLDTLSConnection` per session. OpenSSL allows concurrent SSL_new on one context,
+/// so every worker thread shares it.
+public final class OpenSSLDTLSContext: DTLSContext, @unchecked Sendable {
     let context: OpaquePointer
     public let certificate: DTLSCertificate
     public let configuration: DTLSConfiguration
@@ -28,11 +15,11 @@ public final class DTLSContext: @unchecked Sendable {
         self.context = context
         self.certificate = certificate
         self.configuration = configuration
-        let profiles = configuration.srtpProfiles.map(\.openSSLName).joined(separator: ":")
+        let profiles = configuration.srtpProfiles.map(\.dtlsSRTPName).joined(separator: ":")
         guard parley_ssl_ctx_set_min_proto_dtls12(context) == 1,
               parley_ssl_ctx_set_max_proto_dtls12(context) == 1,
-              SSL_CTX_use_certificate(context, certificate.certificate) == 1,
-              SSL_CTX_use_PrivateKey(context, certificate.privateKey) == 1,
+              SSL_CTX_use_certificate_ASN1(context, Int32(clamping: certificate.certificateDER.count), certificate.certificateDER) == 1,
+              SSL_CTX_use_PrivateKey_ASN1(EVP_PKEY_EC, context, certificate.privateKeyDER, certificate.privateKeyDER.count) == 1,
               SSL_CTX_check_private_key(context) == 1,
               SSL_CTX_set_tlsext_use_srtp(context, profiles) == 0 else {
             // Every stored property is set, so deinit runs and frees the context.
@@ -46,22 +33,17 @@ public final class DTLSContext: @unchecked Sendable {
     }
 
     deinit { SSL_CTX_free(context) }
+
+    public var library: String { "openssl" }
+
+    public func makeConnection(role: DTLSRole, remoteFingerprints: [CertificateFingerprint], mtu: Int?) throws(DTLSError)
+        -> any DTLSConnection {
+        try OpenSSLDTLSConnection(context: self, role: role, remoteFingerprints: remoteFingerprints, mtu: mtu)
+    }
 }
 
-/// One DTLS 1.2 connection over datagrams, sans-IO: feed it received records with `receive`, send
-/// what `takeOutgoing` returns, and call `handleTimeout` when `retransmitDelay` has passed.
-/// Confined to one thread (the session's worker).
-public final class DTLSConnection {
-    public enum Role: Sendable { case client, server }
-
-    public enum State: Equatable, Sendable {
-        case handshaking
-        case connected
-        case failed(DTLSError)
-        /// The peer sent close_notify, or `close()` was called.
-        case closed
-    }
-
+/// One DTLS 1.2 connection on OpenSSL (see `DTLSConnection`).
+public final class OpenSSLDTLSConnection: DTLSConnection {
     public let role: Role
     public private(set) var state: State = .handshaking
     /// The SRTP keys, once connected.
@@ -77,7 +59,7 @@ public final class DTLSConnection {
 
     /// `mtu` overrides the context's for this connection's handshake datagrams (SPED's ride STUN
     /// messages, whose attributes take their share of the path's MTU).
-    public init(context: DTLSContext, role: Role, remoteFingerprints: [CertificateFingerprint], mtu: Int? = nil) throws(DTLSError) {
+    public init(context: OpenSSLDTLSContext, role: Role, remoteFingerprints: [CertificateFingerprint], mtu: Int? = nil) throws(DTLSError) {
         guard let ssl = SSL_new(context.context) else { throw .setup("SSL_new: \(openSSLErrorDescription())") }
         guard let readBIO = BIO_new(BIO_s_mem()) else {
             SSL_free(ssl)
@@ -91,7 +73,7 @@ public final class DTLSConnection {
         _ = parley_bio_set_mem_eof_return(readBIO, -1)
         let sink: parley_datagram_sink = { context, bytes, length in
             guard let context, let bytes else { return }
-            let connection = Unmanaged<DTLSConnection>.fromOpaque(context).takeUnretainedValue()
+            let connection = Unmanaged<OpenSSLDTLSConnection>.fromOpaque(context).takeUnretainedValue()
             connection.outgoing.append(Array(UnsafeBufferPointer(start: bytes, count: length)))
         }
         // The BIO holds an unretained pointer to self; it lives inside `ssl`, which self frees in deinit.
@@ -112,13 +94,16 @@ public final class DTLSConnection {
 
     deinit { SSL_free(ssl) }
 
-    /// Starts the handshake. A client writes its ClientHello; a server waits for one.
+    /// OpenSSL 3.0 keeps DTLS timers on its own clock, the one piece of a session that does not run
+    /// on the caller's clock (docs/architecture.md).
+    public func advanceClock(to now: Instant) {}
+
+    public var version: DTLSVersion? { state == .connected ? .dtls1_2 : nil }
+
     public func start() {
         if role == .client { advanceHandshake() }
     }
 
-    /// Takes one received DTLS datagram. Application data it carries (SCTP, later) is returned by
-    /// `takeApplicationData`.
     public func receive(_ datagram: UnsafeRawBufferPointer) {
         guard state == .handshaking || state == .connected, let base = datagram.baseAddress, !datagram.isEmpty else { return }
         _ = BIO_write(readBIO, base, Int32(clamping: datagram.count))
@@ -129,28 +114,21 @@ public final class DTLSConnection {
         _ = BIO_ctrl(readBIO, BIO_CTRL_RESET, 0, nil)
     }
 
-    /// Time until OpenSSL wants `handleTimeout` (a flight to retransmit), or nil when no timer runs.
-    ///
-    /// OpenSSL 3.0 measures this on its own clock, the one piece of the session that does not run
-    /// on the caller's clock; see docs/architecture.md.
+    /// OpenSSL runs no timer once connected: under DTLS 1.2 the server's last flight is answered by
+    /// the client's retransmission, not by a timer.
     public var retransmitDelay: Duration? {
         guard state == .handshaking else { return nil }
         let milliseconds = parley_dtls_timeout_ms(ssl)
         return milliseconds < 0 ? nil : .milliseconds(milliseconds)
     }
 
-    /// Seeds the handshake's retransmission timer from a measured round trip (ICE's, as
-    /// draft-uberti-tsvwg-warp says) instead of the configuration's fixed first delay: twice the
-    /// round trip within 50 ms–3 s (libwebrtc's rule; OpenSSL's timer is coarse below that). It
-    /// applies from the next flight sent.
     public func seedRoundTrip(_ roundTrip: Duration) {
         guard state == .handshaking, roundTrip > .zero else { return }
-        let initial = min(max(roundTrip * 2, .milliseconds(50)), .seconds(3))
+        let initial = Self.seededRetransmitDelay(roundTrip: roundTrip)
         _ = parley_dtls_set_retransmit_schedule(
             ssl, UInt32(clamping: initial.microseconds), UInt32(clamping: maximumRetransmitDelay.microseconds))
     }
 
-    /// Retransmits the last flight if its timer has expired.
     public func handleTimeout() {
         guard state == .handshaking else { return }
         ERR_clear_error()
@@ -162,19 +140,16 @@ public final class DTLSConnection {
         }
     }
 
-    /// Datagrams to send, in order; the queue is emptied.
     public func takeOutgoing() -> [[UInt8]] {
         defer { outgoing.removeAll(keepingCapacity: true) }
         return outgoing
     }
 
-    /// Application data received since the last call, one element per record.
     public func takeApplicationData() -> [[UInt8]] {
         defer { applicationData.removeAll(keepingCapacity: true) }
         return applicationData
     }
 
-    /// Sends application data (one record) once connected.
     public func send(_ data: UnsafeRawBufferPointer) -> Bool {
         guard state == .connected, let base = data.baseAddress else { return false }
         ERR_clear_error()
@@ -182,7 +157,6 @@ public final class DTLSConnection {
         return SSL_write(ssl, base, Int32(truncatingIfNeeded: data.count)) == Int32(truncatingIfNeeded: data.count)
     }
 
-    /// Sends close_notify and stops.
     public func close() {
         guard state == .connected || state == .handshaking else { return }
         ERR_clear_error()
@@ -210,33 +184,36 @@ public final class DTLSConnection {
             return
         }
         defer { X509_free(peer) }
-        let matches = remoteFingerprints.contains { fingerprint in
-            DTLSCertificate.digest(of: peer, algorithm: fingerprint.algorithm) == fingerprint.digest
-        }
-        guard matches else {
+        guard let der = Self.der(of: peer), DTLSCertificate.matches(der: der, anyOf: remoteFingerprints) else {
             fail(.fingerprintMismatch)
             return
         }
         guard let selected = SSL_get_selected_srtp_profile(ssl),
-              let profile = SRTPProfile(openSSLID: UInt(selected.pointee.id)) else {
+              let profile = SRTPProfile(dtlsSRTPID: UInt(selected.pointee.id)) else {
             fail(.noSRTPProfile)
             return
         }
-        let keyLength = profile.keyLength, saltLength = profile.saltLength
-        var material = [UInt8](repeating: 0, count: 2 * (keyLength + saltLength))
-        let label = "EXTRACTOR-dtls_srtp"
-        guard SSL_export_keying_material(ssl, &material, material.count, label, label.utf8.count, nil, 0, 0) == 1 else {
+        var material = [UInt8](repeating: 0, count: 2 * (profile.keyLength + profile.saltLength))
+        let label = SRTPKeyMaterial.exporterLabel
+        guard SSL_export_keying_material(ssl, &material, material.count, label, label.utf8.count, nil, 0, 0) == 1,
+              let keys = SRTPKeyMaterial(profile: profile, exported: material, isClient: role == .client) else {
             fail(.handshake("keying material export: \(openSSLErrorDescription())"))
             return
         }
-        // RFC 5764 §4.2: client key ‖ server key ‖ client salt ‖ server salt.
-        let clientKey = material[0..<keyLength] + material[(2 * keyLength)..<(2 * keyLength + saltLength)]
-        let serverKey = material[keyLength..<(2 * keyLength)] + material[(2 * keyLength + saltLength)...]
-        srtpKeys = SRTPKeyMaterial(
-            profile: profile,
-            localKeyAndSalt: Array(role == .client ? clientKey : serverKey),
-            remoteKeyAndSalt: Array(role == .client ? serverKey : clientKey))
+        srtpKeys = keys
         state = .connected
+    }
+
+    /// A certificate's DER encoding.
+    private static func der(of certificate: OpaquePointer) -> [UInt8]? {
+        let length = i2d_X509(certificate, nil)
+        guard length > 0 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: Int(length))
+        let written = bytes.withUnsafeMutableBufferPointer { buffer -> Int32 in
+            var cursor = buffer.baseAddress
+            return i2d_X509(certificate, &cursor)
+        }
+        return written == length ? bytes : nil
     }
 
     private func fail(_ error: DTLSError) {
@@ -261,15 +238,5 @@ public final class DTLSConnection {
             }
             return
         }
-    }
-}
-
-extension Duration {
-    var microseconds: Int64 {
-        let (seconds, attoseconds) = components
-        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000)
-        if overflow { return seconds < 0 ? .min : .max }
-        let (sum, sumOverflow) = scaled.addingReportingOverflow(attoseconds / 1_000_000_000_000)
-        return sumOverflow ? (seconds < 0 ? .min : .max) : sum
     }
 }
