@@ -160,6 +160,18 @@ def test_chromium_with_snap_starts_its_data_channel_without_an_sctp_handshake(pa
 
 WARP_TRIALS = "--force-fieldtrials=WebRTC-IceHandshakeDtls/Enabled/WebRTC-Sctp-Snap/Enabled/"
 
+# The DTLS transport's report in getStats: "tlsVersion" is the version's wire value (FEFC is DTLS 1.3).
+TRANSPORT_STATS = """
+const done = arguments[0];
+window.parley.pc.getStats().then((stats) => {
+  for (const report of stats.values()) {
+    if (report.type === "transport") return done({ tlsVersion: report.tlsVersion, dtlsState: report.dtlsState,
+                                                   dtlsCipher: report.dtlsCipher, srtpCipher: report.srtpCipher });
+  }
+  done(null);
+}, (error) => done(String(error)));
+"""
+
 
 def test_chromium_with_sped_sends_its_client_hello_inside_the_first_check(parley):
     """SPED (draft-hancke-webrtc-sped) with Chromium's field trials: its offer asks with
@@ -180,6 +192,10 @@ def test_chromium_with_sped_sends_its_client_hello_inside_the_first_check(parley
         assert "sped" in offered.split() and answered.strip() == "sped googspedv1", (offered, answered)
         call = parley.get_json(f"/v1/realtime/calls/{call_id}")
         print("call:", json.dumps(call))
+        transport = driver.execute_async_script(TRANSPORT_STATS)
+        print("transport stats:", transport)
+        assert transport["tlsVersion"] == "FEFC" and transport["dtlsState"] == "connected", transport
+        assert call["dtlsVersion"] == "DTLS 1.3" and call["dtlsLibrary"] == "boringssl", call
         assert call["dtlsStart"] == "sped", call
         assert call["dtlsInSTUNReceived"] >= 1 and call["dtlsInSTUNSent"] >= 1, call
         assert call["dataChannelStart"] == "snap", call
