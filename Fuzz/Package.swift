@@ -12,6 +12,7 @@ func harness(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
 let wire: Target.Dependency = .product(name: "ParleyWire", package: "Parley")
 let sctp: Target.Dependency = .product(name: "ParleySCTP", package: "Parley")
 let media: Target.Dependency = .product(name: "ParleyMedia", package: "Parley")
+let boringDTLS: Target.Dependency = .product(name: "ParleyBoringDTLS", package: "Parley")
 let session: Target.Dependency = .product(name: "ParleySession", package: "Parley")
 let signaling: Target.Dependency = .product(name: "ParleySignaling", package: "Parley")
 let routing: Target.Dependency = .product(name: "ParleyRouting", package: "Parley")
@@ -20,7 +21,7 @@ let package = Package(
     name: "ParleyFuzz",
     dependencies: [.package(name: "Parley", path: "..")],
     targets: [
-        .target(name: "FuzzSupport", dependencies: [wire, sctp, media, session]),
+        .target(name: "FuzzSupport", dependencies: [wire, sctp, media, boringDTLS, session]),
         harness("FuzzSTUN", [wire]),
         harness("FuzzSDP", [wire]),
         harness("FuzzToken", [wire]),

@@ -17,6 +17,9 @@ calls the same way, --chromium-runs calls per variant: no field trials (DCEP), S
 oai-events, SNAP + SPED (WARP), and WARP without post-quantum key shares (a one-datagram
 ClientHello, which rides the first check whole).
 
+Every run happens once per server DTLS library (--dtls, default both): BoringSSL, which runs DTLS 1.3
+with these clients, and OpenSSL (DTLS 1.2), the load client on the same library as the server.
+
 Usage: sudo scripts/bench_warp.py [--one-way-ms 25] [--single 10] [--burst 100] [--chromium-runs 10]
        [--parley PATH] [--output-dir docs]
 With --output-dir it writes benchmarks-warp-latest.json and the table inside docs/benchmarks.md
@@ -59,7 +62,7 @@ def run_chromium(ns_a, server_ip, runs):
     return json.loads(result.stdout)
 
 
-def chromium_rows(results, rtt):
+def chromium_rows(results, rtt, library):
     rows = []
     for variant, label in CHROMIUM_VARIANTS:
         calls = [call for call in results.get(variant, []) if "error" not in call]
@@ -70,13 +73,18 @@ def chromium_rows(results, rtt):
         opens = [call["dataChannelOpen"] - call["answer"] for call in calls if "dataChannelOpen" in call and "answer" in call]
         after = f"{percentile(opens, 0.5) / rtt:.1f} RTT" if opens else "–"
         sped = sum(1 for call in calls if call.get("answeredSped"))
-        rows.append(f"| {label} | {len(calls)}/{len(results.get(variant, []))} | {sped} | " + " | ".join(cells) + f" | {after} |")
+        version = DTLS_VERSIONS[library]
+        rows.append(f"| {label} | {version} | {len(calls)}/{len(results.get(variant, []))} | {sped} | " + " | ".join(cells) + f" | {after} |")
     return rows
 
 
-def run_load(ns_a, parley, url, sessions, ramp, warp):
+# What each server library negotiates with these clients (Chromium and `parley load` on BoringSSL offer 1.3).
+DTLS_VERSIONS = {"boringssl": "1.3", "openssl": "1.2"}
+
+
+def run_load(ns_a, parley, url, sessions, ramp, warp, library):
     command = ["ip", "netns", "exec", ns_a, parley, "load", "--url", url, "--sessions", str(sessions),
-               "--duration", "1", "--ramp", str(ramp), "--api-key", API_KEY] + (["--warp"] if warp else [])
+               "--duration", "1", "--ramp", str(ramp), "--api-key", API_KEY, "--dtls", library] + (["--warp"] if warp else [])
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     if not result.stdout.strip():
         raise RuntimeError(f"parley load failed: {result.stderr[-2000:]}")
@@ -86,8 +94,8 @@ def run_load(ns_a, parley, url, sessions, ramp, warp):
 class Server:
     """A fresh `parley dev` in namespace B for one run, killed after it (a SIGTERM would drain)."""
 
-    def __init__(self, parley, ns_a, ns_b, ip):
-        self.command = ["ip", "netns", "exec", ns_b, parley, "dev", "--http-host", "0.0.0.0", "--http-port", "8080",
+    def __init__(self, parley, ns_a, ns_b, ip, library):
+        self.command = ["ip", "netns", "exec", ns_b, parley, "dev", "--dtls", library, "--http-host", "0.0.0.0", "--http-port", "8080",
                         "--media-host", "0.0.0.0", "--media-port", "3478", "--advertise", f"{ip}:3478",
                         "--api-key", API_KEY, "--log-level", "warning",
                         # The load generator is one address: a burst is more connections than the default 64.
@@ -116,6 +124,8 @@ def main():
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--chromium-runs", type=int, default=10, help="calls per Chromium variant (0: none)")
     parser.add_argument("--parley", default=os.path.join(ROOT, ".build", "release", "parley"))
+    parser.add_argument("--dtls", default="boringssl,openssl",
+                        help="server DTLS libraries to run, comma-separated (the load client uses the same)")
     parser.add_argument("--output-dir")
     args = parser.parse_args()
     if not os.path.exists(args.parley):
@@ -135,24 +145,29 @@ def main():
         rtt = 2 * args.one_way_ms
         # Each run gets a fresh server (no calls of the run before it still live), and the order of
         # the two clients alternates between the kinds.
+        libraries = [library for library in args.dtls.split(",") if library]
         for kind, sessions, ramp, order in (("single", args.single, args.single / 2, (False, True)),
                                             ("burst", args.burst, 0, (True, False))):
-            for warp in order:
-                with Server(args.parley, ns_a, ns_b, server_ip):
-                    report = run_load(ns_a, args.parley, url, sessions, ramp, warp)
-                raw[f"{kind}-{'warp' if warp else 'plain'}"] = report
-                setup = report["setup"]
-                cells = [f"{setup[s]['p50']:.0f} / {setup[s]['p99']:.0f}" if s in setup else "–" for s in STEPS]
-                after = (setup["dataChannelOpen"]["p50"] - setup["answer"]["p50"]) / rtt if "dataChannelOpen" in setup else None
-                rows.append((kind, warp, f"| {kind} ({sessions}) | {'`--warp`' if warp else 'plain'} | {report['connected']}/{sessions} | "
-                            f"{report['dataChannel'].get('startedWithSNAP', 0)} | " + " | ".join(cells)
-                            + (f" | {after:.1f} RTT |" if after is not None else " | – |")))
-                print(rows[-1][2], flush=True)
+            for library in libraries:
+                for warp in order:
+                    with Server(args.parley, ns_a, ns_b, server_ip, library):
+                        report = run_load(ns_a, args.parley, url, sessions, ramp, warp, library)
+                    raw[f"{kind}-{'warp' if warp else 'plain'}-{library}"] = report
+                    setup = report["setup"]
+                    cells = [f"{setup[s]['p50']:.0f} / {setup[s]['p99']:.0f}" if s in setup else "–" for s in STEPS]
+                    after = (setup["dataChannelOpen"]["p50"] - setup["answer"]["p50"]) / rtt if "dataChannelOpen" in setup else None
+                    rows.append(((kind != "single", warp, library != "openssl"),
+                                 f"| {kind} ({sessions}) | {'`--warp`' if warp else 'plain'} | {DTLS_VERSIONS[library]} | "
+                                 f"{report['connected']}/{sessions} | "
+                                 f"{report['dataChannel'].get('startedWithSNAP', 0)} | " + " | ".join(cells)
+                                 + (f" | {after:.1f} RTT |" if after is not None else " | – |")))
+                    print(rows[-1][1], flush=True)
         chromium = []
         if args.chromium_runs:
-            with Server(args.parley, ns_a, ns_b, server_ip):
-                raw["chromium"] = run_chromium(ns_a, server_ip, args.chromium_runs)
-            chromium = chromium_rows(raw["chromium"], rtt)
+            for library in libraries:
+                with Server(args.parley, ns_a, ns_b, server_ip, library):
+                    raw[f"chromium-{library}"] = run_chromium(ns_a, server_ip, args.chromium_runs)
+                chromium += chromium_rows(raw[f"chromium-{library}"], rtt, library)
             print("\n".join(chromium), flush=True)
     finally:
         link.terminate()
@@ -162,19 +177,21 @@ def main():
             link.kill()
         subprocess.run([sys.executable, IMPAIR, "down", "--a", ns_a, "--b", ns_b, "--state-dir", state_dir],
                        capture_output=True)
-    rows = [row for _, _, row in sorted(rows, key=lambda r: (r[0] != "single", r[1]))]
+    rows = [row for _, row in sorted(rows, key=lambda r: r[0])]
     table = (f"Latest run: {datetime.date.today()} (`make bench-warp`: `parley load` in one namespace, release `parley dev` in "
              f"another, {args.one_way_ms:g} ms each way through impair.py, a {2 * args.one_way_ms:g} ms round trip; "
              "raw figures in [benchmarks-warp-latest.json](benchmarks-warp-latest.json)).\n\n"
-             "| calls | client | connected | SNAP | answer | ICE | DTLS | first echoed audio | data channel open | open − answer (p50) |\n"
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n\n"
+             "| calls | client | DTLS | connected | SNAP | answer | ICE | DTLS up | first echoed audio | data channel open | open − answer (p50) |\n"
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n\n"
              "Milliseconds from the offer's POST, p50 / p99. SNAP: sessions whose answer took up `a=sctp-init`. "
-             "`--warp` offers SPED too (`a=ice-options:sped`): its ClientHello rides the first check.\n")
+             "`--warp` offers SPED too (`a=ice-options:sped`): its ClientHello rides the first check. "
+             "DTLS: the version the call ran, `parley dev --dtls boringssl` (1.3) or `--dtls openssl` (1.2), "
+             "the load client on the same library.\n")
     if chromium:
         table += ("\nHeadless Chromium 156 across the same link (scripts/chromium_setup_probe.py: a fresh browser per call, "
-                  f"{args.chromium_runs} calls per variant, interleaved; one `parley dev` for all):\n\n"
-                  "| Chromium | calls | SPED answered | answer | ICE | DTLS | first echoed audio | data channel open | open − answer (p50) |\n"
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(chromium) + "\n\n"
+                  f"{args.chromium_runs} calls per variant, interleaved; one `parley dev` per DTLS library):\n\n"
+                  "| Chromium | DTLS | calls | SPED answered | answer | ICE | DTLS up | first echoed audio | data channel open | open − answer (p50) |\n"
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(chromium) + "\n\n"
                   "Milliseconds from the offer's POST, p50 / p99 (DTLS: `connectionState` connected; first echoed audio: "
                   "the receiver's first synchronization source).\n")
     print(table)

@@ -5,7 +5,7 @@
 //
 // `CNIOBoringSSL` is an internal target of swift-nio-ssl, reached through the `NIOSSL` product this
 // module depends on (docs/dtls.md says why that is acceptable and what would replace it).
-import CNIOBoringSSL
+internal import CNIOBoringSSL
 #if canImport(Glibc)
 import Glibc
 #else
@@ -73,7 +73,11 @@ public final class BoringSSLDTLSConnection: DTLSConnection {
     public private(set) var state: DTLSState = .handshaking
     public private(set) var srtpKeys: SRTPKeyMaterial?
     public private(set) var version: DTLSVersion?
+    /// Flights resent on the timer: the handshake's, and under DTLS 1.3 the last flight after it.
     public private(set) var handshakeRetransmissions = 0
+    /// BoringSSL gave up on a post-handshake timer (DTLS 1.3's last flight never acknowledged, after
+    /// its retries): the connection carries on without it, and its timer is not reported again.
+    public private(set) var gaveUpOnAcknowledgement = false
 
     private let ssl: OpaquePointer
     private let readBIO: OpaquePointer
@@ -136,7 +140,7 @@ public final class BoringSSLDTLSConnection: DTLSConnection {
     /// BoringSSL runs timers after the handshake too: under DTLS 1.3 the client's last flight waits
     /// for the server's ACK (RFC 9147 §5.8.4).
     public var retransmitDelay: Duration? {
-        guard state == .handshaking || state == .connected else { return nil }
+        guard state == .handshaking || (state == .connected && !gaveUpOnAcknowledgement) else { return nil }
         return withClock {
             var remaining = timeval()
             guard DTLSv1_get_timeout(ssl, &remaining) == 1 else { return nil }
@@ -156,9 +160,12 @@ public final class BoringSSLDTLSConnection: DTLSConnection {
             ERR_clear_error()
             let result = DTLSv1_handle_timeout(ssl)
             if result > 0 {
-                if state == .handshaking { handshakeRetransmissions += 1 }
+                handshakeRetransmissions += 1
             } else if result < 0, state == .handshaking {
                 state = .failed(.handshake("retransmission: \(boringSSLErrorDescription())"))
+            } else if result < 0 {
+                ERR_clear_error()
+                gaveUpOnAcknowledgement = true
             }
         }
     }
@@ -300,12 +307,15 @@ private enum DatagramWriter {
 /// BoringSSL on this thread, or the system's monotonic clock outside such a call. Per thread, because
 /// BoringSSL passes the callback no connection, and a connection is confined to its worker's thread.
 enum CallerClock {
-    /// Instants from an arbitrary origin may be negative; BoringSSL wants a non-negative time.
+    /// Instants from an arbitrary origin may be negative; BoringSSL wants a non-negative time, so
+    /// they are shifted by about 31 years (a clock earlier than that would stand still at zero;
+    /// CLOCK_MONOTONIC, which production's instants are, starts at boot).
     private static let origin = Duration.seconds(1_000_000_000)
 
     private static let key: pthread_key_t = {
         var key = pthread_key_t()
-        pthread_key_create(&key) { free($0) }
+        // Without a key the slot would be another library's thread-local: nothing sane to do.
+        guard pthread_key_create(&key, { free($0) }) == 0 else { fatalError("pthread_key_create failed") }
         return key
     }()
 

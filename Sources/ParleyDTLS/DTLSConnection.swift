@@ -46,7 +46,7 @@ public enum DTLSState: Equatable, Sendable {
 }
 
 /// What makes a process's DTLS connections: one certificate, one configuration, one C library
-/// (OpenSSL for DTLS 1.2 in this module, BoringSSL for 1.3 and 1.2 in `ParleyBoringDTLS`). Shared
+/// (OpenSSL for DTLS 1.2 in ParleyMedia, BoringSSL for 1.3 and 1.2 in ParleyBoringDTLS). Shared
 /// by every worker thread; the connections it makes are each confined to one.
 public protocol DTLSContext: AnyObject, Sendable {
     var certificate: DTLSCertificate { get }
@@ -83,7 +83,9 @@ public protocol DTLSConnection: AnyObject {
     var handshakeRetransmissions: Int { get }
 
     /// The caller's clock, for the library's timers where it takes one (BoringSSL); OpenSSL 3.0 reads
-    /// its own. Call it with the time of each input before the input.
+    /// its own. Call it with the time of each input before the input, from the connection's first
+    /// use on: until then BoringSSL's timers read the monotonic clock (production's instants are
+    /// that clock, a test's virtual ones are not).
     func advanceClock(to now: Instant)
     /// Starts the handshake. A client writes its ClientHello; a server waits for one.
     func start()

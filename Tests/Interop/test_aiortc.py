@@ -100,6 +100,8 @@ def test_aiortc_call_receives_echoed_audio_and_data(parley):
     assert data_results == [True] * (len(SIZES) + 1), data_results
     assert call["dataChannelMessagesReceived"] == len(SIZES) + 1
     assert call["state"] == "connected"
+    # aiortc's DTLS (OpenSSL through pyOpenSSL) offers 1.2 only: Parley's BoringSSL falls back to it.
+    assert call["dtlsVersion"] == "DTLS 1.2" and call["dtlsLibrary"] == "boringssl", call
     assert call["rtpReceived"] >= 100
     # aiortc's jitter buffer holds back a few frames; nearly all 3 s must come back.
     assert frames >= 120, f"only {frames} echoed frames decoded in 3 s"

@@ -81,6 +81,8 @@ def test_firefox_call_echoes_audio_and_data(parley, tmp_path):
         assert state["stats"].get("packetsLost", 0) == 0
         call = parley.get_json(f"/v1/realtime/calls/{call_id}")
         assert call["state"] == "connected"
+        print("Firefox's DTLS:", call.get("dtlsVersion"), call.get("dtlsLibrary"))
+        assert call["dtlsVersion"] in ("DTLS 1.2", "DTLS 1.3") and call["dtlsLibrary"] == "boringssl", call
         assert call["rtpReceived"] >= 200 and call["rtpSent"] >= 200
 
         # oai-events over Firefox's usrsctp: 1 B to 256 KiB and a JSON event, echoed byte for byte.

@@ -24,6 +24,10 @@ import Testing
         var path = PeerPath(client: .v4(IPv4Address(127, 0, 0, 1), port: 40000))
         /// Return false to lose a datagram on its way to the client.
         var deliverToClient: ([UInt8]) -> Bool = { _ in true }
+        /// Return false to lose a datagram on its way to the session.
+        var deliverToServer: ([UInt8]) -> Bool = { _ in true }
+        /// The client's events, in order.
+        var clientEvents: [ClientSession.Event] = []
         var toClient: [[UInt8]] = []
         /// Every DTLS datagram the client embedded in a Binding message, in order.
         var embeddedByClient: [[UInt8]] = []
@@ -56,14 +60,16 @@ import Testing
         func roundTrip() -> (toServer: [[UInt8]], toClient: [[UInt8]]) {
             let toServer = client.takeTransmits()
             embeddedByClient += toServer.compactMap(SPEDTests.embedded)
-            for datagram in toServer { datagram.withUnsafeBytes { session.receive($0, from: path, now: now) } }
+            for datagram in toServer where deliverToServer(datagram) {
+                datagram.withUnsafeBytes { session.receive($0, from: path, now: now) }
+            }
             _ = session.takeEvents()
             let back = session.takeTransmits().map(\.bytes)
             toClient += back
             for datagram in back where deliverToClient(datagram) {
                 datagram.withUnsafeBytes { client.receive($0, from: client.serverAddress, now: now) }
             }
-            _ = client.takeEvents()
+            clientEvents += client.takeEvents()
             return (toServer, back)
         }
 
@@ -120,7 +126,32 @@ import Testing
             #expect(call.session.sendDataChannelMessage(Array("pong".utf8), binary: false, channel: id, now: call.now))
             call.roundTrip()
             #expect(call.session.counters.dataChannelMessagesReceived == 1)
+            #expect(call.clientEvents.contains { event in
+                if case .dataChannelMessage(_, _, let payload) = event { return payload == Array("pong".utf8) }
+                return false
+            }, "\(call.clientEvents)")
         }
+    }
+
+    /// DTLS 1.3's last flight is the client's: `ClientSession` (parley load) connects on the
+    /// server's Finished, and when its own Finished is lost it sends it again on DTLS's timer, after
+    /// the handshake, until the session has it.
+    @Test func theClientResendsALostDTLS13FinishedAfterItConnected() throws {
+        let call = try Call(sped: false, library: .boringssl)
+        // Lose the client's encrypted DTLS 1.3 records (unified header, 0b001xxxxx) until told.
+        var losing = true
+        call.deliverToServer = { datagram in !(losing && datagram.first.map { (32...63).contains($0) } == true) }
+        #expect(call.roundTripsToOpenChannel() == 2)
+        call.roundTrip()
+        #expect(call.session.state == .connecting, "the client's Finished was lost")
+        let wake = try #require(call.client.nextWakeup)
+        #expect(wake - call.now <= .seconds(1), "DTLS's timer is in the client's wake-up: \(wake - call.now)")
+        losing = false
+        call.now = wake
+        call.client.handleTimeout(now: call.now)
+        call.roundTrip()
+        #expect(call.session.state == .connected)
+        #expect(call.session.counters.dtlsVersion == "DTLS 1.3")
     }
 
     /// With SNAP and a pre-negotiated channel the data channel opens two round trips after the

@@ -51,11 +51,13 @@ import Testing
             parameters.ntpAtInstantZero = 0xE000_0000 << 32
             configure(&parameters)
             session = try WebRTCSession(parameters: parameters, dtlsContext: serverContext, now: now)
+            client.clock = now
             try client.accept(answer: negotiated.answer, context: clientContext)
         }
 
         /// Delivers datagrams both ways until both sides are quiet.
         func deliver(fromClient initial: [[UInt8]]) {
+            client.clock = now
             var toServer = initial
             repeat {
                 for datagram in toServer where !lose(true, datagram) {
@@ -85,7 +87,14 @@ import Testing
 
         /// Advances the virtual clock to `instant`, running the session's timers on the way.
         func advance(to instant: Instant) {
+            var rounds = 0
             while let wake = [session.nextWakeup, bridge?.nextWakeup].compactMap({ $0 }).min(), wake <= instant {
+                rounds += 1
+                // A timer that its handler does not move would spin here: fail instead of hanging.
+                guard rounds <= 100_000 else {
+                    Issue.record("a wake-up at \(wake) that handleTimeout does not move")
+                    break
+                }
                 now = max(now, wake)
                 if let due = session.nextWakeup, due <= now { session.handleTimeout(now: now) }
                 if let bridge, let due = bridge.nextWakeup, due <= now { bridge.tick(now: now) }
@@ -176,19 +185,42 @@ import Testing
         #expect(call.client.audio.last?.payload == [9, 9])
     }
 
-    @Test func lostDTLSFlightIsRetransmitted() throws {
-        let call = try Call(serverContext: Self.context(Self.serverCertificate, retransmit: .milliseconds(20)))
+    @Test(arguments: [DTLSLibrary.boringssl, .openssl])
+    func lostDTLSFlightIsRetransmitted(library: DTLSLibrary) throws {
+        let call = try Call(serverContext: Self.context(Self.serverCertificate, retransmit: .milliseconds(20), library: library),
+                            clientContext: Self.context(Self.clientCertificate, library: library))
         // Lose every DTLS datagram from the server until the test says otherwise: its first flight is gone.
         call.lose = { fromClient, bytes in !fromClient && bytes.first.map { (20...63).contains($0) } == true }
         call.connect()
         #expect(call.session.state == .connecting)
-        // Real time has to pass for OpenSSL's timer; the virtual clock drives the wake-up.
-        Thread.sleep(forTimeInterval: 0.03)
+        // BoringSSL's timer runs on the virtual clock; for OpenSSL's, real time has to pass too.
+        if library == .openssl { Thread.sleep(forTimeInterval: 0.03) }
         call.lose = { _, _ in false }
         call.advance(by: .milliseconds(30))
         #expect(call.session.state == .connected)
         #expect(call.client.isConnected)
         #expect(call.session.counters.datagramsSent > 3)
+    }
+
+    /// DTLS 1.3 with Parley as the DTLS client (an offer that insists on `passive`): Parley is
+    /// connected once the client's Finished arrives, and its own last flight waits for the peer's ACK.
+    /// Lost, it is sent again by the session's timer — which has to run after the handshake.
+    @Test func parleysLostLastDTLS13FlightIsResentAfterItConnected() throws {
+        let call = try Call(tamperOffer: { $0.replacingOccurrences(of: "a=setup:actpass", with: "a=setup:passive") })
+        // Lose the session's encrypted DTLS 1.3 records (unified header, 0b001xxxxx): its last flight.
+        call.lose = { fromClient, bytes in !fromClient && bytes.first.map { (32...63).contains($0) } == true }
+        call.deliver(fromClient: [call.client.check(useCandidate: true)])
+        #expect(call.session.state == .connected)
+        #expect(call.session.counters.dtlsVersion == "DTLS 1.3")
+        #expect(call.client.dtls.state == .handshaking, "its Finished was lost")
+        let wake = try #require(call.session.nextWakeup)
+        #expect(wake - call.now <= .seconds(1), "DTLS's timer is in the session's wake-up: \(wake - call.now)")
+        call.lose = { _, _ in false }
+        call.advance(by: .seconds(1))
+        #expect(call.client.dtls.state == .connected)
+        #expect(call.client.dtls.version == .dtls1_3)
+        call.deliver(fromClient: [call.client.audioPacket(timestamp: 0, payload: [7, 7])])
+        #expect(call.client.audio.last?.payload == [7, 7])
     }
 
     @Test func nominatedCheckFromANewAddressMovesTheCall() throws {

@@ -52,6 +52,7 @@ final class TestClient {
         // The answer's role decides ours: a server that answers `active` makes us the DTLS server.
         let role: DTLSConnection.Role = audio.setup == .active ? .server : .client
         dtls = try context.makeConnection(role: role, remoteFingerprints: audio.fingerprints)
+        dtls.advanceClock(to: clock)
     }
 
     /// An ICE connectivity check as a controlling agent sends it.
@@ -78,7 +79,13 @@ final class TestClient {
         }
     }
 
+    /// The call's virtual clock, which the client's DTLS (BoringSSL) runs its timers on.
+    var clock = Instant(nanoseconds: 0) {
+        didSet { dtls?.advanceClock(to: clock) }
+    }
+
     func startDTLS() -> [[UInt8]] {
+        dtls.advanceClock(to: clock)
         dtls.start()
         return dtls.takeOutgoing()
     }

@@ -26,13 +26,16 @@ import ParleyWire
 
 nonisolated(unsafe) var call: Call?
 nonisolated(unsafe) var inputs = 0
+nonisolated(unsafe) var calls = 0
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSession(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     inputs += 1
-    // Echo or parrot, and every third call WARP (SNAP, SPED, a negotiated oai-events).
+    // Echo or parrot, every third call WARP (SNAP, SPED, a negotiated oai-events), every other one
+    // DTLS 1.3 on BoringSSL (1.2 on OpenSSL otherwise).
     if call == nil || !call!.isUsable || inputs % 4000 == 0 {
-        call = Call(parrot: inputs % 8000 >= 4000, warp: (inputs / 4000) % 3 == 1)
+        calls += 1
+        call = Call(parrot: inputs % 8000 >= 4000, warp: (inputs / 4000) % 3 == 1, dtls13: calls % 2 == 0)
     }
     guard let call, call.isUsable else { return 0 }
     var checks = 0

@@ -1,3 +1,4 @@
+import ParleyBoringDTLS
 import ParleyMedia
 @_spi(Fuzzing) import ParleySession
 import ParleySCTP
@@ -8,8 +9,13 @@ import ParleyWire
 /// stateful harnesses start from before they feed the fuzzer's bytes, encrypted with the call's own
 /// keys, to one side or the other.
 public final class Call {
-    static let serverContext = try! OpenSSLDTLSContext(certificate: DTLSCertificate(commonName: "parley"))
-    static let clientContext = try! OpenSSLDTLSContext(certificate: DTLSCertificate(commonName: "client"))
+    static let serverCertificate = try! DTLSCertificate(commonName: "parley")
+    static let clientCertificate = try! DTLSCertificate(commonName: "client")
+    /// DTLS 1.2 on OpenSSL, and DTLS 1.3 on BoringSSL (what production runs with Chromium).
+    static let serverContexts: [any DTLSContext] = [
+        try! OpenSSLDTLSContext(certificate: serverCertificate), try! BoringSSLDTLSContext(certificate: serverCertificate)]
+    static let clientContexts: [any DTLSContext] = [
+        try! OpenSSLDTLSContext(certificate: clientCertificate), try! BoringSSLDTLSContext(certificate: clientCertificate)]
     public static let clientAddress = TransportAddress.v4(IPv4Address(127, 0, 0, 1), port: 50000)
     public static let serverAddress = TransportAddress.v4(IPv4Address(127, 0, 0, 1), port: 3478)
     public static let serverPassword = "fuzzserverpassword123456"
@@ -24,14 +30,16 @@ public final class Call {
     /// With `parrot`, the server's audio goes through the agent bridge (jitter buffer, Opus decode
     /// and encode, the parrot's VAD) instead of the echo agent. With `warp`, the client offers
     /// WARP (SNAP's INIT, SPED, `oai-events` negotiated on stream 0) and the session takes it up.
-    public init(parrot: Bool = false, warp: Bool = false) {
-        client = ClientSession(dtlsContext: Self.clientContext, warp: warp)
+    /// With `dtls13`, both ends run BoringSSL and agree on DTLS 1.3; else OpenSSL's DTLS 1.2.
+    public init(parrot: Bool = false, warp: Bool = false, dtls13: Bool = false) {
+        let serverContext = Self.serverContexts[dtls13 ? 1 : 0]
+        client = ClientSession(dtlsContext: Self.clientContexts[dtls13 ? 1 : 0], warp: warp)
         var generator = SystemRandomNumberGenerator()
         let offer = try! SessionDescription(parsing: client.offer)
         let keyring = RoutingKeyring(current: RoutingKey(id: 1, secret: (0..<32).map { UInt8($0) }))
         serverUfrag = keyring.seal(RoutingToken(keyID: 1, clusterID: 1, worker: Self.serverAddress, issuedHour: 1, nonce: 7))
         let negotiated = try! SessionDescription.iceLiteAnswer(to: offer, parameters: AnswerParameters(
-            iceUfrag: serverUfrag, icePassword: Self.serverPassword, fingerprint: Self.serverContext.certificate.fingerprint,
+            iceUfrag: serverUfrag, icePassword: Self.serverPassword, fingerprint: serverContext.certificate.fingerprint,
             candidates: [ICECandidate(foundation: "1", priority: 2_130_706_431, address: "127.0.0.1", port: 3478)],
             sessionID: 1, audioSSRC: 0xABCD_0001, cname: "parley", sctpInit: warp ? SNAPInits.draw(using: &generator) : nil))
         var parameters = SessionParameters(id: "fuzz", localUfrag: serverUfrag, localPassword: Self.serverPassword,
@@ -40,7 +48,7 @@ public final class Call {
             parameters.snap = try! SNAPInits(local: local, remote: remote)
             parameters.negotiatedEventsChannel = client.negotiatedChannelID
         }
-        server = try! WebRTCSession(parameters: parameters, dtlsContext: Self.serverContext, now: now)
+        server = try! WebRTCSession(parameters: parameters, dtlsContext: serverContext, now: now)
         if parrot {
             bridge = try! AgentBridge(agent: ParrotAgent(), session: server, now: now)
             echo = nil

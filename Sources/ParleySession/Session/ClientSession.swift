@@ -421,6 +421,8 @@ public final class ClientSession {
 
     private func pumpDataChannels(now: Instant) {
         guard let dataChannels, let dtls else { return }
+        if lastNow.map({ now > $0 }) ?? true { lastNow = now }
+        dtls.advanceClock(to: now)
         if dataChannelID == nil, let label = dataChannelLabel, dataChannels.association.state == .established {
             dataChannelID = dataChannels.open(label: label, now: now)
         }
@@ -462,7 +464,9 @@ extension ClientSession {
 
     /// `bytes` as a DTLS application-data record toward the server: the datagrams to deliver.
     @_spi(Fuzzing) public func sealApplicationData(_ bytes: [UInt8]) -> [[UInt8]] {
-        guard let dtls, isConnected, bytes.withUnsafeBytes({ dtls.send($0) }) else { return [] }
+        guard let dtls, isConnected else { return [] }
+        if let lastNow { dtls.advanceClock(to: lastNow) }
+        guard bytes.withUnsafeBytes({ dtls.send($0) }) else { return [] }
         return dtls.takeOutgoing()
     }
 

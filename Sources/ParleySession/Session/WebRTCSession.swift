@@ -347,6 +347,8 @@ public final class WebRTCSession {
     /// Sends SCTP's packets through DTLS and turns its events into session events.
     private func pumpDataChannels(now: Instant) {
         guard let dataChannels else { return }
+        // DTLS's timer (a delay) is counted from the latest input: this one, if it is later.
+        if now > lastNow { lastNow = now }
         dtls.advanceClock(to: now)
         for packet in dataChannels.takeOutgoing() { _ = packet.withUnsafeBytes { dtls.send($0) } }
         if let path = selectedPath { for datagram in dtls.takeOutgoing() { emit(datagram, to: path) } }
@@ -893,7 +895,9 @@ extension WebRTCSession {
 
     /// `bytes` as a DTLS application-data record toward the client: the datagrams to deliver.
     @_spi(Fuzzing) public func sealApplicationData(_ bytes: [UInt8]) -> [[UInt8]] {
-        guard state == .connected, bytes.withUnsafeBytes({ dtls.send($0) }) else { return [] }
+        guard state == .connected else { return [] }
+        dtls.advanceClock(to: lastNow)
+        guard bytes.withUnsafeBytes({ dtls.send($0) }) else { return [] }
         return dtls.takeOutgoing()
     }
 
