@@ -73,13 +73,20 @@ def chromium_rows(results, rtt, library):
         opens = [call["dataChannelOpen"] - call["answer"] for call in calls if "dataChannelOpen" in call and "answer" in call]
         after = f"{percentile(opens, 0.5) / rtt:.1f} RTT" if opens else "–"
         sped = sum(1 for call in calls if call.get("answeredSped"))
-        version = DTLS_VERSIONS[library]
+        # The version Chromium's getStats reported (FEFC: 1.3, FEFD: 1.2), when all calls agree.
+        seen = {WIRE_VERSIONS.get(call.get("tlsVersion"), "?") for call in calls}
+        version = seen.pop() if len(seen) == 1 else "/".join(sorted(seen)) or "–"
         rows.append(f"| {label} | {version} | {len(calls)}/{len(results.get(variant, []))} | {sped} | " + " | ".join(cells) + f" | {after} |")
     return rows
 
 
-# What each server library negotiates with these clients (Chromium and `parley load` on BoringSSL offer 1.3).
-DTLS_VERSIONS = {"boringssl": "1.3", "openssl": "1.2"}
+WIRE_VERSIONS = {"FEFC": "1.3", "FEFD": "1.2"}
+
+
+def load_version(report):
+    """The DTLS versions `parley load`'s connected sessions agreed, as the report counts them."""
+    versions = report.get("dtlsVersions", {})
+    return "/".join(sorted(name.replace("DTLS ", "") for name in versions)) or "–"
 
 
 def run_load(ns_a, parley, url, sessions, ramp, warp, library):
@@ -157,7 +164,7 @@ def main():
                     cells = [f"{setup[s]['p50']:.0f} / {setup[s]['p99']:.0f}" if s in setup else "–" for s in STEPS]
                     after = (setup["dataChannelOpen"]["p50"] - setup["answer"]["p50"]) / rtt if "dataChannelOpen" in setup else None
                     rows.append(((kind != "single", warp, library != "openssl"),
-                                 f"| {kind} ({sessions}) | {'`--warp`' if warp else 'plain'} | {DTLS_VERSIONS[library]} | "
+                                 f"| {kind} ({sessions}) | {'`--warp`' if warp else 'plain'} | {load_version(report)} | "
                                  f"{report['connected']}/{sessions} | "
                                  f"{report['dataChannel'].get('startedWithSNAP', 0)} | " + " | ".join(cells)
                                  + (f" | {after:.1f} RTT |" if after is not None else " | – |")))
@@ -185,12 +192,12 @@ def main():
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n\n"
              "Milliseconds from the offer's POST, p50 / p99. SNAP: sessions whose answer took up `a=sctp-init`. "
              "`--warp` offers SPED too (`a=ice-options:sped`): its ClientHello rides the first check. "
-             "DTLS: the version the call ran, `parley dev --dtls boringssl` (1.3) or `--dtls openssl` (1.2), "
-             "the load client on the same library.\n")
+             "DTLS: the version the sessions' handshakes agreed (the load client counts them), with "
+             "`parley dev --dtls boringssl` or `--dtls openssl` and the load client on the same library.\n")
     if chromium:
         table += ("\nHeadless Chromium 156 across the same link (scripts/chromium_setup_probe.py: a fresh browser per call, "
                   f"{args.chromium_runs} calls per variant, interleaved; one `parley dev` per DTLS library):\n\n"
-                  "| Chromium | DTLS | calls | SPED answered | answer | ICE | DTLS up | first echoed audio | data channel open | open − answer (p50) |\n"
+                  "| Chromium | DTLS (getStats) | calls | SPED answered | answer | ICE | DTLS up | first echoed audio | data channel open | open − answer (p50) |\n"
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(chromium) + "\n\n"
                   "Milliseconds from the offer's POST, p50 / p99 (DTLS: `connectionState` connected; first echoed audio: "
                   "the receiver's first synchronization source).\n")

@@ -66,7 +66,9 @@ const [negotiated, done] = arguments;
   await pc.setRemoteDescription({ type: "answer", sdp: answer });
   await Promise.race([Promise.all([opened, heard]), new Promise((resolve) => setTimeout(resolve, 10000))]);
   const offer = pc.localDescription.sdp;
-  done({ ...at, callId: (response.headers.get("Location") || "").split("/").pop(),
+  let tlsVersion = null;  // the DTLS version getStats reports: FEFC is 1.3, FEFD 1.2
+  for (const report of (await pc.getStats()).values()) if (report.type === "transport") tlsVersion = report.tlsVersion;
+  done({ ...at, callId: (response.headers.get("Location") || "").split("/").pop(), tlsVersion,
          offeredSped: /a=ice-options:.*\\bsped\\b/.test(offer), answeredSped: /a=ice-options:.*\\bsped\\b/.test(answer),
          snap: answer.includes("a=sctp-init:") });
   pc.close();

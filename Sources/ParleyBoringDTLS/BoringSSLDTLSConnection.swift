@@ -73,11 +73,9 @@ public final class BoringSSLDTLSConnection: DTLSConnection {
     public private(set) var state: DTLSState = .handshaking
     public private(set) var srtpKeys: SRTPKeyMaterial?
     public private(set) var version: DTLSVersion?
-    /// Flights resent on the timer: the handshake's, and under DTLS 1.3 the last flight after it.
+    /// Timer firings that resent something: the handshake's flights, and under DTLS 1.3 the last
+    /// flight or an ACK after it.
     public private(set) var handshakeRetransmissions = 0
-    /// BoringSSL gave up on a post-handshake timer (DTLS 1.3's last flight never acknowledged, after
-    /// its retries): the connection carries on without it, and its timer is not reported again.
-    public private(set) var gaveUpOnAcknowledgement = false
 
     private let ssl: OpaquePointer
     private let readBIO: OpaquePointer
@@ -140,7 +138,7 @@ public final class BoringSSLDTLSConnection: DTLSConnection {
     /// BoringSSL runs timers after the handshake too: under DTLS 1.3 the client's last flight waits
     /// for the server's ACK (RFC 9147 §5.8.4).
     public var retransmitDelay: Duration? {
-        guard state == .handshaking || (state == .connected && !gaveUpOnAcknowledgement) else { return nil }
+        guard state == .handshaking || state == .connected else { return nil }
         return withClock {
             var remaining = timeval()
             guard DTLSv1_get_timeout(ssl, &remaining) == 1 else { return nil }
@@ -161,11 +159,11 @@ public final class BoringSSLDTLSConnection: DTLSConnection {
             let result = DTLSv1_handle_timeout(ssl)
             if result > 0 {
                 handshakeRetransmissions += 1
-            } else if result < 0, state == .handshaking {
-                state = .failed(.handshake("retransmission: \(boringSSLErrorDescription())"))
             } else if result < 0 {
-                ERR_clear_error()
-                gaveUpOnAcknowledgement = true
+                // During the handshake, or after it under DTLS 1.3 when the peer never acknowledged
+                // the last flight: BoringSSL then reads nothing more (it keeps trying to flush the
+                // flight first), so the connection is dead either way.
+                state = .failed(.handshake("retransmission: \(boringSSLErrorDescription())"))
             }
         }
     }

@@ -85,6 +85,9 @@ public struct LoadReport: Codable, Sendable {
         public var pulseLatencyMilliseconds: Percentiles?
     }
 
+    /// Connected sessions by the DTLS version their handshake agreed ("DTLS 1.3": n).
+    public var dtlsVersions: [String: Int]
+
     public struct DataChannelFigures: Codable, Sendable {
         public var opened: Int
         /// Sessions whose answer took up SNAP (with `--warp`): their SCTP started with DTLS.
@@ -295,6 +298,9 @@ public final class LoadGenerator: @unchecked Sendable {
                 client.nextFrame = due
                 client.stopAt = due + configuration.duration
                 schedule(client, at: due)
+                // DTLS 1.3: the client's Finished goes first, or the server, which connects on it,
+                // could not yet read the first frame.
+                flush(client)
                 // The first frame leaves now: this millisecond's tick may already have run.
                 _ = sendFrames(client, now: now)
             case .audio(let sequenceNumber, let timestamp, let payload):
@@ -497,7 +503,10 @@ public final class LoadGenerator: @unchecked Sendable {
             client: .init(cpuSeconds: cpu, wallSeconds: Double(wall.nanoseconds) / 1e9, peakCPUPercent: peakCPU * 100,
                           sendLagMilliseconds: lag, saturated: saturated,
                           warning: saturated ? "the load generator saturated its core (peak \(Int(saturating: peakCPU * 100))% CPU, "
-                              + "p99 send lag \(String(format: "%.1f", lag?.p99 ?? 0)) ms): figures show its limit, not the server's" : nil))
+                              + "p99 send lag \(String(format: "%.1f", lag?.p99 ?? 0)) ms): figures show its limit, not the server's" : nil),
+            dtlsVersions: connected.reduce(into: [:]) { counts, client in
+                if let version = client.session.dtlsVersion { counts[version.description, default: 0] += 1 }
+            })
     }
 
     /// The send time a `parley.load.ping` event carries back.

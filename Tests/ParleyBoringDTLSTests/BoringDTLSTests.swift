@@ -185,6 +185,32 @@ import Testing
         #expect(pair.client.retransmitDelay == nil)
     }
 
+    /// A peer that never acknowledges the client's last flight: BoringSSL gives up after its retries
+    /// and would read nothing more, so the connection fails (and its timer stops) instead of
+    /// looking connected while deaf.
+    @Test func aLastFlightNeverAcknowledgedFailsTheConnection() throws {
+        var serverFlightSeen = false
+        var pair = try makePair()
+        pair.pump { fromClient, _ in
+            if !fromClient { serverFlightSeen = true; return false }
+            return serverFlightSeen
+        }
+        #expect(pair.client.state == .connected)
+        var firings = 0
+        while let delay = pair.client.retransmitDelay, firings < 40 {
+            firings += 1
+            pair.advance(delay)
+            pair.client.handleTimeout()
+            _ = pair.client.takeOutgoing()  // lost, every time
+        }
+        #expect(firings > 5 && firings < 40, "\(firings)")
+        guard case .failed = pair.client.state else {
+            Issue.record("still \(pair.client.state) after \(firings) unacknowledged resends")
+            return
+        }
+        #expect(pair.client.retransmitDelay == nil)
+    }
+
     @Test func seededRoundTripSetsTheFirstDelay() throws {
         let connection = try Self.context(.boringssl, Self.clientCertificate)
             .makeConnection(role: .client, remoteFingerprints: [])

@@ -35,7 +35,8 @@ public func fuzzSession(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     // DTLS 1.3 on BoringSSL (1.2 on OpenSSL otherwise).
     if call == nil || !call!.isUsable || inputs % 4000 == 0 {
         calls += 1
-        call = Call(parrot: inputs % 8000 >= 4000, warp: (inputs / 4000) % 3 == 1, dtls13: calls % 2 == 0)
+        // (Not `calls % 2` alone: with calls that stay usable it would pair 1.3 with parrot every time.)
+        call = Call(parrot: inputs % 8000 >= 4000, warp: (inputs / 4000) % 3 == 1, dtls13: (inputs / 8000 + calls) % 2 == 1)
     }
     guard let call, call.isUsable else { return 0 }
     var checks = 0

@@ -36,6 +36,8 @@ public final class ClientSession {
     public var answeredSNAP: Bool { snap != nil }
     /// Whether the answer took up SPED (`a=ice-options:sped`): the ClientHello rides the first check.
     public var answeredSPED: Bool { sped != nil }
+    /// The DTLS version the handshake agreed, once connected.
+    public var dtlsVersion: DTLSVersion? { dtls?.version }
     /// SPED: our DTLS datagrams that rode checks, and the server's that rode its answers.
     public private(set) var dtlsInSTUNSent = 0
     public private(set) var dtlsInSTUNReceived = 0
@@ -176,6 +178,7 @@ public final class ClientSession {
         if let dtls, let delay = dtls.retransmitDelay, delay <= .zero {
             dtls.handleTimeout()
             flushDTLS(now: now)
+            if case .failed(let error) = dtls.state { events.append(.failed("DTLS: \(error)")) }
         }
         if let dataChannels, let due = dataChannels.association.nextWakeup, now >= due {
             dataChannels.handleTimeout(now: now)
@@ -422,7 +425,7 @@ public final class ClientSession {
     private func pumpDataChannels(now: Instant) {
         guard let dataChannels, let dtls else { return }
         if lastNow.map({ now > $0 }) ?? true { lastNow = now }
-        dtls.advanceClock(to: now)
+        if let lastNow { dtls.advanceClock(to: lastNow) }
         if dataChannelID == nil, let label = dataChannelLabel, dataChannels.association.state == .established {
             dataChannelID = dataChannels.open(label: label, now: now)
         }

@@ -231,6 +231,8 @@ public final class WebRTCSession {
         if state == .connected, let delay = dtls.retransmitDelay, delay <= .zero {
             dtls.handleTimeout()
             if let path = selectedPath { for datagram in dtls.takeOutgoing() { emit(datagram, to: path) } }
+            // A last flight never acknowledged leaves BoringSSL unable to read: the call is over.
+            if case .failed(let error) = dtls.state { return close(.dtlsFailed(error), now: now) }
         }
         if state == .connected, sped?.isActive == true, let connected = dtlsConnectedAt, now - connected >= Self.spedLingering {
             sped?.end()
@@ -349,7 +351,7 @@ public final class WebRTCSession {
         guard let dataChannels else { return }
         // DTLS's timer (a delay) is counted from the latest input: this one, if it is later.
         if now > lastNow { lastNow = now }
-        dtls.advanceClock(to: now)
+        dtls.advanceClock(to: lastNow)
         for packet in dataChannels.takeOutgoing() { _ = packet.withUnsafeBytes { dtls.send($0) } }
         if let path = selectedPath { for datagram in dtls.takeOutgoing() { emit(datagram, to: path) } }
         for event in dataChannels.takeEvents() {
